@@ -1,0 +1,108 @@
+//! JSON shapes of API resources.
+
+use serde::Serialize;
+
+use crate::control::Control;
+use crate::digest::Sha256;
+use crate::meta::{Deployment, Env, Project};
+use crate::model::{Millis, Status, Target, rfc3339};
+
+/// A project as the API shows it.
+#[derive(Serialize)]
+pub struct ProjectView {
+    id: String,
+    name: String,
+    env: Env,
+    created_at: String,
+    /// The production URL (serves once a deployment is promoted).
+    url: String,
+    production_deployment_id: Option<String>,
+}
+
+impl ProjectView {
+    /// The view of `p`.
+    pub fn new(c: &Control, p: Project) -> Self {
+        ProjectView {
+            url: c.url_for(&c.production_host(&p.name)),
+            id: p.id,
+            name: p.name,
+            env: p.env,
+            created_at: rfc3339(p.created_at),
+            production_deployment_id: p.production_deployment_id,
+        }
+    }
+}
+
+/// When each stage of a deployment began, and how long the stages took.
+#[derive(Serialize)]
+struct Timings {
+    queued_at: String,
+    building_at: Option<String>,
+    ready_at: Option<String>,
+    errored_at: Option<String>,
+    /// From creation until every file was present.
+    queued_ms: Option<i64>,
+    /// From every file present until ready (or failed).
+    building_ms: Option<i64>,
+}
+
+/// A deployment as the API shows it.
+#[derive(Serialize)]
+pub struct DeploymentView {
+    id: String,
+    project_id: String,
+    /// This exact deployment's own URL; never changes.
+    url: String,
+    status: Status,
+    target: Target,
+    env: Env,
+    created_at: String,
+    file_count: u64,
+    total_bytes: Option<u64>,
+    /// Distinct blobs still to upload.
+    missing_count: u64,
+    /// Address of the stored version manifest, once ready.
+    manifest_sha256: Option<Sha256>,
+    error: Option<String>,
+    /// Other URLs serving this deployment now (production, custom domains).
+    aliases: Vec<String>,
+    timings: Timings,
+    /// On creation only: the blobs to upload, each once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing: Option<Vec<Sha256>>,
+}
+
+fn span(from: Millis, to: Option<Millis>) -> Option<i64> {
+    to.map(|t| t - from)
+}
+
+impl DeploymentView {
+    /// The view of `d`, with the missing list when given.
+    pub fn new(c: &Control, d: Deployment, missing: Option<Vec<Sha256>>) -> Self {
+        let end = d.ready_at.or(d.errored_at);
+        DeploymentView {
+            url: c.url_for(&d.preview_host),
+            aliases: d.serving_hosts.iter().map(|h| c.url_for(h)).collect(),
+            timings: Timings {
+                queued_at: rfc3339(d.created_at),
+                building_at: d.building_at.map(rfc3339),
+                ready_at: d.ready_at.map(rfc3339),
+                errored_at: d.errored_at.map(rfc3339),
+                queued_ms: span(d.created_at, d.building_at),
+                building_ms: d.building_at.and_then(|b| span(b, end)),
+            },
+            id: d.id,
+            project_id: d.project_id,
+            status: d.status,
+            target: d.target,
+            env: d.env,
+            created_at: rfc3339(d.created_at),
+            file_count: d.file_count,
+            total_bytes: d.total_bytes,
+            missing_count: d.missing_count,
+            manifest_sha256: d.manifest,
+            error: d.error,
+            missing,
+        }
+    }
+}

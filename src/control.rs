@@ -1,0 +1,409 @@
+//! The control plane's operations over the blob store, the metadata store and the edge
+//! table: create projects and deployments, accept blobs, build versions, promote.
+//!
+//! Every alias change goes through one lock, commits to the metadata store first (which
+//! assigns the revision) and then swaps the edge table, so the table follows the database
+//! in revision order and a restart rebuilds exactly what was acknowledged.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use futures_util::{StreamExt, TryStreamExt, stream};
+
+use crate::digest::Sha256;
+use crate::edge::site::Site;
+use crate::edge::table::{AliasTable, TableHandle};
+use crate::meta::{AliasChange, Deployment, Env, MetaError, MetaStore, NewDeployment, Project};
+use crate::model::{self, Manifest, ManifestEntry, Status, Target, names};
+use crate::store::{BlobStore, ByteStream, PutOutcome, StoreError, put_bytes};
+
+/// How many blob size look-ups a build runs at once.
+const BUILD_CONCURRENCY: usize = 32;
+/// Fresh ids tried when a preview host is (astronomically unlikely) already taken.
+const ID_ATTEMPTS: usize = 4;
+
+/// Errors of control-plane operations; the API maps them to HTTP in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The request is malformed; `code` is the stable machine-readable reason.
+    #[error("{message}")]
+    Invalid {
+        /// Stable error code.
+        code: &'static str,
+        /// Human explanation naming the offending input.
+        message: String,
+    },
+    /// A named record does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request conflicts with existing state.
+    #[error("{message}")]
+    Conflict {
+        /// Stable error code.
+        code: &'static str,
+        /// Human explanation.
+        message: String,
+    },
+    /// The blob store failed or refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The metadata store failed or refused.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+/// A validated request to create a deployment.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    /// Owning project.
+    pub project_id: String,
+    /// path → blob.
+    pub files: BTreeMap<String, Sha256>,
+    /// Preview or production.
+    pub target: Target,
+    /// Overrides over the project's env.
+    pub env: Env,
+}
+
+/// The control plane.
+pub struct Control {
+    /// Blob bytes and version manifests.
+    pub store: Arc<dyn BlobStore>,
+    /// Projects, deployments, aliases, tokens.
+    pub meta: Arc<dyn MetaStore>,
+    /// The edge's routing table, swapped on every alias change.
+    pub table: Arc<TableHandle>,
+    /// Parent domain of project and preview hosts.
+    pub domain: String,
+    /// Port the edge is reachable on, for the URLs we hand out.
+    edge_port: u16,
+    /// Loaded sites by deployment id; a site is immutable, so an entry never goes stale.
+    sites: DashMap<String, Arc<Site>>,
+    /// Builds running now, so a deployment is never built twice at once.
+    building: DashMap<String, ()>,
+    /// Serialises alias changes so table swaps happen in revision order.
+    release: tokio::sync::Mutex<()>,
+}
+
+impl Control {
+    /// Starts the control plane: builds the edge table from the metadata store and resumes
+    /// builds a previous run left unfinished.
+    pub async fn open(
+        store: Arc<dyn BlobStore>,
+        meta: Arc<dyn MetaStore>,
+        domain: String,
+        edge_port: u16,
+    ) -> Result<Arc<Self>, ControlError> {
+        let control = Arc::new(Control {
+            store,
+            meta,
+            table: Arc::new(TableHandle::default()),
+            domain,
+            edge_port,
+            sites: DashMap::new(),
+            building: DashMap::new(),
+            release: tokio::sync::Mutex::new(()),
+        });
+        let routes = control.meta.routes().await?;
+        let mut hosts = Vec::with_capacity(routes.routes.len());
+        for r in routes.routes {
+            match control.site(&r.deployment_id).await {
+                Ok(site) => hosts.push((r.host, site)),
+                Err(e) => {
+                    tracing::error!(host = %r.host, deployment = %r.deployment_id, error = %e, "cannot load site; host left unrouted")
+                }
+            }
+        }
+        let table = AliasTable::new(routes.revision, hosts);
+        tracing::info!(
+            revision = table.revision,
+            hosts = table.len(),
+            "alias table loaded"
+        );
+        // At start-up, before the edge serves; later changes go through `apply_change`.
+        control.table.replace(table);
+        for id in control.meta.interrupted_builds().await? {
+            tracing::info!(deployment = %id, "resuming interrupted build");
+            control.spawn_build(id);
+        }
+        Ok(control)
+    }
+
+    /// The production host of a project.
+    pub fn production_host(&self, project_name: &str) -> String {
+        format!("{project_name}.{}", self.domain)
+    }
+
+    /// The URL browsers use for `host`.
+    pub fn url_for(&self, host: &str) -> String {
+        if self.edge_port == 80 {
+            format!("http://{host}")
+        } else {
+            format!("http://{host}:{}", self.edge_port)
+        }
+    }
+
+    /// Whether `secret` is a valid API token.
+    pub async fn token_valid(&self, secret: &str) -> Result<bool, ControlError> {
+        Ok(self
+            .meta
+            .token_exists(&Sha256::of(secret.as_bytes()))
+            .await?)
+    }
+
+    /// Creates a project and reserves its production host.
+    pub async fn create_project(&self, name: String, env: Env) -> Result<Project, ControlError> {
+        names::validate_project_name(&name).map_err(|message| ControlError::Invalid {
+            code: "invalid_name",
+            message,
+        })?;
+        let project = Project {
+            id: names::random_id("prj"),
+            name,
+            env,
+            created_at: model::now_millis(),
+            production_deployment_id: None,
+        };
+        let host = self.production_host(&project.name);
+        match self.meta.create_project(&project, &host).await {
+            Err(MetaError::Conflict(message)) => Err(ControlError::Conflict {
+                code: "name_taken",
+                message,
+            }),
+            r => r.map(|()| project).map_err(Into::into),
+        }
+    }
+
+    /// A project by id.
+    pub async fn project(&self, id: &str) -> Result<Project, ControlError> {
+        self.meta
+            .project(id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("project {id}")))
+    }
+
+    /// A deployment by id.
+    pub async fn deployment(&self, id: &str) -> Result<Deployment, ControlError> {
+        self.meta
+            .deployment(id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("deployment {id}")))
+    }
+
+    /// Records a deployment; returns it with the blobs still to upload. Starts the build at
+    /// once when nothing is missing.
+    pub async fn create_deployment(
+        self: &Arc<Self>,
+        req: DeployRequest,
+    ) -> Result<(Deployment, Vec<Sha256>), ControlError> {
+        if req.files.is_empty() {
+            return Err(ControlError::Invalid {
+                code: "empty_manifest",
+                message: "files must name at least one file".into(),
+            });
+        }
+        for path in req.files.keys() {
+            model::validate_path(path).map_err(|why| ControlError::Invalid {
+                code: "invalid_path",
+                message: format!("invalid path {path:?}: {why}"),
+            })?;
+        }
+        let project = self.project(&req.project_id).await?;
+        let mut env = project.env.clone();
+        env.extend(req.env);
+        let digests: Vec<Sha256> = req.files.values().copied().collect();
+        let missing = self.store.missing(&digests).await?;
+        let files: Vec<(String, Sha256)> = req.files.into_iter().collect();
+        let mut created = None;
+        for _ in 0..ID_ATTEMPTS {
+            let id = names::random_id("dpl");
+            let new = NewDeployment {
+                preview_host: format!("{}-{}.{}", project.name, names::id_suffix(&id), self.domain),
+                id,
+                project_id: project.id.clone(),
+                target: req.target,
+                env: env.clone(),
+                files: files.clone(),
+                missing: missing.clone(),
+                created_at: model::now_millis(),
+            };
+            match self.meta.create_deployment(new).await {
+                Err(MetaError::Conflict(_)) => continue,
+                r => {
+                    created = Some(r?);
+                    break;
+                }
+            }
+        }
+        let mut deployment = created.ok_or_else(|| ControlError::Conflict {
+            code: "host_taken",
+            message: "could not allocate a unique preview host".into(),
+        })?;
+        if deployment.status == Status::Building {
+            self.spawn_build(deployment.id.clone());
+        } else {
+            // A blob may have landed between our look-up and the insert; its upload then
+            // found no row to clear. Looking again closes that window.
+            let still = self.store.missing(&missing).await?;
+            let arrived: Vec<Sha256> = missing
+                .iter()
+                .filter(|d| !still.contains(d))
+                .copied()
+                .collect();
+            if !arrived.is_empty() {
+                self.blobs_arrived(&arrived).await?;
+                deployment = self.deployment(&deployment.id).await?;
+            }
+            return Ok((deployment, still));
+        }
+        Ok((deployment, missing))
+    }
+
+    /// The blobs among `digests` the store lacks, each once.
+    pub async fn missing(&self, digests: &[Sha256]) -> Result<Vec<Sha256>, ControlError> {
+        Ok(self.store.missing(digests).await?)
+    }
+
+    /// Stores an uploaded blob (verified against `digest`) and moves on any deployment that
+    /// was waiting only for it.
+    pub async fn put_blob(
+        self: &Arc<Self>,
+        digest: &Sha256,
+        body: ByteStream,
+    ) -> Result<PutOutcome, ControlError> {
+        let outcome = self.store.put(digest, body).await?;
+        self.blobs_arrived(&[*digest]).await?;
+        Ok(outcome)
+    }
+
+    async fn blobs_arrived(self: &Arc<Self>, digests: &[Sha256]) -> Result<(), ControlError> {
+        for id in self.meta.blobs_arrived(digests).await? {
+            self.spawn_build(id);
+        }
+        Ok(())
+    }
+
+    fn spawn_build(self: &Arc<Self>, id: String) {
+        if self.building.insert(id.clone(), ()).is_some() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.build(&id).await {
+                tracing::warn!(deployment = %id, error = %e, "build failed");
+                if let Err(e2) = this.meta.mark_error(&id, &e.to_string()).await {
+                    tracing::error!(deployment = %id, error = %e2, "cannot record build failure");
+                }
+            }
+            this.building.remove(&id);
+        });
+    }
+
+    /// Assembles and stores the version manifest, makes the preview host routable, and
+    /// promotes production-targeted deployments.
+    async fn build(self: &Arc<Self>, id: &str) -> Result<(), ControlError> {
+        let started = std::time::Instant::now();
+        let deployment = self.deployment(id).await?;
+        let files = self.meta.deployment_files(id).await?;
+        let store = &self.store;
+        let entries: Vec<(String, ManifestEntry)> = stream::iter(files)
+            .map(|(path, digest)| async move {
+                match store.size(&digest).await? {
+                    Some(size) => Ok((
+                        path,
+                        ManifestEntry {
+                            sha256: digest,
+                            size,
+                        },
+                    )),
+                    None => Err(ControlError::Invalid {
+                        code: "blob_missing",
+                        message: format!("file {path:?} ({digest}) is no longer in the store"),
+                    }),
+                }
+            })
+            .buffered(BUILD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let manifest = Manifest::new(
+            id.to_owned(),
+            deployment.project_id.clone(),
+            model::rfc3339(deployment.created_at),
+            entries.into_iter().collect(),
+        );
+        let (manifest_digest, _) = put_bytes(&*self.store, manifest.to_bytes().into()).await?;
+        let site = Arc::new(Site::from_manifest(&manifest));
+        self.sites.insert(id.to_owned(), site);
+        {
+            let _release = self.release.lock().await;
+            let change = self
+                .meta
+                .mark_ready(id, &manifest_digest, manifest.total_bytes())
+                .await?;
+            self.apply_change(change).await?;
+        }
+        tracing::info!(deployment = %id, files = manifest.files.len(), bytes = manifest.total_bytes(), ms = started.elapsed().as_millis() as u64, "deployment ready");
+        if deployment.target == Target::Production {
+            self.promote(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Points the project's production hosts at deployment `id` (which must be ready) in
+    /// one table swap. Promoting an older deployment is a rollback.
+    pub async fn promote(&self, id: &str) -> Result<Deployment, ControlError> {
+        {
+            let _release = self.release.lock().await;
+            let change = match self.meta.promote(id).await {
+                Err(MetaError::InvalidState(message)) => {
+                    return Err(ControlError::Conflict {
+                        code: "deployment_not_ready",
+                        message,
+                    });
+                }
+                Err(MetaError::NotFound(_)) => {
+                    return Err(ControlError::NotFound(format!("deployment {id}")));
+                }
+                r => r?,
+            };
+            self.apply_change(change).await?;
+        }
+        tracing::info!(deployment = %id, revision = self.table.load().revision, "promoted");
+        self.deployment(id).await
+    }
+
+    /// Swaps a committed alias change into the edge table. Callers hold `release`.
+    async fn apply_change(&self, change: AliasChange) -> Result<(), ControlError> {
+        let mut changes = Vec::with_capacity(change.routes.len());
+        for r in change.routes {
+            changes.push((r.host, self.site(&r.deployment_id).await?));
+        }
+        self.table.apply(change.revision, &changes);
+        Ok(())
+    }
+
+    /// The loaded site of a ready deployment, reading its manifest when not cached.
+    async fn site(&self, deployment_id: &str) -> Result<Arc<Site>, ControlError> {
+        if let Some(s) = self.sites.get(deployment_id) {
+            return Ok(s.clone());
+        }
+        let d = self.deployment(deployment_id).await?;
+        let digest = d.manifest.ok_or_else(|| ControlError::Conflict {
+            code: "deployment_not_ready",
+            message: format!("deployment {deployment_id} has no manifest yet"),
+        })?;
+        let blob = self.store.get(&digest).await?.ok_or_else(|| {
+            StoreError::Unavailable(format!("manifest {digest} of {deployment_id} is missing"))
+        })?;
+        let bytes = blob.into_bytes().await.map_err(StoreError::Io)?;
+        if Sha256::of(&bytes) != digest {
+            return Err(StoreError::Unavailable(format!("manifest {digest} is corrupt")).into());
+        }
+        let manifest = Manifest::from_bytes(&bytes)
+            .map_err(|e| StoreError::Unavailable(format!("manifest {digest}: {e}")))?;
+        let site = Arc::new(Site::from_manifest(&manifest));
+        self.sites.insert(deployment_id.to_owned(), site.clone());
+        Ok(site)
+    }
+}

@@ -1,0 +1,210 @@
+//! The edge: a hyper server mapping Host → alias → deployment → blob.
+//!
+//! Resolution ([`resolve`]) is pure over one [`table::AliasTable`] snapshot; this module
+//! turns its answer into a response, reading blob bytes from the store.
+
+pub mod conditional;
+pub mod host;
+pub mod resolve;
+pub mod server;
+pub mod site;
+pub mod table;
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http::header::{
+    ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HOST,
+    LOCATION,
+};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Either, Full, StreamBody};
+
+use crate::store::{BlobBody, BlobStore};
+use conditional::Plan;
+use resolve::Resolved;
+use site::{FileEntry, Site};
+use table::TableHandle;
+
+/// Names the deployment that produced a response, on every response from a site.
+pub static X_HALO_DEPLOYMENT: HeaderName = HeaderName::from_static("x-halo-deployment");
+
+/// Response body: whole bytes for small content, a stream for large blobs.
+pub type EdgeBody = Either<Full<Bytes>, UnsyncBoxBody<Bytes, io::Error>>;
+
+const CACHE_REVALIDATE: HeaderValue =
+    HeaderValue::from_static("public, max-age=0, must-revalidate");
+const BYTES: HeaderValue = HeaderValue::from_static("bytes");
+const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
+// Bodies of the edge's own pages, built into the binary: no formatting per request.
+const UNKNOWN_HOST_BODY: &str = "404 Not Found\n\nNo site is deployed at this address.\n";
+const NOT_FOUND_BODY: &str = "404 Not Found\n";
+const BAD_PATH_BODY: &str = "400 Bad Request\n\nThe path is not valid percent-encoded UTF-8.\n";
+const NOT_ALLOWED_BODY: &str = "405 Method Not Allowed\n";
+const UNAVAILABLE_BODY: &str =
+    "503 Service Unavailable\n\nThe file could not be read. Try again shortly.\n";
+
+/// The edge's state: the alias table and where blob bytes come from.
+pub struct Edge {
+    /// Host routing; swapped by the control plane on every alias change.
+    pub table: Arc<TableHandle>,
+    /// Blob bytes.
+    pub store: Arc<dyn BlobStore>,
+}
+
+fn full(data: impl Into<Bytes>) -> EdgeBody {
+    Either::Left(Full::new(data.into()))
+}
+
+fn plain(status: StatusCode, body: &'static str, site: Option<&Site>) -> Response<EdgeBody> {
+    let mut resp = Response::new(full(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, TEXT_PLAIN);
+    h.insert(CACHE_CONTROL, NO_STORE);
+    if let Some(site) = site {
+        h.insert(X_HALO_DEPLOYMENT.clone(), site.deployment_header.clone());
+    }
+    resp
+}
+
+impl Edge {
+    /// Answers one request. Never fails: every outcome is a response.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<EdgeBody> {
+        let head = req.method() == Method::HEAD;
+        if req.method() != Method::GET && !head {
+            let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, NOT_ALLOWED_BODY, None);
+            resp.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return resp;
+        }
+        let host = req
+            .headers()
+            .get(HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        // One snapshot per request: what it resolves to is kept (Arc) until the body is sent,
+        // so a swap during the request cannot mix versions.
+        let (site, entry, status) = {
+            let table = self.table.load();
+            match resolve::resolve(&table, host, req.uri().path()) {
+                Resolved::UnknownHost => {
+                    tracing::debug!(host, "unknown host");
+                    return plain(StatusCode::NOT_FOUND, UNKNOWN_HOST_BODY, None);
+                }
+                Resolved::BadPath(site) => {
+                    return plain(StatusCode::BAD_REQUEST, BAD_PATH_BODY, Some(site));
+                }
+                Resolved::AddSlash(site, mut location) => {
+                    if let Some(q) = req.uri().query() {
+                        location.push('?');
+                        location.push_str(q);
+                    }
+                    let mut resp = plain(StatusCode::MOVED_PERMANENTLY, "", Some(site));
+                    if let Ok(v) = HeaderValue::from_str(&location) {
+                        resp.headers_mut().insert(LOCATION, v);
+                    }
+                    return resp;
+                }
+                Resolved::NotFound(site, None) => {
+                    return plain(StatusCode::NOT_FOUND, NOT_FOUND_BODY, Some(site));
+                }
+                Resolved::NotFound(site, Some(page)) => {
+                    (site.clone(), page.clone(), StatusCode::NOT_FOUND)
+                }
+                Resolved::File(site, f) => (site.clone(), f.clone(), StatusCode::OK),
+            }
+        };
+        tracing::debug!(deployment = %site.deployment_id, path = req.uri().path(), "serving");
+        let plan = if status == StatusCode::OK {
+            conditional::plan(req.headers(), entry.etag.as_bytes(), entry.size)
+        } else {
+            Plan::Full
+        };
+        self.serve_file(&site, &entry, status, plan, head).await
+    }
+
+    async fn serve_file(
+        &self,
+        site: &Site,
+        entry: &FileEntry,
+        status: StatusCode,
+        plan: Plan,
+        head: bool,
+    ) -> Response<EdgeBody> {
+        let mut builder = Response::builder()
+            .header(X_HALO_DEPLOYMENT.clone(), site.deployment_header.clone())
+            .header(ETAG, entry.etag.clone())
+            .header(CACHE_CONTROL, CACHE_REVALIDATE);
+        let range = match plan {
+            Plan::NotModified => {
+                return builder
+                    .status(StatusCode::NOT_MODIFIED)
+                    .body(full(Bytes::new()))
+                    .expect("valid response");
+            }
+            Plan::Unsatisfiable => {
+                return builder
+                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .header(CONTENT_RANGE, format!("bytes */{}", entry.size))
+                    .header(ACCEPT_RANGES, BYTES)
+                    .body(full(Bytes::new()))
+                    .expect("valid response");
+            }
+            Plan::Full => None,
+            Plan::Partial(r) => Some(r),
+        };
+        builder = builder
+            .header(CONTENT_TYPE, entry.content_type.clone())
+            .header(ACCEPT_RANGES, BYTES);
+        let (status, len) = match &range {
+            Some(r) => {
+                builder = builder.header(
+                    CONTENT_RANGE,
+                    format!("bytes {}-{}/{}", r.start, r.end - 1, entry.size),
+                );
+                (StatusCode::PARTIAL_CONTENT, r.end - r.start)
+            }
+            None => (status, entry.size),
+        };
+        builder = builder.status(status).header(CONTENT_LENGTH, len);
+        if head || len == 0 {
+            return builder.body(full(Bytes::new())).expect("valid response");
+        }
+        let fetched = match range {
+            Some(r) => self.store.get_range(&entry.digest, r).await,
+            None => self.store.get(&entry.digest).await,
+        };
+        let blob = match fetched {
+            Ok(Some(blob)) => blob,
+            Ok(None) => {
+                tracing::error!(deployment = %site.deployment_id, blob = %entry.digest, "blob named by a manifest is missing from the store");
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    UNAVAILABLE_BODY,
+                    Some(site),
+                );
+            }
+            Err(e) => {
+                tracing::error!(deployment = %site.deployment_id, blob = %entry.digest, error = %e, "blob read failed");
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    UNAVAILABLE_BODY,
+                    Some(site),
+                );
+            }
+        };
+        let body = match blob.body {
+            BlobBody::Full(bytes) => full(bytes),
+            BlobBody::Stream(s) => {
+                Either::Right(StreamBody::new(s.map_ok(hyper::body::Frame::data)).boxed_unsync())
+            }
+        };
+        builder.body(body).expect("valid response")
+    }
+}

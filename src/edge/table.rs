@@ -1,0 +1,131 @@
+//! The alias table (host → loaded deployment) and the one handle that swaps it atomically.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+
+use super::site::Site;
+
+/// An immutable snapshot of every routable host. A request reads one snapshot and keeps
+/// it, so it is served wholly by one version whatever is swapped in meanwhile.
+#[derive(Debug, Default)]
+pub struct AliasTable {
+    /// Increases with every swap; persisted, so it never goes backwards across restarts.
+    pub revision: u64,
+    hosts: HashMap<Box<str>, Arc<Site>>,
+}
+
+impl AliasTable {
+    /// A table of `hosts` at `revision`. Hosts must already be normalised.
+    pub fn new(revision: u64, hosts: impl IntoIterator<Item = (String, Arc<Site>)>) -> Self {
+        AliasTable {
+            revision,
+            hosts: hosts
+                .into_iter()
+                .map(|(h, s)| (h.into_boxed_str(), s))
+                .collect(),
+        }
+    }
+
+    /// The site a normalised host routes to.
+    pub fn site(&self, host: &str) -> Option<&Arc<Site>> {
+        self.hosts.get(host)
+    }
+
+    /// Number of routable hosts.
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Whether no host is routable.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// This table with `changes` applied, at `revision`.
+    pub fn with_changes(&self, revision: u64, changes: &[(String, Arc<Site>)]) -> Self {
+        let mut hosts = self.hosts.clone();
+        for (host, site) in changes {
+            hosts.insert(host.as_str().into(), site.clone());
+        }
+        AliasTable { revision, hosts }
+    }
+}
+
+/// Owns the current table. Readers `load` it once per request; writers swap in a whole new
+/// table, so several hosts moved by one change move together.
+#[derive(Debug, Default)]
+pub struct TableHandle {
+    current: ArcSwap<AliasTable>,
+}
+
+impl TableHandle {
+    /// A handle serving `table`.
+    pub fn new(table: AliasTable) -> Self {
+        TableHandle {
+            current: ArcSwap::from_pointee(table),
+        }
+    }
+
+    /// The current snapshot (cheap; no lock).
+    pub fn load(&self) -> Guard<Arc<AliasTable>> {
+        self.current.load()
+    }
+
+    /// The current snapshot as an owned `Arc`, for holding across awaits.
+    pub fn snapshot(&self) -> Arc<AliasTable> {
+        self.current.load_full()
+    }
+
+    /// Installs a whole table, whatever its revision (start-up, before serving).
+    pub fn replace(&self, table: AliasTable) {
+        self.current.store(Arc::new(table));
+    }
+
+    /// Applies `changes` as one swap to `revision`. A revision not newer than the current
+    /// one is ignored, so the table never goes backwards. Returns whether it was applied.
+    pub fn apply(&self, revision: u64, changes: &[(String, Arc<Site>)]) -> bool {
+        let mut applied = false;
+        self.current.rcu(|old| {
+            if revision <= old.revision {
+                applied = false;
+                return old.clone();
+            }
+            applied = true;
+            Arc::new(old.with_changes(revision, changes))
+        });
+        if !applied {
+            tracing::warn!(revision, "stale alias-table change ignored");
+        }
+        applied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Manifest;
+
+    fn site(id: &str) -> Arc<Site> {
+        let m = Manifest::new(id.into(), "prj".into(), "t".into(), Default::default());
+        Arc::new(Site::from_manifest(&m))
+    }
+
+    #[test]
+    fn apply_swaps_all_hosts_at_once_and_never_goes_back() {
+        let h = TableHandle::new(AliasTable::new(1, [("a.x".to_owned(), site("dpl_1"))]));
+        let before = h.snapshot();
+        let v2 = site("dpl_2");
+        assert!(h.apply(2, &[("a.x".into(), v2.clone()), ("b.x".into(), v2)]));
+        let now = h.load();
+        assert_eq!(now.revision, 2);
+        assert_eq!(now.site("a.x").unwrap().deployment_id, "dpl_2");
+        assert_eq!(now.site("b.x").unwrap().deployment_id, "dpl_2");
+        // A reader holding the old snapshot still sees the old version, unchanged.
+        assert_eq!(before.site("a.x").unwrap().deployment_id, "dpl_1");
+        assert!(before.site("b.x").is_none());
+        assert!(!h.apply(2, &[("a.x".into(), site("dpl_3"))]));
+        assert_eq!(h.load().site("a.x").unwrap().deployment_id, "dpl_2");
+    }
+}

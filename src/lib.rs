@@ -1,0 +1,23 @@
+//! Halo: a self-hostable static-site deployment platform.
+//!
+//! Layout, from the bottom up:
+//! - [`digest`]: the `Sha256` content address and streaming hashing.
+//! - [`store`]: the `BlobStore` trait and its backends (local directory by default).
+//! - [`model`]: pure domain types — names, manifests, deployment states.
+//! - [`meta`]: metadata persistence (SQLite by default) behind the `MetaStore` trait.
+//! - [`control`]: the control plane's operations — deploy, build, promote — over store and meta.
+//! - [`api`]: the HTTP API v1 (axum) on top of `control`.
+//! - [`edge`]: the hyper server routing Host → alias → deployment → blob.
+//! - [`config`] and [`server`]: layered configuration and the process that runs both servers.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod control;
+pub mod digest;
+pub mod edge;
+pub mod meta;
+pub mod model;
+pub mod server;
+pub mod store;

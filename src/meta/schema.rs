@@ -1,0 +1,109 @@
+//! The SQLite schema, as an ordered list of migrations tracked in `PRAGMA user_version`.
+//!
+//! Append only: a released migration is never edited, a change is a new entry.
+
+use rusqlite::Connection;
+
+use super::MetaError;
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first release.
+    r#"
+    CREATE TABLE counters (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    INSERT INTO counters (name, value) VALUES ('alias_revision', 0);
+
+    CREATE TABLE projects (
+        id                       TEXT PRIMARY KEY,
+        name                     TEXT NOT NULL UNIQUE,
+        env                      TEXT NOT NULL,
+        created_at               INTEGER NOT NULL,
+        production_deployment_id TEXT
+    );
+
+    CREATE TABLE deployments (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT NOT NULL UNIQUE,
+        project_id   TEXT NOT NULL REFERENCES projects(id),
+        target       TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        env          TEXT NOT NULL,
+        error        TEXT,
+        file_count   INTEGER NOT NULL,
+        total_bytes  INTEGER,
+        manifest     TEXT,
+        preview_host TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        building_at  INTEGER,
+        ready_at     INTEGER,
+        errored_at   INTEGER
+    );
+    CREATE INDEX deployments_by_project ON deployments (project_id, seq);
+    CREATE INDEX deployments_by_status ON deployments (status);
+
+    CREATE TABLE deployment_files (
+        deployment_id TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        sha256        TEXT NOT NULL,
+        PRIMARY KEY (deployment_id, path)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE deployment_missing (
+        deployment_id TEXT NOT NULL,
+        sha256        TEXT NOT NULL,
+        PRIMARY KEY (deployment_id, sha256)
+    ) WITHOUT ROWID;
+    CREATE INDEX deployment_missing_by_blob ON deployment_missing (sha256);
+
+    -- One namespace for every host: production hosts are reserved when the project is
+    -- created (deployment_id NULL until a promote), preview hosts when the deployment is.
+    CREATE TABLE aliases (
+        host          TEXT PRIMARY KEY,
+        project_id    TEXT NOT NULL REFERENCES projects(id),
+        deployment_id TEXT,
+        kind          TEXT NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+    CREATE INDEX aliases_by_deployment ON aliases (deployment_id);
+    CREATE INDEX aliases_by_project ON aliases (project_id, kind);
+
+    CREATE TABLE promotions (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id    TEXT NOT NULL,
+        deployment_id TEXT NOT NULL,
+        at            INTEGER NOT NULL
+    );
+
+    CREATE TABLE tokens (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL,
+        secret_sha256 TEXT NOT NULL UNIQUE,
+        created_at    INTEGER NOT NULL
+    );
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the database up to [`SCHEMA_VERSION`], each step in its own transaction.
+/// Refuses a database written by a newer Halo rather than guess at its meaning.
+pub fn migrate(conn: &mut Connection) -> Result<u32, MetaError> {
+    let current: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > SCHEMA_VERSION {
+        return Err(MetaError::Corrupt(format!(
+            "database schema version {current} is newer than this Halo understands ({SCHEMA_VERSION})"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as u32)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "metadata schema migrated");
+    }
+    Ok(SCHEMA_VERSION)
+}

@@ -1,0 +1,194 @@
+//! Deployment manifests: the path rules uploads must follow, and the immutable version
+//! manifest written to the blob store when a deployment is built.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Sha256;
+
+/// Longest path accepted in a manifest, in bytes.
+pub const PATH_MAX: usize = 1024;
+/// Longest single path segment, in bytes (the common filesystem limit).
+pub const SEGMENT_MAX: usize = 255;
+/// The format tag every stored manifest carries, so readers can refuse what they don't know.
+pub const FORMAT: &str = "halo.manifest";
+/// The current manifest format version.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Checks one manifest path: relative, `/`-separated, no `.`/`..`/empty segments, no
+/// backslash, NUL or other control characters, bounded length. Returns why not.
+pub fn validate_path(path: &str) -> Result<(), &'static str> {
+    if path.is_empty() {
+        return Err("path is empty");
+    }
+    if path.len() > PATH_MAX {
+        return Err("path is longer than 1024 bytes");
+    }
+    if path.starts_with('/') {
+        return Err("path must be relative (no leading '/')");
+    }
+    if path.contains('\\') {
+        return Err("path may not contain a backslash");
+    }
+    if path.chars().any(char::is_control) {
+        return Err("path may not contain NUL or control characters");
+    }
+    for seg in path.split('/') {
+        match seg {
+            "" => return Err("path has an empty segment"),
+            "." | ".." => return Err("path may not contain '.' or '..' segments"),
+            s if s.len() > SEGMENT_MAX => return Err("path segment is longer than 255 bytes"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// One file of a version manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// The blob holding the file's bytes.
+    pub sha256: Sha256,
+    /// The file's size in bytes.
+    pub size: u64,
+}
+
+/// The immutable description of a built deployment, stored as a blob of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// The format version; readers refuse newer ones.
+    pub version: u32,
+    /// The deployment this manifest describes.
+    pub deployment_id: String,
+    /// The project's id.
+    pub project_id: String,
+    /// When the deployment was created (RFC 3339).
+    pub created_at: String,
+    /// Every file by path; a sorted map, so equal deployments serialise to equal bytes.
+    pub files: BTreeMap<String, ManifestEntry>,
+}
+
+/// Why stored manifest bytes cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Not JSON of the expected shape.
+    #[error("manifest is malformed: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// Written by a newer or different program.
+    #[error("unsupported manifest format {format:?} version {version}")]
+    Unsupported {
+        /// The format tag found.
+        format: String,
+        /// The version found.
+        version: u32,
+    },
+}
+
+impl Manifest {
+    /// A manifest of the current format.
+    pub fn new(
+        deployment_id: String,
+        project_id: String,
+        created_at: String,
+        files: BTreeMap<String, ManifestEntry>,
+    ) -> Self {
+        Manifest {
+            format: FORMAT.to_owned(),
+            version: FORMAT_VERSION,
+            deployment_id,
+            project_id,
+            created_at,
+            files,
+        }
+    }
+
+    /// The canonical bytes stored in the blob store.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a manifest always serialises")
+    }
+
+    /// Parses stored bytes, refusing unknown formats and versions.
+    pub fn from_bytes(data: &[u8]) -> Result<Self, ManifestError> {
+        let m: Manifest = serde_json::from_slice(data)?;
+        if m.format != FORMAT || m.version != FORMAT_VERSION {
+            return Err(ManifestError::Unsupported {
+                format: m.format,
+                version: m.version,
+            });
+        }
+        Ok(m)
+    }
+
+    /// Sum of all file sizes.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.values().map(|e| e.size).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_paths() {
+        for ok in [
+            "index.html",
+            "a/b/c.js",
+            "assets/app.3f9a1c2b.js",
+            "ünïcode/файл.txt",
+            "with space.html",
+            ".well-known/security.txt",
+            "..hidden",
+        ] {
+            assert_eq!(validate_path(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn refuses_escapes_and_junk() {
+        let long = "a/".repeat(600);
+        let long_seg = "x".repeat(256);
+        for bad in [
+            "",
+            "/index.html",
+            "a//b",
+            "a/",
+            "./a",
+            "a/../b",
+            "..",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            &long,
+            &long_seg,
+        ] {
+            assert!(validate_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips_and_checks_its_version() {
+        let mut files = BTreeMap::new();
+        files.insert(
+            "index.html".to_owned(),
+            ManifestEntry {
+                sha256: Sha256::of(b"hi"),
+                size: 2,
+            },
+        );
+        let m = Manifest::new("dpl_x".into(), "prj_y".into(), "t".into(), files);
+        let bytes = m.to_bytes();
+        assert_eq!(Manifest::from_bytes(&bytes).unwrap(), m);
+        assert_eq!(m.total_bytes(), 2);
+        let newer = String::from_utf8(bytes)
+            .unwrap()
+            .replace("\"version\":1", "\"version\":2");
+        assert!(matches!(
+            Manifest::from_bytes(newer.as_bytes()),
+            Err(ManifestError::Unsupported { version: 2, .. })
+        ));
+    }
+}

@@ -1,0 +1,156 @@
+//! The `halo serve` process: opens storage, bootstraps the admin token, and runs the API and
+//! the edge on listeners it is given until a shutdown signal, then drains with a deadline.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::control::Control;
+use crate::digest::Sha256;
+use crate::edge::{self, Edge};
+use crate::meta::MetaStore;
+use crate::meta::sqlite::SqliteMeta;
+use crate::store::fs::FsStore;
+
+/// File under the data directory holding the generated admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// A running server: both listeners serving until the shutdown token fires.
+pub struct Server {
+    /// The control plane (tests use it to inspect state).
+    pub control: Arc<Control>,
+    /// Where the API listens.
+    pub api_addr: SocketAddr,
+    /// Where the edge listens.
+    pub edge_addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the data directory and starts serving on the given, already bound listeners.
+    pub async fn start(
+        config: &Config,
+        api: TcpListener,
+        edge: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Server> {
+        let data = &config.data_dir;
+        std::fs::create_dir_all(data)
+            .with_context(|| format!("creating data directory {}", data.display()))?;
+        let store = Arc::new(FsStore::open(data.join("store")).context("opening the blob store")?);
+        let meta = Arc::new(
+            SqliteMeta::open(&data.join("halo.db")).context("opening the metadata database")?,
+        );
+        bootstrap_admin_token(config, &*meta).await?;
+        let api_addr = api.local_addr()?;
+        let edge_addr = edge.local_addr()?;
+        let control = Control::open(store.clone(), meta, config.domain.clone(), edge_addr.port())
+            .await
+            .context("loading deployments")?;
+
+        let edge_state = Arc::new(Edge {
+            table: control.table.clone(),
+            store,
+        });
+        let grace = config.shutdown_grace;
+        let edge_task = tokio::spawn(edge::server::serve(
+            edge,
+            edge_state,
+            shutdown.clone(),
+            grace,
+        ));
+        let app = api::router(ApiState {
+            control: control.clone(),
+            max_file_bytes: config.max_file_bytes,
+        });
+        let api_stop = shutdown.clone();
+        let api_task = tokio::spawn(async move {
+            let serving = axum::serve(api, app)
+                .with_graceful_shutdown(async move { api_stop.cancelled().await });
+            if let Err(e) = serving.await {
+                tracing::error!(error = %e, "api server failed");
+            }
+        });
+        tracing::info!(addr = %api_addr, "api listening");
+        tracing::info!(addr = %edge_addr, domain = %config.domain, "edge listening");
+
+        let task = tokio::spawn(async move {
+            shutdown.cancelled().await;
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "shutting down: draining requests in flight"
+            );
+            let api_abort = api_task.abort_handle();
+            // The edge enforces its own deadline; the API gets the same one here.
+            let drained = tokio::time::timeout(grace, api_task).await;
+            if drained.is_err() {
+                tracing::warn!("api drain deadline passed; closing connections");
+                api_abort.abort();
+            }
+            let _ = edge_task.await;
+            tracing::info!("stopped");
+        });
+        Ok(Server {
+            control,
+            api_addr,
+            edge_addr,
+            task,
+        })
+    }
+
+    /// Waits until the server has shut down.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Installs the bootstrap admin token: `HALO_ADMIN_TOKEN` when set, else the one in
+/// `<data-dir>/admin-token`, created (mode 0600) on first start. Only its hash is stored.
+async fn bootstrap_admin_token(config: &Config, meta: &dyn MetaStore) -> anyhow::Result<()> {
+    let token = match &config.admin_token {
+        Some(t) => {
+            tracing::info!("admin token taken from HALO_ADMIN_TOKEN");
+            t.clone()
+        }
+        None => {
+            let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+            let token = read_or_create_token(&path)?;
+            tracing::info!(path = %path.display(), "admin token is in this file");
+            token
+        }
+    };
+    meta.set_bootstrap_token(&Sha256::of(token.as_bytes()))
+        .await?;
+    Ok(())
+}
+
+fn read_or_create_token(path: &Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let token = format!(
+        "halo_{}",
+        crate::model::names::random_id("adm").replace('_', "")
+    );
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{token}")?;
+    f.sync_all()?;
+    Ok(token)
+}

@@ -1,0 +1,223 @@
+//! Local-directory blob store, the embedded default: sharded paths, atomic verified writes.
+//!
+//! Layout under the root: `blobs/sha256/ab/cd/abcd…` (two levels of 256 directories keep
+//! each directory small at millions of blobs) and `tmp/` for writes in progress, on the
+//! same filesystem so the final rename is atomic.
+
+use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
+
+use super::{Blob, BlobBody, BlobStore, ByteStream, PutOutcome, StoreError};
+use crate::digest::{Sha256, Sha256Hasher};
+
+/// Blobs up to this size are read whole in one blocking call; larger ones stream.
+/// PERF: one `spawn_blocking` round trip instead of a stream of them for typical web assets.
+const WHOLE_READ_MAX: u64 = 256 * 1024;
+/// Chunk size when streaming large blobs.
+const STREAM_CHUNK: usize = 64 * 1024;
+
+/// A blob store in a local directory.
+#[derive(Debug, Clone)]
+pub struct FsStore {
+    root: PathBuf,
+}
+
+impl FsStore {
+    /// Opens (creating if needed) a store rooted at `root`, clearing writes a crash left behind.
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(root.join("blobs").join("sha256"))?;
+        let tmp = root.join("tmp");
+        std::fs::create_dir_all(&tmp)?;
+        for entry in std::fs::read_dir(&tmp)? {
+            // Leftovers are unverified partial writes: never visible, safe to drop.
+            let _ = std::fs::remove_file(entry?.path());
+        }
+        Ok(FsStore { root })
+    }
+
+    /// Where the blob named `digest` lives.
+    pub fn blob_path(&self, digest: &Sha256) -> PathBuf {
+        let hex = digest.to_hex();
+        self.root
+            .join("blobs")
+            .join("sha256")
+            .join(&hex[0..2])
+            .join(&hex[2..4])
+            .join(hex)
+    }
+
+    fn temp_path(&self, digest: &Sha256) -> PathBuf {
+        let nonce: u64 = rand::random();
+        self.root.join("tmp").join(format!("{digest}.{nonce:016x}"))
+    }
+}
+
+/// Removes a temp file unless disarmed, so no failure path leaves a partial write behind.
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn not_found_is_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(format!("blocking task failed: {e}")))?
+}
+
+/// Opens `path` and reads `range` (or all of it) — whole if small, else as a stream.
+async fn read_blob(path: PathBuf, range: Option<Range<u64>>) -> Result<Option<Blob>, StoreError> {
+    let opened = blocking(move || {
+        let Some(mut file) = not_found_is_none(std::fs::File::open(&path))? else {
+            return Ok(None);
+        };
+        let total = file.metadata()?.len();
+        let r = range.unwrap_or(0..total);
+        if r.start >= r.end || r.end > total {
+            return Ok(Some(Err(StoreError::InvalidRange {
+                start: r.start,
+                end: r.end,
+                len: total,
+            })));
+        }
+        let len = r.end - r.start;
+        if len <= WHOLE_READ_MAX {
+            let mut buf = vec![0u8; len as usize];
+            file.seek(SeekFrom::Start(r.start))?;
+            file.read_exact(&mut buf)?;
+            return Ok(Some(Ok((total, len, Ok(Bytes::from(buf))))));
+        }
+        Ok(Some(Ok((total, len, Err((file, r.start))))))
+    })
+    .await?;
+    let (total, len, content) = match opened {
+        None => return Ok(None),
+        Some(Err(e)) => return Err(e),
+        Some(Ok(v)) => v,
+    };
+    let body = match content {
+        Ok(bytes) => BlobBody::Full(bytes),
+        Err((file, start)) => {
+            let mut file = tokio::fs::File::from_std(file);
+            if start > 0 {
+                file.seek(SeekFrom::Start(start)).await?;
+            }
+            let reader = file.take(len);
+            BlobBody::Stream(Box::pin(ReaderStream::with_capacity(reader, STREAM_CHUNK)))
+        }
+    };
+    Ok(Some(Blob { len, total, body }))
+}
+
+#[async_trait]
+impl BlobStore for FsStore {
+    fn kind(&self) -> &'static str {
+        "fs"
+    }
+
+    async fn put(&self, digest: &Sha256, mut body: ByteStream) -> Result<PutOutcome, StoreError> {
+        let final_path = self.blob_path(digest);
+        if tokio::fs::try_exists(&final_path).await? {
+            return Ok(PutOutcome::AlreadyPresent);
+        }
+        let tmp = self.temp_path(digest);
+        let mut guard = TempGuard(Some(tmp.clone()));
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        let mut hasher = Sha256Hasher::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(StoreError::Body)?;
+            hasher.update(&chunk);
+            file.write_all(&chunk).await?;
+        }
+        let actual = hasher.finish();
+        if actual != *digest {
+            return Err(StoreError::DigestMismatch {
+                expected: *digest,
+                actual,
+            });
+        }
+        file.flush().await?;
+        file.sync_all().await?;
+        drop(file);
+        blocking(move || {
+            let dir = final_path.parent().expect("blob paths have a parent");
+            std::fs::create_dir_all(dir)?;
+            // Same content under the same name: a concurrent writer's rename is harmless.
+            std::fs::rename(&tmp, &final_path)?;
+            // The rename is durable only once the directory entry is.
+            std::fs::File::open(dir)?.sync_all()
+        })
+        .await?;
+        guard.0 = None;
+        Ok(PutOutcome::Created)
+    }
+
+    async fn get(&self, digest: &Sha256) -> Result<Option<Blob>, StoreError> {
+        read_blob(self.blob_path(digest), None).await
+    }
+
+    async fn get_range(
+        &self,
+        digest: &Sha256,
+        range: Range<u64>,
+    ) -> Result<Option<Blob>, StoreError> {
+        read_blob(self.blob_path(digest), Some(range)).await
+    }
+
+    async fn size(&self, digest: &Sha256) -> Result<Option<u64>, StoreError> {
+        let path = self.blob_path(digest);
+        let meta = blocking(move || not_found_is_none(std::fs::metadata(path))).await?;
+        Ok(meta.map(|m| m.len()))
+    }
+
+    async fn missing(&self, digests: &[Sha256]) -> Result<Vec<Sha256>, StoreError> {
+        // PERF: one blocking task stats them all; a stat is microseconds, a task hop is not.
+        let unique = super::dedup(digests);
+        let paths: Vec<(Sha256, PathBuf)> = unique
+            .into_iter()
+            .map(|d| (d, self.blob_path(&d)))
+            .collect();
+        let missing = blocking(move || {
+            let mut out = Vec::new();
+            for (d, p) in paths {
+                if not_found_is_none(std::fs::metadata(&p))?.is_none() {
+                    out.push(d);
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+        Ok(missing)
+    }
+
+    async fn delete(&self, digest: &Sha256) -> Result<bool, StoreError> {
+        let path = self.blob_path(digest);
+        Ok(
+            blocking(move || not_found_is_none(std::fs::remove_file(path)))
+                .await?
+                .is_some(),
+        )
+    }
+}

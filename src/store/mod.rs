@@ -1,0 +1,176 @@
+//! Blob storage: the `BlobStore` trait every backend implements, and the types it speaks.
+//!
+//! Blobs are named by their SHA-256 and immutable, so a backend never overwrites, a
+//! repeated put is success, and any copy of a blob is as good as any other.
+
+pub mod fs;
+
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt, TryStreamExt, stream};
+
+use crate::digest::Sha256;
+
+/// A stream of body chunks, as uploads arrive and as blobs are read back.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// How many existence checks `missing` runs at once by default.
+const MISSING_CONCURRENCY: usize = 32;
+
+/// What `put` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The blob was written and verified by this call.
+    Created,
+    /// The store already held the blob; the body was not needed.
+    AlreadyPresent,
+}
+
+/// A blob's bytes as a backend hands them out: small ones whole (no stream to poll on the
+/// edge's hot path), large ones as a stream so memory stays bounded.
+pub enum BlobBody {
+    /// The whole requested content, in memory.
+    Full(Bytes),
+    /// The content, chunk by chunk.
+    Stream(ByteStream),
+}
+
+/// A blob (or a range of it) read from a store.
+pub struct Blob {
+    /// Bytes in `body`.
+    pub len: u64,
+    /// The size of the whole blob, whatever range was asked for.
+    pub total: u64,
+    /// The content.
+    pub body: BlobBody,
+}
+
+impl Blob {
+    /// Collects the body into memory; for manifests, tests and small blobs only.
+    pub async fn into_bytes(self) -> io::Result<Bytes> {
+        match self.body {
+            BlobBody::Full(b) => Ok(b),
+            BlobBody::Stream(s) => {
+                let cap = usize::try_from(self.len)
+                    .unwrap_or(usize::MAX)
+                    .min(64 << 20);
+                let buf = s
+                    .try_fold(BytesMut::with_capacity(cap), |mut acc, chunk| async move {
+                        acc.extend_from_slice(&chunk);
+                        Ok(acc)
+                    })
+                    .await?;
+                Ok(buf.freeze())
+            }
+        }
+    }
+}
+
+/// Errors of the storage layer. The API maps them to HTTP in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The uploaded bytes do not hash to the name they were sent under; nothing was kept.
+    #[error("content does not match its address: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// The address the client named.
+        expected: Sha256,
+        /// What the bytes actually hash to.
+        actual: Sha256,
+    },
+    /// Reading the body to store failed (client went away, body too large, …).
+    #[error("reading the body failed: {0}")]
+    Body(#[source] io::Error),
+    /// A range that does not lie inside the blob.
+    #[error("range {start}..{end} is outside a blob of {len} bytes")]
+    InvalidRange {
+        /// First byte asked for.
+        start: u64,
+        /// One past the last byte asked for.
+        end: u64,
+        /// The blob's size.
+        len: u64,
+    },
+    /// The backend cannot be reached or refuses service right now.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A local I/O failure inside the backend.
+    #[error("storage I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A content-addressed blob store. Implementations: [`fs::FsStore`] (embedded default);
+/// an S3 backend slots in behind the same calls.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// A short name for logs (`fs`, `s3`).
+    fn kind(&self) -> &'static str;
+
+    /// Stores `body` under `digest`, verifying while streaming. On any error — a mismatch
+    /// included — nothing becomes visible. A blob already present is success.
+    async fn put(&self, digest: &Sha256, body: ByteStream) -> Result<PutOutcome, StoreError>;
+
+    /// The whole blob, or `None` when absent.
+    async fn get(&self, digest: &Sha256) -> Result<Option<Blob>, StoreError>;
+
+    /// Bytes `range` of the blob (`start < end <= size`), or `None` when absent.
+    async fn get_range(
+        &self,
+        digest: &Sha256,
+        range: Range<u64>,
+    ) -> Result<Option<Blob>, StoreError>;
+
+    /// The blob's size, or `None` when absent.
+    async fn size(&self, digest: &Sha256) -> Result<Option<u64>, StoreError>;
+
+    /// Whether the blob is present.
+    async fn exists(&self, digest: &Sha256) -> Result<bool, StoreError> {
+        Ok(self.size(digest).await?.is_some())
+    }
+
+    /// The digests among `digests` the store does not hold, each once, in first-seen order.
+    async fn missing(&self, digests: &[Sha256]) -> Result<Vec<Sha256>, StoreError> {
+        let unique = dedup(digests);
+        let present: Vec<bool> = stream::iter(unique.clone())
+            .map(|d| async move { self.exists(&d).await })
+            .buffered(MISSING_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(unique
+            .into_iter()
+            .zip(present)
+            .filter_map(|(d, p)| (!p).then_some(d))
+            .collect())
+    }
+
+    /// Removes the blob; `false` when it was not there.
+    async fn delete(&self, digest: &Sha256) -> Result<bool, StoreError>;
+}
+
+/// `digests` without repeats, first occurrence kept.
+pub fn dedup(digests: &[Sha256]) -> Vec<Sha256> {
+    let mut seen = std::collections::HashSet::with_capacity(digests.len());
+    digests
+        .iter()
+        .copied()
+        .filter(|d| seen.insert(*d))
+        .collect()
+}
+
+/// A one-chunk stream over bytes already in memory.
+pub fn bytes_stream(data: Bytes) -> ByteStream {
+    Box::pin(stream::once(async move { Ok(data) }))
+}
+
+/// Hashes `data` and stores it; returns its address.
+pub async fn put_bytes(
+    store: &dyn BlobStore,
+    data: Bytes,
+) -> Result<(Sha256, PutOutcome), StoreError> {
+    let digest = Sha256::of(&data);
+    let outcome = store.put(&digest, bytes_stream(data)).await?;
+    Ok((digest, outcome))
+}
