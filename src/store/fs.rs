@@ -94,8 +94,10 @@ async fn read_blob(path: PathBuf, range: Option<Range<u64>>) -> Result<Option<Bl
             return Ok(None);
         };
         let total = file.metadata()?.len();
+        let asked = range.is_some();
         let r = range.unwrap_or(0..total);
-        if r.start >= r.end || r.end > total {
+        // An empty blob read whole is fine; an empty or overlong range is not.
+        if asked && (r.start >= r.end || r.end > total) {
             return Ok(Some(Err(StoreError::InvalidRange {
                 start: r.start,
                 end: r.end,

@@ -1,0 +1,317 @@
+//! Shared test helpers: fixture sites, an in-process harness (no sockets) and a server on
+//! real loopback sockets.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use halo::api::{self, ApiState};
+use halo::config::Config;
+use halo::control::Control;
+use halo::digest::Sha256;
+use halo::edge::Edge;
+use halo::meta::sqlite::SqliteMeta;
+use halo::server::Server;
+use halo::store::fs::FsStore;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// The admin token every test server is started with.
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+/// A fixture site: path → bytes.
+pub fn fixture(name: &str) -> BTreeMap<String, Vec<u8>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/sites")
+        .join(name);
+    let mut out = BTreeMap::new();
+    walk(&root, &root, &mut out);
+    assert!(!out.is_empty(), "fixture {name} is empty");
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            walk(root, &p, out);
+        } else {
+            let rel = p
+                .strip_prefix(root)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .replace('\\', "/");
+            out.insert(rel, std::fs::read(&p).unwrap());
+        }
+    }
+}
+
+/// The manifest (`path → sha256`) of a site.
+pub fn manifest(site: &BTreeMap<String, Vec<u8>>) -> Value {
+    let files: serde_json::Map<String, Value> = site
+        .iter()
+        .map(|(p, b)| (p.clone(), json!(Sha256::of(b).to_string())))
+        .collect();
+    Value::Object(files)
+}
+
+/// Control plane, API router and edge wired in-process over a temp directory.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub control: Arc<Control>,
+    pub app: Router,
+    pub edge: Edge,
+}
+
+impl Harness {
+    pub async fn new() -> Harness {
+        Self::with_limit(1 << 20).await
+    }
+
+    pub async fn with_limit(max_file_bytes: u64) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FsStore::open(dir.path().join("store")).unwrap());
+        let meta = Arc::new(SqliteMeta::open(&dir.path().join("halo.db")).unwrap());
+        meta_token(&*meta).await;
+        let control = Control::open(store.clone(), meta, "halo.test".into(), 8080)
+            .await
+            .unwrap();
+        let app = api::router(ApiState {
+            control: control.clone(),
+            max_file_bytes,
+        });
+        let edge = Edge {
+            table: control.table.clone(),
+            store,
+        };
+        Harness {
+            dir,
+            control,
+            app,
+            edge,
+        }
+    }
+
+    /// One API call; returns status and JSON body (Null when empty).
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .unwrap();
+        self.send(req).await
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, v)
+    }
+
+    pub async fn upload(&self, data: &[u8]) -> (StatusCode, Value) {
+        let req = Request::builder()
+            .method("PUT")
+            .uri(format!("/v1/files/{}", Sha256::of(data)))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Body::from(data.to_vec()))
+            .unwrap();
+        self.send(req).await
+    }
+
+    pub async fn create_project(&self, name: &str) -> String {
+        let (s, v) = self
+            .call("POST", "/v1/projects", Some(json!({ "name": name })))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a deployment of `site`, uploads what is missing, waits until ready.
+    pub async fn deploy(
+        &self,
+        project_id: &str,
+        site: &BTreeMap<String, Vec<u8>>,
+        target: &str,
+    ) -> Value {
+        let (s, v) = self
+            .call(
+                "POST",
+                "/v1/deployments",
+                Some(
+                    json!({ "project_id": project_id, "files": manifest(site), "target": target }),
+                ),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let by_hash: BTreeMap<String, &Vec<u8>> = site
+            .values()
+            .map(|b| (Sha256::of(b).to_string(), b))
+            .collect();
+        for h in v["missing"].as_array().unwrap() {
+            let (s, body) = self.upload(by_hash[h.as_str().unwrap()]).await;
+            assert!(s.is_success(), "{body}");
+        }
+        self.wait_ready(v["id"].as_str().unwrap()).await
+    }
+
+    pub async fn wait_ready(&self, id: &str) -> Value {
+        for _ in 0..500 {
+            let (_, d) = self
+                .call("GET", &format!("/v1/deployments/{id}"), None)
+                .await;
+            match d["status"].as_str() {
+                Some("ready") => return d,
+                Some("error") => panic!("deployment failed: {d}"),
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        panic!("deployment {id} never became ready");
+    }
+}
+
+async fn meta_token(meta: &dyn halo::meta::MetaStore) {
+    meta.set_bootstrap_token(&Sha256::of(TOKEN.as_bytes()))
+        .await
+        .unwrap();
+}
+
+/// A full server on loopback sockets (port 0), in this process.
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub server: Option<Server>,
+    pub api: String,
+    pub edge_addr: std::net::SocketAddr,
+    pub shutdown: CancellationToken,
+    pub client: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            domain: "halo.test".into(),
+            admin_token: Some(TOKEN.into()),
+            shutdown_grace: Duration::from_secs(5),
+            ..Config::default()
+        };
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let edge = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let shutdown = CancellationToken::new();
+        let server = Server::start(&config, api, edge, shutdown.clone())
+            .await
+            .unwrap();
+        TestServer {
+            api: format!("http://{}", server.api_addr),
+            edge_addr: server.edge_addr,
+            server: Some(server),
+            dir,
+            shutdown,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a deployment of `site` over HTTP, uploads what is missing, waits until ready.
+    pub async fn deploy(
+        &self,
+        project_id: &str,
+        site: &BTreeMap<String, Vec<u8>>,
+        target: &str,
+    ) -> Value {
+        deploy_over_http(&self.client, &self.api, project_id, site, target).await
+    }
+}
+
+/// The deploy flow a client runs, over real HTTP against `api`.
+pub async fn deploy_over_http(
+    client: &reqwest::Client,
+    api: &str,
+    project_id: &str,
+    site: &BTreeMap<String, Vec<u8>>,
+    target: &str,
+) -> Value {
+    let v: Value = client
+        .post(format!("{api}/v1/deployments"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "project_id": project_id, "files": manifest(site), "target": target }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let by_hash: BTreeMap<String, &Vec<u8>> = site
+        .values()
+        .map(|b| (Sha256::of(b).to_string(), b))
+        .collect();
+    for h in v["missing"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no missing list: {v}"))
+    {
+        let h = h.as_str().unwrap();
+        let r = client
+            .put(format!("{api}/v1/files/{h}"))
+            .bearer_auth(TOKEN)
+            .body(by_hash[h].clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "upload {h}: {}", r.status());
+    }
+    let id = v["id"].as_str().unwrap();
+    for _ in 0..500 {
+        let d: Value = client
+            .get(format!("{api}/v1/deployments/{id}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        match d["status"].as_str() {
+            Some("ready") => return d,
+            Some("error") => panic!("deployment failed: {d}"),
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    panic!("deployment {id} never became ready");
+}

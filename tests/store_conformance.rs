@@ -1,0 +1,244 @@
+//! One conformance suite for `BlobStore`, run against every backend. A new backend adds one
+//! `conformance!` line; the suite's functions take only `&dyn BlobStore`.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::stream;
+use halo::digest::{Sha256, blake3_checksum};
+use halo::store::fs::FsStore;
+use halo::store::{BlobStore, ByteStream, PutOutcome, StoreError, bytes_stream, put_bytes};
+
+fn data(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+fn chunked(data: &Bytes, chunk: usize) -> ByteStream {
+    let parts: Vec<io::Result<Bytes>> = data
+        .chunks(chunk)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    Box::pin(stream::iter(parts))
+}
+
+mod suite {
+    use super::*;
+
+    pub async fn put_get_round_trip(s: &dyn BlobStore) {
+        for len in [0usize, 1, 4096, 300_000, 3 * 1024 * 1024 + 17] {
+            let d = data(len, 1);
+            let digest = Sha256::of(&d);
+            assert_eq!(
+                s.put(&digest, chunked(&d, 65_537)).await.unwrap(),
+                PutOutcome::Created
+            );
+            let blob = s.get(&digest).await.unwrap().expect("present");
+            assert_eq!((blob.len, blob.total), (len as u64, len as u64));
+            let back = blob.into_bytes().await.unwrap();
+            assert_eq!(blake3_checksum(&back), blake3_checksum(&d), "len {len}");
+            assert_eq!(s.size(&digest).await.unwrap(), Some(len as u64));
+            assert!(s.exists(&digest).await.unwrap());
+        }
+    }
+
+    pub async fn existing_blob_is_success(s: &dyn BlobStore) {
+        let d = data(1000, 2);
+        let (digest, first) = put_bytes(s, d.clone()).await.unwrap();
+        assert_eq!(first, PutOutcome::Created);
+        let (_, again) = put_bytes(s, d).await.unwrap();
+        assert_eq!(again, PutOutcome::AlreadyPresent);
+        // Even a body that would not verify is not needed once the blob is there.
+        assert_eq!(
+            s.put(&digest, bytes_stream(Bytes::from_static(b"junk")))
+                .await
+                .unwrap(),
+            PutOutcome::AlreadyPresent
+        );
+    }
+
+    pub async fn mismatch_leaves_nothing(s: &dyn BlobStore) {
+        let claimed = Sha256::of(b"what the client said");
+        let err = s
+            .put(&claimed, bytes_stream(Bytes::from_static(b"what it sent")))
+            .await
+            .unwrap_err();
+        match err {
+            StoreError::DigestMismatch { expected, actual } => {
+                assert_eq!(expected, claimed);
+                assert_eq!(actual, Sha256::of(b"what it sent"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!s.exists(&claimed).await.unwrap());
+        assert!(s.get(&claimed).await.unwrap().is_none());
+    }
+
+    pub async fn broken_body_leaves_nothing(s: &dyn BlobStore) {
+        let d = data(200_000, 3);
+        let digest = Sha256::of(&d);
+        let parts: Vec<io::Result<Bytes>> = vec![
+            Ok(d.slice(..100_000)),
+            Err(io::Error::other("client went away")),
+        ];
+        let err = s
+            .put(&digest, Box::pin(stream::iter(parts)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Body(_)), "{err:?}");
+        assert!(!s.exists(&digest).await.unwrap());
+    }
+
+    pub async fn ranges(s: &dyn BlobStore) {
+        let d = data(1_000_000, 4);
+        let (digest, _) = put_bytes(s, d.clone()).await.unwrap();
+        for r in [
+            0..1,
+            10..20,
+            999_999..1_000_000,
+            0..1_000_000,
+            1000..600_000,
+        ] {
+            let blob = s.get_range(&digest, r.clone()).await.unwrap().unwrap();
+            assert_eq!(blob.len, r.end - r.start);
+            assert_eq!(blob.total, 1_000_000);
+            let got = blob.into_bytes().await.unwrap();
+            assert_eq!(&got[..], &d[r.start as usize..r.end as usize], "{r:?}");
+        }
+        for bad in [5..5, 0..1_000_001, 2_000_000..2_000_001] {
+            assert!(matches!(
+                s.get_range(&digest, bad).await,
+                Err(StoreError::InvalidRange { .. })
+            ));
+        }
+        assert!(
+            s.get_range(&Sha256::of(b"absent"), 0..1)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    pub async fn missing_is_deduplicated_and_ordered(s: &dyn BlobStore) {
+        let (a, _) = put_bytes(s, Bytes::from_static(b"present a"))
+            .await
+            .unwrap();
+        let x = Sha256::of(b"absent x");
+        let y = Sha256::of(b"absent y");
+        let got = s.missing(&[y, a, x, y, a, x]).await.unwrap();
+        assert_eq!(got, vec![y, x]);
+        assert!(s.missing(&[]).await.unwrap().is_empty());
+    }
+
+    pub async fn delete(s: &dyn BlobStore) {
+        let (d, _) = put_bytes(s, Bytes::from_static(b"to delete"))
+            .await
+            .unwrap();
+        assert!(s.delete(&d).await.unwrap());
+        assert!(!s.exists(&d).await.unwrap());
+        assert!(!s.delete(&d).await.unwrap());
+        assert!(s.get(&d).await.unwrap().is_none());
+        assert_eq!(s.size(&d).await.unwrap(), None);
+    }
+
+    pub async fn concurrent_puts_of_one_blob(s: Arc<dyn BlobStore>) {
+        let d = data(500_000, 5);
+        let digest = Sha256::of(&d);
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (s, d) = (s.clone(), d.clone());
+                tokio::spawn(async move { s.put(&digest, chunked(&d, 10_000)).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let back = s
+            .get(&digest)
+            .await
+            .unwrap()
+            .unwrap()
+            .into_bytes()
+            .await
+            .unwrap();
+        assert_eq!(blake3_checksum(&back), blake3_checksum(&d));
+    }
+}
+
+/// Instantiates every suite test for one backend. `$make` is an async expression giving
+/// `(Arc<dyn BlobStore>, guard)`; the guard keeps the backend's resources alive.
+macro_rules! conformance {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+            conformance!(@each $make; put_get_round_trip, existing_blob_is_success, mismatch_leaves_nothing,
+                broken_body_leaves_nothing, ranges, missing_is_deduplicated_and_ordered, delete);
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_puts_of_one_blob() {
+                let (s, _guard) = $make.await;
+                suite::concurrent_puts_of_one_blob(s).await;
+            }
+        }
+    };
+    (@each $make:expr; $($t:ident),+) => {
+        $(
+            #[tokio::test]
+            async fn $t() {
+                let (s, _guard) = $make.await;
+                suite::$t(&*s).await;
+            }
+        )+
+    };
+}
+
+async fn fs_store() -> (Arc<dyn BlobStore>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (Arc::new(FsStore::open(dir.path()).unwrap()), dir)
+}
+
+conformance!(fs, fs_store());
+
+/// fs-specific: failed writes leave no temp file behind, and blobs live in sharded paths.
+#[tokio::test]
+async fn fs_leaves_no_temp_files_and_shards_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FsStore::open(dir.path()).unwrap();
+    let _ = s
+        .put(&Sha256::of(b"a"), bytes_stream(Bytes::from_static(b"b")))
+        .await;
+    let parts: Vec<io::Result<Bytes>> =
+        vec![Ok(Bytes::from_static(b"x")), Err(io::Error::other("cut"))];
+    let _ = s
+        .put(&Sha256::of(b"x"), Box::pin(stream::iter(parts)))
+        .await;
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+    let (d, _) = put_bytes(&s, Bytes::from_static(b"hello")).await.unwrap();
+    let hex = d.to_string();
+    let expect = dir
+        .path()
+        .join("blobs/sha256")
+        .join(&hex[..2])
+        .join(&hex[2..4])
+        .join(&hex);
+    assert_eq!(s.blob_path(&d), expect);
+    assert_eq!(std::fs::read(expect).unwrap(), b"hello");
+}
+
+/// fs-specific: leftovers of a crashed write are cleared when the store opens.
+#[tokio::test]
+async fn fs_clears_crash_leftovers_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(FsStore::open(dir.path()).unwrap());
+    std::fs::write(dir.path().join("tmp/deadbeef.0001"), b"partial").unwrap();
+    let _s = FsStore::open(dir.path()).unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+}
