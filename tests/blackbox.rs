@@ -1,0 +1,420 @@
+//! Black-box tests against the real `halo` binary on port 0: first start, the deploy flow
+//! over HTTP, graceful shutdown on SIGTERM with a download in flight, restart with nothing
+//! lost, and the admin token from the environment.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+struct Halo {
+    child: Child,
+    api: String,
+    edge: String,
+    log: mpsc::Receiver<String>,
+    /// Lines read while waiting for the addresses.
+    early: Vec<String>,
+}
+
+impl Halo {
+    fn start(data: &Path, env_token: Option<&str>) -> Halo {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_halo"));
+        cmd.args([
+            "serve",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--edge-listen",
+            "127.0.0.1:0",
+            "--shutdown-grace-secs",
+            "20",
+        ])
+        .arg("--data-dir")
+        .arg(data)
+        .env("HALO_DOMAIN", "halo.test")
+        .env(
+            "HALO_CONFIG",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/halo.toml"),
+        )
+        .env_remove("HALO_ADMIN_TOKEN")
+        .env_remove("HALO_API_LISTEN")
+        .env_remove("HALO_EDGE_LISTEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        if let Some(t) = env_token {
+            cmd.env("HALO_ADMIN_TOKEN", t);
+        }
+        let mut child = cmd.spawn().expect("halo starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut api, mut edge) = (None, None);
+        let mut early = Vec::new();
+        while api.is_none() || edge.is_none() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("halo logs its addresses");
+            early.push(line.clone());
+            let addr = || {
+                line.split("addr=")
+                    .nth(1)
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            };
+            if line.contains("api listening") {
+                api = Some(format!("http://{}", addr()));
+            } else if line.contains("edge listening") {
+                edge = Some(format!("http://{}", addr()));
+            }
+        }
+        Halo {
+            child,
+            api: api.unwrap(),
+            edge: edge.unwrap(),
+            log: rx,
+            early,
+        }
+    }
+
+    fn terminate(&mut self) {
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("halo did not exit after SIGTERM");
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.early
+            .iter()
+            .chain(self.log.try_iter().collect::<Vec<_>>().iter())
+            .any(|l| l.contains(needle))
+    }
+}
+
+impl Drop for Halo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn api(
+    client: &reqwest::Client,
+    halo: &Halo,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = client
+        .request(method, format!("{}{path}", halo.api))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn edge_get(
+    client: &reqwest::Client,
+    halo: &Halo,
+    host: &str,
+    path: &str,
+) -> reqwest::Response {
+    client
+        .get(format!("{}{path}", halo.edge))
+        .header("host", host)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_lifecycle_against_the_real_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let client = reqwest::Client::new();
+    let mut halo = Halo::start(&data, None);
+
+    // First start: the admin token was generated into the data dir, readable by its owner only.
+    let token_path = data.join("admin-token");
+    let token = std::fs::read_to_string(&token_path)
+        .unwrap()
+        .trim()
+        .to_owned();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    assert!(halo.logged("admin token is in this file"));
+    let (s, _) = api(
+        &client,
+        &halo,
+        "nope",
+        reqwest::Method::GET,
+        "/v1/projects",
+        None,
+    )
+    .await;
+    assert_eq!(s, 401);
+
+    let (s, p) = api(
+        &client,
+        &halo,
+        &token,
+        reqwest::Method::POST,
+        "/v1/projects",
+        Some(json!({"name": "my-app"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{p}");
+    let pid = p["id"].as_str().unwrap().to_owned();
+    let mut big_site = common::fixture("blue");
+    // Large enough that it cannot sit in socket buffers when shutdown begins.
+    let big: Vec<u8> = (0..32 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    big_site.insert("big.bin".into(), big.clone());
+    let blue = deploy(&client, &halo, &token, &pid, &big_site, "production").await;
+    let green = deploy(
+        &client,
+        &halo,
+        &token,
+        &pid,
+        &common::fixture("green"),
+        "preview",
+    )
+    .await;
+    let blue_id = blue["id"].as_str().unwrap().to_owned();
+    let green_id = green["id"].as_str().unwrap().to_owned();
+    let green_host = green["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        green["url"],
+        format!("{}", halo.edge.replace("127.0.0.1", &green_host))
+    );
+
+    wait_for(|| async {
+        edge_get(&client, &halo, "my-app.halo.test", "/")
+            .await
+            .headers()["x-halo-deployment"]
+            == blue_id.as_str()
+    })
+    .await;
+    let r = edge_get(&client, &halo, &green_host, "/").await;
+    assert_eq!(r.headers()["x-halo-deployment"], green_id.as_str());
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = edge_get(&h2, &halo, "my-app.halo.test", "/about/").await;
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        common::fixture("blue")["about/index.html"]
+    );
+
+    // Promote green, roll back to blue.
+    let (s, _) = api(
+        &client,
+        &halo,
+        &token,
+        reqwest::Method::POST,
+        &format!("/v1/deployments/{green_id}/promote"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        edge_get(&client, &halo, "my-app.halo.test", "/")
+            .await
+            .headers()["x-halo-deployment"],
+        green_id.as_str()
+    );
+    let (s, _) = api(
+        &client,
+        &halo,
+        &token,
+        reqwest::Method::POST,
+        &format!("/v1/deployments/{blue_id}/promote"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        edge_get(&client, &halo, "my-app.halo.test", "/")
+            .await
+            .headers()["x-halo-deployment"],
+        blue_id.as_str()
+    );
+
+    // SIGTERM with a large download in flight: it completes, new connections are refused.
+    let mut download = edge_get(&client, &halo, "my-app.halo.test", "/big.bin").await;
+    let first = download.chunk().await.unwrap().unwrap();
+    halo.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = reqwest::Client::new()
+        .get(format!("{}/", halo.edge))
+        .header("host", "my-app.halo.test")
+        .send()
+        .await;
+    assert!(refused.is_err(), "the edge stopped accepting");
+    let mut got = first.to_vec();
+    while let Some(c) = download.chunk().await.unwrap() {
+        got.extend_from_slice(&c);
+    }
+    assert_eq!(got.len(), big.len());
+    assert!(got == big, "the in-flight download finished intact");
+    assert!(halo.wait_exit().success());
+
+    // Restart on the same data: everything acknowledged is still there.
+    let halo = Halo::start(&data, None);
+    assert_eq!(
+        std::fs::read_to_string(&token_path).unwrap().trim(),
+        token,
+        "the token is kept"
+    );
+    let r = edge_get(&client, &halo, "my-app.halo.test", "/").await;
+    assert_eq!(r.headers()["x-halo-deployment"], blue_id.as_str());
+    let r = edge_get(&client, &halo, &green_host, "/assets/app.js").await;
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        common::fixture("green")["assets/app.js"]
+    );
+    let (_, list) = api(
+        &client,
+        &halo,
+        &token,
+        reqwest::Method::GET,
+        &format!("/v1/deployments?project_id={pid}"),
+        None,
+    )
+    .await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+    drop(halo);
+
+    // HALO_ADMIN_TOKEN replaces the bootstrap token.
+    let env_token = "env-admin-token-abcdefghijklmnop";
+    let halo = Halo::start(&data, Some(env_token));
+    let (s, _) = api(
+        &client,
+        &halo,
+        env_token,
+        reqwest::Method::GET,
+        "/v1/projects",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = api(
+        &client,
+        &halo,
+        &token,
+        reqwest::Method::GET,
+        "/v1/projects",
+        None,
+    )
+    .await;
+    assert_eq!(s, 401);
+}
+
+async fn deploy(
+    client: &reqwest::Client,
+    halo: &Halo,
+    token: &str,
+    pid: &str,
+    site: &std::collections::BTreeMap<String, Vec<u8>>,
+    target: &str,
+) -> Value {
+    let (s, d) = api(
+        client,
+        halo,
+        token,
+        reqwest::Method::POST,
+        "/v1/deployments",
+        Some(json!({"project_id": pid, "files": common::manifest(site), "target": target})),
+    )
+    .await;
+    assert_eq!(s, 201, "{d}");
+    let by_hash: std::collections::HashMap<String, &Vec<u8>> = site
+        .values()
+        .map(|b| (halo::digest::Sha256::of(b).to_string(), b))
+        .collect();
+    for h in d["missing"].as_array().unwrap() {
+        let h = h.as_str().unwrap();
+        let r = client
+            .put(format!("{}/v1/files/{h}", halo.api))
+            .bearer_auth(token)
+            .body(by_hash[h].clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let id = d["id"].as_str().unwrap();
+    for _ in 0..1000 {
+        let (_, d) = api(
+            client,
+            halo,
+            token,
+            reqwest::Method::GET,
+            &format!("/v1/deployments/{id}"),
+            None,
+        )
+        .await;
+        if d["status"] == "ready" {
+            return d;
+        }
+        assert_ne!(d["status"], "error", "{d}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not ready");
+}
+
+async fn wait_for<F, Fut>(mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition never held");
+}

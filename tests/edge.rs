@@ -1,0 +1,236 @@
+//! Edge handler in-process (no sockets): routing, files, conditional and range requests.
+
+mod common;
+
+use common::{Harness, fixture};
+use halo::digest::Sha256;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+
+struct Got {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+async fn get(h: &Harness, method: &str, host: &str, path: &str, extra: &[(&str, &str)]) -> Got {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host);
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let resp = h.edge.handle(req.body(()).unwrap()).await;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Got {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn deployed() -> (Harness, String, String) {
+    let h = Harness::new().await;
+    let pid = h.create_project("edge").await;
+    let blue = h.deploy(&pid, &fixture("blue"), "preview").await;
+    let green = h.deploy(&pid, &fixture("green"), "preview").await;
+    let (s, _) = h
+        .call(
+            "POST",
+            &format!("/v1/deployments/{}/promote", blue["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let preview = green["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_owned();
+    (h, blue["id"].as_str().unwrap().to_owned(), preview)
+}
+
+#[tokio::test]
+async fn serves_production_and_immutable_preview_hosts() {
+    let (h, blue_id, green_host) = deployed().await;
+    let blue = fixture("blue");
+    let green = fixture("green");
+    let r = get(&h, "GET", "edge.halo.test", "/", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, blue["index.html"]);
+    assert_eq!(r.headers["x-halo-deployment"], blue_id.as_str());
+    assert_eq!(r.headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(
+        r.headers["etag"],
+        format!("\"{}\"", Sha256::of(&blue["index.html"])).as_str()
+    );
+    assert_eq!(
+        r.headers["content-length"],
+        blue["index.html"].len().to_string().as_str()
+    );
+    // Host normalisation: case, port, trailing dot.
+    let r = get(&h, "GET", "EDGE.Halo.Test.:8080", "/about/", &[]).await;
+    assert_eq!(r.body, blue["about/index.html"]);
+    let r = get(&h, "GET", &green_host, "/", &[]).await;
+    assert_eq!(r.body, green["index.html"]);
+    assert_ne!(r.headers["x-halo-deployment"], blue_id.as_str());
+    // A large file (streamed from the store) and an empty one.
+    let r = get(&h, "GET", &green_host, "/assets/data.bin", &[]).await;
+    assert_eq!(r.body, green["assets/data.bin"]);
+    assert_eq!(r.headers["content-type"], "application/octet-stream");
+    let r = get(&h, "GET", &green_host, "/assets/empty.txt", &[]).await;
+    assert_eq!((r.status, r.body.len()), (StatusCode::OK, 0));
+    assert_eq!(r.headers["content-length"], "0");
+}
+
+#[tokio::test]
+async fn directories_redirect_and_404s_use_the_site_page() {
+    let (h, blue_id, green_host) = deployed().await;
+    let r = get(&h, "GET", "edge.halo.test", "/about?x=1", &[]).await;
+    assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(r.headers["location"], "/about/?x=1");
+    let r = get(&h, "GET", "edge.halo.test", "/missing.html", &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.body, fixture("blue")["404.html"]);
+    assert_eq!(r.headers["x-halo-deployment"], blue_id.as_str());
+    let r = get(&h, "GET", &green_host, "/missing.html", &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.body, b"404 Not Found\n");
+    let r = get(&h, "GET", "edge.halo.test", "/%ff", &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn unknown_hosts_never_see_another_site() {
+    let (h, _, _) = deployed().await;
+    for host in [
+        "other.halo.test",
+        "halo.test",
+        "edge.halo.test.evil",
+        "",
+        "bad host",
+    ] {
+        let r = get(&h, "GET", host, "/", &[]).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{host:?}");
+        assert!(r.headers.get("x-halo-deployment").is_none());
+        assert!(
+            String::from_utf8(r.body)
+                .unwrap()
+                .contains("No site is deployed")
+        );
+    }
+}
+
+#[tokio::test]
+async fn conditional_head_and_range_requests() {
+    let (h, _, green_host) = deployed().await;
+    let data = &fixture("green")["assets/data.bin"];
+    let etag = format!("\"{}\"", Sha256::of(data));
+    let r = get(
+        &h,
+        "GET",
+        &green_host,
+        "/assets/data.bin",
+        &[("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!((r.status, r.body.len()), (StatusCode::NOT_MODIFIED, 0));
+    assert_eq!(r.headers["etag"], etag.as_str());
+    let r = get(&h, "HEAD", &green_host, "/assets/data.bin", &[]).await;
+    assert_eq!((r.status, r.body.len()), (StatusCode::OK, 0));
+    assert_eq!(r.headers["content-length"], data.len().to_string().as_str());
+    let r = get(
+        &h,
+        "GET",
+        &green_host,
+        "/assets/data.bin",
+        &[("range", "bytes=1000-1999")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.body, data[1000..2000]);
+    assert_eq!(
+        r.headers["content-range"],
+        format!("bytes 1000-1999/{}", data.len()).as_str()
+    );
+    let r = get(
+        &h,
+        "GET",
+        &green_host,
+        "/assets/data.bin",
+        &[("range", "bytes=-300000")],
+    )
+    .await;
+    assert_eq!(r.body, data[..]);
+    let r = get(
+        &h,
+        "GET",
+        &green_host,
+        "/assets/data.bin",
+        &[("range", "bytes=10-")],
+    )
+    .await;
+    assert_eq!(r.body, data[10..]);
+    let r = get(
+        &h,
+        "GET",
+        &green_host,
+        "/assets/data.bin",
+        &[("range", "bytes=999999-")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(
+        r.headers["content-range"],
+        format!("bytes */{}", data.len()).as_str()
+    );
+    let r = get(
+        &h,
+        "GET",
+        &green_host,
+        "/assets/data.bin",
+        &[("range", "bytes=0-1"), ("if-range", "\"stale\"")],
+    )
+    .await;
+    assert_eq!((r.status, r.body.len()), (StatusCode::OK, data.len()));
+    let r = get(&h, "POST", &green_host, "/", &[]).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers["allow"], "GET, HEAD");
+}
+
+#[tokio::test]
+async fn a_deployment_is_not_routable_before_it_is_ready() {
+    let h = Harness::new().await;
+    let pid = h.create_project("early").await;
+    let (_, d) = h
+        .call(
+            "POST",
+            "/v1/deployments",
+            Some(
+                serde_json::json!({"project_id": pid, "files": common::manifest(&fixture("blue"))}),
+            ),
+        )
+        .await;
+    let host = d["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_owned();
+    assert_eq!(
+        get(&h, "GET", &host, "/", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&h, "GET", "early.halo.test", "/", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
