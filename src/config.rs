@@ -170,13 +170,13 @@ impl Config {
                 reason: "must be greater than 0".into(),
             });
         }
-        if let Some(t) = &self.admin_token {
-            if t.len() < 16 {
-                return Err(ConfigError::Invalid {
-                    key: "HALO_ADMIN_TOKEN",
-                    reason: "must be at least 16 characters".into(),
-                });
-            }
+        if let Some(t) = &self.admin_token
+            && t.len() < 16
+        {
+            return Err(ConfigError::Invalid {
+                key: "HALO_ADMIN_TOKEN",
+                reason: "must be at least 16 characters".into(),
+            });
         }
         Ok(())
     }

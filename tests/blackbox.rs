@@ -90,9 +90,10 @@ impl Halo {
     }
 
     fn terminate(&mut self) {
-        let ok = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
+        // The shell's builtin `kill`: no procps needed on the machine.
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -TERM {}", self.child.id()))
             .status()
             .unwrap();
         assert!(ok.success());

@@ -20,19 +20,19 @@ pub enum Plan {
 
 /// Decides how to answer a GET/HEAD for a representation of `size` bytes tagged `etag`.
 pub fn plan(headers: &HeaderMap, etag: &[u8], size: u64) -> Plan {
-    if let Some(inm) = headers.get(IF_NONE_MATCH) {
-        if etag_list_matches(inm.as_bytes(), etag) {
-            return Plan::NotModified;
-        }
+    if let Some(inm) = headers.get(IF_NONE_MATCH)
+        && etag_list_matches(inm.as_bytes(), etag)
+    {
+        return Plan::NotModified;
     }
     let Some(range) = headers.get(RANGE) else {
         return Plan::Full;
     };
     // If-Range with a different validator means "send it all", never a stale piece.
-    if let Some(ir) = headers.get(IF_RANGE) {
-        if ir.as_bytes() != etag {
-            return Plan::Full;
-        }
+    if let Some(ir) = headers.get(IF_RANGE)
+        && ir.as_bytes() != etag
+    {
+        return Plan::Full;
     }
     match parse_range(range.as_bytes(), size) {
         RangeSpec::Ignore => Plan::Full,

@@ -38,7 +38,9 @@ pub fn resolve<'t>(table: &'t AliasTable, host: Option<&str>, path: &str) -> Res
         Cow::Borrowed(path)
     };
     let rel = decoded.strip_prefix('/').unwrap_or(&decoded);
-    let found = if rel.is_empty() || rel.ends_with('/') {
+    let found = if rel.is_empty() {
+        site.file("index.html")
+    } else if rel.ends_with('/') {
         site.file(&format!("{rel}index.html"))
     } else if let Some(f) = site.file(rel) {
         Some(f)
