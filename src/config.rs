@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::store::s3::S3Settings;
+
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "config/halo.toml";
 
@@ -34,6 +36,61 @@ pub struct ServeArgs {
     /// Seconds to let requests in flight finish on shutdown [default: 10]
     #[arg(long, env = "HALO_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Bytes of hot blobs the edge keeps in memory; 0 disables the cache [default: 268435456]
+    #[arg(long, env = "HALO_CACHE_BYTES")]
+    pub cache_bytes: Option<u64>,
+    /// Where blobs live: `fs` (under the data dir) or `s3` [default: fs]
+    #[arg(long, env = "HALO_STORAGE_BACKEND")]
+    pub storage_backend: Option<Backend>,
+    /// S3 endpoint URL, e.g. http://127.0.0.1:3900; unset means AWS
+    #[arg(long, env = "HALO_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: us-east-1]
+    #[arg(long, env = "HALO_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// S3 bucket
+    #[arg(long, env = "HALO_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// Key prefix inside the bucket [default: none]
+    #[arg(long, env = "HALO_S3_PREFIX")]
+    pub s3_prefix: Option<String>,
+    /// Path-style addressing (endpoint/bucket/key), needed by most self-hosted servers
+    #[arg(long, env = "HALO_S3_FORCE_PATH_STYLE", num_args = 0..=1, default_missing_value = "true")]
+    pub s3_force_path_style: Option<bool>,
+    /// S3 access key id
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+}
+
+/// Which blob store backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A local directory under the data dir (the embedded default).
+    #[default]
+    Fs,
+    /// An S3-compatible bucket.
+    S3,
+}
+
+/// The `[storage]` table of the config file. Credentials are not accepted here.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageFile {
+    backend: Option<Backend>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    bucket: Option<String>,
+    prefix: Option<String>,
+    force_path_style: Option<bool>,
+    multipart_threshold_bytes: Option<u64>,
+    multipart_part_bytes: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    attempt_timeout_secs: Option<u64>,
+    max_attempts: Option<u32>,
 }
 
 /// The `config/halo.toml` keys; every one optional.
@@ -46,6 +103,17 @@ struct FileConfig {
     domain: Option<String>,
     max_file_bytes: Option<u64>,
     shutdown_grace_secs: Option<u64>,
+    cache_bytes: Option<u64>,
+    storage: Option<StorageFile>,
+}
+
+/// Where blobs are stored.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// `<data_dir>/store`.
+    Fs,
+    /// An S3 bucket.
+    S3(S3Settings),
 }
 
 /// The settings `halo serve` runs with.
@@ -65,6 +133,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Bootstrap admin token from `HALO_ADMIN_TOKEN`, if set.
     pub admin_token: Option<String>,
+    /// Blob store backend.
+    pub storage: Storage,
+    /// Bytes of hot blobs the edge keeps in memory (0: no cache).
+    pub cache_bytes: u64,
 }
 
 impl Default for Config {
@@ -77,6 +149,8 @@ impl Default for Config {
             max_file_bytes: 512 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             admin_token: None,
+            storage: Storage::Fs,
+            cache_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -144,6 +218,11 @@ impl Config {
             admin_token: std::env::var("HALO_ADMIN_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
+            cache_bytes: args
+                .cache_bytes
+                .or(file.cache_bytes)
+                .unwrap_or(d.cache_bytes),
+            storage: storage(args, file.storage.unwrap_or_default())?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -180,6 +259,53 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn storage(args: &ServeArgs, f: StorageFile) -> Result<Storage, ConfigError> {
+    if args.storage_backend.or(f.backend).unwrap_or_default() == Backend::Fs {
+        return Ok(Storage::Fs);
+    }
+    let required = |v: Option<String>, key: &'static str| {
+        v.filter(|s| !s.is_empty()).ok_or(ConfigError::Invalid {
+            key,
+            reason: "required with the s3 backend".into(),
+        })
+    };
+    let part_size = f.multipart_part_bytes.unwrap_or(8 * 1024 * 1024);
+    if part_size < crate::store::s3::MIN_PART_SIZE {
+        return Err(ConfigError::Invalid {
+            key: "storage.multipart_part_bytes",
+            reason: "S3 parts are at least 5 MiB".into(),
+        });
+    }
+    Ok(Storage::S3(S3Settings {
+        endpoint: args
+            .s3_endpoint
+            .clone()
+            .or(f.endpoint)
+            .filter(|e| !e.is_empty()),
+        region: args
+            .s3_region
+            .clone()
+            .or(f.region)
+            .unwrap_or_else(|| "us-east-1".into()),
+        bucket: required(args.s3_bucket.clone().or(f.bucket), "storage.bucket")?,
+        prefix: args.s3_prefix.clone().or(f.prefix).unwrap_or_default(),
+        force_path_style: args
+            .s3_force_path_style
+            .or(f.force_path_style)
+            .unwrap_or(false),
+        access_key_id: required(args.s3_access_key_id.clone(), "AWS_ACCESS_KEY_ID")?,
+        secret_access_key: required(args.s3_secret_access_key.clone(), "AWS_SECRET_ACCESS_KEY")?,
+        session_token: std::env::var("AWS_SESSION_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+        multipart_threshold: f.multipart_threshold_bytes.unwrap_or(16 * 1024 * 1024),
+        part_size,
+        connect_timeout: Duration::from_millis(f.connect_timeout_ms.unwrap_or(3000)),
+        attempt_timeout: Duration::from_secs(f.attempt_timeout_secs.unwrap_or(30)),
+        max_attempts: f.max_attempts.unwrap_or(3),
+    }))
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -240,5 +366,29 @@ mod tests {
             Config::resolve(&missing),
             Err(ConfigError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn s3_settings_layer_and_require_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("halo.toml");
+        std::fs::write(&path, "[storage]\nbackend = \"s3\"\nendpoint = \"http://127.0.0.1:3900\"\nbucket = \"file-bucket\"\nforce_path_style = true\n").unwrap();
+        let mut args = ServeArgs {
+            config: Some(path),
+            s3_bucket: Some("flag-bucket".into()),
+            ..Default::default()
+        };
+        let err = Config::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+        args.s3_access_key_id = Some("GK1".into());
+        args.s3_secret_access_key = Some("secret".into());
+        let Storage::S3(s) = Config::resolve(&args).unwrap().storage else {
+            panic!("not s3")
+        };
+        assert_eq!(
+            (s.bucket.as_str(), s.endpoint.as_deref(), s.force_path_style),
+            ("flag-bucket", Some("http://127.0.0.1:3900"), true)
+        );
+        assert!(!format!("{s:?}").contains("secret"));
     }
 }

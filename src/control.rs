@@ -213,7 +213,7 @@ impl Control {
         let mut env = project.env.clone();
         env.extend(req.env);
         let digests: Vec<Sha256> = req.files.values().copied().collect();
-        let missing = self.store.missing(&digests).await?;
+        let missing = self.missing(&digests).await?;
         let files: Vec<(String, Sha256)> = req.files.into_iter().collect();
         let mut created = None;
         for _ in 0..ID_ATTEMPTS {
@@ -245,7 +245,7 @@ impl Control {
         } else {
             // A blob may have landed between our look-up and the insert; its upload then
             // found no row to clear. Looking again closes that window.
-            let still = self.store.missing(&missing).await?;
+            let still = self.missing(&missing).await?;
             let arrived: Vec<Sha256> = missing
                 .iter()
                 .filter(|d| !still.contains(d))
@@ -260,19 +260,49 @@ impl Control {
         Ok((deployment, missing))
     }
 
-    /// The blobs among `digests` the store lacks, each once.
+    /// The blobs among `digests` the store lacks, each once, in first-seen order. The
+    /// metadata index answers for blobs it knows; only the rest are asked of the store
+    /// (concurrently, bounded), and what the store turns out to hold is indexed.
     pub async fn missing(&self, digests: &[Sha256]) -> Result<Vec<Sha256>, ControlError> {
-        Ok(self.store.missing(digests).await?)
+        let unique = crate::store::dedup(digests);
+        let known = self.meta.known_blobs(&unique).await?;
+        let unknown: Vec<Sha256> = unique
+            .into_iter()
+            .filter(|d| !known.contains_key(d))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(unknown);
+        }
+        let missing = self.store.missing(&unknown).await?;
+        let absent: std::collections::HashSet<&Sha256> = missing.iter().collect();
+        let found: Vec<(Sha256, Option<u64>)> = unknown
+            .iter()
+            .filter(|d| !absent.contains(d))
+            .map(|d| (*d, None))
+            .collect();
+        if !found.is_empty() {
+            self.meta.record_blobs(&found).await?;
+        }
+        Ok(missing)
     }
 
-    /// Stores an uploaded blob (verified against `digest`) and moves on any deployment that
-    /// was waiting only for it.
+    /// Stores an uploaded blob (verified against `digest`), indexes it, and moves on any
+    /// deployment that was waiting only for it.
     pub async fn put_blob(
         self: &Arc<Self>,
         digest: &Sha256,
         body: ByteStream,
     ) -> Result<PutOutcome, ControlError> {
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = counted.clone();
+        let body: ByteStream = Box::pin(body.inspect_ok(move |chunk| {
+            counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }));
         let outcome = self.store.put(digest, body).await?;
+        // Indexed only now that the store has acknowledged the blob as durable.
+        let size = (outcome == PutOutcome::Created)
+            .then(|| counted.load(std::sync::atomic::Ordering::Relaxed));
+        self.meta.record_blobs(&[(*digest, size)]).await?;
         self.blobs_arrived(&[*digest]).await?;
         Ok(outcome)
     }
@@ -306,26 +336,7 @@ impl Control {
         let started = std::time::Instant::now();
         let deployment = self.deployment(id).await?;
         let files = self.meta.deployment_files(id).await?;
-        let store = &self.store;
-        let entries: Vec<(String, ManifestEntry)> = stream::iter(files)
-            .map(|(path, digest)| async move {
-                match store.size(&digest).await? {
-                    Some(size) => Ok((
-                        path,
-                        ManifestEntry {
-                            sha256: digest,
-                            size,
-                        },
-                    )),
-                    None => Err(ControlError::Invalid {
-                        code: "blob_missing",
-                        message: format!("file {path:?} ({digest}) is no longer in the store"),
-                    }),
-                }
-            })
-            .buffered(BUILD_CONCURRENCY)
-            .try_collect()
-            .await?;
+        let entries = self.sizes(files).await?;
         let manifest = Manifest::new(
             id.to_owned(),
             deployment.project_id.clone(),
@@ -348,6 +359,55 @@ impl Control {
             self.promote(id).await?;
         }
         Ok(())
+    }
+
+    /// Sizes of a deployment's files: from the blob index where it knows them, else from
+    /// the store (which also confirms the blob is still there).
+    async fn sizes(
+        &self,
+        files: Vec<(String, Sha256)>,
+    ) -> Result<Vec<(String, ManifestEntry)>, ControlError> {
+        let digests: Vec<Sha256> =
+            crate::store::dedup(&files.iter().map(|(_, d)| *d).collect::<Vec<_>>());
+        let mut sizes: std::collections::HashMap<Sha256, u64> = self
+            .meta
+            .known_blobs(&digests)
+            .await?
+            .into_iter()
+            .filter_map(|(d, s)| s.map(|s| (d, s)))
+            .collect();
+        let store = &self.store;
+        let looked_up: Vec<(Sha256, Option<u64>)> =
+            stream::iter(digests.into_iter().filter(|d| !sizes.contains_key(d)))
+                .map(|d| async move { Ok::<_, StoreError>((d, store.size(&d).await?)) })
+                .buffered(BUILD_CONCURRENCY)
+                .try_collect()
+                .await?;
+        let learned: Vec<(Sha256, Option<u64>)> = looked_up
+            .iter()
+            .filter(|(_, s)| s.is_some())
+            .copied()
+            .collect();
+        if !learned.is_empty() {
+            self.meta.record_blobs(&learned).await?;
+        }
+        sizes.extend(learned.into_iter().filter_map(|(d, s)| s.map(|s| (d, s))));
+        files
+            .into_iter()
+            .map(|(path, digest)| match sizes.get(&digest) {
+                Some(&size) => Ok((
+                    path,
+                    ManifestEntry {
+                        sha256: digest,
+                        size,
+                    },
+                )),
+                None => Err(ControlError::Invalid {
+                    code: "blob_missing",
+                    message: format!("file {path:?} ({digest}) is no longer in the store"),
+                }),
+            })
+            .collect()
     }
 
     /// Points the project's production hosts at deployment `id` (which must be ready) in

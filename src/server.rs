@@ -12,13 +12,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
-use crate::config::Config;
+use crate::config::{Config, Storage};
 use crate::control::Control;
 use crate::digest::Sha256;
+use crate::edge::cache::BlobCache;
 use crate::edge::{self, Edge};
 use crate::meta::MetaStore;
 use crate::meta::sqlite::SqliteMeta;
+use crate::store::BlobStore;
 use crate::store::fs::FsStore;
+use crate::store::s3::S3Store;
 
 /// File under the data directory holding the generated admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -45,7 +48,15 @@ impl Server {
         let data = &config.data_dir;
         std::fs::create_dir_all(data)
             .with_context(|| format!("creating data directory {}", data.display()))?;
-        let store = Arc::new(FsStore::open(data.join("store")).context("opening the blob store")?);
+        let store: Arc<dyn BlobStore> = match &config.storage {
+            Storage::Fs => {
+                Arc::new(FsStore::open(data.join("store")).context("opening the blob store")?)
+            }
+            Storage::S3(s3) => {
+                tracing::info!(endpoint = ?s3.endpoint, bucket = %s3.bucket, prefix = %s3.prefix, "blob store: s3");
+                Arc::new(S3Store::new(s3))
+            }
+        };
         let meta = Arc::new(
             SqliteMeta::open(&data.join("halo.db")).context("opening the metadata database")?,
         );
@@ -59,6 +70,7 @@ impl Server {
         let edge_state = Arc::new(Edge {
             table: control.table.clone(),
             store,
+            cache: BlobCache::new(config.cache_bytes),
         });
         let grace = config.shutdown_grace;
         let edge_task = tokio::spawn(edge::server::serve(

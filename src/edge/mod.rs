@@ -3,6 +3,7 @@
 //! Resolution ([`resolve`]) is pure over one [`table::AliasTable`] snapshot; this module
 //! turns its answer into a response, reading blob bytes from the store.
 
+pub mod cache;
 pub mod conditional;
 pub mod host;
 pub mod resolve;
@@ -24,6 +25,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Either, Full, StreamBody};
 
 use crate::store::{BlobBody, BlobStore};
+use cache::BlobCache;
 use conditional::Plan;
 use resolve::Resolved;
 use site::{FileEntry, Site};
@@ -55,6 +57,8 @@ pub struct Edge {
     pub table: Arc<TableHandle>,
     /// Blob bytes.
     pub store: Arc<dyn BlobStore>,
+    /// Hot blobs in memory, in front of the store.
+    pub cache: BlobCache,
 }
 
 fn full(data: impl Into<Bytes>) -> EdgeBody {
@@ -71,6 +75,19 @@ fn plain(status: StatusCode, body: &'static str, site: Option<&Site>) -> Respons
         h.insert(X_HALO_DEPLOYMENT.clone(), site.deployment_header.clone());
     }
     resp
+}
+
+fn unavailable(
+    site: &Site,
+    entry: &FileEntry,
+    error: &dyn std::fmt::Display,
+) -> Response<EdgeBody> {
+    tracing::error!(deployment = %site.deployment_id, blob = %entry.digest, %error, "blob read failed");
+    plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        UNAVAILABLE_BODY,
+        Some(site),
+    )
 }
 
 impl Edge {
@@ -176,28 +193,27 @@ impl Edge {
         if head || len == 0 {
             return builder.body(full(Bytes::new())).expect("valid response");
         }
+        if self.cache.admits(entry.size) {
+            return match self.cache.get(&*self.store, &entry.digest).await {
+                Ok(bytes) => {
+                    let body = match range {
+                        Some(r) => bytes.slice(r.start as usize..r.end as usize),
+                        None => bytes,
+                    };
+                    builder.body(full(body)).expect("valid response")
+                }
+                Err(e) => unavailable(site, entry, &*e),
+            };
+        }
+        // Large blobs stream from the store (ranged reads for ranges), never held whole.
         let fetched = match range {
             Some(r) => self.store.get_range(&entry.digest, r).await,
             None => self.store.get(&entry.digest).await,
         };
         let blob = match fetched {
             Ok(Some(blob)) => blob,
-            Ok(None) => {
-                tracing::error!(deployment = %site.deployment_id, blob = %entry.digest, "blob named by a manifest is missing from the store");
-                return plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    UNAVAILABLE_BODY,
-                    Some(site),
-                );
-            }
-            Err(e) => {
-                tracing::error!(deployment = %site.deployment_id, blob = %entry.digest, error = %e, "blob read failed");
-                return plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    UNAVAILABLE_BODY,
-                    Some(site),
-                );
-            }
+            Ok(None) => return unavailable(site, entry, &cache::FetchError::Missing),
+            Err(e) => return unavailable(site, entry, &e),
         };
         let body = match blob.body {
             BlobBody::Full(bytes) => full(bytes),

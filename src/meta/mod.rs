@@ -202,6 +202,15 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Every routable alias and the current revision: what the edge table is built from.
     async fn routes(&self) -> Result<AliasChange, MetaError>;
 
+    /// Records blobs as durably stored (size when known). Call only after the store
+    /// acknowledged them.
+    async fn record_blobs(&self, blobs: &[(Sha256, Option<u64>)]) -> Result<(), MetaError>;
+    /// Which of `blobs` the index knows as stored, with their sizes when known.
+    async fn known_blobs(
+        &self,
+        blobs: &[Sha256],
+    ) -> Result<std::collections::HashMap<Sha256, Option<u64>>, MetaError>;
+
     /// Whether a token with this secret hash exists.
     async fn token_exists(&self, secret_hash: &Sha256) -> Result<bool, MetaError>;
     /// Sets the bootstrap admin token's hash, replacing (revoking) any previous one.

@@ -84,6 +84,15 @@ const MIGRATIONS: &[&str] = &[
         created_at    INTEGER NOT NULL
     );
     "#,
+    // 2: an index of blobs known to be durably stored, so `missing` for a large manifest
+    // is answered from the database instead of one store request per blob.
+    r#"
+    CREATE TABLE blobs (
+        sha256    TEXT PRIMARY KEY,
+        size      INTEGER,
+        stored_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -500,6 +500,51 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
+    async fn record_blobs(&self, blobs: &[(Sha256, Option<u64>)]) -> Result<(), MetaError> {
+        let rows: Vec<(String, Option<i64>)> = blobs
+            .iter()
+            .map(|(d, s)| (d.to_hex(), s.map(|v| v as i64)))
+            .collect();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            {
+                // A known size is never replaced by an unknown one.
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO blobs (sha256, size, stored_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (sha256) DO UPDATE SET size = COALESCE(blobs.size, excluded.size)",
+                )?;
+                let now = now_millis();
+                for (h, size) in &rows {
+                    ins.execute(params![h, size, now])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn known_blobs(
+        &self,
+        blobs: &[Sha256],
+    ) -> Result<std::collections::HashMap<Sha256, Option<u64>>, MetaError> {
+        let digests = blobs.to_vec();
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached("SELECT size FROM blobs WHERE sha256 = ?1")?;
+            let mut out = std::collections::HashMap::new();
+            for d in digests {
+                if let Some(size) = stmt
+                    .query_row([d.to_hex()], |r| r.get::<_, Option<i64>>(0))
+                    .optional()?
+                {
+                    out.insert(d, size.map(|v| v as u64));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn token_exists(&self, secret_hash: &Sha256) -> Result<bool, MetaError> {
         let h = secret_hash.to_hex();
         self.run(move |c| {

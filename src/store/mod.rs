@@ -4,6 +4,7 @@
 //! repeated put is success, and any copy of a blob is as good as any other.
 
 pub mod fs;
+pub mod s3;
 
 use std::io;
 use std::ops::Range;

@@ -91,6 +91,7 @@ impl Harness {
         let edge = Edge {
             table: control.table.clone(),
             store,
+            cache: halo::edge::cache::BlobCache::new(64 << 20),
         };
         Harness {
             dir,
