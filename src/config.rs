@@ -113,7 +113,7 @@ pub enum Storage {
     /// `<data_dir>/store`.
     Fs,
     /// An S3 bucket.
-    S3(S3Settings),
+    S3(Box<S3Settings>),
 }
 
 /// The settings `halo serve` runs with.
@@ -278,7 +278,7 @@ fn storage(args: &ServeArgs, f: StorageFile) -> Result<Storage, ConfigError> {
             reason: "S3 parts are at least 5 MiB".into(),
         });
     }
-    Ok(Storage::S3(S3Settings {
+    Ok(Storage::S3(Box::new(S3Settings {
         endpoint: args
             .s3_endpoint
             .clone()
@@ -305,7 +305,7 @@ fn storage(args: &ServeArgs, f: StorageFile) -> Result<Storage, ConfigError> {
         connect_timeout: Duration::from_millis(f.connect_timeout_ms.unwrap_or(3000)),
         attempt_timeout: Duration::from_secs(f.attempt_timeout_secs.unwrap_or(30)),
         max_attempts: f.max_attempts.unwrap_or(3),
-    }))
+    })))
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
