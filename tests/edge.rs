@@ -234,3 +234,102 @@ async fn a_deployment_is_not_routable_before_it_is_ready() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// A store that counts reads and makes each one slow, to observe the cache.
+struct CountingStore {
+    inner: std::sync::Arc<dyn halo::store::BlobStore>,
+    gets: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl halo::store::BlobStore for CountingStore {
+    fn kind(&self) -> &'static str {
+        "counting"
+    }
+    async fn put(
+        &self,
+        d: &Sha256,
+        b: halo::store::ByteStream,
+    ) -> Result<halo::store::PutOutcome, halo::store::StoreError> {
+        self.inner.put(d, b).await
+    }
+    async fn get(&self, d: &Sha256) -> Result<Option<halo::store::Blob>, halo::store::StoreError> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        self.inner.get(d).await
+    }
+    async fn get_range(
+        &self,
+        d: &Sha256,
+        r: std::ops::Range<u64>,
+    ) -> Result<Option<halo::store::Blob>, halo::store::StoreError> {
+        self.inner.get_range(d, r).await
+    }
+    async fn size(&self, d: &Sha256) -> Result<Option<u64>, halo::store::StoreError> {
+        self.inner.size(d).await
+    }
+    async fn delete(&self, d: &Sha256) -> Result<bool, halo::store::StoreError> {
+        self.inner.delete(d).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_make_one_store_read_and_hits_make_none() {
+    let (h, _, _) = deployed().await;
+    let counting = std::sync::Arc::new(CountingStore {
+        inner: h.edge.store.clone(),
+        gets: Default::default(),
+    });
+    let edge = std::sync::Arc::new(halo::edge::Edge {
+        table: h.control.table.clone(),
+        store: counting.clone(),
+        cache: halo::edge::cache::BlobCache::new(8 << 20),
+    });
+    let want = fixture("blue")["index.html"].clone();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let edge = edge.clone();
+            tokio::spawn(async move {
+                let req = Request::get("/")
+                    .header("host", "edge.halo.test")
+                    .body(())
+                    .unwrap();
+                edge.handle(req)
+                    .await
+                    .into_body()
+                    .collect()
+                    .await
+                    .unwrap()
+                    .to_bytes()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), want);
+    }
+    assert_eq!(
+        counting.gets.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "single flight"
+    );
+    let req = Request::get("/")
+        .header("host", "edge.halo.test")
+        .body(())
+        .unwrap();
+    assert_eq!(
+        edge.handle(req)
+            .await
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes(),
+        want
+    );
+    assert_eq!(
+        counting.gets.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a hit reads nothing"
+    );
+    assert!(edge.cache.contains(&Sha256::of(&want)));
+}

@@ -1,6 +1,8 @@
 //! One conformance suite for `BlobStore`, run against every backend. A new backend adds one
 //! `conformance!` line; the suite's functions take only `&dyn BlobStore`.
 
+mod common;
+
 use std::io;
 use std::sync::Arc;
 
@@ -8,6 +10,7 @@ use bytes::Bytes;
 use futures_util::stream;
 use halo::digest::{Sha256, blake3_checksum};
 use halo::store::fs::FsStore;
+use halo::store::s3::S3Store;
 use halo::store::{BlobStore, ByteStream, PutOutcome, StoreError, bytes_stream, put_bytes};
 
 fn data(len: usize, seed: u8) -> Bytes {
@@ -29,7 +32,15 @@ mod suite {
     use super::*;
 
     pub async fn put_get_round_trip(s: &dyn BlobStore) {
-        for len in [0usize, 1, 4096, 300_000, 3 * 1024 * 1024 + 17] {
+        // 12 MiB + 3 crosses the S3 test threshold: a three-part multipart upload.
+        for len in [
+            0usize,
+            1,
+            4096,
+            300_000,
+            3 * 1024 * 1024 + 17,
+            12 * 1024 * 1024 + 3,
+        ] {
             let d = data(len, 1);
             let digest = Sha256::of(&d);
             assert_eq!(
@@ -89,6 +100,29 @@ mod suite {
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Body(_)), "{err:?}");
+        assert!(!s.exists(&digest).await.unwrap());
+    }
+
+    pub async fn large_failures_leave_nothing(s: &dyn BlobStore) {
+        let d = data(12 * 1024 * 1024, 6);
+        let digest = Sha256::of(&d);
+        let mut parts: Vec<io::Result<Bytes>> = d
+            .chunks(1 << 20)
+            .take(11)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        parts.push(Err(io::Error::other("cut at 11 MiB")));
+        let err = s
+            .put(&digest, Box::pin(stream::iter(parts)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Body(_)), "{err:?}");
+        assert!(!s.exists(&digest).await.unwrap());
+        // All bytes arrive, but they are not what was claimed.
+        let claimed = Sha256::of(b"something else entirely");
+        let err = s.put(&claimed, chunked(&d, 1 << 20)).await.unwrap_err();
+        assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err:?}");
+        assert!(!s.exists(&claimed).await.unwrap());
         assert!(!s.exists(&digest).await.unwrap());
     }
 
@@ -169,16 +203,18 @@ mod suite {
 }
 
 /// Instantiates every suite test for one backend. `$make` is an async expression giving
-/// `(Arc<dyn BlobStore>, guard)`; the guard keeps the backend's resources alive.
+/// `Option<(Arc<dyn BlobStore>, guard)>` (`None`: backend not available here, test skipped);
+/// the guard keeps the backend's resources alive.
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
             use super::*;
             conformance!(@each $make; put_get_round_trip, existing_blob_is_success, mismatch_leaves_nothing,
-                broken_body_leaves_nothing, ranges, missing_is_deduplicated_and_ordered, delete);
+                broken_body_leaves_nothing, large_failures_leave_nothing, ranges,
+                missing_is_deduplicated_and_ordered, delete);
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_puts_of_one_blob() {
-                let (s, _guard) = $make.await;
+                let Some((s, _guard)) = $make.await else { return };
                 suite::concurrent_puts_of_one_blob(s).await;
             }
         }
@@ -187,19 +223,100 @@ macro_rules! conformance {
         $(
             #[tokio::test]
             async fn $t() {
-                let (s, _guard) = $make.await;
+                let Some((s, _guard)) = $make.await else { return };
                 suite::$t(&*s).await;
             }
         )+
     };
 }
 
-async fn fs_store() -> (Arc<dyn BlobStore>, tempfile::TempDir) {
+async fn fs_store() -> Option<(Arc<dyn BlobStore>, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
-    (Arc::new(FsStore::open(dir.path()).unwrap()), dir)
+    Some((Arc::new(FsStore::open(dir.path()).unwrap()), dir))
+}
+
+async fn s3_store() -> Option<(Arc<dyn BlobStore>, ())> {
+    let settings = common::s3_settings()?;
+    Some((Arc::new(S3Store::new(&settings)), ()))
 }
 
 conformance!(fs, fs_store());
+conformance!(s3, s3_store());
+
+/// s3-specific: blobs sit at the documented keys, carry their SHA-256, and failed multipart
+/// uploads are aborted rather than left pending.
+#[tokio::test]
+async fn s3_layout_checksums_and_no_pending_uploads() {
+    let Some(settings) = common::s3_settings() else {
+        return;
+    };
+    let s = S3Store::new(&settings);
+    let (d, _) = put_bytes(&s, Bytes::from_static(b"hello s3"))
+        .await
+        .unwrap();
+    let hex = d.to_string();
+    assert_eq!(
+        s.key(&d),
+        format!("{}blobs/sha256/{}/{hex}", settings.prefix, &hex[..2])
+    );
+    let head = s
+        .client()
+        .head_object()
+        .bucket(s.bucket())
+        .key(s.key(&d))
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    use base64::Engine;
+    let want = base64::engine::general_purpose::STANDARD.encode(d.as_bytes());
+    assert_eq!(
+        head.checksum_sha256(),
+        Some(want.as_str()),
+        "the object carries its sha256"
+    );
+    // The server checks the SHA-256 we send: a body that does not match it is refused.
+    let refused = s
+        .client()
+        .put_object()
+        .bucket(s.bucket())
+        .key(format!("{}corrupt", settings.prefix))
+        .checksum_sha256(want.clone())
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(
+            b"not hello s3",
+        ))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a body with the wrong checksum must be rejected"
+    );
+    let big = data(11 * 1024 * 1024, 9);
+    let mut parts: Vec<io::Result<Bytes>> = big
+        .chunks(1 << 20)
+        .take(10)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    parts.push(Err(io::Error::other("cut")));
+    assert!(
+        s.put(&Sha256::of(&big), Box::pin(stream::iter(parts)))
+            .await
+            .is_err()
+    );
+    let pending = s
+        .client()
+        .list_multipart_uploads()
+        .bucket(s.bucket())
+        .prefix(&settings.prefix)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        pending.uploads().is_empty(),
+        "failed multipart uploads are aborted: {:?}",
+        pending.uploads()
+    );
+}
 
 /// fs-specific: failed writes leave no temp file behind, and blobs live in sharded paths.
 #[tokio::test]

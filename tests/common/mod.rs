@@ -204,14 +204,20 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server whose config `adjust` may change (storage, cache, data dir, …).
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config {
+        let mut config = Config {
             data_dir: dir.path().to_path_buf(),
             domain: "halo.test".into(),
             admin_token: Some(TOKEN.into()),
             shutdown_grace: Duration::from_secs(5),
             ..Config::default()
         };
+        adjust(&mut config);
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let edge = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shutdown = CancellationToken::new();
@@ -230,6 +236,24 @@ impl TestServer {
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
+    }
+
+    /// GET `path` from the edge with `Host: host`.
+    pub async fn edge_get(&self, host: &str, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("http://{}{path}", self.edge_addr))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server and waits until it has drained.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(s) = self.server.take() {
+            s.wait().await;
+        }
     }
 
     pub async fn call(
@@ -315,4 +339,40 @@ pub async fn deploy_over_http(
         }
     }
     panic!("deployment {id} never became ready");
+}
+
+/// S3 settings for the test server named by `HALO_TEST_S3_*` (see `.ci/garage.sh`), under a
+/// fresh prefix so tests never see each other's keys. `None` — after saying how to start
+/// one — when none is configured; in CI (`CI` set) a missing server is a failure instead.
+pub fn s3_settings() -> Option<halo::store::s3::S3Settings> {
+    let Ok(endpoint) = std::env::var("HALO_TEST_S3_ENDPOINT") else {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "CI must run the S3 tests: HALO_TEST_S3_ENDPOINT is not set (.ci/run starts Garage)"
+            );
+        }
+        eprintln!(
+            "skipping S3 test: no S3 server. Start one with `.ci/garage.sh start /tmp/halo-garage` and `source /tmp/halo-garage/env`"
+        );
+        return None;
+    };
+    let var = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| panic!("{k} must be set with HALO_TEST_S3_ENDPOINT"))
+    };
+    Some(halo::store::s3::S3Settings {
+        endpoint: Some(endpoint),
+        region: std::env::var("HALO_TEST_S3_REGION").unwrap_or_else(|_| "garage".into()),
+        bucket: var("HALO_TEST_S3_BUCKET"),
+        prefix: format!("test-{}/", halo::model::names::random_id("run")),
+        force_path_style: true,
+        access_key_id: var("AWS_ACCESS_KEY_ID"),
+        secret_access_key: var("AWS_SECRET_ACCESS_KEY"),
+        session_token: None,
+        // Small thresholds so multipart uploads are exercised by modest test blobs.
+        multipart_threshold: halo::store::s3::MIN_PART_SIZE,
+        part_size: halo::store::s3::MIN_PART_SIZE,
+        connect_timeout: Duration::from_secs(1),
+        attempt_timeout: Duration::from_secs(30),
+        max_attempts: 2,
+    })
 }
