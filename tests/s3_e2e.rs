@@ -156,7 +156,7 @@ async fn s3_outage_serves_cache_refuses_uploads_and_loses_nothing() {
     for path in ["/about/", "/assets/data.bin"] {
         let r = srv.edge_get("outage.halo.test", path).await;
         assert_eq!(r.status(), 503, "{path} is not cached");
-        assert_eq!(r.headers()["x-halo-deployment"].is_empty(), false);
+        assert!(r.headers().contains_key("x-halo-deployment"));
     }
     // Another host keeps answering at once while S3 is down.
     assert_eq!(srv.edge_get("nobody.halo.test", "/").await.status(), 404);
