@@ -70,28 +70,63 @@ fn edge_latency(c: &mut Criterion, rt: &tokio::runtime::Runtime, store: Arc<S3St
     let data = unique(16 * 1024, 1);
     let digest = rt.block_on(put_bytes(&*store, data.clone())).unwrap().0;
     let mut files = std::collections::BTreeMap::new();
-    files.insert("index.html".to_owned(), ManifestEntry { sha256: digest, size: data.len() as u64 });
-    let site = Arc::new(Site::from_manifest(&Manifest::new("dpl_bench".into(), "prj".into(), "t".into(), files)));
-    let table = Arc::new(TableHandle::new(AliasTable::new(1, [("bench.halo.test".to_owned(), site)])));
-    let hit = Edge { table: table.clone(), store: store.clone() as Arc<dyn BlobStore>, cache: BlobCache::new(64 << 20) };
-    let miss = Edge { table, store: store as Arc<dyn BlobStore>, cache: BlobCache::new(0) };
-    let request = || http::Request::get("/").header("host", "bench.halo.test").body(()).unwrap();
+    files.insert(
+        "index.html".to_owned(),
+        ManifestEntry {
+            sha256: digest,
+            size: data.len() as u64,
+        },
+    );
+    let site = Arc::new(Site::from_manifest(&Manifest::new(
+        "dpl_bench".into(),
+        "prj".into(),
+        "t".into(),
+        files,
+    )));
+    let table = Arc::new(TableHandle::new(AliasTable::new(
+        1,
+        [("bench.halo.test".to_owned(), site)],
+    )));
+    let hit = Edge {
+        table: table.clone(),
+        store: store.clone() as Arc<dyn BlobStore>,
+        cache: BlobCache::new(64 << 20),
+    };
+    let miss = Edge {
+        table,
+        store: store as Arc<dyn BlobStore>,
+        cache: BlobCache::new(0),
+    };
+    let request = || {
+        http::Request::get("/")
+            .header("host", "bench.halo.test")
+            .body(())
+            .unwrap()
+    };
     rt.block_on(hit.handle(request()));
     assert!(hit.cache.contains(&Sha256::of(&data)));
     let mut g = c.benchmark_group("edge_16kib");
-    g.bench_function("cache_hit", |b| b.iter(|| rt.block_on(hit.handle(request())).status()));
-    g.bench_function("cache_miss_s3", |b| b.iter(|| rt.block_on(miss.handle(request())).status()));
+    g.bench_function("cache_hit", |b| {
+        b.iter(|| rt.block_on(hit.handle(request())).status())
+    });
+    g.bench_function("cache_miss_s3", |b| {
+        b.iter(|| rt.block_on(miss.handle(request())).status())
+    });
     g.finish();
 }
 
 fn main() {
     let Some(settings) = settings() else {
-        eprintln!("s3_store bench: no S3 server; start one with `.ci/garage.sh start /tmp/halo-garage && source /tmp/halo-garage/env`");
+        eprintln!(
+            "s3_store bench: no S3 server; start one with `.ci/garage.sh start /tmp/halo-garage && source /tmp/halo-garage/env`"
+        );
         return;
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = Arc::new(S3Store::new(&settings));
-    let mut c = Criterion::default().configure_from_args().measurement_time(Duration::from_secs(5));
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .measurement_time(Duration::from_secs(5));
     uploads(&mut c, &rt, &store);
     edge_latency(&mut c, &rt, store);
     c.final_summary();

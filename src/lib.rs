@@ -8,11 +8,13 @@
 //! - [`control`]: the control plane's operations — deploy, build, promote — over store and meta.
 //! - [`api`]: the HTTP API v1 (axum) on top of `control`.
 //! - [`edge`]: the hyper server routing Host → alias → deployment → blob.
+//! - [`cli`]: the `halo` client commands (deploy, promote, rollback, …).
 //! - [`config`] and [`server`]: layered configuration and the process that runs both servers.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod digest;

@@ -3,8 +3,10 @@
 use std::io::IsTerminal;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use halo::config::{Config, ServeArgs};
+use clap::Parser;
+use halo::cli::Command;
+use halo::cli::client::ClientArgs;
+use halo::config::Config;
 use tokio_util::sync::CancellationToken;
 
 /// Halo: deploy static sites into a content-addressed store, served by a Host-routed edge.
@@ -13,28 +15,49 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Run the control-plane API and the edge in one process.
-    Serve(ServeArgs),
-}
-
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve(_));
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HALO_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("HALO_LOG").unwrap_or_else(|_| {
+                // The server logs its life at info; the client only speaks when asked.
+                tracing_subscriber::EnvFilter::new(if serving { "info" } else { "warn" })
+            }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match cli.command {
-        Command::Serve(args) => {
-            let config = Config::resolve(&args)?;
-            tokio::runtime::Runtime::new()?.block_on(serve(config))
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => Config::resolve(&args)
+            .map_err(anyhow::Error::from)
+            .and_then(|config| runtime.block_on(serve(config))),
+        command => runtime.block_on(async {
+            tokio::select! {
+                r = halo::cli::run(command, &cli.client) => r.map_err(anyhow::Error::from),
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("interrupted: the server keeps every file already uploaded; run the same command again to finish");
+                    std::process::exit(130);
+                }
+            }
+        }),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

@@ -88,6 +88,18 @@ pub async fn promote(
     Ok(Json(DeploymentView::new(&s.control, d, None)))
 }
 
+/// The deployment's manifest as submitted: `{"files": {path: sha256}}` (what `halo diff` compares).
+pub async fn files(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let d = s.control.deployment(&id).await?;
+    let files = s.control.meta.deployment_files(&d.id).await?;
+    let map: serde_json::Map<String, Value> =
+        files.into_iter().map(|(p, h)| (p, json!(h))).collect();
+    Ok(Json(json!({ "id": d.id, "files": map })))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {

@@ -15,6 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use http::header::AUTHORIZATION;
+use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::control::Control;
 pub use error::ApiError;
@@ -36,12 +37,14 @@ pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/projects", post(projects::create).get(projects::list))
         .route("/projects/{id}", get(projects::get))
+        .route("/projects/{id}/promotions", get(projects::promotions))
         .route(
             "/deployments",
             post(deployments::create).get(deployments::list),
         )
         .route("/deployments/{id}", get(deployments::get))
         .route("/deployments/{id}/promote", post(deployments::promote))
+        .route("/deployments/{id}/files", get(deployments::files))
         .route("/files/missing", post(files::missing))
         .route(
             "/files/{sha256}",
@@ -55,6 +58,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { ApiError::no_route() })
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        // Large manifests may arrive gzip-compressed (`Content-Encoding: gzip`); the JSON
+        // limit above applies to the decompressed bytes.
+        .layer(RequestDecompressionLayer::new())
         .with_state(state)
 }
 

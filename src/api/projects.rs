@@ -43,3 +43,17 @@ pub async fn get(
     let p = s.control.project(&id).await?;
     Ok(Json(ProjectView::new(&s.control, p)))
 }
+
+/// Promotion history, newest first: what `halo rollback` walks back through.
+pub async fn promotions(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let p = s.control.project(&id).await?;
+    let rows = s.control.meta.promotions(&p.id, 100).await?;
+    let data: Vec<Value> = rows
+        .into_iter()
+        .map(|(d, at)| json!({ "deployment_id": d, "promoted_at": crate::model::rfc3339(at) }))
+        .collect();
+    Ok(Json(json!({ "data": data })))
+}

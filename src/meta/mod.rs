@@ -199,6 +199,12 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Points the project's production hosts at a ready deployment. `InvalidState` when it
     /// is not ready.
     async fn promote(&self, deployment_id: &str) -> Result<AliasChange, MetaError>;
+    /// The project's promotions, newest first: (deployment id, when).
+    async fn promotions(
+        &self,
+        project_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, Millis)>, MetaError>;
     /// Every routable alias and the current revision: what the edge table is built from.
     async fn routes(&self) -> Result<AliasChange, MetaError>;
 

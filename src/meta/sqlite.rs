@@ -480,6 +480,22 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
+    async fn promotions(
+        &self,
+        project_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, i64)>, MetaError> {
+        let project_id = project_id.to_owned();
+        self.run(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT deployment_id, at FROM promotions WHERE project_id = ?1 ORDER BY seq DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![project_id, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     async fn routes(&self) -> Result<AliasChange, MetaError> {
         self.run(|c| {
             let tx = c.transaction()?;

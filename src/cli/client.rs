@@ -1,0 +1,264 @@
+//! The HTTP client the `halo` commands use: finds the API and token, retries what is safe
+//! to retry (network errors, 5xx, 408, 429) with exponential backoff and jitter.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::digest::Sha256;
+
+/// Attempts for a retried request, and the backoff between them.
+const ATTEMPTS: u32 = 6;
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Manifests larger than this are sent gzip-compressed.
+const GZIP_OVER: usize = 256 * 1024;
+
+/// Where the API is and how to authenticate; each also an env var.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// Halo API URL [default: http://127.0.0.1:7070]
+    #[arg(long, env = "HALO_API", global = true)]
+    pub api: Option<String>,
+    /// API token [default: HALO_TOKEN, else the admin token of a local `halo serve`]
+    #[arg(long, env = "HALO_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+/// Why a command failed; printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The API could not be reached or the connection broke.
+    #[error("cannot reach the Halo API at {url}: {detail}")]
+    Network {
+        /// What was requested.
+        url: String,
+        /// The underlying error.
+        detail: String,
+    },
+    /// The API answered with an error.
+    #[error("{message} ({code}, HTTP {status})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The API's stable error code.
+        code: String,
+        /// The API's message.
+        message: String,
+    },
+    /// Something on this machine (files, config) is wrong.
+    #[error("{0}")]
+    Local(String),
+}
+
+impl ClientError {
+    fn retryable(&self) -> bool {
+        match self {
+            ClientError::Network { .. } => true,
+            ClientError::Api { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            ClientError::Local(_) => false,
+        }
+    }
+}
+
+/// The optional client config file: `$XDG_CONFIG_HOME/halo/config.toml` (or `~/.config`).
+#[derive(Debug, Default, serde::Deserialize)]
+struct ClientFile {
+    api: Option<String>,
+    token: Option<String>,
+}
+
+fn config_home() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+}
+
+/// A configured API client.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    /// Resolves API URL and token: flag > env > config file > a local `halo serve`'s
+    /// `<data-dir>/admin-token` (`HALO_DATA_DIR`, else `./halo-data`).
+    pub fn from_args(args: &ClientArgs) -> Result<Client, ClientError> {
+        let file: ClientFile = config_home()
+            .map(|h| h.join("halo/config.toml"))
+            .filter(|p| p.exists())
+            .map(|p| {
+                let text = std::fs::read_to_string(&p)
+                    .map_err(|e| ClientError::Local(format!("{}: {e}", p.display())))?;
+                toml::from_str(&text)
+                    .map_err(|e| ClientError::Local(format!("{}: {e}", p.display())))
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let base = args
+            .api
+            .clone()
+            .or(file.api)
+            .unwrap_or_else(|| "http://127.0.0.1:7070".into());
+        let token = match args.token.clone().or(file.token) {
+            Some(t) => t,
+            None => {
+                let dir = std::env::var_os("HALO_DATA_DIR")
+                    .map_or_else(|| PathBuf::from("halo-data"), PathBuf::from);
+                let path = dir.join(crate::server::ADMIN_TOKEN_FILE);
+                std::fs::read_to_string(&path).map(|t| t.trim().to_owned()).map_err(|_| {
+                    ClientError::Local(format!(
+                        "no API token: pass --token or set HALO_TOKEN (a local `halo serve` keeps one in {})",
+                        path.display()
+                    ))
+                })?
+            }
+        };
+        Ok(Client::new(&base, &token))
+    }
+
+    /// A client for `base` with `token`.
+    pub fn new(base: &str, token: &str) -> Client {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("halo-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds");
+        Client {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    async fn once(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            let raw = serde_json::to_vec(b).expect("JSON serialises");
+            req = req.header("content-type", "application/json");
+            req = if raw.len() > GZIP_OVER {
+                use std::io::Write;
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(&raw)
+                    .map_err(|e| ClientError::Local(e.to_string()))?;
+                let packed = gz.finish().map_err(|e| ClientError::Local(e.to_string()))?;
+                req.header("content-encoding", "gzip").body(packed)
+            } else {
+                req.body(raw)
+            };
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Network {
+            url: url.clone(),
+            detail: e.to_string(),
+        })?;
+        decode(&url, resp).await
+    }
+
+    /// A request retried with backoff while the failure is retryable.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        retry(|| self.once(method.clone(), path, body)).await
+    }
+
+    /// GET, retried.
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    /// POST once: a create must not be repeated blindly.
+    pub async fn post_once(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.once(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Uploads one file under its hash, streaming it from disk; retried. Returns whether
+    /// the server stored it now (`false`: it already had it).
+    pub async fn upload(
+        &self,
+        digest: &Sha256,
+        path: &Path,
+        size: u64,
+    ) -> Result<bool, ClientError> {
+        let url = format!("{}/v1/files/{digest}", self.base);
+        retry(|| async {
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| ClientError::Local(format!("{}: {e}", path.display())))?;
+            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+                file,
+                256 * 1024,
+            ));
+            let resp = self
+                .http
+                .put(&url)
+                .bearer_auth(&self.token)
+                .header("content-length", size)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| ClientError::Network {
+                    url: url.clone(),
+                    detail: e.to_string(),
+                })?;
+            let status = resp.status().as_u16();
+            decode(&url, resp).await?;
+            Ok(status == 201)
+        })
+        .await
+    }
+}
+
+async fn decode(url: &str, resp: reqwest::Response) -> Result<Value, ClientError> {
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.map_err(|e| ClientError::Network {
+        url: url.to_owned(),
+        detail: e.to_string(),
+    })?;
+    let v: Value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    };
+    if (200..300).contains(&status) {
+        return Ok(v);
+    }
+    let text = |k: &str| v["error"][k].as_str().map(str::to_owned);
+    Err(ClientError::Api {
+        status,
+        code: text("code").unwrap_or_else(|| "http_error".into()),
+        message: text("message").unwrap_or_else(|| format!("{url} answered {status}")),
+    })
+}
+
+async fn retry<T, F, Fut>(mut f: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Err(e) if e.retryable() && attempt + 1 < ATTEMPTS => {
+                let exp = BACKOFF_BASE.saturating_mul(1 << attempt).min(BACKOFF_MAX);
+                // Full jitter: clients retrying together do not retry in lockstep.
+                let wait = exp.mul_f64(rand::random::<f64>());
+                tracing::debug!(error = %e, attempt, ?wait, "retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! `halo deploy`: walk, hash on all cores, create the deployment, upload only what is
+//! missing (bounded concurrency, retries), wait until ready, print the URLs.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, TryStreamExt, stream};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use super::client::{Client, ClientError};
+use super::local::{HashCache, LocalFile, hash_all, walk};
+use super::resolve_project;
+use crate::digest::Sha256;
+
+/// Arguments of `halo deploy`.
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// Directory to deploy [default: the current directory]
+    pub dir: Option<PathBuf>,
+    /// Project name (created on first deploy) or id
+    #[arg(long, short)]
+    pub project: String,
+    /// Promote to production once ready
+    #[arg(long)]
+    pub prod: bool,
+    /// Environment for this deployment, over the project's (repeatable)
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_kv)]
+    pub env: Vec<(String, String)>,
+    /// Print one JSON result on stdout (for CI)
+    #[arg(long)]
+    pub json: bool,
+    /// Uploads in flight at once
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Rehash every file instead of reusing hashes of unchanged files
+    #[arg(long)]
+    pub no_hash_cache: bool,
+    /// Give up waiting for the deployment to become ready after this many seconds
+    #[arg(long, default_value_t = 600)]
+    pub wait_secs: u64,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected K=V, got {s:?}"))
+}
+
+/// Progress: bars on a terminal, plain lines on stderr otherwise.
+struct Progress {
+    tty: bool,
+}
+
+impl Progress {
+    fn bar(&self, len: u64, what: &str) -> ProgressBar {
+        if !self.tty {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg:>9} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(what.to_owned());
+        bar
+    }
+
+    fn line(&self, msg: &str) {
+        if !self.tty {
+            eprintln!("{msg}");
+        }
+    }
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+/// Runs the deploy; prints the result on stdout.
+pub async fn run(client: &Client, args: DeployArgs) -> Result<(), ClientError> {
+    let started = Instant::now();
+    let root = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let progress = Progress {
+        tty: !args.json && std::io::stderr().is_terminal(),
+    };
+
+    let t = Instant::now();
+    let files = tokio::task::block_in_place(|| walk(&root))?;
+    if files.is_empty() {
+        return Err(ClientError::Local(format!(
+            "{} has no files to deploy",
+            root.display()
+        )));
+    }
+    let walk_ms = t.elapsed().as_millis() as u64;
+    let total_bytes: u64 = files.iter().map(|f| f.size).sum();
+
+    let t = Instant::now();
+    let mut cache = if args.no_hash_cache {
+        HashCache::default()
+    } else {
+        HashCache::load(&root)
+    };
+    let bar = progress.bar(total_bytes, "hashing");
+    let (digests, hashed_bytes) =
+        tokio::task::block_in_place(|| hash_all(&files, &mut cache, &|n| bar.inc(n)))?;
+    bar.finish_and_clear();
+    cache.save();
+    let hash_ms = t.elapsed().as_millis() as u64;
+    progress.line(&format!(
+        "hashed {} files ({:.1} MB, {:.1} MB read) in {hash_ms} ms",
+        files.len(),
+        mb(total_bytes),
+        mb(hashed_bytes)
+    ));
+
+    let project = resolve_project(client, &args.project, true).await?;
+    let project_id = project["id"].as_str().unwrap_or_default().to_owned();
+    let manifest: serde_json::Map<String, Value> = files
+        .iter()
+        .zip(&digests)
+        .map(|(f, d)| (f.rel.clone(), json!(d)))
+        .collect();
+    let env: serde_json::Map<String, Value> = args
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let t = Instant::now();
+    let body = json!({
+        "project_id": project_id,
+        "files": manifest,
+        "target": if args.prod { "production" } else { "preview" },
+        "env": env,
+    });
+    let created = client.post_once("/v1/deployments", &body).await?;
+    let create_ms = t.elapsed().as_millis() as u64;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    let missing: Vec<Sha256> = created["missing"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|h| h.as_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+
+    // One local file per missing blob (identical files are uploaded once).
+    let by_digest: HashMap<Sha256, &LocalFile> =
+        digests.iter().zip(&files).map(|(d, f)| (*d, f)).collect();
+    let todo: Vec<(Sha256, &LocalFile)> = missing
+        .iter()
+        .filter_map(|d| Some((*d, *by_digest.get(d)?)))
+        .collect();
+    let todo_bytes: u64 = todo.iter().map(|(_, f)| f.size).sum();
+    progress.line(&format!(
+        "deployment {id}: uploading {} of {} files ({:.1} MB)",
+        todo.len(),
+        files.len(),
+        mb(todo_bytes)
+    ));
+    let t = Instant::now();
+    let bar = Arc::new(progress.bar(todo_bytes, "uploading"));
+    let uploaded_files = Arc::new(AtomicU64::new(0));
+    let uploaded_bytes = Arc::new(AtomicU64::new(0));
+    stream::iter(todo)
+        .map(|(digest, f)| {
+            let (bar, files_n, bytes_n) =
+                (bar.clone(), uploaded_files.clone(), uploaded_bytes.clone());
+            async move {
+                let stored = client.upload(&digest, &f.abs, f.size).await?;
+                bar.inc(f.size);
+                if stored {
+                    files_n.fetch_add(1, Ordering::Relaxed);
+                    bytes_n.fetch_add(f.size, Ordering::Relaxed);
+                }
+                Ok::<_, ClientError>(())
+            }
+        })
+        .buffer_unordered(args.concurrency.max(1))
+        .try_collect::<()>()
+        .await?;
+    bar.finish_and_clear();
+    let upload_ms = t.elapsed().as_millis() as u64;
+
+    let t = Instant::now();
+    let ready = wait_ready(
+        client,
+        &id,
+        &project_id,
+        args.prod,
+        Duration::from_secs(args.wait_secs),
+    )
+    .await?;
+    let ready_ms = t.elapsed().as_millis() as u64;
+    let url = ready["url"].as_str().unwrap_or_default().to_owned();
+    let production_url = args
+        .prod
+        .then(|| project["url"].as_str().unwrap_or_default().to_owned());
+    let (up_files, up_bytes) = (
+        uploaded_files.load(Ordering::Relaxed),
+        uploaded_bytes.load(Ordering::Relaxed),
+    );
+    if args.json {
+        let out = json!({
+            "deployment_id": id,
+            "project_id": project_id,
+            "status": ready["status"],
+            "url": url,
+            "production_url": production_url,
+            "files": files.len(),
+            "bytes": total_bytes,
+            "missing": missing.len(),
+            "uploaded_files": up_files,
+            "uploaded_bytes": up_bytes,
+            "hashed_bytes": hashed_bytes,
+            "timings_ms": {
+                "walk": walk_ms, "hash": hash_ms, "create": create_ms, "upload": upload_ms,
+                "ready": ready_ms, "total": started.elapsed().as_millis() as u64,
+            },
+        });
+        println!("{out}");
+    } else {
+        progress.line(&format!(
+            "ready in {:.1} s: {} files, {up_files} uploaded ({:.1} MB)",
+            started.elapsed().as_secs_f64(),
+            files.len(),
+            mb(up_bytes)
+        ));
+        println!("{url}");
+        if let Some(p) = production_url {
+            println!("production: {p}");
+        }
+    }
+    Ok(())
+}
+
+/// Polls until the deployment is ready (and, for production, promoted).
+async fn wait_ready(
+    client: &Client,
+    id: &str,
+    project_id: &str,
+    prod: bool,
+    limit: Duration,
+) -> Result<Value, ClientError> {
+    let deadline = Instant::now() + limit;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let d = client.get(&format!("/v1/deployments/{id}")).await?;
+        match d["status"].as_str() {
+            Some("error") => {
+                return Err(ClientError::Local(format!(
+                    "deployment {id} failed: {}",
+                    d["error"].as_str().unwrap_or("no reason given")
+                )));
+            }
+            Some("ready") if !prod => return Ok(d),
+            Some("ready") => {
+                let p = client.get(&format!("/v1/projects/{project_id}")).await?;
+                if p["production_deployment_id"].as_str() == Some(id) {
+                    return Ok(d);
+                }
+            }
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            return Err(ClientError::Local(format!(
+                "deployment {id} is not ready after {} s",
+                limit.as_secs()
+            )));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,322 @@
+//! The `halo` command line: `serve` runs the server; every other command is a client of the
+//! API (`deploy`, `projects`, `ls`, `inspect`, `promote`, `rollback`, `diff`).
+
+pub mod client;
+pub mod deploy;
+pub mod local;
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::config::ServeArgs;
+use client::{Client, ClientArgs, ClientError};
+
+/// Every `halo` subcommand.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run the control-plane API and the edge in one process.
+    Serve(Box<ServeArgs>),
+    /// Deploy a directory: upload only what the server lacks, wait until ready.
+    Deploy(deploy::DeployArgs),
+    /// Create and list projects.
+    Projects {
+        /// What to do.
+        #[command(subcommand)]
+        command: ProjectsCommand,
+    },
+    /// List deployments, newest first.
+    Ls(LsArgs),
+    /// Show one deployment in full (JSON).
+    Inspect {
+        /// Deployment id.
+        id: String,
+    },
+    /// Point a project's production hosts at a ready deployment.
+    Promote {
+        /// Deployment id.
+        id: String,
+    },
+    /// Put the previous production deployment (or --to DPL) back in production.
+    Rollback(RollbackArgs),
+    /// Files added, changed and removed between two deployments.
+    Diff {
+        /// The older deployment.
+        a: String,
+        /// The newer deployment.
+        b: String,
+    },
+}
+
+/// `halo projects …`
+#[derive(Debug, clap::Subcommand)]
+pub enum ProjectsCommand {
+    /// Create a project (its name is its production host's first label).
+    Create {
+        /// A DNS label: lowercase letters, digits and '-', at most 40.
+        name: String,
+    },
+    /// List projects.
+    Ls,
+}
+
+/// `halo ls` filters.
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    /// Only this project's (name or id)
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Only `preview` or `production`
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Only this status (`queued`, `building`, `ready`, `error`)
+    #[arg(long)]
+    pub status: Option<String>,
+    /// How many
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `halo rollback` arguments.
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The project (name or id); required unless --to is given
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Roll back to this deployment instead of the previous production one
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+/// Finds a project by name or id; creates it (by name) when `create` and it does not exist.
+pub async fn resolve_project(
+    client: &Client,
+    name_or_id: &str,
+    create: bool,
+) -> Result<Value, ClientError> {
+    let list = client.get("/v1/projects").await?;
+    let found = list["data"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|p| p["name"] == name_or_id || p["id"] == name_or_id)
+        })
+        .cloned();
+    match found {
+        Some(p) => Ok(p),
+        None if create => {
+            let created = client
+                .post_once("/v1/projects", &json!({ "name": name_or_id }))
+                .await;
+            match created {
+                // Created meanwhile by someone else: use theirs.
+                Err(ClientError::Api { status: 409, .. }) => {
+                    Box::pin(resolve_project(client, name_or_id, false)).await
+                }
+                r => {
+                    let p = r?;
+                    eprintln!(
+                        "created project {} ({})",
+                        p["name"].as_str().unwrap_or(""),
+                        p["id"].as_str().unwrap_or("")
+                    );
+                    Ok(p)
+                }
+            }
+        }
+        None => Err(ClientError::Local(format!(
+            "no project named {name_or_id:?}"
+        ))),
+    }
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("-")
+}
+
+/// Runs a client command.
+pub async fn run(command: Command, args: &ClientArgs) -> Result<(), ClientError> {
+    let client = Client::from_args(args)?;
+    match command {
+        Command::Serve(_) => unreachable!("serve is not a client command"),
+        Command::Deploy(a) => deploy::run(&client, a).await,
+        Command::Projects {
+            command: ProjectsCommand::Create { name },
+        } => {
+            let p = client
+                .post_once("/v1/projects", &json!({ "name": name }))
+                .await?;
+            println!("{} {} {}", s(&p["id"]), s(&p["name"]), s(&p["url"]));
+            Ok(())
+        }
+        Command::Projects {
+            command: ProjectsCommand::Ls,
+        } => {
+            let list = client.get("/v1/projects").await?;
+            println!("{:<20} {:<26} {:<26} URL", "NAME", "ID", "PRODUCTION");
+            for p in list["data"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<20} {:<26} {:<26} {}",
+                    s(&p["name"]),
+                    s(&p["id"]),
+                    s(&p["production_deployment_id"]),
+                    s(&p["url"])
+                );
+            }
+            Ok(())
+        }
+        Command::Ls(a) => list(&client, a).await,
+        Command::Inspect { id } => {
+            let d = client.get(&format!("/v1/deployments/{id}")).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&d).expect("JSON serialises")
+            );
+            Ok(())
+        }
+        Command::Promote { id } => {
+            let d = client
+                .request(
+                    reqwest::Method::POST,
+                    &format!("/v1/deployments/{id}/promote"),
+                    None,
+                )
+                .await?;
+            println!(
+                "promoted {id}: {}",
+                d["aliases"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(s)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            Ok(())
+        }
+        Command::Rollback(a) => rollback(&client, a).await,
+        Command::Diff { a, b } => diff(&client, &a, &b).await,
+    }
+}
+
+async fn list(client: &Client, a: LsArgs) -> Result<(), ClientError> {
+    let mut query = vec![format!("limit={}", a.limit)];
+    if let Some(p) = &a.project {
+        query.push(format!(
+            "project_id={}",
+            s(&resolve_project(client, p, false).await?["id"])
+        ));
+    }
+    if let Some(t) = &a.target {
+        query.push(format!("target={t}"));
+    }
+    if let Some(st) = &a.status {
+        query.push(format!("status={st}"));
+    }
+    let page = client
+        .get(&format!("/v1/deployments?{}", query.join("&")))
+        .await?;
+    if a.json {
+        println!("{page}");
+        return Ok(());
+    }
+    println!(
+        "{:<26} {:<9} {:<10} {:>6} {:<24} URL",
+        "ID", "STATUS", "TARGET", "FILES", "CREATED"
+    );
+    for d in page["data"].as_array().into_iter().flatten() {
+        println!(
+            "{:<26} {:<9} {:<10} {:>6} {:<24} {}",
+            s(&d["id"]),
+            s(&d["status"]),
+            s(&d["target"]),
+            d["file_count"],
+            s(&d["created_at"]),
+            s(&d["url"])
+        );
+    }
+    Ok(())
+}
+
+async fn rollback(client: &Client, a: RollbackArgs) -> Result<(), ClientError> {
+    let target = match a.to {
+        Some(to) => to,
+        None => {
+            let name = a
+                .project
+                .ok_or_else(|| ClientError::Local("rollback needs --project or --to".into()))?;
+            let p = resolve_project(client, &name, false).await?;
+            let current = p["production_deployment_id"].as_str().map(str::to_owned);
+            let history = client
+                .get(&format!("/v1/projects/{}/promotions", s(&p["id"])))
+                .await?;
+            history["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|h| h["deployment_id"].as_str())
+                .find(|d| Some(*d) != current.as_deref())
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    ClientError::Local(format!(
+                        "project {name} has no earlier production deployment"
+                    ))
+                })?
+        }
+    };
+    let d = client
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/deployments/{target}/promote"),
+            None,
+        )
+        .await?;
+    println!(
+        "rolled back to {target}: {}",
+        d["aliases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(())
+}
+
+async fn diff(client: &Client, a: &str, b: &str) -> Result<(), ClientError> {
+    let files = |v: Value| -> BTreeMap<String, String> {
+        v["files"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, h)| (k.clone(), s(h).to_owned()))
+            .collect()
+    };
+    let fa = files(client.get(&format!("/v1/deployments/{a}/files")).await?);
+    let fb = files(client.get(&format!("/v1/deployments/{b}/files")).await?);
+    let (mut added, mut changed, mut removed) = (0, 0, 0);
+    let paths: std::collections::BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
+    for p in paths {
+        match (fa.get(p), fb.get(p)) {
+            (None, Some(_)) => {
+                added += 1;
+                println!("+ {p}");
+            }
+            (Some(_), None) => {
+                removed += 1;
+                println!("- {p}");
+            }
+            (Some(x), Some(y)) if x != y => {
+                changed += 1;
+                println!("~ {p}");
+            }
+            _ => {}
+        }
+    }
+    eprintln!("{added} added, {changed} changed, {removed} removed");
+    Ok(())
+}
