@@ -236,7 +236,7 @@ mod tests {
             "index.html",
         ];
         if cfg!(unix) {
-            want.insert(3, "alias.html");
+            want.insert(2, "alias.html");
         }
         assert_eq!(rels, want);
         #[cfg(unix)]
