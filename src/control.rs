@@ -252,7 +252,9 @@ impl Control {
                 .copied()
                 .collect();
             if !arrived.is_empty() {
-                self.blobs_arrived(&arrived).await?;
+                let arrived: Vec<(Sha256, Option<u64>)> =
+                    arrived.into_iter().map(|d| (d, None)).collect();
+                self.blobs_stored(&arrived).await?;
                 deployment = self.deployment(&deployment.id).await?;
             }
             return Ok((deployment, still));
@@ -263,7 +265,10 @@ impl Control {
     /// The blobs among `digests` the store lacks, each once, in first-seen order. The
     /// metadata index answers for blobs it knows; only the rest are asked of the store
     /// (concurrently, bounded), and what the store turns out to hold is indexed.
-    pub async fn missing(&self, digests: &[Sha256]) -> Result<Vec<Sha256>, ControlError> {
+    pub async fn missing(
+        self: &Arc<Self>,
+        digests: &[Sha256],
+    ) -> Result<Vec<Sha256>, ControlError> {
         let unique = crate::store::dedup(digests);
         let known = self.meta.known_blobs(&unique).await?;
         let unknown: Vec<Sha256> = unique
@@ -281,7 +286,7 @@ impl Control {
             .map(|d| (*d, None))
             .collect();
         if !found.is_empty() {
-            self.meta.record_blobs(&found).await?;
+            self.blobs_stored(&found).await?;
         }
         Ok(missing)
     }
@@ -302,13 +307,16 @@ impl Control {
         // Indexed only now that the store has acknowledged the blob as durable.
         let size = (outcome == PutOutcome::Created)
             .then(|| counted.load(std::sync::atomic::Ordering::Relaxed));
-        self.meta.record_blobs(&[(*digest, size)]).await?;
-        self.blobs_arrived(&[*digest]).await?;
+        self.blobs_stored(&[(*digest, size)]).await?;
         Ok(outcome)
     }
 
-    async fn blobs_arrived(self: &Arc<Self>, digests: &[Sha256]) -> Result<(), ControlError> {
-        for id in self.meta.blobs_arrived(digests).await? {
+    /// Indexes blobs the store holds and starts every deployment they complete.
+    async fn blobs_stored(
+        self: &Arc<Self>,
+        blobs: &[(Sha256, Option<u64>)],
+    ) -> Result<(), ControlError> {
+        for id in self.meta.blobs_stored(blobs).await? {
             self.spawn_build(id);
         }
         Ok(())
@@ -364,7 +372,7 @@ impl Control {
     /// Sizes of a deployment's files: from the blob index where it knows them, else from
     /// the store (which also confirms the blob is still there).
     async fn sizes(
-        &self,
+        self: &Arc<Self>,
         files: Vec<(String, Sha256)>,
     ) -> Result<Vec<(String, ManifestEntry)>, ControlError> {
         let digests: Vec<Sha256> =
@@ -389,7 +397,7 @@ impl Control {
             .copied()
             .collect();
         if !learned.is_empty() {
-            self.meta.record_blobs(&learned).await?;
+            self.blobs_stored(&learned).await?;
         }
         sizes.extend(learned.into_iter().filter_map(|(d, s)| s.map(|s| (d, s))));
         files

@@ -68,7 +68,9 @@ async fn reopening_keeps_everything_and_migrations_are_idempotent() {
         (Status::Queued, 1, 1)
     );
     assert_eq!(
-        m.blobs_arrived(&[Sha256::of(b"x")]).await.unwrap(),
+        m.blobs_stored(&[(Sha256::of(b"x"), Some(1))])
+            .await
+            .unwrap(),
         vec!["dpl_1".to_owned()]
     );
     assert_eq!(
@@ -77,7 +79,7 @@ async fn reopening_keeps_everything_and_migrations_are_idempotent() {
     );
     // A second arrival of the same blob starts nothing new.
     assert!(
-        m.blobs_arrived(&[Sha256::of(b"x")])
+        m.blobs_stored(&[(Sha256::of(b"x"), Some(1))])
             .await
             .unwrap()
             .is_empty()

@@ -105,11 +105,11 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<(), ClientError> {
     let total_bytes: u64 = files.iter().map(|f| f.size).sum();
 
     let t = Instant::now();
-    let mut cache = if args.no_hash_cache {
-        HashCache::default()
-    } else {
-        HashCache::load(&root)
-    };
+    let mut cache = HashCache::load(&root);
+    if args.no_hash_cache {
+        // Rehash everything, but leave a fresh cache for the next run.
+        cache.clear();
+    }
     let bar = progress.bar(total_bytes, "hashing");
     let (digests, hashed_bytes) =
         tokio::task::block_in_place(|| hash_all(&files, &mut cache, &|n| bar.inc(n)))?;

@@ -142,6 +142,11 @@ impl HashCache {
         cache
     }
 
+    /// Forgets every entry (the file is rewritten on `save`).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
     /// Writes the cache back (best effort: a cache that cannot be written is only slower).
     pub fn save(&self) {
         let Some(path) = &self.path else { return };

@@ -182,9 +182,6 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn deployments(&self, filter: &DeploymentFilter) -> Result<DeploymentPage, MetaError>;
     /// A deployment's files (path → blob), sorted by path.
     async fn deployment_files(&self, id: &str) -> Result<Vec<(String, Sha256)>, MetaError>;
-    /// Notes that these blobs are now stored; returns the deployments that thereby have no
-    /// missing file left and were moved from `queued` to `building`.
-    async fn blobs_arrived(&self, blobs: &[Sha256]) -> Result<Vec<String>, MetaError>;
     /// Deployments a crash may have interrupted: `building` ones, to build again.
     async fn interrupted_builds(&self) -> Result<Vec<String>, MetaError>;
     /// Marks a build done and its preview host routable.
@@ -208,9 +205,12 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Every routable alias and the current revision: what the edge table is built from.
     async fn routes(&self) -> Result<AliasChange, MetaError>;
 
-    /// Records blobs as durably stored (size when known). Call only after the store
-    /// acknowledged them.
-    async fn record_blobs(&self, blobs: &[(Sha256, Option<u64>)]) -> Result<(), MetaError>;
+    /// Records blobs as durably stored (size when known) in the blob index, clears them from
+    /// every deployment's missing set, and returns the deployments that thereby have no
+    /// missing file left and were moved from `queued` to `building`. One transaction; call
+    /// only after the store acknowledged the blobs.
+    async fn blobs_stored(&self, blobs: &[(Sha256, Option<u64>)])
+    -> Result<Vec<String>, MetaError>;
     /// Which of `blobs` the index knows as stored, with their sizes when known.
     async fn known_blobs(
         &self,

@@ -361,40 +361,6 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn blobs_arrived(&self, blobs: &[Sha256]) -> Result<Vec<String>, MetaError> {
-        let hexes: Vec<String> = blobs.iter().map(Sha256::to_hex).collect();
-        self.run(move |c| {
-            let tx = c.transaction()?;
-            let mut touched = std::collections::BTreeSet::new();
-            {
-                let mut del = tx.prepare_cached(
-                    "DELETE FROM deployment_missing WHERE sha256 = ?1 RETURNING deployment_id",
-                )?;
-                for h in &hexes {
-                    for id in del.query_map([h], |r| r.get::<_, String>(0))? {
-                        touched.insert(id?);
-                    }
-                }
-            }
-            let now = now_millis();
-            let mut started = Vec::new();
-            for id in touched {
-                let n = tx.execute(
-                    "UPDATE deployments SET status = 'building', building_at = ?2
-                     WHERE id = ?1 AND status = 'queued'
-                       AND NOT EXISTS (SELECT 1 FROM deployment_missing WHERE deployment_id = ?1)",
-                    params![id, now],
-                )?;
-                if n == 1 {
-                    started.push(id);
-                }
-            }
-            tx.commit()?;
-            Ok(started)
-        })
-        .await
-    }
-
     async fn interrupted_builds(&self) -> Result<Vec<String>, MetaError> {
         self.run(|c| {
             let mut stmt =
@@ -516,26 +482,48 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn record_blobs(&self, blobs: &[(Sha256, Option<u64>)]) -> Result<(), MetaError> {
+    async fn blobs_stored(
+        &self,
+        blobs: &[(Sha256, Option<u64>)],
+    ) -> Result<Vec<String>, MetaError> {
         let rows: Vec<(String, Option<i64>)> = blobs
             .iter()
             .map(|(d, s)| (d.to_hex(), s.map(|v| v as i64)))
             .collect();
         self.run(move |c| {
             let tx = c.transaction()?;
+            let now = now_millis();
+            let mut touched = std::collections::BTreeSet::new();
             {
                 // A known size is never replaced by an unknown one.
-                let mut ins = tx.prepare_cached(
+                let mut index = tx.prepare_cached(
                     "INSERT INTO blobs (sha256, size, stored_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT (sha256) DO UPDATE SET size = COALESCE(blobs.size, excluded.size)",
                 )?;
-                let now = now_millis();
+                let mut del = tx.prepare_cached(
+                    "DELETE FROM deployment_missing WHERE sha256 = ?1 RETURNING deployment_id",
+                )?;
                 for (h, size) in &rows {
-                    ins.execute(params![h, size, now])?;
+                    index.execute(params![h, size, now])?;
+                    for id in del.query_map([h], |r| r.get::<_, String>(0))? {
+                        touched.insert(id?);
+                    }
+                }
+            }
+            let mut started = Vec::new();
+            for id in touched {
+                let n = tx.execute(
+                    "UPDATE deployments SET status = 'building', building_at = ?2
+                     WHERE id = ?1 AND status = 'queued'
+                       AND NOT EXISTS (SELECT 1 FROM deployment_missing WHERE deployment_id = ?1)",
+                    params![id, now],
+                )?;
+                if n == 1 {
+                    started.push(id);
                 }
             }
             tx.commit()?;
-            Ok(())
+            Ok(started)
         })
         .await
     }

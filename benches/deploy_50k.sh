@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Deploys a generated 50,000-file site with the release `halo` against a local `halo serve`,
+# then redeploys it with one file changed. Reports wall time, files/s and MB/s, and the
+# client's SHA-256 hashing rate next to OpenSSL's single-core rate on this CPU (the SHA-NI
+# yardstick; coreutils sha256sum is no yardstick). A benchmark, not a test: nothing asserts.
+#
+#   bash benches/deploy_50k.sh [FILES] [BIG_FILES]     defaults: 50000 files, 100 of 1 MiB
+set -euo pipefail
+cd "$(dirname "$0")/.."
+files=${1:-50000}
+big=${2:-100}
+
+cargo build --release --quiet
+halo=$PWD/target/release/halo
+work=$(mktemp -d)
+trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+
+echo "generating $files files ($big of 1 MiB, the rest 1-8 KiB) in $work/site"
+python3 - "$work/site" "$files" "$big" <<'PY'
+import os, random, sys
+root, n, big = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+random.seed(42)
+for i in range(n):
+    d = os.path.join(root, f"d{i % 200:03d}", f"s{i % 7}")
+    os.makedirs(d, exist_ok=True)
+    size = 1 << 20 if i < big else random.randint(1024, 8192)
+    with open(os.path.join(d, f"f{i:06d}.html"), "wb") as f:
+        f.write(os.urandom(size))
+PY
+bytes=$(du -sb "$work/site" | cut -f1)
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+api=127.0.0.1:$(port)
+edge=127.0.0.1:$(port)
+HALO_ADMIN_TOKEN=bench-token-0123456789 "$halo" serve --data-dir "$work/data" \
+    --api-listen "$api" --edge-listen "$edge" > "$work/server.log" 2>&1 &
+server=$!
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/${api%:*}/${api#*:}") 2>/dev/null && break; sleep 0.1; done
+
+export HALO_API=http://$api HALO_TOKEN=bench-token-0123456789 XDG_CACHE_HOME=$work/cache
+run() {
+    local t0 t1
+    t0=$(date +%s%N)
+    "$halo" deploy "$work/site" --project bench --json "$@" > "$work/out.json"
+    t1=$(date +%s%N)
+    python3 -c "print(($t1 - $t0) / 1e9)" > "$work/wall"
+}
+report() {
+    python3 - "$work/out.json" "$(cat "$work/wall")" "$files" "$bytes" "$1" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); wall = float(sys.argv[2]); n = int(sys.argv[3]); b = int(sys.argv[4])
+t = r["timings_ms"]
+print(f"{sys.argv[5]}: wall {wall:.1f} s, {n / wall:,.0f} files/s, {b / wall / 1e6:.1f} MB/s of site; "
+      f"uploaded {r['uploaded_files']} files ({r['uploaded_bytes'] / 1e6:.1f} MB); "
+      f"hash {t['hash']} ms ({r['hashed_bytes'] / 1e6:.1f} MB read), create {t['create']} ms, "
+      f"upload {t['upload']} ms, ready {t['ready']} ms")
+if r["hashed_bytes"] and t["hash"]:
+    print(f"  client hashing rate: {r['hashed_bytes'] / t['hash'] / 1e3 / 1024:.2f} GiB/s (walk+read+hash, all cores)")
+PY
+}
+run --no-hash-cache; report "first deploy  "
+echo "changed" >> "$work/site/d000/s0/f000000.html"
+run; report "one changed   "
+run --no-hash-cache; report "rehash, no-op "
+
+echo "OpenSSL SHA-256, one core, 256 KiB blocks (the SHA-NI yardstick):"
+openssl speed -bytes 262144 -seconds 2 sha256 2>/dev/null | tail -1
+echo "cores: $(nproc)"
