@@ -90,10 +90,11 @@ async fn full_lifecycle_against_the_real_binary() {
     // Large enough that it cannot sit in socket buffers when shutdown begins.
     let big: Vec<u8> = (0..32 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     big_site.insert("big.bin".into(), big.clone());
-    let blue = deploy(&client, &halo, &token, &pid, &big_site, "production").await;
-    let green = deploy(
+    let blue =
+        common::deploy_over_http(&client, &halo.api, &token, &pid, &big_site, "production").await;
+    let green = common::deploy_over_http(
         &client,
-        &halo,
+        &halo.api,
         &token,
         &pid,
         &common::fixture("green"),
@@ -237,59 +238,6 @@ async fn full_lifecycle_against_the_real_binary() {
     )
     .await;
     assert_eq!(s, 401);
-}
-
-async fn deploy(
-    client: &reqwest::Client,
-    halo: &Halo,
-    token: &str,
-    pid: &str,
-    site: &std::collections::BTreeMap<String, Vec<u8>>,
-    target: &str,
-) -> Value {
-    let (s, d) = api(
-        client,
-        halo,
-        token,
-        reqwest::Method::POST,
-        "/v1/deployments",
-        Some(json!({"project_id": pid, "files": common::manifest(site), "target": target})),
-    )
-    .await;
-    assert_eq!(s, 201, "{d}");
-    let by_hash: std::collections::HashMap<String, &Vec<u8>> = site
-        .values()
-        .map(|b| (halo::digest::Sha256::of(b).to_string(), b))
-        .collect();
-    for h in d["missing"].as_array().unwrap() {
-        let h = h.as_str().unwrap();
-        let r = client
-            .put(format!("{}/v1/files/{h}", halo.api))
-            .bearer_auth(token)
-            .body(by_hash[h].clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-    }
-    let id = d["id"].as_str().unwrap();
-    for _ in 0..1000 {
-        let (_, d) = api(
-            client,
-            halo,
-            token,
-            reqwest::Method::GET,
-            &format!("/v1/deployments/{id}"),
-            None,
-        )
-        .await;
-        if d["status"] == "ready" {
-            return d;
-        }
-        assert_ne!(d["status"], "error", "{d}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("not ready");
 }
 
 async fn wait_for<F, Fut>(mut f: F)

@@ -177,26 +177,7 @@ pub async fn run(command: Command, args: &ClientArgs) -> Result<(), ClientError>
             );
             Ok(())
         }
-        Command::Promote { id } => {
-            let d = client
-                .request(
-                    reqwest::Method::POST,
-                    &format!("/v1/deployments/{id}/promote"),
-                    None,
-                )
-                .await?;
-            println!(
-                "promoted {id}: {}",
-                d["aliases"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(s)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            );
-            Ok(())
-        }
+        Command::Promote { id } => promote(&client, &id, "promoted").await,
         Command::Rollback(a) => rollback(&client, a).await,
         Command::Diff { a, b } => diff(&client, &a, &b).await,
     }
@@ -267,23 +248,25 @@ async fn rollback(client: &Client, a: RollbackArgs) -> Result<(), ClientError> {
                 })?
         }
     };
+    promote(client, &target, "rolled back to").await
+}
+
+/// Promotes `id` and says which URLs serve it now.
+async fn promote(client: &Client, id: &str, verb: &str) -> Result<(), ClientError> {
     let d = client
         .request(
             reqwest::Method::POST,
-            &format!("/v1/deployments/{target}/promote"),
+            &format!("/v1/deployments/{id}/promote"),
             None,
         )
         .await?;
-    println!(
-        "rolled back to {target}: {}",
-        d["aliases"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(s)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    let urls: Vec<&str> = d["aliases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
+    println!("{verb} {id}: {}", urls.join(" "));
     Ok(())
 }
 

@@ -283,21 +283,23 @@ impl TestServer {
         site: &BTreeMap<String, Vec<u8>>,
         target: &str,
     ) -> Value {
-        deploy_over_http(&self.client, &self.api, project_id, site, target).await
+        deploy_over_http(&self.client, &self.api, TOKEN, project_id, site, target).await
     }
 }
 
-/// The deploy flow a client runs, over real HTTP against `api`.
+/// The deploy flow a client runs, over real HTTP against `api`: create, upload what is
+/// missing, wait until ready.
 pub async fn deploy_over_http(
     client: &reqwest::Client,
     api: &str,
+    token: &str,
     project_id: &str,
     site: &BTreeMap<String, Vec<u8>>,
     target: &str,
 ) -> Value {
     let v: Value = client
         .post(format!("{api}/v1/deployments"))
-        .bearer_auth(TOKEN)
+        .bearer_auth(token)
         .json(&json!({ "project_id": project_id, "files": manifest(site), "target": target }))
         .send()
         .await
@@ -316,7 +318,7 @@ pub async fn deploy_over_http(
         let h = h.as_str().unwrap();
         let r = client
             .put(format!("{api}/v1/files/{h}"))
-            .bearer_auth(TOKEN)
+            .bearer_auth(token)
             .body(by_hash[h].clone())
             .send()
             .await
@@ -327,7 +329,7 @@ pub async fn deploy_over_http(
     for _ in 0..500 {
         let d: Value = client
             .get(format!("{api}/v1/deployments/{id}"))
-            .bearer_auth(TOKEN)
+            .bearer_auth(token)
             .send()
             .await
             .unwrap()
