@@ -84,6 +84,8 @@ pub struct Control {
     building: DashMap<String, ()>,
     /// Serialises alias changes so table swaps happen in revision order.
     release: tokio::sync::Mutex<()>,
+    /// The revision of the table now served; edge nodes long-poll on it.
+    revision: tokio::sync::watch::Sender<u64>,
 }
 
 impl Control {
@@ -104,6 +106,7 @@ impl Control {
             sites: DashMap::new(),
             building: DashMap::new(),
             release: tokio::sync::Mutex::new(()),
+            revision: tokio::sync::watch::Sender::new(0),
         });
         let routes = control.meta.routes().await?;
         let mut hosts = Vec::with_capacity(routes.routes.len());
@@ -122,12 +125,24 @@ impl Control {
             "alias table loaded"
         );
         // At start-up, before the edge serves; later changes go through `apply_change`.
+        let revision = table.revision;
         control.table.replace(table);
+        control.revision.send_replace(revision);
+        tokio::spawn(publish_snapshots(
+            control.store.clone(),
+            control.table.clone(),
+            control.revision.subscribe(),
+        ));
         for id in control.meta.interrupted_builds().await? {
             tracing::info!(deployment = %id, "resuming interrupted build");
             control.spawn_build(id);
         }
         Ok(control)
+    }
+
+    /// Revisions of the served table as they change (for the route stream).
+    pub fn revisions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revision.subscribe()
     }
 
     /// The production host of a project.
@@ -447,7 +462,9 @@ impl Control {
         for r in change.routes {
             changes.push((r.host, self.site(&r.deployment_id).await?));
         }
-        self.table.apply(change.revision, &changes);
+        if self.table.apply(change.revision, &changes) {
+            self.revision.send_replace(change.revision);
+        }
         Ok(())
     }
 
@@ -473,5 +490,49 @@ impl Control {
         let site = Arc::new(Site::from_manifest(&manifest));
         self.sites.insert(deployment_id.to_owned(), site.clone());
         Ok(site)
+    }
+}
+
+/// Writes the table to the store as a routing snapshot, then the pointer to it, every time
+/// the revision moves. One writer, in revision order; a burst of changes is written once,
+/// as its newest state. Failures are retried with backoff: edge nodes that cold-start from
+/// the store may lag while it is down, never see an older table than before.
+async fn publish_snapshots(
+    store: Arc<dyn crate::store::BlobStore>,
+    table: Arc<TableHandle>,
+    mut revisions: tokio::sync::watch::Receiver<u64>,
+) {
+    use crate::model::snapshot::POINTER_KEY;
+    let mut published = None;
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        let current = table.snapshot();
+        if published != Some(current.revision) {
+            let snapshot = current.snapshot();
+            let bytes = snapshot.to_bytes();
+            let pointer =
+                serde_json::to_vec(&snapshot.pointer(&bytes)).expect("a pointer serialises");
+            let key = crate::model::snapshot::RouteSnapshot::key(snapshot.revision);
+            let written = async {
+                store.put_object(&key, bytes.into()).await?;
+                store.put_object(POINTER_KEY, pointer.into()).await
+            };
+            match written.await {
+                Ok(()) => {
+                    tracing::debug!(revision = snapshot.revision, "routing snapshot published");
+                    published = Some(snapshot.revision);
+                    backoff = std::time::Duration::from_millis(100);
+                }
+                Err(e) => {
+                    tracing::warn!(revision = snapshot.revision, error = %e, "routing snapshot not published; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                    continue;
+                }
+            }
+        }
+        if revisions.changed().await.is_err() {
+            return;
+        }
     }
 }

@@ -21,7 +21,10 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let serving = matches!(cli.command, Command::Serve(_));
+    let serving = matches!(
+        cli.command,
+        Command::Serve(_) | Command::Api(_) | Command::Edge(_)
+    );
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HALO_LOG").unwrap_or_else(|_| {
@@ -42,7 +45,13 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => Config::resolve(&args)
             .map_err(anyhow::Error::from)
-            .and_then(|config| runtime.block_on(serve(config))),
+            .and_then(|config| runtime.block_on(serve(config, true))),
+        Command::Api(args) => Config::resolve(&args)
+            .map_err(anyhow::Error::from)
+            .and_then(|config| runtime.block_on(serve(config, false))),
+        Command::Edge(args) => Config::resolve(&args.serve)
+            .map_err(anyhow::Error::from)
+            .and_then(|config| runtime.block_on(edge_node(config, &args, cli.client.token.clone()))),
         command => runtime.block_on(async {
             tokio::select! {
                 r = halo::cli::run(command, &cli.client) => r.map_err(anyhow::Error::from),
@@ -62,13 +71,19 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let api = tokio::net::TcpListener::bind(config.api_listen)
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding the API to {}", config.api_listen))?;
-    let edge = tokio::net::TcpListener::bind(config.edge_listen)
-        .await
-        .with_context(|| format!("binding the edge to {}", config.edge_listen))?;
+        .with_context(|| format!("binding the {what} to {addr}"))
+}
+
+/// `serve` (API and edge) or `api` (API alone).
+async fn serve(config: Config, with_edge: bool) -> anyhow::Result<()> {
+    let api = bind(config.api_listen, "API").await?;
+    let edge = match with_edge {
+        true => Some(bind(config.edge_listen, "edge").await?),
+        false => None,
+    };
     let shutdown = CancellationToken::new();
     let server = halo::server::Server::start(&config, api, edge, shutdown.clone()).await?;
     tokio::spawn(async move {
@@ -76,6 +91,43 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown.cancel();
     });
     server.wait().await;
+    Ok(())
+}
+
+/// `edge`: a stand-alone edge node.
+async fn edge_node(
+    config: Config,
+    args: &halo::cli::EdgeArgs,
+    token: Option<String>,
+) -> anyhow::Result<()> {
+    let edge_listener = bind(config.edge_listen, "edge").await?;
+    let admin_listener = bind(args.admin_listen, "admin listener").await?;
+    let store = halo::server::open_store(&config)?;
+    let edge = std::sync::Arc::new(halo::edge::Edge {
+        table: std::sync::Arc::default(),
+        store,
+        cache: halo::edge::cache::BlobCache::new(config.cache_bytes),
+    });
+    let follow = halo::edge::follow::FollowConfig {
+        control_plane: args.control_plane.clone(),
+        token,
+        poll: std::time::Duration::from_secs(args.poll_secs.max(1)),
+    };
+    let shutdown = CancellationToken::new();
+    let node = halo::edge::node::EdgeNode::start(
+        edge,
+        follow,
+        edge_listener,
+        admin_listener,
+        config.shutdown_grace,
+        shutdown.clone(),
+    )
+    .await?;
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        shutdown.cancel();
+    });
+    node.wait().await;
     Ok(())
 }
 

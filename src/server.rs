@@ -32,53 +32,52 @@ pub struct Server {
     pub control: Arc<Control>,
     /// Where the API listens.
     pub api_addr: SocketAddr,
-    /// Where the edge listens.
+    /// Where the edge listens (with `halo api`, the configured public edge address).
     pub edge_addr: SocketAddr,
     task: JoinHandle<()>,
 }
 
 impl Server {
     /// Opens the data directory and starts serving on the given, already bound listeners.
+    /// Without an edge listener this is the control plane alone (`halo api`): edge nodes
+    /// follow it through the route stream and the snapshots it publishes to the store.
     pub async fn start(
         config: &Config,
         api: TcpListener,
-        edge: TcpListener,
+        edge: Option<TcpListener>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Server> {
         let data = &config.data_dir;
         std::fs::create_dir_all(data)
             .with_context(|| format!("creating data directory {}", data.display()))?;
-        let store: Arc<dyn BlobStore> = match &config.storage {
-            Storage::Fs => {
-                Arc::new(FsStore::open(data.join("store")).context("opening the blob store")?)
-            }
-            Storage::S3(s3) => {
-                tracing::info!(endpoint = ?s3.endpoint, bucket = %s3.bucket, prefix = %s3.prefix, "blob store: s3");
-                Arc::new(S3Store::new(s3))
-            }
-        };
+        let store = open_store(config)?;
         let meta = Arc::new(
             SqliteMeta::open(&data.join("halo.db")).context("opening the metadata database")?,
         );
         bootstrap_admin_token(config, &*meta).await?;
         let api_addr = api.local_addr()?;
-        let edge_addr = edge.local_addr()?;
+        let edge_addr = match &edge {
+            Some(l) => l.local_addr()?,
+            None => config.edge_listen,
+        };
         let control = Control::open(store.clone(), meta, config.domain.clone(), edge_addr.port())
             .await
             .context("loading deployments")?;
 
-        let edge_state = Arc::new(Edge {
-            table: control.table.clone(),
-            store,
-            cache: BlobCache::new(config.cache_bytes),
-        });
         let grace = config.shutdown_grace;
-        let edge_task = tokio::spawn(edge::server::serve(
-            edge,
-            edge_state,
-            shutdown.clone(),
-            grace,
-        ));
+        let edge_task = edge.map(|listener| {
+            let edge_state = Arc::new(Edge {
+                table: control.table.clone(),
+                store,
+                cache: BlobCache::new(config.cache_bytes),
+            });
+            tokio::spawn(edge::server::serve(
+                listener,
+                edge_state,
+                shutdown.clone(),
+                grace,
+            ))
+        });
         let app = api::router(ApiState {
             control: control.clone(),
             max_file_bytes: config.max_file_bytes,
@@ -92,7 +91,9 @@ impl Server {
             }
         });
         tracing::info!(addr = %api_addr, "api listening");
-        tracing::info!(addr = %edge_addr, domain = %config.domain, "edge listening");
+        if edge_task.is_some() {
+            tracing::info!(addr = %edge_addr, domain = %config.domain, "edge listening");
+        }
 
         let task = tokio::spawn(async move {
             shutdown.cancelled().await;
@@ -107,7 +108,9 @@ impl Server {
                 tracing::warn!("api drain deadline passed; closing connections");
                 api_abort.abort();
             }
-            let _ = edge_task.await;
+            if let Some(t) = edge_task {
+                let _ = t.await;
+            }
             tracing::info!("stopped");
         });
         Ok(Server {
@@ -122,6 +125,19 @@ impl Server {
     pub async fn wait(self) {
         let _ = self.task.await;
     }
+}
+
+/// The blob store the configuration names.
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
+    Ok(match &config.storage {
+        Storage::Fs => Arc::new(
+            FsStore::open(config.data_dir.join("store")).context("opening the blob store")?,
+        ),
+        Storage::S3(s3) => {
+            tracing::info!(endpoint = ?s3.endpoint, bucket = %s3.bucket, prefix = %s3.prefix, "blob store: s3");
+            Arc::new(S3Store::new(s3))
+        }
+    })
 }
 
 /// Installs the bootstrap admin token: `HALO_ADMIN_TOKEN` when set, else the one in

@@ -271,6 +271,12 @@ impl halo::store::BlobStore for CountingStore {
     async fn delete(&self, d: &Sha256) -> Result<bool, halo::store::StoreError> {
         self.inner.delete(d).await
     }
+    async fn put_object(&self, k: &str, b: bytes::Bytes) -> Result<(), halo::store::StoreError> {
+        self.inner.put_object(k, b).await
+    }
+    async fn get_object(&self, k: &str) -> Result<Option<bytes::Bytes>, halo::store::StoreError> {
+        self.inner.get_object(k).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -178,6 +178,26 @@ mod suite {
         assert_eq!(s.size(&d).await.unwrap(), None);
     }
 
+    pub async fn named_objects(s: &dyn BlobStore) {
+        assert!(s.get_object("routes/latest.json").await.unwrap().is_none());
+        s.put_object("routes/latest.json", Bytes::from_static(b"one"))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get_object("routes/latest.json").await.unwrap().unwrap(),
+            &b"one"[..]
+        );
+        s.put_object("routes/latest.json", Bytes::from_static(b"two"))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get_object("routes/latest.json").await.unwrap().unwrap(),
+            &b"two"[..]
+        );
+        // Named objects and blobs live apart.
+        assert!(!s.exists(&Sha256::of(b"two")).await.unwrap());
+    }
+
     pub async fn concurrent_puts_of_one_blob(s: Arc<dyn BlobStore>) {
         let d = data(500_000, 5);
         let digest = Sha256::of(&d);
@@ -211,7 +231,7 @@ macro_rules! conformance {
             use super::*;
             conformance!(@each $make; put_get_round_trip, existing_blob_is_success, mismatch_leaves_nothing,
                 broken_body_leaves_nothing, large_failures_leave_nothing, ranges,
-                missing_is_deduplicated_and_ordered, delete);
+                missing_is_deduplicated_and_ordered, delete, named_objects);
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_puts_of_one_blob() {
                 let Some((s, _guard)) = $make.await else { return };

@@ -5,6 +5,7 @@ pub mod error;
 mod files;
 mod json;
 mod projects;
+mod routes;
 mod views;
 
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/deployments/{id}/promote", post(deployments::promote))
         .route("/deployments/{id}/files", get(deployments::files))
         .route("/files/missing", post(files::missing))
+        .route("/routes", get(routes::stream))
         .route(
             "/files/{sha256}",
             // The upload enforces its own, configurable limit while streaming.
@@ -56,6 +58,8 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/metrics", get(routes::metrics))
         .fallback(|| async { ApiError::no_route() })
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         // Large manifests may arrive gzip-compressed (`Content-Encoding: gzip`); the JSON

@@ -17,6 +17,10 @@ use client::{Client, ClientArgs, ClientError};
 pub enum Command {
     /// Run the control-plane API and the edge in one process.
     Serve(Box<ServeArgs>),
+    /// Run the control-plane API alone; edge nodes (`halo edge`) follow it.
+    Api(Box<ServeArgs>),
+    /// Run a stand-alone edge node: no database, follows the control plane or the store.
+    Edge(Box<EdgeArgs>),
     /// Deploy a directory: upload only what the server lacks, wait until ready.
     Deploy(deploy::DeployArgs),
     /// Create and list projects.
@@ -46,6 +50,24 @@ pub enum Command {
         /// The newer deployment.
         b: String,
     },
+}
+
+/// `halo edge` arguments: the storage, cache and edge settings of `serve`, plus where to
+/// follow alias changes from. The token is the global `--token` / `HALO_TOKEN`.
+#[derive(Debug, clap::Args)]
+pub struct EdgeArgs {
+    /// Storage, cache, edge address and shutdown settings, as for `serve`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// The control plane's API URL; without it the node follows the store's snapshot only
+    #[arg(long, env = "HALO_CONTROL_PLANE")]
+    pub control_plane: Option<String>,
+    /// Address of /healthz, /readyz and /metrics
+    #[arg(long, env = "HALO_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: std::net::SocketAddr,
+    /// Seconds between store polls when the control plane cannot be used
+    #[arg(long, env = "HALO_POLL_SECS", default_value_t = 2)]
+    pub poll_secs: u64,
 }
 
 /// `halo projects …`
@@ -141,7 +163,9 @@ fn s(v: &Value) -> &str {
 pub async fn run(command: Command, args: &ClientArgs) -> Result<(), ClientError> {
     let client = Client::from_args(args)?;
     match command {
-        Command::Serve(_) => unreachable!("serve is not a client command"),
+        Command::Serve(_) | Command::Api(_) | Command::Edge(_) => {
+            unreachable!("servers are not client commands")
+        }
         Command::Deploy(a) => deploy::run(&client, a).await,
         Command::Projects {
             command: ProjectsCommand::Create { name },

@@ -76,6 +76,11 @@ impl BlobCache {
         }
     }
 
+    /// Blobs in memory now (approximate, for metrics and readiness).
+    pub fn entry_count(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| c.entry_count())
+    }
+
     /// Whether the blob is in memory now (tests and metrics).
     pub fn contains(&self, digest: &Sha256) -> bool {
         self.cache.as_ref().is_some_and(|c| c.contains_key(digest))

@@ -5,7 +5,9 @@
 
 pub mod cache;
 pub mod conditional;
+pub mod follow;
 pub mod host;
+pub mod node;
 pub mod resolve;
 pub mod server;
 pub mod site;

@@ -30,6 +30,8 @@ pub struct Site {
     pub deployment_id: String,
     /// The `x-halo-deployment` value, prebuilt.
     pub deployment_header: HeaderValue,
+    /// Address of the version manifest this site was built from (what snapshots name).
+    pub manifest: Sha256,
     files: HashMap<Box<str>, FileEntry>,
 }
 
@@ -67,6 +69,8 @@ impl Site {
             })
             .collect();
         Site {
+            // Manifest bytes are canonical, so this is the address they were stored under.
+            manifest: Sha256::of(&manifest.to_bytes()),
             deployment_header: HeaderValue::from_str(&manifest.deployment_id)
                 .unwrap_or(HeaderValue::from_static("invalid")),
             deployment_id: manifest.deployment_id.clone(),

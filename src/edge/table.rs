@@ -33,6 +33,24 @@ impl AliasTable {
         self.hosts.get(host)
     }
 
+    /// Every host and its site.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<Site>)> {
+        self.hosts.iter().map(|(h, s)| (&**h, s))
+    }
+
+    /// The table as a routing snapshot (what edge nodes and the store receive).
+    pub fn snapshot(&self) -> crate::model::snapshot::RouteSnapshot {
+        let routes = self
+            .iter()
+            .map(|(host, site)| crate::model::snapshot::SnapshotRoute {
+                host: host.to_owned(),
+                deployment_id: site.deployment_id.clone(),
+                manifest: site.manifest,
+            })
+            .collect();
+        crate::model::snapshot::RouteSnapshot::new(self.revision, routes)
+    }
+
     /// Number of routable hosts.
     pub fn len(&self) -> usize {
         self.hosts.len()
@@ -81,6 +99,18 @@ impl TableHandle {
     /// Installs a whole table, whatever its revision (start-up, before serving).
     pub fn replace(&self, table: AliasTable) {
         self.current.store(Arc::new(table));
+    }
+
+    /// Installs a whole table if it is newer than the current one; returns whether it was.
+    /// Edge nodes following the control plane use this, so they never go backwards.
+    pub fn replace_if_newer(&self, table: AliasTable) -> bool {
+        let table = Arc::new(table);
+        let mut applied = false;
+        self.current.rcu(|old| {
+            applied = table.revision > old.revision;
+            if applied { table.clone() } else { old.clone() }
+        });
+        applied
     }
 
     /// Applies `changes` as one swap to `revision`. A revision not newer than the current

@@ -3,6 +3,7 @@
 pub mod deployment;
 pub mod manifest;
 pub mod names;
+pub mod snapshot;
 
 pub use deployment::{Status, Target};
 pub use manifest::{Manifest, ManifestEntry, validate_path};

@@ -54,6 +54,16 @@ impl FsStore {
             .join(hex)
     }
 
+    fn object_path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        crate::model::validate_path(key).map_err(|why| {
+            StoreError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("object key {key:?}: {why}"),
+            ))
+        })?;
+        Ok(self.root.join("objects").join(key))
+    }
+
     fn temp_path(&self, digest: &Sha256) -> PathBuf {
         let nonce: u64 = rand::random();
         self.root.join("tmp").join(format!("{digest}.{nonce:016x}"))
@@ -221,5 +231,32 @@ impl BlobStore for FsStore {
                 .await?
                 .is_some(),
         )
+    }
+
+    async fn put_object(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        let path = self.object_path(key)?;
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("object.{:016x}", rand::random::<u64>()));
+        let mut guard = TempGuard(Some(tmp.clone()));
+        blocking(move || {
+            let dir = path.parent().expect("object paths have a parent");
+            std::fs::create_dir_all(dir)?;
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &data)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(dir)?.sync_all()
+        })
+        .await?;
+        guard.0 = None;
+        Ok(())
+    }
+
+    async fn get_object(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let path = self.object_path(key)?;
+        let data = blocking(move || not_found_is_none(std::fs::read(path))).await?;
+        Ok(data.map(Bytes::from))
     }
 }

@@ -149,6 +149,15 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Removes the blob; `false` when it was not there.
     async fn delete(&self, digest: &Sha256) -> Result<bool, StoreError>;
+
+    /// Writes a small named object (not content-addressed, e.g. a routing snapshot or the
+    /// pointer to the newest one), replacing any previous one atomically: a reader sees the
+    /// old bytes or the new, never a mix. `key` is `/`-separated and must be a valid
+    /// manifest-style path.
+    async fn put_object(&self, key: &str, data: Bytes) -> Result<(), StoreError>;
+
+    /// Reads a named object, or `None` when absent.
+    async fn get_object(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
 }
 
 /// `digests` without repeats, first occurrence kept.

@@ -427,4 +427,33 @@ impl BlobStore for S3Store {
         }
         Ok(existed)
     }
+
+    async fn put_object(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        let digest = Sha256::of(&data);
+        self.put_small(&format!("{}{key}", self.prefix), &digest, data)
+            .await
+    }
+
+    async fn get_object(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let key = format!("{}{key}", self.prefix);
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let data = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("S3 GetObject body: {e}")))?;
+                Ok(Some(data.into_bytes()))
+            }
+            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => Ok(None),
+            Err(e) => Err(unavailable("GetObject", e)),
+        }
+    }
 }

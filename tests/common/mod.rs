@@ -223,7 +223,7 @@ impl TestServer {
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let edge = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shutdown = CancellationToken::new();
-        let server = Server::start(&config, api, edge, shutdown.clone())
+        let server = Server::start(&config, api, Some(edge), shutdown.clone())
             .await
             .unwrap();
         TestServer {
