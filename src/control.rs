@@ -493,6 +493,9 @@ impl Control {
     }
 }
 
+/// How many revisions back routing snapshots are kept in the store.
+const SNAPSHOTS_KEPT: usize = 8;
+
 /// Writes the table to the store as a routing snapshot, then the pointer to it, every time
 /// the revision moves. One writer, in revision order; a burst of changes is written once,
 /// as its newest state. Failures are retried with backoff: edge nodes that cold-start from
@@ -504,6 +507,7 @@ async fn publish_snapshots(
 ) {
     use crate::model::snapshot::POINTER_KEY;
     let mut published = None;
+    let mut kept = std::collections::VecDeque::new();
     let mut backoff = std::time::Duration::from_millis(100);
     loop {
         let current = table.snapshot();
@@ -520,6 +524,17 @@ async fn publish_snapshots(
             match written.await {
                 Ok(()) => {
                     tracing::debug!(revision = snapshot.revision, "routing snapshot published");
+                    // Keep a few recent snapshots (a reader may hold an older pointer);
+                    // older ones go, so the store does not grow with every promote.
+                    kept.push_back(snapshot.revision);
+                    while kept.len() > SNAPSHOTS_KEPT {
+                        let old_key = crate::model::snapshot::RouteSnapshot::key(
+                            kept.pop_front().expect("non-empty"),
+                        );
+                        if let Err(e) = store.delete_object(&old_key).await {
+                            tracing::debug!(key = %old_key, error = %e, "old routing snapshot not deleted");
+                        }
+                    }
                     published = Some(snapshot.revision);
                     backoff = std::time::Duration::from_millis(100);
                 }

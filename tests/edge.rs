@@ -277,6 +277,9 @@ impl halo::store::BlobStore for CountingStore {
     async fn get_object(&self, k: &str) -> Result<Option<bytes::Bytes>, halo::store::StoreError> {
         self.inner.get_object(k).await
     }
+    async fn delete_object(&self, k: &str) -> Result<(), halo::store::StoreError> {
+        self.inner.delete_object(k).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -196,6 +196,9 @@ mod suite {
         );
         // Named objects and blobs live apart.
         assert!(!s.exists(&Sha256::of(b"two")).await.unwrap());
+        s.delete_object("routes/latest.json").await.unwrap();
+        assert!(s.get_object("routes/latest.json").await.unwrap().is_none());
+        s.delete_object("routes/latest.json").await.unwrap();
     }
 
     pub async fn concurrent_puts_of_one_blob(s: Arc<dyn BlobStore>) {

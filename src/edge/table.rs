@@ -157,5 +157,9 @@ mod tests {
         assert!(before.site("b.x").is_none());
         assert!(!h.apply(2, &[("a.x".into(), site("dpl_3"))]));
         assert_eq!(h.load().site("a.x").unwrap().deployment_id, "dpl_2");
+        assert!(!h.replace_if_newer(AliasTable::new(1, [("a.x".to_owned(), site("dpl_old"))])));
+        assert_eq!(h.load().revision, 2);
+        assert!(h.replace_if_newer(AliasTable::new(5, [("c.x".to_owned(), site("dpl_5"))])));
+        assert_eq!((h.load().revision, h.load().len()), (5, 1));
     }
 }

@@ -259,4 +259,10 @@ impl BlobStore for FsStore {
         let data = blocking(move || not_found_is_none(std::fs::read(path))).await?;
         Ok(data.map(Bytes::from))
     }
+
+    async fn delete_object(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.object_path(key)?;
+        blocking(move || not_found_is_none(std::fs::remove_file(path))).await?;
+        Ok(())
+    }
 }

@@ -158,6 +158,9 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Reads a named object, or `None` when absent.
     async fn get_object(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
+
+    /// Removes a named object; absent is fine.
+    async fn delete_object(&self, key: &str) -> Result<(), StoreError>;
 }
 
 /// `digests` without repeats, first occurrence kept.

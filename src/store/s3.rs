@@ -456,4 +456,15 @@ impl BlobStore for S3Store {
             Err(e) => Err(unavailable("GetObject", e)),
         }
     }
+
+    async fn delete_object(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(format!("{}{key}", self.prefix))
+            .send()
+            .await
+            .map_err(|e| unavailable("DeleteObject", e))?;
+        Ok(())
+    }
 }

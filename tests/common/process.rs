@@ -123,3 +123,69 @@ impl Drop for Halo {
         let _ = self.child.wait();
     }
 }
+
+/// Any `halo` server role as a child process, with the addresses it logged.
+pub struct Proc {
+    pub child: Child,
+    /// Address logged after each marker (`"api listening"` → `127.0.0.1:4312`).
+    pub addrs: std::collections::HashMap<String, String>,
+}
+
+impl Proc {
+    /// Spawns `halo ARGS` with `envs`, waiting until it has logged each of `markers`.
+    pub fn spawn(args: &[String], envs: &[(&str, String)], markers: &[&str]) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_halo"));
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("halo starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut addrs = std::collections::HashMap::new();
+        while addrs.len() < markers.len() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("halo {args:?} did not log {markers:?}"));
+            for m in markers {
+                if line.contains(m) {
+                    let addr = line
+                        .split("addr=")
+                        .nth(1)
+                        .unwrap()
+                        .split_whitespace()
+                        .next()
+                        .unwrap();
+                    addrs.insert((*m).to_owned(), addr.to_owned());
+                }
+            }
+        }
+        // Keep draining so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in rx {});
+        Proc { child, addrs }
+    }
+
+    /// `http://` + the address logged after `marker`.
+    pub fn url(&self, marker: &str) -> String {
+        format!("http://{}", self.addrs[marker])
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
