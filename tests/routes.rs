@@ -15,21 +15,37 @@ async fn long_poll_answers_newer_revisions_and_waits_for_changes() {
     let pid = h.create_project("stream").await;
     let blue = h.deploy(&pid, &fixture("blue"), "production").await;
     let green = h.deploy(&pid, &fixture("green"), "preview").await;
-    h.call("POST", &format!("/v1/deployments/{}/promote", blue["id"].as_str().unwrap()), None).await;
+    h.call(
+        "POST",
+        &format!("/v1/deployments/{}/promote", blue["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
     let rev = h.control.table.load().revision;
 
-    let (s, snap) = h.call("GET", &format!("/v1/routes?after={}", rev - 1), None).await;
+    let (s, snap) = h
+        .call("GET", &format!("/v1/routes?after={}", rev - 1), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(snap["revision"], rev);
     let snap: RouteSnapshot = serde_json::from_value(snap).unwrap();
-    let prod = snap.routes.iter().find(|r| r.host == "stream.halo.test").unwrap();
+    let prod = snap
+        .routes
+        .iter()
+        .find(|r| r.host == "stream.halo.test")
+        .unwrap();
     assert_eq!(prod.deployment_id, blue["id"].as_str().unwrap());
     assert_eq!(snap.routes.len(), 3, "production and two previews");
 
     let t = Instant::now();
-    let (s, _) = h.call("GET", &format!("/v1/routes?after={rev}&wait=1"), None).await;
+    let (s, _) = h
+        .call("GET", &format!("/v1/routes?after={rev}&wait=1"), None)
+        .await;
     assert_eq!(s, StatusCode::NOT_MODIFIED);
-    assert!(t.elapsed() >= Duration::from_millis(900), "it waited for a change");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "it waited for a change"
+    );
 
     // A waiting poll returns as soon as a promote lands.
     let app = h.app.clone();
@@ -43,12 +59,23 @@ async fn long_poll_answers_newer_revisions_and_waits_for_changes() {
         (resp.status(), t.elapsed())
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    h.call("POST", &format!("/v1/deployments/{}/promote", green["id"].as_str().unwrap()), None).await;
+    h.call(
+        "POST",
+        &format!("/v1/deployments/{}/promote", green["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
     let (status, waited) = waiting.await.unwrap();
     assert_eq!(status, StatusCode::OK);
-    assert!(waited < Duration::from_secs(5), "woken by the promote, not the timeout");
+    assert!(
+        waited < Duration::from_secs(5),
+        "woken by the promote, not the timeout"
+    );
     let (s, v) = h.call("GET", "/v1/routes?after=x", None).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_query")));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_query"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,7 +86,12 @@ async fn snapshots_are_published_checksummed_and_pruned() {
     let b = h.deploy(&pid, &fixture("green"), "preview").await;
     for i in 0..20 {
         let id = if i % 2 == 0 { &a["id"] } else { &b["id"] };
-        h.call("POST", &format!("/v1/deployments/{}/promote", id.as_str().unwrap()), None).await;
+        h.call(
+            "POST",
+            &format!("/v1/deployments/{}/promote", id.as_str().unwrap()),
+            None,
+        )
+        .await;
     }
     let want = h.control.table.load().revision;
     let store = h.control.store.clone();
@@ -78,6 +110,8 @@ async fn snapshots_are_published_checksummed_and_pruned() {
     let data = store.get_object(&pointer.key).await.unwrap().unwrap();
     let snap = pointer.open(&data).unwrap();
     assert_eq!(snap, h.control.table.load().snapshot());
-    let kept = std::fs::read_dir(h.dir.path().join("store/objects/routes/snapshots")).unwrap().count();
+    let kept = std::fs::read_dir(h.dir.path().join("store/objects/routes/snapshots"))
+        .unwrap()
+        .count();
     assert!(kept <= 8, "old snapshots are pruned ({kept} kept)");
 }
