@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# Halo's edge against nginx (and static-web-server when installed) on the same generated
+# tree, same machine, measured side by side: servers pinned to core 1, the load generator to
+# core 0, one worker each, servers in shuffled order every round. See benches/README.md.
+#
+#   bash benches/edge_vs_nginx.sh            ROUNDS=3 DUR=10 RATE=20000 to change the defaults
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DUR=${DUR:-10}
+RATE=${RATE:-20000}
+HOST=bench.halo.localhost
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk; then
+    apt-get update -qq && apt-get install -y -qq nginx-light wrk >/dev/null
+fi
+need oha || cargo install oha --version 1.16.0 --locked
+cargo build --release --quiet
+halo=$PWD/target/release/halo
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+# The site: 1 KiB pages, 16 KiB scripts, 256 KiB images, an index.
+python3 - "$work/site" <<'PY'
+import os, sys, random
+root = sys.argv[1]; random.seed(1)
+os.makedirs(root + "/assets", exist_ok=True)
+def w(p, n): open(os.path.join(root, p), "wb").write(bytes(random.getrandbits(8) for _ in range(n)) if p.endswith(".png") else (b"<!-- halo bench -->" + b"x" * n)[:n])
+w("index.html", 1024)
+for i in range(100): w(f"page-{i}.html", 1024)
+for i in range(10): w(f"assets/app-{i}.js", 16384)
+for i in range(10): w(f"assets/img-{i}.png", 262144)
+PY
+# nginx's worker runs as an unprivileged user: let it read the tree.
+chmod 755 "$work"
+chmod -R a+rX "$work/site"
+
+# Halo: fs backend, deployed to production with the real client.
+api=$(port); hedge=$(port)
+HALO_ADMIN_TOKEN=bench-token-0123456789 taskset -c 1 "$halo" serve --data-dir "$work/halo" \
+    --api-listen "127.0.0.1:$api" --edge-listen "127.0.0.1:$hedge" > "$work/halo.log" 2>&1 &
+pids+=($!); halo_pid=$!
+wait_port "$api"
+HALO_API=http://127.0.0.1:$api HALO_TOKEN=bench-token-0123456789 XDG_CACHE_HOME=$work/cache \
+    "$halo" deploy "$work/site" --project bench --prod > /dev/null 2>&1
+
+# nginx as a competent operator configures it, twice: sendfile on, and sendfile off with
+# large output buffers (faster over loopback for big files).
+nginx_conf() { # name port sendfile
+    mkdir -p "$work/$1"
+    cat > "$work/$1/nginx.conf" <<NGINX
+worker_processes 1;
+pid $work/$1/nginx.pid;
+error_log $work/$1/error.log;
+events { worker_connections 4096; }
+http {
+    include /etc/nginx/mime.types;
+    access_log off;
+    sendfile $3;
+    tcp_nopush on;
+    tcp_nodelay on;
+    output_buffers 2 256k;
+    open_file_cache max=10000 inactive=60s;
+    open_file_cache_valid 60s;
+    keepalive_requests 1000000;
+    keepalive_timeout 65;
+    client_body_temp_path $work/$1; proxy_temp_path $work/$1; fastcgi_temp_path $work/$1;
+    uwsgi_temp_path $work/$1; scgi_temp_path $work/$1;
+    server { listen 127.0.0.1:$2 default_server; return 404; }
+    server { listen 127.0.0.1:$2; server_name $HOST; root $work/site; }
+}
+NGINX
+    taskset -c 1 nginx -c "$work/$1/nginx.conf" -g 'daemon off;' &
+    pids+=($!)
+    wait_port "$2"
+}
+ngx=$(port); ngx_nosf=$(port)
+nginx_conf nginx "$ngx" on
+nginx_conf nginx-nosendfile "$ngx_nosf" off
+declare -A url=([halo]="http://127.0.0.1:$hedge" [nginx]="http://127.0.0.1:$ngx" [nginx-nosendfile]="http://127.0.0.1:$ngx_nosf")
+declare -A pidof=([halo]=$halo_pid [nginx]="$(cat "$work/nginx/nginx.pid")" [nginx-nosendfile]="$(cat "$work/nginx-nosendfile/nginx.pid")")
+servers=(halo nginx nginx-nosendfile)
+if need static-web-server; then
+    sws=$(port)
+    taskset -c 1 static-web-server --host 127.0.0.1 --port "$sws" --root "$work/site" --threads-multiplier 1 \
+        --compression false --log-level error > "$work/sws.log" 2>&1 &
+    pids+=($!); pidof[sws]=$!; url[sws]="http://127.0.0.1:$sws"; servers+=(sws)
+    wait_port "$sws"
+fi
+
+# Correctness before speed: every file, every server, same status and size; wrong Host 404.
+for s in "${servers[@]}"; do
+    for f in index.html page-7.html assets/app-3.js assets/img-5.png; do
+        got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' -H "Host: $HOST" -H 'Accept-Encoding: identity' "${url[$s]}/$f")
+        want="200 $(stat -c %s "$work/site/$f")"
+        [ "$got" = "$want" ] || { echo "$s /$f: got $got, want $want" >&2; exit 1; }
+    done
+    [ "$s" = sws ] && continue   # static-web-server has no virtual hosts here
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: wrong.example' "${url[$s]}/index.html")
+    [ "$code" = 404 ] || { echo "$s: wrong Host answered $code" >&2; exit 1; }
+done
+echo "checked: ${servers[*]} serve identical statuses and sizes; wrong Host is 404"
+
+cpu_ticks() { # total utime+stime of a process and its children threads/processes
+    local total=0 p
+    for p in $1 $(pgrep -P "$1" || true); do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo "$total"
+}
+results=$work/results.jsonl
+load_ok() { awk '{exit !($1 < 1.5)}' /proc/loadavg || echo "warning: load average $(cut -d' ' -f1 /proc/loadavg): other work is running" >&2; }
+
+for round in $(seq 1 "$ROUNDS"); do
+    for s in $(printf '%s\n' "${servers[@]}" | shuf); do
+        load_ok
+        for spec in "page-7.html 64" "page-7.html 256" "assets/img-5.png 64"; do
+            set -- $spec
+            out=$(taskset -c 0 wrk -t1 -c"$2" -d"${DUR}s" --latency -H "Host: $HOST" -H 'Accept-Encoding: identity' "${url[$s]}/$1")
+            python3 - "$s" "$1" "$2" "$round" "$out" >> "$results" <<'PY'
+import json, re, sys
+s, f, c, r, out = sys.argv[1:]
+def num(pat, scale=1.0):
+    m = re.search(pat, out); return float(m.group(1)) * scale if m else None
+def lat(p):
+    m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+    return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)] if m else None
+mbs = re.search(r"Transfer/sec:\s+([\d.]+)(KB|MB|GB)", out)
+print(json.dumps({"phase": "saturation", "server": s, "file": f, "conns": int(c), "round": int(r),
+    "rps": num(r"Requests/sec:\s+([\d.]+)"), "MBps": float(mbs.group(1)) * {"KB": 1e-3, "MB": 1, "GB": 1e3}[mbs.group(2)] if mbs else None,
+    "p50_us": lat(50), "p99_us": lat(99), "errors": "Non-2xx" in out or "Socket errors" in out}))
+PY
+        done
+        for f in page-7.html assets/app-3.js; do
+            before=$(cpu_ticks "${pidof[$s]}")
+            out=$(taskset -c 0 oha --no-tui -z "${DUR}s" -q "$RATE" -c 64 --disable-compression -H "Host: $HOST" --output-format json "${url[$s]}/$f")
+            after=$(cpu_ticks "${pidof[$s]}")
+            python3 - "$s" "$f" "$round" "$before" "$after" "$(getconf CLK_TCK)" "$out" >> "$results" <<'PY'
+import json, sys
+s, f, r, b, a, hz, out = sys.argv[1:]
+o = json.loads(out)
+ok = sum(v for k, v in o.get("statusCodeDistribution", {}).items() if k.startswith("2"))
+cpu_us = (int(a) - int(b)) / int(hz) * 1e6
+print(json.dumps({"phase": "fixed_rate", "server": s, "file": f, "round": int(r), "requests": ok,
+    "cpu_us_per_req": cpu_us / ok if ok else None, "p99_us": o["latencyPercentiles"]["p99"] * 1e6,
+    "rps": o["summary"]["requestsPerSec"]}))
+PY
+        done
+    done
+done
+
+python3 - "$results" <<'PY'
+import json, sys, statistics
+rows = [json.loads(l) for l in open(sys.argv[1])]
+def cell(vals):
+    vals = [v for v in vals if v is not None]
+    return (statistics.median(vals), min(vals), max(vals)) if vals else None
+def show(key, phase, group, unit, fmt="{:.1f}"):
+    keys = sorted({tuple(r[g] for g in group) for r in rows if r["phase"] == phase})
+    for k in keys:
+        base = cell([r[key] for r in rows if r["phase"] == phase and tuple(r[g] for g in group) == k and r["server"] == "nginx"])
+        for s in sorted({r["server"] for r in rows}):
+            c = cell([r[key] for r in rows if r["phase"] == phase and r["server"] == s and tuple(r[g] for g in group) == k])
+            if not c: continue
+            ratio = f"  ×{c[0] / base[0]:.2f} of nginx" if base and base[0] else ""
+            print(f"  {phase:10} {' '.join(map(str, k)):24} {s:17} {key:15} {fmt.format(c[0])} ({fmt.format(c[1])}–{fmt.format(c[2])}) {unit}{ratio}")
+print("median (min–max) over rounds; ratio of medians to nginx (sendfile on)")
+show("rps", "saturation", ["file", "conns"], "req/s", "{:.0f}")
+show("MBps", "saturation", ["file", "conns"], "MB/s", "{:.0f}")
+show("p99_us", "saturation", ["file", "conns"], "µs")
+show("cpu_us_per_req", "fixed_rate", ["file"], "µs CPU/req", "{:.2f}")
+show("p99_us", "fixed_rate", ["file"], "µs p99")
+if any(r.get("errors") for r in rows): print("WARNING: some wrk runs reported errors")
+PY
