@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "storm-admin-token-0123456789";
 
+/// Each deployment's id and files.
+type Versions = Arc<Vec<(String, BTreeMap<String, Vec<u8>>)>>;
+
 fn fixture(name: &str) -> BTreeMap<String, Vec<u8>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/sites")
@@ -84,7 +87,7 @@ struct Counts {
 
 async fn load(
     edge: String,
-    versions: Arc<Vec<(String, BTreeMap<String, Vec<u8>>)>>,
+    versions: Versions,
     clients: usize,
     secs: u64,
     storm: Option<(String, [String; 2])>,

@@ -493,6 +493,9 @@ impl Control {
     }
 }
 
+/// Least time between two snapshot publications.
+const PUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// How many revisions back routing snapshots are kept in the store.
 const SNAPSHOTS_KEPT: usize = 8;
 
@@ -549,5 +552,8 @@ async fn publish_snapshots(
         if revisions.changed().await.is_err() {
             return;
         }
+        // PERF: a promote storm would otherwise write two objects per promote; waiting a
+        // moment folds a burst into one write. Edges follow the stream, not the store.
+        tokio::time::sleep(PUBLISH_INTERVAL).await;
     }
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Deploys a generated 50,000-file site with the release `halo` against a local `halo serve`,
-# then redeploys it with one file changed. Reports wall time, files/s and MB/s, and the
-# client's SHA-256 hashing rate next to OpenSSL's single-core rate on this CPU (the SHA-NI
-# yardstick; coreutils sha256sum is no yardstick). A benchmark, not a test: nothing asserts.
+# then redeploys it with one file changed. Reports wall time, files/s and MB/s, the server's
+# peak RSS, and the client's SHA-256 hashing rate next to OpenSSL's on the same bytes (the
+# SHA-NI yardstick; coreutils sha256sum is no yardstick). A benchmark, not a test.
 #
-#   bash benches/deploy_50k.sh [FILES] [BIG_FILES]     defaults: 50000 files, 100 of 1 MiB
+#   bash benches/deploy_large.sh [FILES] [BIG_FILES]   defaults: 50000 files, 100 of 1 MiB
+#   SITE=/path/to/tree bash benches/deploy_large.sh    a real tree instead, e.g. the Rust docs:
+#       SITE=$(rustc --print sysroot)/share/doc/rust/html (when the toolchain ships them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 files=${1:-50000}
@@ -15,6 +17,11 @@ halo=$PWD/target/release/halo
 work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
+if [ -n "${SITE:-}" ]; then
+    echo "copying $SITE"
+    cp -r "$SITE" "$work/site"
+    files=$(find "$work/site" -type f | wc -l)
+else
 echo "generating $files files ($big of 1 MiB, the rest 1-8 KiB) in $work/site"
 python3 - "$work/site" "$files" "$big" <<'PY'
 import os, random, sys
@@ -27,6 +34,7 @@ for i in range(n):
     with open(os.path.join(d, f"f{i:06d}.html"), "wb") as f:
         f.write(os.urandom(size))
 PY
+fi
 bytes=$(du -sb "$work/site" | cut -f1)
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -59,10 +67,11 @@ if r["hashed_bytes"] and t["hash"]:
 PY
 }
 run --no-hash-cache; report "first deploy  "
-echo "changed" >> "$work/site/d000/s0/f000000.html"
+echo "changed" >> "$(find "$work/site" -type f | sort | head -1)"
 run; report "one changed   "
 run --no-hash-cache; report "rehash, no-op "
 
+echo "server peak RSS: $(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$server/status")"
 echo "OpenSSL SHA-256 over the same bytes, one core (cat | openssl dgst; the SHA-NI yardstick):"
 t0=$(date +%s%N)
 find "$work/site" -type f -print0 | xargs -0 cat | openssl dgst -sha256 > /dev/null
