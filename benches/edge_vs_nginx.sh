@@ -115,11 +115,20 @@ cpu_ticks() { # total utime+stime of a process and its children threads/processe
     echo "$total"
 }
 results=$work/results.jsonl
-load_ok() { awk '{exit !($1 < 1.5)}' /proc/loadavg || echo "warning: load average $(cut -d' ' -f1 /proc/loadavg): other work is running" >&2; }
+# The machine must be otherwise idle between runs: sample CPU idle time over one second.
+idle_ok() {
+    local a b
+    a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
+    local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
+    for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+    if [ $(( idle * 100 / (total > 0 ? total : 1) )) -lt 90 ]; then
+        echo "warning: the machine is busy ($(( 100 - idle * 100 / (total > 0 ? total : 1) ))% CPU) between runs: figures may be disturbed; repeat the run" >&2
+    fi
+}
 
 for round in $(seq 1 "$ROUNDS"); do
     for s in $(printf '%s\n' "${servers[@]}" | shuf); do
-        load_ok
+        idle_ok
         for spec in "page-7.html 64" "page-7.html 256" "assets/img-5.png 64"; do
             set -- $spec
             out=$(taskset -c 0 wrk -t1 -c"$2" -d"${DUR}s" --latency -H "Host: $HOST" -H 'Accept-Encoding: identity' "${url[$s]}/$1")
