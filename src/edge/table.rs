@@ -54,6 +54,21 @@ impl AliasTable {
         crate::model::snapshot::RouteSnapshot::new(self.revision, routes)
     }
 
+    /// The table's gauges in Prometheus text format (revision and size), for every role's
+    /// `/metrics`.
+    pub fn metrics(&self) -> String {
+        format!(
+            "# HELP halo_alias_table_revision Revision of the alias table served.\n\
+             # TYPE halo_alias_table_revision gauge\n\
+             halo_alias_table_revision {}\n\
+             # HELP halo_alias_table_hosts Hosts in the alias table.\n\
+             # TYPE halo_alias_table_hosts gauge\n\
+             halo_alias_table_hosts {}\n",
+            self.revision,
+            self.len()
+        )
+    }
+
     /// Number of routable hosts.
     pub fn len(&self) -> usize {
         self.hosts.len()
