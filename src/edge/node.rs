@@ -127,15 +127,9 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
-    let table = s.edge.table.load();
-    let body = format!(
-        "# HELP halo_alias_table_revision Revision of the alias table served.\n\
-         # TYPE halo_alias_table_revision gauge\n\
-         halo_alias_table_revision {}\n\
-         # HELP halo_alias_table_hosts Hosts in the alias table.\n\
-         # TYPE halo_alias_table_hosts gauge\n\
-         halo_alias_table_hosts {}\n\
-         # HELP halo_edge_snapshots_applied_total Routing snapshots applied, by source.\n\
+    let mut body = s.edge.table.load().metrics();
+    body.push_str(&format!(
+        "# HELP halo_edge_snapshots_applied_total Routing snapshots applied, by source.\n\
          # TYPE halo_edge_snapshots_applied_total counter\n\
          halo_edge_snapshots_applied_total{{source=\"control_plane\"}} {}\n\
          halo_edge_snapshots_applied_total{{source=\"store\"}} {}\n\
@@ -145,13 +139,11 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
          # HELP halo_edge_cache_entries Blobs in the memory cache.\n\
          # TYPE halo_edge_cache_entries gauge\n\
          halo_edge_cache_entries {}\n",
-        table.revision,
-        table.len(),
         s.stats.from_control_plane.load(Ordering::Relaxed),
         s.stats.from_store.load(Ordering::Relaxed),
         s.stats.errors.load(Ordering::Relaxed),
         s.edge.cache.entry_count(),
-    );
+    ));
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         body,
