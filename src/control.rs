@@ -511,6 +511,7 @@ async fn publish_snapshots(
     use crate::model::snapshot::POINTER_KEY;
     let mut published = None;
     let mut kept = std::collections::VecDeque::new();
+    let mut last_write = std::time::Instant::now();
     let mut backoff = std::time::Duration::from_millis(100);
     loop {
         let current = table.snapshot();
@@ -524,7 +525,9 @@ async fn publish_snapshots(
                 store.put_object(&key, bytes.into()).await?;
                 store.put_object(POINTER_KEY, pointer.into()).await
             };
-            match written.await {
+            let result = written.await;
+            last_write = std::time::Instant::now();
+            match result {
                 Ok(()) => {
                     tracing::debug!(revision = snapshot.revision, "routing snapshot published");
                     // Keep a few recent snapshots (a reader may hold an older pointer);
@@ -552,8 +555,12 @@ async fn publish_snapshots(
         if revisions.changed().await.is_err() {
             return;
         }
-        // PERF: a promote storm would otherwise write two objects per promote; waiting a
-        // moment folds a burst into one write. Edges follow the stream, not the store.
-        tokio::time::sleep(PUBLISH_INTERVAL).await;
+        // PERF: a promote storm would otherwise write two objects per promote. A change
+        // after a quiet spell is written at once; within a burst, writes are at least
+        // PUBLISH_INTERVAL apart, each one the newest state. Edges follow the stream.
+        let since = last_write.elapsed();
+        if since < PUBLISH_INTERVAL {
+            tokio::time::sleep(PUBLISH_INTERVAL - since).await;
+        }
     }
 }

@@ -210,6 +210,45 @@ async fn edges_follow_promotes_survive_the_control_plane_and_cold_start_from_s3(
         latencies.len()
     );
 
+    // The store's snapshot follows the table shortly after each change; wait for it (and
+    // report the lag) so the cold start below can be checked against the newest table.
+    let store = halo::store::s3::S3Store::new(&s3);
+    let metrics = client
+        .get(format!("{api}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let cp_rev: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("halo_alias_table_revision "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        use halo::store::BlobStore;
+        let bytes = store
+            .get_object(halo::model::snapshot::POINTER_KEY)
+            .await
+            .unwrap();
+        let p = bytes.map(|b| halo::model::snapshot::SnapshotPointer::from_bytes(&b).unwrap());
+        if p.is_some_and(|p| p.revision >= cp_rev) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the store's snapshot never reached revision {cp_rev}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!(
+        "store snapshot caught up with revision {cp_rev} {:?} after the last check",
+        t.elapsed()
+    );
+
     // Control plane killed: both edges keep serving every host.
     cp.kill();
     for e in &edges {

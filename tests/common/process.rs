@@ -1,18 +1,129 @@
 //! The real `halo` binary as a child process on port 0, for black-box tests.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-pub struct Halo {
+/// Any `halo` server role as a child process, with the addresses it logged.
+pub struct Proc {
     pub child: Child,
+    /// Address logged after each marker (`"api listening"` → `127.0.0.1:4312`).
+    pub addrs: HashMap<String, String>,
+    /// Later log lines (the reader thread never blocks: the channel is unbounded).
+    log: mpsc::Receiver<String>,
+    /// Lines read while waiting for the markers.
+    early: Vec<String>,
+}
+
+impl Proc {
+    /// Spawns `halo ARGS` with `envs`, waiting until it has logged each of `markers`.
+    pub fn spawn(args: &[String], envs: &[(&str, String)], markers: &[&str]) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_halo"));
+        cmd.args(args);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        Self::from_command(cmd, markers)
+    }
+
+    /// Spawns a prepared command (stdout discarded, stderr read for the markers).
+    pub fn from_command(mut cmd: Command, markers: &[&str]) -> Proc {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("halo starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut addrs = HashMap::new();
+        let mut early = Vec::new();
+        while addrs.len() < markers.len() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("halo did not log {markers:?}; it said: {early:#?}"));
+            for m in markers {
+                if line.contains(m) {
+                    let addr = line
+                        .split("addr=")
+                        .nth(1)
+                        .unwrap()
+                        .split_whitespace()
+                        .next()
+                        .unwrap();
+                    addrs.insert((*m).to_owned(), addr.to_owned());
+                }
+            }
+            early.push(line);
+        }
+        Proc {
+            child,
+            addrs,
+            log: rx,
+            early,
+        }
+    }
+
+    /// `http://` + the address logged after `marker`.
+    pub fn url(&self, marker: &str) -> String {
+        format!("http://{}", self.addrs[marker])
+    }
+
+    /// Whether any log line so far contains `needle`.
+    pub fn logged(&mut self, needle: &str) -> bool {
+        self.early.extend(self.log.try_iter());
+        self.early.iter().any(|l| l.contains(needle))
+    }
+
+    /// SIGKILL and reap: the process gets no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM: a graceful shutdown.
+    pub fn terminate(&mut self) {
+        // The shell's builtin `kill`: no procps needed on the machine.
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -TERM {}", self.child.id()))
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits (up to 30 s) for the process to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("halo did not exit");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `halo serve` on port 0 with the test domain and the repository's config file.
+pub struct Halo {
+    pub proc: Proc,
     pub api: String,
     pub edge: String,
-    log: mpsc::Receiver<String>,
-    /// Lines read while waiting for the addresses.
-    early: Vec<String>,
 }
 
 impl Halo {
@@ -36,156 +147,31 @@ impl Halo {
         )
         .env_remove("HALO_ADMIN_TOKEN")
         .env_remove("HALO_API_LISTEN")
-        .env_remove("HALO_EDGE_LISTEN")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .env_remove("HALO_EDGE_LISTEN");
         if let Some(t) = env_token {
             cmd.env("HALO_ADMIN_TOKEN", t);
         }
-        let mut child = cmd.spawn().expect("halo starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let (mut api, mut edge) = (None, None);
-        let mut early = Vec::new();
-        while api.is_none() || edge.is_none() {
-            let line = rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("halo logs its addresses");
-            early.push(line.clone());
-            let addr = || {
-                line.split("addr=")
-                    .nth(1)
-                    .unwrap()
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .to_owned()
-            };
-            if line.contains("api listening") {
-                api = Some(format!("http://{}", addr()));
-            } else if line.contains("edge listening") {
-                edge = Some(format!("http://{}", addr()));
-            }
-        }
+        let proc = Proc::from_command(cmd, &["api listening", "edge listening"]);
         Halo {
-            child,
-            api: api.unwrap(),
-            edge: edge.unwrap(),
-            log: rx,
-            early,
+            api: proc.url("api listening"),
+            edge: proc.url("edge listening"),
+            proc,
         }
     }
 
-    /// SIGKILL: the process gets no chance to clean up.
     pub fn kill_hard(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.kill();
     }
 
     pub fn terminate(&mut self) {
-        // The shell's builtin `kill`: no procps needed on the machine.
-        let ok = Command::new("sh")
-            .arg("-c")
-            .arg(format!("kill -TERM {}", self.child.id()))
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        self.proc.terminate();
     }
 
-    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        for _ in 0..300 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("halo did not exit after SIGTERM");
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        self.proc.wait_exit()
     }
 
-    pub fn logged(&self, needle: &str) -> bool {
-        self.early
-            .iter()
-            .chain(self.log.try_iter().collect::<Vec<_>>().iter())
-            .any(|l| l.contains(needle))
-    }
-}
-
-impl Drop for Halo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Any `halo` server role as a child process, with the addresses it logged.
-pub struct Proc {
-    pub child: Child,
-    /// Address logged after each marker (`"api listening"` → `127.0.0.1:4312`).
-    pub addrs: std::collections::HashMap<String, String>,
-}
-
-impl Proc {
-    /// Spawns `halo ARGS` with `envs`, waiting until it has logged each of `markers`.
-    pub fn spawn(args: &[String], envs: &[(&str, String)], markers: &[&str]) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_halo"));
-        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("halo starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut addrs = std::collections::HashMap::new();
-        while addrs.len() < markers.len() {
-            let line = rx
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("halo {args:?} did not log {markers:?}"));
-            for m in markers {
-                if line.contains(m) {
-                    let addr = line
-                        .split("addr=")
-                        .nth(1)
-                        .unwrap()
-                        .split_whitespace()
-                        .next()
-                        .unwrap();
-                    addrs.insert((*m).to_owned(), addr.to_owned());
-                }
-            }
-        }
-        // Keep draining so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in rx {});
-        Proc { child, addrs }
-    }
-
-    /// `http://` + the address logged after `marker`.
-    pub fn url(&self, marker: &str) -> String {
-        format!("http://{}", self.addrs[marker])
-    }
-
-    /// SIGKILL and reap.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
+    pub fn logged(&mut self, needle: &str) -> bool {
+        self.proc.logged(needle)
     }
 }
