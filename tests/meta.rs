@@ -188,3 +188,40 @@ async fn a_build_whose_blob_vanished_fails_with_a_message() {
     }
     panic!("build did not fail");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_blob_arrivals_are_group_committed_and_start_a_deployment_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Arc::new(SqliteMeta::open(&dir.path().join("halo.db")).unwrap());
+    m.create_project(&project("many"), "many.halo.test")
+        .await
+        .unwrap();
+    let blobs: Vec<Sha256> = (0..300u32).map(|i| Sha256::of(&i.to_le_bytes())).collect();
+    let files = blobs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (format!("f{i}"), *d))
+        .collect();
+    m.create_deployment(deployment("dpl_many", "prj_many", files, blobs.clone()))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = blobs
+        .iter()
+        .map(|d| {
+            let (m, d) = (m.clone(), *d);
+            tokio::spawn(async move { m.blobs_stored(&[(d, Some(4))]).await.unwrap() })
+        })
+        .collect();
+    let mut started = Vec::new();
+    for t in tasks {
+        started.extend(t.await.unwrap());
+    }
+    assert_eq!(
+        started,
+        vec!["dpl_many".to_owned()],
+        "reported exactly once"
+    );
+    let d = m.deployment("dpl_many").await.unwrap().unwrap();
+    assert_eq!((d.status, d.missing_count), (Status::Building, 0));
+    assert_eq!(m.known_blobs(&blobs).await.unwrap().len(), 300);
+}
