@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
@@ -20,6 +20,8 @@ use crate::digest::{Sha256, Sha256Hasher};
 /// Blobs up to this size are read whole in one blocking call; larger ones stream.
 /// PERF: one `spawn_blocking` round trip instead of a stream of them for typical web assets.
 const WHOLE_READ_MAX: u64 = 256 * 1024;
+/// Uploads up to this size are gathered in memory and written in one blocking call.
+const INLINE_PUT_MAX: usize = 1024 * 1024;
 /// Chunk size when streaming large blobs.
 const STREAM_CHUNK: usize = 64 * 1024;
 
@@ -156,12 +158,25 @@ impl BlobStore for FsStore {
         }
         let tmp = self.temp_path(digest);
         let mut guard = TempGuard(Some(tmp.clone()));
-        let mut file = tokio::fs::File::create(&tmp).await?;
         let mut hasher = Sha256Hasher::new();
+        // PERF: most web assets are small. Gather them in memory, verify, then write, fsync
+        // and rename in one blocking task instead of a blocking-pool hop per chunk.
+        let mut head = BytesMut::new();
+        let mut file: Option<tokio::fs::File> = None;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(StoreError::Body)?;
             hasher.update(&chunk);
-            file.write_all(&chunk).await?;
+            match &mut file {
+                Some(f) => f.write_all(&chunk).await?,
+                None => {
+                    head.extend_from_slice(&chunk);
+                    if head.len() > INLINE_PUT_MAX {
+                        let mut f = tokio::fs::File::create(&tmp).await?;
+                        f.write_all(&head).await?;
+                        file = Some(f);
+                    }
+                }
+            }
         }
         let actual = hasher.finish();
         if actual != *digest {
@@ -170,10 +185,17 @@ impl BlobStore for FsStore {
                 actual,
             });
         }
-        file.flush().await?;
-        file.sync_all().await?;
-        drop(file);
+        if let Some(mut f) = file {
+            f.flush().await?;
+            f.sync_all().await?;
+        }
+        let small = head.len() <= INLINE_PUT_MAX;
         blocking(move || {
+            if small {
+                let mut f = std::fs::File::create(&tmp)?;
+                std::io::Write::write_all(&mut f, &head)?;
+                f.sync_all()?;
+            }
             let dir = final_path.parent().expect("blob paths have a parent");
             std::fs::create_dir_all(dir)?;
             // Same content under the same name: a concurrent writer's rename is harmless.
