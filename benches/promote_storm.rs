@@ -7,77 +7,24 @@
 //! `cargo bench --bench promote_storm` (STORM_SECS=10 CLIENTS=16 to change the defaults).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use halo::config::Config;
-use halo::digest::Sha256;
 use halo::server::Server;
 use serde_json::{Value, json};
+
+// The deploy helper and fixtures the tests use.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::fixture;
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "storm-admin-token-0123456789";
 
 /// Each deployment's id and files.
 type Versions = Arc<Vec<(String, BTreeMap<String, Vec<u8>>)>>;
-
-fn fixture(name: &str) -> BTreeMap<String, Vec<u8>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/sites")
-        .join(name);
-    ["index.html", "about/index.html", "assets/app.js"]
-        .iter()
-        .map(|p| (p.to_string(), std::fs::read(root.join(p)).unwrap()))
-        .collect()
-}
-
-async fn deploy(
-    c: &reqwest::Client,
-    api: &str,
-    pid: &str,
-    site: &BTreeMap<String, Vec<u8>>,
-) -> String {
-    let files: serde_json::Map<String, Value> = site
-        .iter()
-        .map(|(p, b)| (p.clone(), json!(Sha256::of(b))))
-        .collect();
-    let d: Value = c
-        .post(format!("{api}/v1/deployments"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"project_id": pid, "files": files}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    for (_, b) in site.iter() {
-        c.put(format!("{api}/v1/files/{}", Sha256::of(b)))
-            .bearer_auth(TOKEN)
-            .body(b.clone())
-            .send()
-            .await
-            .unwrap();
-    }
-    let id = d["id"].as_str().unwrap().to_owned();
-    loop {
-        let d: Value = c
-            .get(format!("{api}/v1/deployments/{id}"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if d["status"] == "ready" {
-            return id;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 struct Counts {
     ok: AtomicU64,
@@ -210,8 +157,8 @@ fn main() {
         let p: Value = c.post(format!("{api}/v1/projects")).bearer_auth(TOKEN).json(&json!({"name": "storm"})).send().await.unwrap().json().await.unwrap();
         let pid = p["id"].as_str().unwrap().to_owned();
         let (blue, green) = (fixture("blue"), fixture("green"));
-        let a = deploy(&c, &api, &pid, &blue).await;
-        let b = deploy(&c, &api, &pid, &green).await;
+        let a = common::deploy_over_http(&c, &api, TOKEN, &pid, &blue, "preview").await["id"].as_str().unwrap().to_owned();
+        let b = common::deploy_over_http(&c, &api, TOKEN, &pid, &green, "preview").await["id"].as_str().unwrap().to_owned();
         c.post(format!("{api}/v1/deployments/{a}/promote")).bearer_auth(TOKEN).send().await.unwrap();
         let versions = Arc::new(vec![(a.clone(), blue), (b.clone(), green)]);
         let quiet = load(edge.clone(), versions.clone(), clients, secs, None).await;
