@@ -3,6 +3,7 @@
 //! The embedded default is SQLite ([`sqlite::SqliteMeta`]); a networked database can implement
 //! the same trait. Every call that returns `Ok` has made its change durable.
 
+mod group_commit;
 mod schema;
 pub mod sqlite;
 
