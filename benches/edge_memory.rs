@@ -52,7 +52,7 @@ fn main() {
             );
         }
         let id = format!("dpl_{p:020}");
-        let site = Arc::new(Site::from_manifest(&Manifest::new(
+        let site = Arc::new(Site::from_new_manifest(Manifest::new(
             id.clone(),
             format!("prj_{p}"),
             "t".into(),

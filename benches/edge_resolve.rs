@@ -33,7 +33,7 @@ fn table(hosts: usize, files: usize) -> AliasTable {
             size: 1024,
         },
     );
-    let site = Arc::new(Site::from_manifest(&Manifest::new(
+    let site = Arc::new(Site::from_new_manifest(Manifest::new(
         "dpl_bench".into(),
         "prj".into(),
         "t".into(),

@@ -77,7 +77,7 @@ fn edge_latency(c: &mut Criterion, rt: &tokio::runtime::Runtime, store: Arc<S3St
             size: data.len() as u64,
         },
     );
-    let site = Arc::new(Site::from_manifest(&Manifest::new(
+    let site = Arc::new(Site::from_new_manifest(Manifest::new(
         "dpl_bench".into(),
         "prj".into(),
         "t".into(),

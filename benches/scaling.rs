@@ -37,7 +37,7 @@ fn site(id: &str, files: usize) -> Arc<Site> {
             size: 1024,
         },
     );
-    Arc::new(Site::from_manifest(&Manifest::new(
+    Arc::new(Site::from_new_manifest(Manifest::new(
         id.into(),
         "prj".into(),
         "t".into(),
@@ -111,7 +111,7 @@ fn response_building(c: &mut Criterion) {
             size: 1024,
         },
     );
-    let s = Arc::new(Site::from_manifest(&Manifest::new(
+    let s = Arc::new(Site::from_new_manifest(Manifest::new(
         "dpl_r".into(),
         "prj".into(),
         "t".into(),

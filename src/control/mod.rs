@@ -369,7 +369,7 @@ impl Control {
             entries.into_iter().collect(),
         );
         let (manifest_digest, _) = put_bytes(&*self.store, manifest.to_bytes().into()).await?;
-        let site = Arc::new(Site::from_manifest(&manifest));
+        let site = Arc::new(Site::from_manifest(&manifest, manifest_digest));
         self.sites.insert(id.to_owned(), site);
         {
             let _release = self.release.lock().await;
@@ -480,16 +480,7 @@ impl Control {
             code: "deployment_not_ready",
             message: format!("deployment {deployment_id} has no manifest yet"),
         })?;
-        let blob = self.store.get(&digest).await?.ok_or_else(|| {
-            StoreError::Unavailable(format!("manifest {digest} of {deployment_id} is missing"))
-        })?;
-        let bytes = blob.into_bytes().await.map_err(StoreError::Io)?;
-        if Sha256::of(&bytes) != digest {
-            return Err(StoreError::Unavailable(format!("manifest {digest} is corrupt")).into());
-        }
-        let manifest = Manifest::from_bytes(&bytes)
-            .map_err(|e| StoreError::Unavailable(format!("manifest {digest}: {e}")))?;
-        let site = Arc::new(Site::from_manifest(&manifest));
+        let site = Arc::new(crate::edge::site::load(&*self.store, &digest).await?);
         self.sites.insert(deployment_id.to_owned(), site.clone());
         Ok(site)
     }

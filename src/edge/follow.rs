@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 use super::site::Site;
 use super::table::{AliasTable, TableHandle};
 use crate::digest::Sha256;
-use crate::model::Manifest;
 use crate::model::snapshot::{POINTER_KEY, RouteSnapshot, SnapshotPointer};
 use crate::store::BlobStore;
 
@@ -147,7 +146,11 @@ impl Follower {
                 .or_else(|| self.sites.get(&r.manifest))
             {
                 Some(s) => Arc::clone(s),
-                None => Arc::new(self.load_site(&r.manifest).await?),
+                None => Arc::new(
+                    super::site::load(&*self.store, &r.manifest)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                ),
             };
             keep.insert(r.manifest, site.clone());
             hosts.push((r.host, site));
@@ -165,21 +168,6 @@ impl Follower {
             );
         }
         Ok(applied)
-    }
-
-    async fn load_site(&self, digest: &Sha256) -> Result<Site, String> {
-        let blob = self
-            .store
-            .get(digest)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("manifest {digest} is missing from the store"))?;
-        let bytes = blob.into_bytes().await.map_err(|e| e.to_string())?;
-        if Sha256::of(&bytes) != *digest {
-            return Err(format!("manifest {digest} is corrupt"));
-        }
-        let m = Manifest::from_bytes(&bytes).map_err(|e| e.to_string())?;
-        Ok(Site::from_manifest(&m))
     }
 
     /// Follows changes until `shutdown`.

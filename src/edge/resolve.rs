@@ -92,8 +92,11 @@ mod tests {
         AliasTable::new(
             3,
             [
-                ("site.test".to_owned(), Arc::new(Site::from_manifest(&m))),
-                ("bare.test".to_owned(), Arc::new(Site::from_manifest(&m2))),
+                ("site.test".to_owned(), Arc::new(Site::from_new_manifest(m))),
+                (
+                    "bare.test".to_owned(),
+                    Arc::new(Site::from_new_manifest(m2)),
+                ),
             ],
         )
     }

@@ -6,6 +6,7 @@ use http::HeaderValue;
 
 use crate::digest::Sha256;
 use crate::model::Manifest;
+use crate::store::{BlobStore, StoreError};
 
 /// The custom not-found page a site may carry.
 pub const NOT_FOUND_PAGE: &str = "404.html";
@@ -52,8 +53,9 @@ fn content_type_for(path: &str) -> HeaderValue {
 }
 
 impl Site {
-    /// Builds the servable form of a manifest.
-    pub fn from_manifest(manifest: &Manifest) -> Self {
+    /// Builds the servable form of a manifest stored under `digest` (the caller has the
+    /// address already: it just wrote or verified those bytes).
+    pub fn from_manifest(manifest: &Manifest, digest: Sha256) -> Self {
         let files = manifest
             .files
             .iter()
@@ -69,13 +71,19 @@ impl Site {
             })
             .collect();
         Site {
-            // Manifest bytes are canonical, so this is the address they were stored under.
-            manifest: Sha256::of(&manifest.to_bytes()),
+            manifest: digest,
             deployment_header: HeaderValue::from_str(&manifest.deployment_id)
                 .unwrap_or(HeaderValue::from_static("invalid")),
             deployment_id: manifest.deployment_id.clone(),
             files,
         }
+    }
+
+    /// Builds the site of a manifest made in memory (tests, benchmarks), addressing it by
+    /// its canonical bytes.
+    pub fn from_new_manifest(manifest: Manifest) -> Self {
+        let digest = Sha256::of(&manifest.to_bytes());
+        Self::from_manifest(&manifest, digest)
     }
 
     /// The file at a manifest path.
@@ -97,6 +105,23 @@ impl Site {
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
+}
+
+/// Reads the manifest stored under `digest`, checks its bytes against the address, and
+/// builds its site. Missing, corrupt or unreadable manifests are `Unavailable`.
+pub async fn load(store: &dyn BlobStore, digest: &Sha256) -> Result<Site, StoreError> {
+    let blob = store.get(digest).await?.ok_or_else(|| {
+        StoreError::Unavailable(format!("manifest {digest} is missing from the store"))
+    })?;
+    let bytes = blob.into_bytes().await.map_err(StoreError::Io)?;
+    if Sha256::of(&bytes) != *digest {
+        return Err(StoreError::Unavailable(format!(
+            "manifest {digest} is corrupt"
+        )));
+    }
+    let manifest = Manifest::from_bytes(&bytes)
+        .map_err(|e| StoreError::Unavailable(format!("manifest {digest}: {e}")))?;
+    Ok(Site::from_manifest(&manifest, *digest))
 }
 
 #[cfg(test)]

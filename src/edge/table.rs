@@ -157,7 +157,7 @@ mod tests {
 
     fn site(id: &str) -> Arc<Site> {
         let m = Manifest::new(id.into(), "prj".into(), "t".into(), Default::default());
-        Arc::new(Site::from_manifest(&m))
+        Arc::new(Site::from_new_manifest(m))
     }
 
     #[test]
