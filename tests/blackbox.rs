@@ -137,32 +137,14 @@ async fn full_lifecycle_against_the_real_binary() {
     );
 
     // Promote green, roll back to blue.
-    let (s, _) = api(
-        &client,
-        &halo,
-        &token,
-        reqwest::Method::POST,
-        &format!("/v1/deployments/{green_id}/promote"),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200);
+    common::promote_over_http(&client, &halo.api, &token, &green_id).await;
     assert_eq!(
         edge_get(&client, &halo, "my-app.halo.test", "/")
             .await
             .headers()["x-halo-deployment"],
         green_id.as_str()
     );
-    let (s, _) = api(
-        &client,
-        &halo,
-        &token,
-        reqwest::Method::POST,
-        &format!("/v1/deployments/{blue_id}/promote"),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200);
+    common::promote_over_http(&client, &halo.api, &token, &blue_id).await;
     assert_eq!(
         edge_get(&client, &halo, "my-app.halo.test", "/")
             .await

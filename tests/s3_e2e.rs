@@ -18,14 +18,7 @@ async fn deploy_and_serve_from_s3_and_share_the_bucket() {
     let Some(s3) = s3_settings() else { return };
     let s3b = s3.clone();
     let a = TestServer::start_with(|c| c.storage = Storage::S3(Box::new(s3))).await;
-    let (_, p) = a
-        .call(
-            Method::POST,
-            "/v1/projects",
-            Some(json!({"name": "s3site"})),
-        )
-        .await;
-    let pid = p["id"].as_str().unwrap().to_owned();
+    let pid = a.create_project("s3site").await;
     let mut site = fixture("green");
     // Above the test multipart threshold (5 MiB): goes up in parts, comes back streamed.
     site.insert(
@@ -129,14 +122,7 @@ async fn s3_outage_serves_cache_refuses_uploads_and_loses_nothing() {
         c.cache_bytes = 1 << 20;
     })
     .await;
-    let (_, p) = srv
-        .call(
-            Method::POST,
-            "/v1/projects",
-            Some(json!({"name": "outage"})),
-        )
-        .await;
-    let pid = p["id"].as_str().unwrap().to_owned();
+    let pid = srv.create_project("outage").await;
     let site = fixture("green");
     srv.deploy(&pid, &site, "production").await;
     for path in ["/", "/assets/app.js"] {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::process::Proc;
 use common::{fixture, s3_settings};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const TOKEN: &str = "scale-out-admin-token-0123";
 
@@ -136,17 +136,7 @@ async fn edges_follow_promotes_survive_the_control_plane_and_cold_start_from_s3(
     let client = reqwest::Client::new();
 
     // A project with a production deployment and a preview, before any edge exists.
-    let p: Value = client
-        .post(format!("{api}/v1/projects"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"name": "scale"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let pid = p["id"].as_str().unwrap().to_owned();
+    let pid = common::create_project_over_http(&client, &api, TOKEN, "scale").await;
     let blue =
         common::deploy_over_http(&client, &api, TOKEN, &pid, &fixture("blue"), "production").await;
     let green =
@@ -180,17 +170,8 @@ async fn edges_follow_promotes_survive_the_control_plane_and_cold_start_from_s3(
 
     // Promotes reach both edges; measured, not asserted as a timing.
     let mut latencies = Vec::new();
-    for (i, id) in [&green_id, &blue_id, &green_id, &blue_id, &green_id]
-        .iter()
-        .enumerate()
-    {
-        let r = client
-            .post(format!("{api}/v1/deployments/{id}/promote"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "promote {i}");
+    for id in [&green_id, &blue_id, &green_id, &blue_id, &green_id] {
+        common::promote_over_http(&client, &api, TOKEN, id).await;
         latencies.push(
             until_all_serve(
                 &client,
@@ -313,13 +294,7 @@ async fn edges_follow_promotes_survive_the_control_plane_and_cold_start_from_s3(
     // The control plane restarts on the same address and data: edges resume from their
     // revision and follow a promote made after it is back.
     let _cp = Proc::spawn(&api_args(&cp_data), &env, &["api listening"]);
-    let r = client
-        .post(format!("{api}/v1/deployments/{blue_id}/promote"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    common::promote_over_http(&client, &api, TOKEN, &blue_id).await;
     let all = vec![edges[0].clone(), edges[1].clone(), e3_url];
     let caught_up = until_all_serve(
         &client,

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{TestServer, fixture};
-use reqwest::Method;
 
 const PROMOTES: usize = 300;
 const CLIENTS: usize = 6;
@@ -26,14 +25,7 @@ fn file_for(path: &str) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_back_and_forth_under_load_never_fails_or_mixes() {
     let srv = TestServer::start().await;
-    let (_, p) = srv
-        .call(
-            Method::POST,
-            "/v1/projects",
-            Some(serde_json::json!({"name": "zero"})),
-        )
-        .await;
-    let pid = p["id"].as_str().unwrap().to_owned();
+    let pid = srv.create_project("zero").await;
     let blue = fixture("blue");
     let green = fixture("green");
     let blue_id = srv.deploy(&pid, &blue, "production").await["id"]
@@ -45,14 +37,7 @@ async fn promote_back_and_forth_under_load_never_fails_or_mixes() {
         .unwrap()
         .to_owned();
     // The production deployment is promoted as soon as it is ready; make it explicit.
-    let (s, _) = srv
-        .call(
-            Method::POST,
-            &format!("/v1/deployments/{blue_id}/promote"),
-            None,
-        )
-        .await;
-    assert!(s.is_success());
+    srv.promote(&blue_id).await;
 
     let versions = Arc::new([(blue_id.clone(), blue), (green_id.clone(), green)]);
     let done = Arc::new(AtomicBool::new(false));
@@ -108,16 +93,9 @@ async fn promote_back_and_forth_under_load_never_fails_or_mixes() {
         }));
     }
 
-    let api = reqwest::Client::new();
     for i in 0..PROMOTES {
         let id = if i % 2 == 0 { &green_id } else { &blue_id };
-        let r = api
-            .post(format!("{}/v1/deployments/{id}/promote", srv.api))
-            .bearer_auth(common::TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        srv.promote(id).await;
         // Let the clients run between swaps so both versions are observed at every stage.
         if i % 10 == 0 {
             tokio::task::yield_now().await;

@@ -250,6 +250,16 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Creates a project; returns its id.
+    pub async fn create_project(&self, name: &str) -> String {
+        create_project_over_http(&self.client, &self.api, TOKEN, name).await
+    }
+
+    /// Promotes a deployment, asserting success.
+    pub async fn promote(&self, id: &str) -> Value {
+        promote_over_http(&self.client, &self.api, TOKEN, id).await
+    }
+
     /// Stops the server and waits until it has drained.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
@@ -379,4 +389,40 @@ pub fn s3_settings() -> Option<halo::store::s3::S3Settings> {
         attempt_timeout: Duration::from_secs(30),
         max_attempts: 2,
     })
+}
+
+/// Creates a project over HTTP; returns its id.
+pub async fn create_project_over_http(
+    client: &reqwest::Client,
+    api: &str,
+    token: &str,
+    name: &str,
+) -> String {
+    let r = client
+        .post(format!("{api}/v1/projects"))
+        .bearer_auth(token)
+        .json(&json!({ "name": name }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "create project {name}");
+    let p: Value = r.json().await.unwrap();
+    p["id"].as_str().unwrap().to_owned()
+}
+
+/// Promotes a deployment over HTTP, asserting success; returns the deployment.
+pub async fn promote_over_http(
+    client: &reqwest::Client,
+    api: &str,
+    token: &str,
+    id: &str,
+) -> Value {
+    let r = client
+        .post(format!("{api}/v1/deployments/{id}/promote"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "promote {id}");
+    r.json().await.unwrap()
 }
