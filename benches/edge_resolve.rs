@@ -86,8 +86,8 @@ fn bench_resolve(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 matches!(
-                    resolve(black_box(&t), Some(black_box(host)), black_box(path)),
-                    Resolved::File(..)
+                    resolve(black_box(&t), Some(black_box(host)), black_box(path), None),
+                    Resolved::File { .. }
                 )
             })
         });

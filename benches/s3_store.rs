@@ -87,16 +87,12 @@ fn edge_latency(c: &mut Criterion, rt: &tokio::runtime::Runtime, store: Arc<S3St
         1,
         [("bench.halo.test".to_owned(), site)],
     )));
-    let hit = Edge {
-        table: table.clone(),
-        store: store.clone() as Arc<dyn BlobStore>,
-        cache: BlobCache::new(64 << 20),
-    };
-    let miss = Edge {
-        table,
-        store: store as Arc<dyn BlobStore>,
-        cache: BlobCache::new(0),
-    };
+    let hit = Edge::new(
+        table.clone(),
+        store.clone() as Arc<dyn BlobStore>,
+        BlobCache::new(64 << 20),
+    );
+    let miss = Edge::new(table, store as Arc<dyn BlobStore>, BlobCache::new(0));
     let request = || {
         http::Request::get("/")
             .header("host", "bench.halo.test")

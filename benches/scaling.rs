@@ -61,8 +61,8 @@ fn lookup_and_promote(c: &mut Criterion) {
         c.bench_function(&format!("lookup/{hosts}_hosts"), |b| {
             b.iter(|| {
                 matches!(
-                    resolve(black_box(&t), Some(black_box(&host)), "/"),
-                    Resolved::File(..)
+                    resolve(black_box(&t), Some(black_box(&host)), "/", None),
+                    Resolved::File { .. }
                 )
             })
         });
@@ -86,9 +86,10 @@ fn path_resolution(c: &mut Criterion) {
                 resolve(
                     &t,
                     Some("project-0.halo.localhost"),
-                    black_box("/assets/file-77777.js")
+                    black_box("/assets/file-77777.js"),
+                    None
                 ),
-                Resolved::File(..)
+                Resolved::File { .. }
             )
         })
     });
@@ -117,14 +118,14 @@ fn response_building(c: &mut Criterion) {
         "t".into(),
         files,
     )));
-    let edge = Edge {
-        table: Arc::new(TableHandle::new(AliasTable::new(
+    let edge = Edge::new(
+        Arc::new(TableHandle::new(AliasTable::new(
             1,
             [("r.halo.localhost".to_owned(), s)],
         ))),
         store,
-        cache: BlobCache::new(64 << 20),
-    };
+        BlobCache::new(64 << 20),
+    );
     let req = || {
         http::Request::get("/")
             .header("host", "r.halo.localhost")

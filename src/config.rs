@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::edge::server::ServeOptions;
 use crate::store::s3::S3Settings;
 
 /// The file read when `--config` is not given, if it exists.
@@ -57,6 +58,21 @@ pub struct ServeArgs {
     /// Path-style addressing (endpoint/bucket/key), needed by most self-hosted servers
     #[arg(long, env = "HALO_S3_FORCE_PATH_STYLE", num_args = 0..=1, default_missing_value = "true")]
     pub s3_force_path_style: Option<bool>,
+    /// Address of the edge's TLS listener (HTTPS, h2 by ALPN) [default: none]
+    #[arg(long, env = "HALO_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// Directory of per-host certificates (`<host>.crt` + `<host>.key`), reloaded on change
+    #[arg(long, env = "HALO_TLS_CERT_DIR")]
+    pub tls_cert_dir: Option<PathBuf>,
+    /// Redirect plain-HTTP edge requests to HTTPS (needs --tls-listen)
+    #[arg(long, env = "HALO_REDIRECT_HTTPS", num_args = 0..=1, default_missing_value = "true")]
+    pub redirect_https: Option<bool>,
+    /// One access-log line per edge request (target `halo::access`, info level)
+    #[arg(long, env = "HALO_ACCESS_LOG", num_args = 0..=1, default_missing_value = "true")]
+    pub access_log: Option<bool>,
+    /// Most open edge connections; more are answered 503 [default: 10000]
+    #[arg(long, env = "HALO_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// S3 access key id
     #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
     pub s3_access_key_id: Option<String>,
@@ -93,6 +109,21 @@ struct StorageFile {
     max_attempts: Option<u32>,
 }
 
+/// The `[edge]` table of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EdgeFile {
+    tls_listen: Option<SocketAddr>,
+    tls_cert_dir: Option<PathBuf>,
+    redirect_https: Option<bool>,
+    access_log: Option<bool>,
+    max_connections: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_header_bytes: Option<usize>,
+    max_headers: Option<usize>,
+}
+
 /// The `config/halo.toml` keys; every one optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +136,7 @@ struct FileConfig {
     shutdown_grace_secs: Option<u64>,
     cache_bytes: Option<u64>,
     storage: Option<StorageFile>,
+    edge: Option<EdgeFile>,
 }
 
 /// Where blobs are stored.
@@ -137,6 +169,12 @@ pub struct Config {
     pub storage: Storage,
     /// Bytes of hot blobs the edge keeps in memory (0: no cache).
     pub cache_bytes: u64,
+    /// Limits and behaviour of the edge listeners.
+    pub edge: ServeOptions,
+    /// The edge's TLS listener, if any.
+    pub tls_listen: Option<SocketAddr>,
+    /// Where the TLS listener's certificates are.
+    pub tls_cert_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -151,6 +189,9 @@ impl Default for Config {
             admin_token: None,
             storage: Storage::Fs,
             cache_bytes: 256 * 1024 * 1024,
+            edge: ServeOptions::default(),
+            tls_listen: None,
+            tls_cert_dir: None,
         }
     }
 }
@@ -223,7 +264,11 @@ impl Config {
                 .or(file.cache_bytes)
                 .unwrap_or(d.cache_bytes),
             storage: storage(args, file.storage.unwrap_or_default())?,
+            edge: ServeOptions::default(),
+            tls_listen: None,
+            tls_cert_dir: None,
         };
+        let cfg = edge(args, file.edge.unwrap_or_default(), cfg)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -259,6 +304,57 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn edge(args: &ServeArgs, f: EdgeFile, mut cfg: Config) -> Result<Config, ConfigError> {
+    let d = ServeOptions::default();
+    cfg.tls_listen = args.tls_listen.or(f.tls_listen);
+    cfg.tls_cert_dir = args.tls_cert_dir.clone().or(f.tls_cert_dir);
+    if cfg.tls_listen.is_some() != cfg.tls_cert_dir.is_some() {
+        return Err(ConfigError::Invalid {
+            key: "edge.tls_listen",
+            reason: "tls_listen and tls_cert_dir go together".into(),
+        });
+    }
+    let redirect = args.redirect_https.or(f.redirect_https).unwrap_or(false);
+    if redirect && cfg.tls_listen.is_none() {
+        return Err(ConfigError::Invalid {
+            key: "edge.redirect_https",
+            reason: "needs a TLS listener (tls_listen)".into(),
+        });
+    }
+    let secs = |v: Option<u64>, default: Duration, key: &'static str| match v {
+        Some(0) => Err(ConfigError::Invalid {
+            key,
+            reason: "must be at least 1 second".into(),
+        }),
+        Some(s) => Ok(Duration::from_secs(s)),
+        None => Ok(default),
+    };
+    cfg.edge = ServeOptions {
+        grace: cfg.shutdown_grace,
+        max_connections: args
+            .max_connections
+            .or(f.max_connections)
+            .unwrap_or(d.max_connections)
+            .max(1),
+        header_read_timeout: secs(
+            f.header_read_timeout_secs,
+            d.header_read_timeout,
+            "edge.header_read_timeout_secs",
+        )?,
+        idle_timeout: secs(
+            f.idle_timeout_secs,
+            d.idle_timeout,
+            "edge.idle_timeout_secs",
+        )?,
+        max_header_bytes: f.max_header_bytes.unwrap_or(d.max_header_bytes),
+        max_headers: f.max_headers.unwrap_or(d.max_headers),
+        access_log: args.access_log.or(f.access_log).unwrap_or(false),
+        redirect_https: redirect.then(|| cfg.tls_listen.map_or(443, |a| a.port())),
+        tls_handshake_timeout: d.tls_handshake_timeout,
+    };
+    Ok(cfg)
 }
 
 fn storage(args: &ServeArgs, f: StorageFile) -> Result<Storage, ConfigError> {

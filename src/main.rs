@@ -84,8 +84,13 @@ async fn serve(config: Config, with_edge: bool) -> anyhow::Result<()> {
         true => Some(bind(config.edge_listen, "edge").await?),
         false => None,
     };
+    let tls = match (with_edge, config.tls_listen) {
+        (true, Some(addr)) => Some(bind(addr, "edge TLS listener").await?),
+        _ => None,
+    };
     let shutdown = CancellationToken::new();
-    let server = halo::server::Server::start(&config, api, edge, shutdown.clone()).await?;
+    let server =
+        halo::server::Server::start_with_tls(&config, api, edge, tls, shutdown.clone()).await?;
     tokio::spawn(async move {
         wait_for_signal().await;
         shutdown.cancel();
@@ -103,11 +108,11 @@ async fn edge_node(
     let edge_listener = bind(config.edge_listen, "edge").await?;
     let admin_listener = bind(args.admin_listen, "admin listener").await?;
     let store = halo::server::open_store(&config)?;
-    let edge = std::sync::Arc::new(halo::edge::Edge {
-        table: std::sync::Arc::default(),
+    let edge = std::sync::Arc::new(halo::edge::Edge::new(
+        std::sync::Arc::default(),
         store,
-        cache: halo::edge::cache::BlobCache::new(config.cache_bytes),
-    });
+        halo::edge::cache::BlobCache::new(config.cache_bytes),
+    ));
     let follow = halo::edge::follow::FollowConfig {
         control_plane: args.control_plane.clone(),
         token,
@@ -119,7 +124,7 @@ async fn edge_node(
         follow,
         edge_listener,
         admin_listener,
-        config.shutdown_grace,
+        config.edge.clone(),
         shutdown.clone(),
     )
     .await?;

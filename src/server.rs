@@ -47,6 +47,18 @@ impl Server {
         edge: Option<TcpListener>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Server> {
+        Self::start_with_tls(config, api, edge, None, shutdown).await
+    }
+
+    /// As [`Server::start`], with the edge's TLS listener too (certificates from
+    /// `config.tls_cert_dir`).
+    pub async fn start_with_tls(
+        config: &Config,
+        api: TcpListener,
+        edge: Option<TcpListener>,
+        tls: Option<TcpListener>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Server> {
         let data = &config.data_dir;
         std::fs::create_dir_all(data)
             .with_context(|| format!("creating data directory {}", data.display()))?;
@@ -65,22 +77,42 @@ impl Server {
             .context("loading deployments")?;
 
         let grace = config.shutdown_grace;
+        let edge_state = Arc::new(Edge::new(
+            control.table.clone(),
+            store,
+            BlobCache::new(config.cache_bytes),
+        ));
+        let tls_task = match (tls, &config.tls_cert_dir) {
+            (Some(listener), Some(dir)) => {
+                let certs = edge::tls::CertStore::open(dir).with_context(|| {
+                    format!("reading the certificate directory {}", dir.display())
+                })?;
+                certs.clone().watch(shutdown.clone());
+                let acceptor = certs.acceptor().context("configuring TLS")?;
+                tracing::info!(addr = %listener.local_addr()?, hosts = ?certs.hosts(), "edge TLS listening");
+                Some(tokio::spawn(edge::server::serve_tls(
+                    listener,
+                    edge_state.clone(),
+                    shutdown.clone(),
+                    config.edge.clone(),
+                    acceptor,
+                )))
+            }
+            (Some(_), None) => anyhow::bail!("a TLS listener needs tls_cert_dir"),
+            _ => None,
+        };
         let edge_task = edge.map(|listener| {
-            let edge_state = Arc::new(Edge {
-                table: control.table.clone(),
-                store,
-                cache: BlobCache::new(config.cache_bytes),
-            });
             tokio::spawn(edge::server::serve(
                 listener,
-                edge_state,
+                edge_state.clone(),
                 shutdown.clone(),
-                grace,
+                config.edge.clone(),
             ))
         });
         let app = api::router(ApiState {
             control: control.clone(),
             max_file_bytes: config.max_file_bytes,
+            edge: edge_task.is_some().then(|| edge_state.clone()),
         });
         let api_stop = shutdown.clone();
         let api_task = tokio::spawn(async move {
@@ -109,6 +141,9 @@ impl Server {
                 api_abort.abort();
             }
             if let Some(t) = edge_task {
+                let _ = t.await;
+            }
+            if let Some(t) = tls_task {
                 let _ = t.await;
             }
             tracing::info!("stopped");

@@ -289,11 +289,11 @@ async fn concurrent_misses_make_one_store_read_and_hits_make_none() {
         inner: h.edge.store.clone(),
         gets: Default::default(),
     });
-    let edge = std::sync::Arc::new(halo::edge::Edge {
-        table: h.control.table.clone(),
-        store: counting.clone(),
-        cache: halo::edge::cache::BlobCache::new(8 << 20),
-    });
+    let edge = std::sync::Arc::new(halo::edge::Edge::new(
+        h.control.table.clone(),
+        counting.clone(),
+        halo::edge::cache::BlobCache::new(8 << 20),
+    ));
     let want = fixture("blue")["index.html"].clone();
     let tasks: Vec<_> = (0..20)
         .map(|_| {

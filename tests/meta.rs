@@ -19,6 +19,7 @@ fn project(name: &str) -> Project {
         env: Default::default(),
         created_at: now_millis(),
         production_deployment_id: None,
+        settings: Default::default(),
     }
 }
 

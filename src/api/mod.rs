@@ -31,13 +31,15 @@ pub struct ApiState {
     pub control: Arc<Control>,
     /// Largest accepted blob upload.
     pub max_file_bytes: u64,
+    /// The edge in this process, if any, for `/metrics`.
+    pub edge: Option<Arc<crate::edge::Edge>>,
 }
 
 /// The API router (tests drive it without a socket).
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/projects", post(projects::create).get(projects::list))
-        .route("/projects/{id}", get(projects::get))
+        .route("/projects/{id}", get(projects::get).patch(projects::update))
         .route("/projects/{id}/promotions", get(projects::promotions))
         .route(
             "/deployments",

@@ -1,4 +1,4 @@
-//! `/v1/projects`: create, list, get.
+//! `/v1/projects`: create, list, get, update settings.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -10,6 +10,7 @@ use super::json::Body;
 use super::views::ProjectView;
 use super::{ApiError, ApiState};
 use crate::meta::Env;
+use crate::model::settings::{SettingsPatch, SiteSettings};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,14 +18,37 @@ pub struct CreateProject {
     name: String,
     #[serde(default)]
     env: Env,
+    #[serde(default)]
+    settings: SettingsPatch,
 }
 
 pub async fn create(
     State(s): State<ApiState>,
     Body(req): Body<CreateProject>,
 ) -> Result<(StatusCode, Json<ProjectView>), ApiError> {
-    let p = s.control.create_project(req.name, req.env).await?;
+    let settings = SiteSettings::default().patched(&req.settings);
+    let p = s
+        .control
+        .create_project(req.name, req.env, settings)
+        .await?;
     Ok((StatusCode::CREATED, Json(ProjectView::new(&s.control, p))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProject {
+    settings: SettingsPatch,
+}
+
+/// Changes the settings that deployments built from now on start from; deployments
+/// already built keep theirs (they are immutable versions).
+pub async fn update(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Body(req): Body<UpdateProject>,
+) -> Result<Json<ProjectView>, ApiError> {
+    let p = s.control.update_settings(&id, &req.settings).await?;
+    Ok(Json(ProjectView::new(&s.control, p)))
 }
 
 pub async fn list(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {

@@ -45,19 +45,14 @@ pub async fn stream(
     Ok(Json(table.snapshot()).into_response())
 }
 
-/// Prometheus text: the alias table's revision and size.
+/// Prometheus text: the alias table's revision and size, promotes, and the edge's
+/// counters when this process serves the edge.
 pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
-    let table = s.control.table.load();
-    let body = format!(
-        "# HELP halo_alias_table_revision Revision of the alias table served.\n\
-         # TYPE halo_alias_table_revision gauge\n\
-         halo_alias_table_revision {}\n\
-         # HELP halo_alias_table_hosts Hosts in the alias table.\n\
-         # TYPE halo_alias_table_hosts gauge\n\
-         halo_alias_table_hosts {}\n",
-        table.revision,
-        table.len()
-    );
+    let mut body = s.control.table.load().metrics();
+    s.control.promote_metrics.render(&mut body);
+    if let Some(edge) = &s.edge {
+        edge.metrics.render(edge.cache.counters(), &mut body);
+    }
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         body,

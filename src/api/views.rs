@@ -17,6 +17,8 @@ pub struct ProjectView {
     /// The production URL (serves once a deployment is promoted).
     url: String,
     production_deployment_id: Option<String>,
+    /// URL conventions new deployments start from.
+    settings: crate::model::settings::SiteSettings,
 }
 
 impl ProjectView {
@@ -29,6 +31,7 @@ impl ProjectView {
             env: p.env,
             created_at: rfc3339(p.created_at),
             production_deployment_id: p.production_deployment_id,
+            settings: p.settings,
         }
     }
 }

@@ -12,9 +12,11 @@ use dashmap::DashMap;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use crate::digest::Sha256;
-use crate::edge::site::Site;
+use crate::edge::metrics::PromoteMetrics;
+use crate::edge::site::{self, Site};
 use crate::edge::table::{AliasTable, TableHandle};
 use crate::meta::{AliasChange, Deployment, Env, MetaError, MetaStore, NewDeployment, Project};
+use crate::model::settings::{self, SettingsPatch, SiteSettings};
 use crate::model::{self, Manifest, ManifestEntry, Status, Target, names};
 use crate::store::{BlobStore, ByteStream, PutOutcome, StoreError, put_bytes};
 
@@ -88,6 +90,8 @@ pub struct Control {
     release: tokio::sync::Mutex<()>,
     /// The revision of the table now served; edge nodes long-poll on it.
     revision: tokio::sync::watch::Sender<u64>,
+    /// Promote count and latency, for `/metrics`.
+    pub promote_metrics: PromoteMetrics,
 }
 
 impl Control {
@@ -109,6 +113,7 @@ impl Control {
             building: DashMap::new(),
             release: tokio::sync::Mutex::new(()),
             revision: tokio::sync::watch::Sender::new(0),
+            promote_metrics: PromoteMetrics::default(),
         });
         let routes = control.meta.routes().await?;
         let mut hosts = Vec::with_capacity(routes.routes.len());
@@ -170,7 +175,12 @@ impl Control {
     }
 
     /// Creates a project and reserves its production host.
-    pub async fn create_project(&self, name: String, env: Env) -> Result<Project, ControlError> {
+    pub async fn create_project(
+        &self,
+        name: String,
+        env: Env,
+        settings: SiteSettings,
+    ) -> Result<Project, ControlError> {
         names::validate_project_name(&name).map_err(|message| ControlError::Invalid {
             code: "invalid_name",
             message,
@@ -181,6 +191,7 @@ impl Control {
             env,
             created_at: model::now_millis(),
             production_deployment_id: None,
+            settings,
         };
         let host = self.production_host(&project.name);
         match self.meta.create_project(&project, &host).await {
@@ -190,6 +201,19 @@ impl Control {
             }),
             r => r.map(|()| project).map_err(Into::into),
         }
+    }
+
+    /// Applies `patch` to a project's settings (for deployments built from now on).
+    pub async fn update_settings(
+        &self,
+        id: &str,
+        patch: &SettingsPatch,
+    ) -> Result<Project, ControlError> {
+        let p = self.project(id).await?;
+        Ok(self
+            .meta
+            .set_project_settings(&p.id, &p.settings.patched(patch))
+            .await?)
     }
 
     /// A project by id.
@@ -362,14 +386,27 @@ impl Control {
         let deployment = self.deployment(id).await?;
         let files = self.meta.deployment_files(id).await?;
         let entries = self.sizes(files).await?;
-        let manifest = Manifest::new(
+        let mut manifest = Manifest::new(
             id.to_owned(),
             deployment.project_id.clone(),
             model::rfc3339(deployment.created_at),
             entries.into_iter().collect(),
         );
+        manifest.preview_host = Some(deployment.preview_host.clone());
+        manifest.settings = self.settings_for(&deployment.project_id, &manifest).await?;
+        // Rules are checked before the version exists: a bad file fails the build with
+        // its line, and never reaches the edge.
+        let rules = site::read_rules(&*self.store, &manifest)
+            .await
+            .map_err(|e| match e {
+                site::RulesLoadError::Store(e) => ControlError::from(e),
+                site::RulesLoadError::Invalid(e) => ControlError::Invalid {
+                    code: "invalid_rules",
+                    message: e.to_string(),
+                },
+            })?;
         let (manifest_digest, _) = put_bytes(&*self.store, manifest.to_bytes().into()).await?;
-        let site = Arc::new(Site::from_manifest(&manifest, manifest_digest));
+        let site = Arc::new(Site::with_rules(&manifest, manifest_digest, rules));
         self.sites.insert(id.to_owned(), site);
         {
             let _release = self.release.lock().await;
@@ -384,6 +421,24 @@ impl Control {
             self.promote(id).await?;
         }
         Ok(())
+    }
+
+    /// The project's settings with the deployment's `halo.json` over them.
+    async fn settings_for(
+        &self,
+        project_id: &str,
+        manifest: &Manifest,
+    ) -> Result<SiteSettings, ControlError> {
+        let base = self.project(project_id).await?.settings;
+        let invalid = |message: String| ControlError::Invalid {
+            code: "invalid_settings",
+            message,
+        };
+        match site::read_small(&*self.store, manifest, settings::FILE, settings::FILE_MAX).await? {
+            None => Ok(base),
+            Some(Err(message)) => Err(invalid(message)),
+            Some(Ok(bytes)) => Ok(base.patched(&settings::parse_file(&bytes).map_err(invalid)?)),
+        }
     }
 
     /// Sizes of a deployment's files: from the blob index where it knows them, else from
@@ -438,6 +493,7 @@ impl Control {
     /// Points the project's production hosts at deployment `id` (which must be ready) in
     /// one table swap. Promoting an older deployment is a rollback.
     pub async fn promote(&self, id: &str) -> Result<Deployment, ControlError> {
+        let started = std::time::Instant::now();
         {
             let _release = self.release.lock().await;
             let change = match self.meta.promote(id).await {
@@ -454,6 +510,7 @@ impl Control {
             };
             self.apply_change(change).await?;
         }
+        self.promote_metrics.record(started.elapsed());
         tracing::info!(deployment = %id, revision = self.table.load().revision, "promoted");
         self.deployment(id).await
     }

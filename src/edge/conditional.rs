@@ -1,9 +1,10 @@
 //! Conditional and range request logic (RFC 9110 §13, §14): pure decisions over headers.
 
 use std::ops::Range;
+use std::time::SystemTime;
 
 use http::HeaderMap;
-use http::header::{IF_NONE_MATCH, IF_RANGE, RANGE};
+use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, RANGE};
 
 /// What to send for a file, given the request's conditional and range headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,12 +19,23 @@ pub enum Plan {
     Unsatisfiable,
 }
 
-/// Decides how to answer a GET/HEAD for a representation of `size` bytes tagged `etag`.
-pub fn plan(headers: &HeaderMap, etag: &[u8], size: u64) -> Plan {
-    if let Some(inm) = headers.get(IF_NONE_MATCH)
-        && etag_list_matches(inm.as_bytes(), etag)
-    {
-        return Plan::NotModified;
+/// Decides how to answer a GET/HEAD for a representation of `size` bytes tagged `etag`
+/// and last modified at `modified` (whole seconds).
+pub fn plan(headers: &HeaderMap, etag: &[u8], size: u64, modified: SystemTime) -> Plan {
+    match headers.get(IF_NONE_MATCH) {
+        Some(inm) if etag_list_matches(inm.as_bytes(), etag) => return Plan::NotModified,
+        Some(_) => {}
+        // If-Modified-Since counts only without If-None-Match (RFC 9110 §13.1.3).
+        None => {
+            if let Some(since) = headers
+                .get(IF_MODIFIED_SINCE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v).ok())
+                && modified <= since
+            {
+                return Plan::NotModified;
+            }
+        }
     }
     let Some(range) = headers.get(RANGE) else {
         return Plan::Full;
@@ -118,7 +130,46 @@ mod tests {
         for (k, v) in pairs {
             h.insert(k.clone(), HeaderValue::from_str(v).unwrap());
         }
-        plan(&h, TAG, size)
+        plan(
+            &h,
+            TAG,
+            size,
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+        )
+    }
+
+    #[test]
+    fn if_modified_since() {
+        let at = |t: u64| {
+            httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t))
+        };
+        assert_eq!(
+            plan_with(&[(IF_MODIFIED_SINCE, &at(1_700_000_000))], 10),
+            Plan::NotModified
+        );
+        assert_eq!(
+            plan_with(&[(IF_MODIFIED_SINCE, &at(1_800_000_000))], 10),
+            Plan::NotModified
+        );
+        assert_eq!(
+            plan_with(&[(IF_MODIFIED_SINCE, &at(1_600_000_000))], 10),
+            Plan::Full
+        );
+        assert_eq!(
+            plan_with(&[(IF_MODIFIED_SINCE, "yesterday")], 10),
+            Plan::Full
+        );
+        // An ETag that does not match wins over a date that would.
+        assert_eq!(
+            plan_with(
+                &[
+                    (IF_MODIFIED_SINCE, &at(1_800_000_000)),
+                    (IF_NONE_MATCH, "\"x\"")
+                ],
+                10
+            ),
+            Plan::Full
+        );
     }
 
     #[test]

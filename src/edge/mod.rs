@@ -4,14 +4,18 @@
 //! turns its answer into a response, reading blob bytes from the store.
 
 pub mod cache;
+pub mod compress;
 pub mod conditional;
 pub mod follow;
 pub mod host;
+pub mod metrics;
 pub mod node;
 pub mod resolve;
+pub mod rules;
 pub mod server;
 pub mod site;
 pub mod table;
+pub mod tls;
 
 use std::io;
 use std::sync::Arc;
@@ -19,8 +23,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http::header::{
-    ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HOST,
-    LOCATION,
+    ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH,
+    CONTENT_RANGE, CONTENT_TYPE, ETAG, HOST, LAST_MODIFIED, LOCATION, VARY,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -28,6 +32,7 @@ use http_body_util::{BodyExt, Either, Full, StreamBody};
 
 use crate::store::{BlobBody, BlobStore};
 use cache::BlobCache;
+use compress::Encoding;
 use conditional::Plan;
 use resolve::Resolved;
 use site::{FileEntry, Site};
@@ -35,20 +40,26 @@ use table::TableHandle;
 
 /// Names the deployment that produced a response, on every response from a site.
 pub static X_HALO_DEPLOYMENT: HeaderName = HeaderName::from_static("x-halo-deployment");
+static X_ROBOTS_TAG: HeaderName = HeaderName::from_static("x-robots-tag");
 
 /// Response body: whole bytes for small content, a stream for large blobs.
 pub type EdgeBody = Either<Full<Bytes>, UnsyncBoxBody<Bytes, io::Error>>;
 
 const CACHE_REVALIDATE: HeaderValue =
     HeaderValue::from_static("public, max-age=0, must-revalidate");
+const CACHE_IMMUTABLE: HeaderValue =
+    HeaderValue::from_static("public, max-age=31536000, immutable");
 const BYTES: HeaderValue = HeaderValue::from_static("bytes");
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const NOINDEX: HeaderValue = HeaderValue::from_static("noindex");
+const VARY_ENCODING: HeaderValue = HeaderValue::from_static("accept-encoding");
 
 // Bodies of the edge's own pages, built into the binary: no formatting per request.
 const UNKNOWN_HOST_BODY: &str = "404 Not Found\n\nNo site is deployed at this address.\n";
 const NOT_FOUND_BODY: &str = "404 Not Found\n";
-const BAD_PATH_BODY: &str = "400 Bad Request\n\nThe path is not valid percent-encoded UTF-8.\n";
+const BAD_PATH_BODY: &str = "400 Bad Request\n\nThe path is not valid: bad percent-encoding, an encoded slash or NUL, or a '.' or '..' segment.\n";
+const TOO_LONG_BODY: &str = "414 URI Too Long\n";
 const NOT_ALLOWED_BODY: &str = "405 Method Not Allowed\n";
 const UNAVAILABLE_BODY: &str =
     "503 Service Unavailable\n\nThe file could not be read. Try again shortly.\n";
@@ -61,6 +72,8 @@ pub struct Edge {
     pub store: Arc<dyn BlobStore>,
     /// Hot blobs in memory, in front of the store.
     pub cache: BlobCache,
+    /// Request counters for `/metrics`.
+    pub metrics: metrics::EdgeMetrics,
 }
 
 fn full(data: impl Into<Bytes>) -> EdgeBody {
@@ -92,9 +105,41 @@ fn unavailable(
     )
 }
 
+/// Everything a file response needs besides the bytes, taken out of the table snapshot.
+struct FileAnswer {
+    site: Arc<Site>,
+    entry: FileEntry,
+    status: StatusCode,
+    preview: bool,
+    extra: Vec<(HeaderName, HeaderValue)>,
+}
+
 impl Edge {
+    /// An edge over `table` and `store` with a memory cache.
+    pub fn new(table: Arc<TableHandle>, store: Arc<dyn BlobStore>, cache: BlobCache) -> Self {
+        Edge {
+            table,
+            store,
+            cache,
+            metrics: metrics::EdgeMetrics::default(),
+        }
+    }
+
     /// Answers one request. Never fails: every outcome is a response.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<EdgeBody> {
+        let resp = self.answer(req).await;
+        let len = hyper::body::Body::size_hint(resp.body())
+            .exact()
+            .or_else(|| {
+                resp.headers()
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+            });
+        self.metrics.record(resp.status(), len.unwrap_or(0));
+        resp
+    }
+
+    async fn answer<B>(&self, req: Request<B>) -> Response<EdgeBody> {
         let head = req.method() == Method::HEAD;
         if req.method() != Method::GET && !head {
             let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, NOT_ALLOWED_BODY, None);
@@ -109,64 +154,126 @@ impl Edge {
             .or_else(|| req.uri().authority().map(|a| a.as_str()));
         // One snapshot per request: what it resolves to is kept (Arc) until the body is sent,
         // so a swap during the request cannot mix versions.
-        let (site, entry, status) = {
+        let answer = {
             let table = self.table.load();
-            match resolve::resolve(&table, host, req.uri().path()) {
+            match resolve::resolve(&table, host, req.uri().path(), req.uri().query()) {
                 Resolved::UnknownHost => {
                     tracing::debug!(host, "unknown host");
                     return plain(StatusCode::NOT_FOUND, UNKNOWN_HOST_BODY, None);
                 }
+                Resolved::TooLong => return plain(StatusCode::URI_TOO_LONG, TOO_LONG_BODY, None),
                 Resolved::BadPath(site) => {
                     return plain(StatusCode::BAD_REQUEST, BAD_PATH_BODY, Some(site));
                 }
-                Resolved::AddSlash(site, mut location) => {
-                    if let Some(q) = req.uri().query() {
-                        location.push('?');
-                        location.push_str(q);
-                    }
-                    let mut resp = plain(StatusCode::MOVED_PERMANENTLY, "", Some(site));
-                    if let Ok(v) = HeaderValue::from_str(&location) {
-                        resp.headers_mut().insert(LOCATION, v);
+                Resolved::Redirect(site, status, location) => {
+                    let mut resp = plain(status, "", Some(site));
+                    match HeaderValue::from_str(&location) {
+                        Ok(v) => {
+                            resp.headers_mut().insert(LOCATION, v);
+                        }
+                        Err(_) => *resp.status_mut() = StatusCode::NOT_FOUND,
                     }
                     return resp;
                 }
-                Resolved::NotFound(site, None) => {
+                Resolved::NotFound(site) => {
                     return plain(StatusCode::NOT_FOUND, NOT_FOUND_BODY, Some(site));
                 }
-                Resolved::NotFound(site, Some(page)) => {
-                    (site.clone(), page.clone(), StatusCode::NOT_FOUND)
-                }
-                Resolved::File(site, f) => (site.clone(), f.clone(), StatusCode::OK),
+                Resolved::File {
+                    site,
+                    file,
+                    status,
+                    preview,
+                    headers,
+                } => FileAnswer {
+                    site: site.clone(),
+                    entry: file.clone(),
+                    status,
+                    preview,
+                    extra: headers.iter().flat_map(|b| b.iter().cloned()).collect(),
+                },
             }
         };
-        tracing::debug!(deployment = %site.deployment_id, path = req.uri().path(), "serving");
-        let plan = if status == StatusCode::OK {
-            conditional::plan(req.headers(), entry.etag.as_bytes(), entry.size)
+        tracing::debug!(deployment = %answer.site.deployment_id, path = req.uri().path(), "serving");
+        self.serve_file(answer, req.headers(), head).await
+    }
+
+    /// Chooses the representation (identity or a compressed variant) of a file.
+    async fn representation(
+        &self,
+        entry: &FileEntry,
+        request: &HeaderMap,
+    ) -> Result<(Encoding, Option<Bytes>), Arc<cache::FetchError>> {
+        if !entry.compressible || entry.size < compress::MIN_SIZE || !self.cache.admits(entry.size)
+        {
+            return Ok((Encoding::Identity, None));
+        }
+        let encoding = compress::negotiate(request.get(ACCEPT_ENCODING));
+        if encoding == Encoding::Identity {
+            return Ok((Encoding::Identity, None));
+        }
+        let variant = self
+            .cache
+            .get_variant(&*self.store, &entry.digest, encoding)
+            .await?;
+        Ok(if variant.is_empty() {
+            (Encoding::Identity, None)
         } else {
-            Plan::Full
-        };
-        self.serve_file(&site, &entry, status, plan, head).await
+            (encoding, Some(variant))
+        })
     }
 
     async fn serve_file(
         &self,
-        site: &Site,
-        entry: &FileEntry,
-        status: StatusCode,
-        plan: Plan,
+        answer: FileAnswer,
+        request: &HeaderMap,
         head: bool,
     ) -> Response<EdgeBody> {
+        let FileAnswer {
+            site,
+            entry,
+            status,
+            preview,
+            extra,
+        } = answer;
+        let (encoding, variant) = match self.representation(&entry, request).await {
+            Ok(r) => r,
+            Err(e) => return unavailable(&site, &entry, &*e),
+        };
+        let size = variant.as_ref().map_or(entry.size, |v| v.len() as u64);
         // PERF: one header map sized up front, filled with prebuilt values; no builder
         // conversions and no rehash on the hot path.
-        let mut h = HeaderMap::with_capacity(8);
+        let mut h = HeaderMap::with_capacity(12);
         h.insert(X_HALO_DEPLOYMENT.clone(), site.deployment_header.clone());
-        h.insert(ETAG, entry.etag.clone());
-        h.insert(CACHE_CONTROL, CACHE_REVALIDATE);
+        let etag = match encoding.header() {
+            None => entry.etag.clone(),
+            Some(_) => HeaderValue::from_str(&format!("\"{}-{}\"", entry.digest, encoding.tag()))
+                .expect("hex and a tag make a valid header value"),
+        };
+        let plan = if status == StatusCode::OK {
+            conditional::plan(request, etag.as_bytes(), size, site.modified)
+        } else {
+            Plan::Full
+        };
+        h.insert(ETAG, etag);
+        h.insert(LAST_MODIFIED, site.last_modified.clone());
+        let cache_control = if entry.immutable && status == StatusCode::OK {
+            CACHE_IMMUTABLE
+        } else {
+            CACHE_REVALIDATE
+        };
+        h.insert(CACHE_CONTROL, cache_control);
+        if entry.compressible {
+            h.insert(VARY, VARY_ENCODING);
+        }
+        if preview {
+            h.insert(X_ROBOTS_TAG.clone(), NOINDEX);
+        }
+        apply_extra(&mut h, extra);
         let range = match plan {
             Plan::NotModified => return respond(StatusCode::NOT_MODIFIED, h, full(Bytes::new())),
             Plan::Unsatisfiable => {
                 h.insert(ACCEPT_RANGES, BYTES);
-                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", entry.size)) {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                     h.insert(CONTENT_RANGE, v);
                 }
                 return respond(StatusCode::RANGE_NOT_SATISFIABLE, h, full(Bytes::new()));
@@ -176,30 +283,34 @@ impl Edge {
         };
         h.insert(CONTENT_TYPE, entry.content_type.clone());
         h.insert(ACCEPT_RANGES, BYTES);
+        if let Some(v) = encoding.header() {
+            h.insert(CONTENT_ENCODING, v);
+        }
         let (status, len) = match &range {
             Some(r) => {
-                let v = format!("bytes {}-{}/{}", r.start, r.end - 1, entry.size);
+                let v = format!("bytes {}-{}/{size}", r.start, r.end - 1);
                 if let Ok(v) = HeaderValue::from_str(&v) {
                     h.insert(CONTENT_RANGE, v);
                 }
                 (StatusCode::PARTIAL_CONTENT, r.end - r.start)
             }
-            None => (status, entry.size),
+            None => (status, size),
         };
         h.insert(CONTENT_LENGTH, HeaderValue::from(len));
         if head || len == 0 {
             return respond(status, h, full(Bytes::new()));
         }
+        let slice = |bytes: Bytes| match &range {
+            Some(r) => bytes.slice(r.start as usize..r.end as usize),
+            None => bytes,
+        };
+        if let Some(variant) = variant {
+            return respond(status, h, full(slice(variant)));
+        }
         if self.cache.admits(entry.size) {
             return match self.cache.get(&*self.store, &entry.digest).await {
-                Ok(bytes) => {
-                    let body = match range {
-                        Some(r) => bytes.slice(r.start as usize..r.end as usize),
-                        None => bytes,
-                    };
-                    respond(status, h, full(body))
-                }
-                Err(e) => unavailable(site, entry, &*e),
+                Ok(bytes) => respond(status, h, full(slice(bytes))),
+                Err(e) => unavailable(&site, &entry, &*e),
             };
         }
         // Large blobs stream from the store (ranged reads for ranges), never held whole.
@@ -209,8 +320,8 @@ impl Edge {
         };
         let blob = match fetched {
             Ok(Some(blob)) => blob,
-            Ok(None) => return unavailable(site, entry, &cache::FetchError::Missing),
-            Err(e) => return unavailable(site, entry, &e),
+            Ok(None) => return unavailable(&site, &entry, &cache::FetchError::Missing),
+            Err(e) => return unavailable(&site, &entry, &e),
         };
         let body = match blob.body {
             BlobBody::Full(bytes) => full(bytes),
@@ -219,6 +330,23 @@ impl Edge {
             }
         };
         respond(status, h, body)
+    }
+}
+
+/// Adds `_headers` values: a name's first value replaces the edge's default (so a rule's
+/// `Cache-Control` wins), later values for the same name are added alongside.
+fn apply_extra(h: &mut HeaderMap, extra: Vec<(HeaderName, HeaderValue)>) {
+    if extra.is_empty() {
+        return;
+    }
+    let mut seen: Vec<HeaderName> = Vec::with_capacity(extra.len());
+    for (name, value) in extra {
+        if seen.contains(&name) {
+            h.append(name, value);
+        } else {
+            h.insert(name.clone(), value);
+            seen.push(name);
+        }
     }
 }
 

@@ -46,7 +46,7 @@ impl EdgeNode {
         follow: FollowConfig,
         edge_listener: TcpListener,
         admin_listener: TcpListener,
-        grace: Duration,
+        opts: super::server::ServeOptions,
         shutdown: CancellationToken,
     ) -> std::io::Result<EdgeNode> {
         let mut follower = Follower::new(edge.table.clone(), edge.store.clone(), follow);
@@ -69,7 +69,7 @@ impl EdgeNode {
             edge_listener,
             edge.clone(),
             shutdown.clone(),
-            grace,
+            opts,
         ));
         let admin = Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
@@ -144,6 +144,7 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
         s.stats.errors.load(Ordering::Relaxed),
         s.edge.cache.entry_count(),
     ));
+    s.edge.metrics.render(s.edge.cache.counters(), &mut body);
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         body,

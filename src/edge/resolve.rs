@@ -1,177 +1,258 @@
-//! Request → file resolution: pure and synchronous over one table snapshot.
+//! Request → response decision: pure and synchronous over one table snapshot.
+//!
+//! Order (documented in the README): the path is decoded and checked; the URL conventions
+//! find the file (clean URLs, trailing-slash policy); `_redirects` rules apply where no file
+//! was found, and forced (`!`) rules apply everywhere; then the SPA fallback, the site's
+//! `404.html`, or a plain 404.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use percent_encoding::percent_decode_str;
+use http::{HeaderName, HeaderValue, StatusCode};
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
 use super::host::normalize_host;
+use super::rules::Action;
 use super::site::{FileEntry, Site};
 use super::table::AliasTable;
+use crate::model::settings::TrailingSlash;
+
+/// Longest request path accepted, in bytes (longer: 414).
+pub const PATH_MAX: usize = 4096;
+
+/// Characters escaped when a decoded path is written back into a `Location`.
+const PATH_SET: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'%');
+
+/// Headers from `_headers` blocks matching the request.
+pub type ExtraHeaders<'t> = Vec<&'t [(HeaderName, HeaderValue)]>;
 
 /// What a request resolves to.
 #[derive(Debug)]
 pub enum Resolved<'t> {
     /// No site at this host (or no usable host at all).
     UnknownHost,
-    /// A file of the site.
-    File(&'t Arc<Site>, &'t FileEntry),
-    /// A directory named without its trailing slash: send the browser to `location`.
-    AddSlash(&'t Arc<Site>, String),
-    /// Nothing at this path; the site's own 404 page if it has one.
-    NotFound(&'t Arc<Site>, Option<&'t FileEntry>),
-    /// A path that is not valid percent-encoded UTF-8.
+    /// A file of the site, answered with `status` (200; 404 for a not-found page; a
+    /// rule's status for rewrites).
+    File {
+        /// The site.
+        site: &'t Arc<Site>,
+        /// The file.
+        file: &'t FileEntry,
+        /// Status of the answer.
+        status: StatusCode,
+        /// The host is the deployment's preview host (`noindex`).
+        preview: bool,
+        /// `_headers` lists that apply.
+        headers: ExtraHeaders<'t>,
+    },
+    /// Send the client elsewhere.
+    Redirect(&'t Arc<Site>, StatusCode, String),
+    /// Nothing at this path and no not-found page.
+    NotFound(&'t Arc<Site>),
+    /// A path that is not valid percent-encoded UTF-8, or one that tries to leave the
+    /// site (`..`), an encoded slash or NUL.
     BadPath(&'t Arc<Site>),
+    /// The path is longer than [`PATH_MAX`].
+    TooLong,
 }
 
-/// Resolves `host` and the request path (`path`, without the query) against `table`.
-pub fn resolve<'t>(table: &'t AliasTable, host: Option<&str>, path: &str) -> Resolved<'t> {
-    let Some(site) = host.and_then(normalize_host).and_then(|h| table.site(&h)) else {
-        return Resolved::UnknownHost;
-    };
-    let decoded: Cow<'_, str> = if path.contains('%') {
-        match percent_decode_str(path).decode_utf8() {
-            Ok(p) => p,
-            Err(_) => return Resolved::BadPath(site),
+/// Decodes a request path, refusing what no manifest path can be and what tries to be
+/// clever: invalid UTF-8, encoded `/` or `\\`, NUL, and `.`/`..` segments.
+pub fn decode_path(path: &str) -> Option<Cow<'_, str>> {
+    let decoded = if path.contains('%') {
+        let raw = path.as_bytes();
+        for w in raw.windows(3) {
+            if w[0] == b'%' {
+                let code = [w[1].to_ascii_lowercase(), w[2].to_ascii_lowercase()];
+                if matches!(&code, b"2f" | b"5c" | b"00") {
+                    return None;
+                }
+            }
         }
+        percent_decode_str(path).decode_utf8().ok()?
     } else {
         Cow::Borrowed(path)
     };
-    let rel = decoded.strip_prefix('/').unwrap_or(&decoded);
-    let found = if rel.is_empty() {
-        site.file("index.html")
-    } else if rel.ends_with('/') {
-        site.file(&format!("{rel}index.html"))
-    } else if let Some(f) = site.file(rel) {
-        Some(f)
-    } else if site.file(&format!("{rel}/index.html")).is_some() {
+    if decoded.contains('\0') || decoded.split('/').any(|s| s == "." || s == "..") {
+        return None;
+    }
+    Some(decoded)
+}
+
+/// Where the URL conventions lead for a decoded, slash-less path.
+#[derive(Debug)]
+enum Lookup<'t> {
+    File(&'t FileEntry),
+    /// The canonical URL of the file is this (decoded, absolute) path.
+    Canonical(String),
+    Missing,
+}
+
+/// Applies clean URLs and the trailing-slash policy to find the file for `rel`.
+fn lookup<'t>(site: &'t Site, rel: &str) -> Lookup<'t> {
+    let s = &site.settings;
+    let always = s.trailing_slash == TrailingSlash::Always;
+    let never = s.trailing_slash == TrailingSlash::Never;
+    if rel.is_empty() {
+        return site
+            .file("index.html")
+            .map_or(Lookup::Missing, Lookup::File);
+    }
+    if let Some(base) = rel.strip_suffix('/') {
+        if let Some(f) = site.file(&format!("{base}/index.html")) {
+            return if never {
+                Lookup::Canonical(format!("/{base}"))
+            } else {
+                Lookup::File(f)
+            };
+        }
+        if s.clean_urls
+            && let Some(f) = site.file(&format!("{base}.html"))
+        {
+            return if always {
+                Lookup::File(f)
+            } else {
+                Lookup::Canonical(format!("/{base}"))
+            };
+        }
+        return Lookup::Missing;
+    }
+    if let Some(f) = site.file(rel) {
+        if s.clean_urls
+            && let Some(stem) = rel.strip_suffix(".html")
+        {
+            let dir = if stem == "index" {
+                Some("")
+            } else {
+                stem.strip_suffix("/index")
+            };
+            return Lookup::Canonical(match dir {
+                Some("") => "/".to_owned(),
+                Some(d) if never => format!("/{d}"),
+                Some(d) => format!("/{d}/"),
+                None if always => format!("/{stem}/"),
+                None => format!("/{stem}"),
+            });
+        }
+        return Lookup::File(f);
+    }
+    if let Some(f) = site.file(&format!("{rel}/index.html")) {
         // Relative links inside a directory page only work under the slashed URL.
-        return Resolved::AddSlash(site, format!("{path}/"));
-    } else {
-        None
+        return if never {
+            Lookup::File(f)
+        } else {
+            Lookup::Canonical(format!("/{rel}/"))
+        };
+    }
+    if s.clean_urls
+        && let Some(f) = site.file(&format!("{rel}.html"))
+    {
+        return if always {
+            Lookup::Canonical(format!("/{rel}/"))
+        } else {
+            Lookup::File(f)
+        };
+    }
+    Lookup::Missing
+}
+
+/// The file a rewrite target names: as written, as a directory, or as a page.
+fn rewrite_target<'t>(site: &'t Site, path: &str) -> Option<&'t FileEntry> {
+    let rel = decode_path(path)?;
+    let rel = rel.trim_start_matches('/');
+    if rel.is_empty() || rel.ends_with('/') {
+        return site.file(&format!("{rel}index.html"));
+    }
+    site.file(rel)
+        .or_else(|| site.file(&format!("{rel}/index.html")))
+        .or_else(|| site.file(&format!("{rel}.html")))
+}
+
+fn redirect_to(path: &str, query: Option<&str>) -> String {
+    let mut location = utf8_percent_encode(path, PATH_SET).to_string();
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        location.push('?');
+        location.push_str(q);
+    }
+    location
+}
+
+/// Resolves `host`, the request `path` (without the query) and `query` against `table`.
+pub fn resolve<'t>(
+    table: &'t AliasTable,
+    host: Option<&str>,
+    path: &str,
+    query: Option<&str>,
+) -> Resolved<'t> {
+    let Some(host) = host.and_then(normalize_host) else {
+        return Resolved::UnknownHost;
     };
+    let Some(site) = table.site(&host) else {
+        return Resolved::UnknownHost;
+    };
+    if path.len() > PATH_MAX {
+        return Resolved::TooLong;
+    }
+    let Some(decoded) = decode_path(path) else {
+        return Resolved::BadPath(site);
+    };
+    let rel = decoded.strip_prefix('/').unwrap_or(&decoded);
+    let found = lookup(site, rel);
+    let preview = site.preview_host.as_deref() == Some(&*host);
+    let file = |file: &'t FileEntry, status: StatusCode| Resolved::File {
+        site,
+        file,
+        status,
+        preview,
+        headers: if site.rules.headers.is_empty() {
+            Vec::new()
+        } else {
+            site.rules.headers.matching(&host, &decoded).collect()
+        },
+    };
+    let exists = !matches!(found, Lookup::Missing);
+    match site.rules.redirects.lookup(&host, &decoded, query, exists) {
+        Some(Action::Redirect { status, location }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            return Resolved::Redirect(site, status, location);
+        }
+        Some(Action::Rewrite { status, path }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            if let Some(f) = rewrite_target(site, &path) {
+                return file(f, status);
+            }
+        }
+        None => {}
+    }
     match found {
-        Some(f) => Resolved::File(site, f),
-        None => Resolved::NotFound(site, site.not_found_page()),
+        Lookup::File(f) => file(f, StatusCode::OK),
+        Lookup::Canonical(p) => {
+            Resolved::Redirect(site, StatusCode::MOVED_PERMANENTLY, redirect_to(&p, query))
+        }
+        Lookup::Missing => {
+            if site.settings.spa
+                && let Some(index) = site.file("index.html")
+            {
+                return file(index, StatusCode::OK);
+            }
+            match site.not_found_page() {
+                Some(page) => file(page, StatusCode::NOT_FOUND),
+                None => Resolved::NotFound(site),
+            }
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::digest::Sha256;
-    use crate::model::{Manifest, ManifestEntry};
-
-    fn table() -> AliasTable {
-        let mut files = std::collections::BTreeMap::new();
-        for p in [
-            "index.html",
-            "about/index.html",
-            "a b.txt",
-            "404.html",
-            "app.js",
-        ] {
-            files.insert(
-                p.to_owned(),
-                ManifestEntry {
-                    sha256: Sha256::of(p.as_bytes()),
-                    size: 1,
-                },
-            );
-        }
-        let m = Manifest::new("dpl_1".into(), "prj".into(), "t".into(), files);
-        let mut bare = std::collections::BTreeMap::new();
-        bare.insert(
-            "index.html".to_owned(),
-            ManifestEntry {
-                sha256: Sha256::of(b"x"),
-                size: 1,
-            },
-        );
-        let m2 = Manifest::new("dpl_2".into(), "prj".into(), "t".into(), bare);
-        AliasTable::new(
-            3,
-            [
-                ("site.test".to_owned(), Arc::new(Site::from_new_manifest(m))),
-                (
-                    "bare.test".to_owned(),
-                    Arc::new(Site::from_new_manifest(m2)),
-                ),
-            ],
-        )
-    }
-
-    fn file_of(r: Resolved<'_>) -> Option<Sha256> {
-        match r {
-            Resolved::File(_, f) => Some(f.digest),
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn maps_paths_to_files() {
-        let t = table();
-        let h = Some("SITE.test:8080");
-        assert_eq!(
-            file_of(resolve(&t, h, "/")),
-            Some(Sha256::of(b"index.html"))
-        );
-        assert_eq!(
-            file_of(resolve(&t, h, "/about/")),
-            Some(Sha256::of(b"about/index.html"))
-        );
-        assert_eq!(
-            file_of(resolve(&t, h, "/app.js")),
-            Some(Sha256::of(b"app.js"))
-        );
-        assert_eq!(
-            file_of(resolve(&t, h, "/a%20b.txt")),
-            Some(Sha256::of(b"a b.txt"))
-        );
-        assert!(matches!(resolve(&t, h, "/about"), Resolved::AddSlash(_, l) if l == "/about/"));
-    }
-
-    #[test]
-    fn unknown_hosts_and_paths() {
-        let t = table();
-        assert!(matches!(
-            resolve(&t, Some("other.test"), "/"),
-            Resolved::UnknownHost
-        ));
-        assert!(matches!(resolve(&t, None, "/"), Resolved::UnknownHost));
-        assert!(matches!(
-            resolve(&t, Some("bad host"), "/"),
-            Resolved::UnknownHost
-        ));
-        match resolve(&t, Some("site.test"), "/nope") {
-            Resolved::NotFound(_, Some(p)) => assert_eq!(p.digest, Sha256::of(b"404.html")),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            resolve(&t, Some("bare.test"), "/nope"),
-            Resolved::NotFound(_, None)
-        ));
-        assert!(matches!(
-            resolve(&t, Some("site.test"), "/%ff"),
-            Resolved::BadPath(_)
-        ));
-    }
-
-    #[test]
-    fn hostile_paths_never_escape_the_manifest() {
-        let t = table();
-        for p in [
-            "/../index.html",
-            "/./index.html",
-            "//index.html",
-            "/about/../index.html",
-            "/%2e%2e/index.html",
-            "/index.html%00",
-        ] {
-            assert!(
-                matches!(resolve(&t, Some("site.test"), p), Resolved::NotFound(..)),
-                "{p}"
-            );
-        }
-    }
-}
+#[path = "resolve_tests.rs"]
+mod tests;

@@ -1,29 +1,116 @@
-//! The edge's accept loop: HTTP/1.1 and HTTP/2 (h2c) on one listener, graceful shutdown.
+//! The edge's accept loops: HTTP/1.1 and h2c on the plain listener, HTTP/1.1 and h2 (ALPN)
+//! on the optional TLS listener; connection limits, timeouts and graceful shutdown.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::Edge;
+use super::{Edge, EdgeBody};
 
-/// Serves `edge` on `listener` until `shutdown` fires, then stops accepting, lets requests
-/// in flight finish for up to `grace`, and closes what remains.
+/// Limits and behaviour of the edge's listeners.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// How long requests in flight may finish after shutdown.
+    pub grace: Duration,
+    /// Open connections at most; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Time a client has to send a request's whole header block (slowloris).
+    pub header_read_timeout: Duration,
+    /// A connection with no bytes moving either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Largest request header block, in bytes (larger: 431).
+    pub max_header_bytes: usize,
+    /// Most request header fields (more: 431).
+    pub max_headers: usize,
+    /// One `halo::access` log line per request, at info.
+    pub access_log: bool,
+    /// On the plain listener, redirect every request to HTTPS on this port.
+    pub redirect_https: Option<u16>,
+    /// Time a TLS client has to finish its handshake.
+    pub tls_handshake_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            grace: Duration::from_secs(10),
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            access_log: false,
+            redirect_https: None,
+            tls_handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 41\r\n\r\n503 Service Unavailable: too many clients";
+
+/// Serves `edge` on the plain `listener` until `shutdown` fires, then stops accepting, lets
+/// requests in flight finish for up to `opts.grace`, and closes what remains.
 pub async fn serve(
     listener: TcpListener,
     edge: Arc<Edge>,
     shutdown: CancellationToken,
-    grace: Duration,
+    opts: ServeOptions,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    run(listener, edge, shutdown, opts, None).await;
+}
+
+/// As [`serve`], over TLS: certificates chosen by SNI, h2 or http/1.1 by ALPN.
+pub async fn serve_tls(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    shutdown: CancellationToken,
+    opts: ServeOptions,
+    tls: TlsAcceptor,
+) {
+    run(listener, edge, shutdown, opts, Some(tls)).await;
+}
+
+fn builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .max_buf_size(opts.max_header_bytes.max(8192))
+        .max_headers(opts.max_headers);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(opts.max_header_bytes as u32)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(opts.idle_timeout))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+async fn run(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    shutdown: CancellationToken,
+    opts: ServeOptions,
+    tls: Option<TlsAcceptor>,
+) {
+    let builder = Arc::new(builder(&opts));
+    let opts = Arc::new(opts);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(opts.max_connections));
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -38,16 +125,28 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let edge = edge.clone();
-                let svc = service_fn(move |req| {
-                    let edge = edge.clone();
-                    async move { Ok::<_, Infallible>(edge.handle(req).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    edge.metrics.refused();
+                    conns.spawn(refuse(stream));
+                    continue;
+                };
+                let (edge, builder, opts, graceful, tls) =
+                    (edge.clone(), builder.clone(), opts.clone(), graceful.watcher(), tls.clone());
                 conns.spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "edge connection ended with an error");
+                    let _slot = slot;
+                    match tls {
+                        None => connection(stream, edge, &builder, &opts, graceful, false).await,
+                        Some(acceptor) => {
+                            let handshake = tokio::time::timeout(
+                                opts.tls_handshake_timeout,
+                                acceptor.accept(stream),
+                            );
+                            match handshake.await {
+                                Ok(Ok(s)) => connection(s, edge, &builder, &opts, graceful, true).await,
+                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        }
                     }
                 });
             }
@@ -62,9 +161,184 @@ pub async fn serve(
     );
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("edge drained"),
-        () = tokio::time::sleep(grace) => {
+        () = tokio::time::sleep(opts.grace) => {
             tracing::warn!(remaining = conns.len(), "edge drain deadline passed; closing connections");
         }
     }
     conns.abort_all();
+}
+
+/// Turns a connection away at the limit with a short 503, without reading its request.
+async fn refuse(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(REFUSAL).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// Serves one connection: requests through `edge` (or to HTTPS), closed when idle.
+async fn connection<IO>(
+    io: IO,
+    edge: Arc<Edge>,
+    builder: &auto::Builder<TokioExecutor>,
+    opts: &Arc<ServeOptions>,
+    graceful: Watcher,
+    secure: bool,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let active = Arc::new(AtomicBool::new(true));
+    let io = Activity {
+        inner: io,
+        active: active.clone(),
+    };
+    let svc_opts = opts.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let edge = edge.clone();
+        let opts = svc_opts.clone();
+        async move {
+            if !secure && let Some(port) = opts.redirect_https {
+                return Ok::<_, Infallible>(to_https(&req, port));
+            }
+            if !opts.access_log {
+                return Ok(edge.handle(req).await);
+            }
+            let started = Instant::now();
+            let (method, uri, host) = (
+                req.method().clone(),
+                req.uri().clone(),
+                req.headers().get(http::header::HOST).cloned(),
+            );
+            let resp = edge.handle(req).await;
+            tracing::info!(
+                target: "halo::access",
+                method = %method,
+                host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("-"),
+                uri = %uri,
+                status = resp.status().as_u16(),
+                bytes = resp.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+                micros = started.elapsed().as_micros() as u64,
+                deployment = resp.headers().get(&super::X_HALO_DEPLOYMENT).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+                "request"
+            );
+            Ok(resp)
+        }
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    let conn = graceful.watch(conn.into_owned());
+    tokio::pin!(conn);
+    // Idle watchdog: a connection that moved no byte in either direction for the idle
+    // timeout is closed (covers clients that connect and say nothing, and stalled ones).
+    let tick = (opts.idle_timeout / 4).max(Duration::from_millis(10));
+    let mut idle = Duration::ZERO;
+    loop {
+        tokio::select! {
+            r = &mut conn => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "edge connection ended with an error");
+                }
+                return;
+            }
+            () = tokio::time::sleep(tick) => {
+                if active.swap(false, Ordering::Relaxed) {
+                    idle = Duration::ZERO;
+                } else {
+                    idle += tick;
+                    if idle >= opts.idle_timeout {
+                        tracing::debug!("closing an idle edge connection");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// 308 to the same host and path on HTTPS.
+fn to_https(req: &Request<Incoming>, port: u16) -> Response<EdgeBody> {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(super::host::normalize_host);
+    let Some(host) = host else {
+        return super::plain(StatusCode::BAD_REQUEST, "400 Bad Request\n", None);
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    let mut resp = super::plain(StatusCode::PERMANENT_REDIRECT, "", None);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(http::header::LOCATION, v);
+    }
+    resp
+}
+
+/// An I/O wrapper that notes when bytes move, for the idle watchdog (one relaxed store).
+struct Activity<IO> {
+    inner: IO,
+    active: Arc<AtomicBool>,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Activity<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.active.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Activity<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.active.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.active.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

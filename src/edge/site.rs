@@ -1,12 +1,18 @@
 //! A deployment as the edge serves it: path → file entries with their headers prebuilt.
 
 use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
 
+use super::rules::{self, HeaderRules, Redirects, Rules, RulesError};
 use crate::digest::Sha256;
 use crate::model::Manifest;
+use crate::model::settings::SiteSettings;
 use crate::store::{BlobStore, StoreError};
+
+/// Largest rules file read (`_redirects` with the maximum number of rules fits easily).
+pub const RULES_FILE_MAX: u64 = 4 * 1024 * 1024;
 
 /// The custom not-found page a site may carry.
 pub const NOT_FOUND_PAGE: &str = "404.html";
@@ -22,6 +28,10 @@ pub struct FileEntry {
     pub content_type: HeaderValue,
     /// `ETag`: the quoted content hash.
     pub etag: HeaderValue,
+    /// The name carries a content hash: cached for a year, `immutable`.
+    pub immutable: bool,
+    /// A type worth compressing (text, JS, CSS, JSON, SVG, wasm, …).
+    pub compressible: bool,
 }
 
 /// An immutable, loaded deployment.
@@ -33,7 +43,80 @@ pub struct Site {
     pub deployment_header: HeaderValue,
     /// Address of the version manifest this site was built from (what snapshots name).
     pub manifest: Sha256,
+    /// URL conventions frozen at build time.
+    pub settings: SiteSettings,
+    /// `_redirects` and `_headers`, compiled.
+    pub rules: Rules,
+    /// The deployment's preview host: responses there carry `X-Robots-Tag: noindex`.
+    pub preview_host: Option<Box<str>>,
+    /// `Last-Modified` of every file: the deployment's creation time.
+    pub last_modified: HeaderValue,
+    /// The same, for `If-Modified-Since` comparisons.
+    pub modified: SystemTime,
     files: HashMap<Box<str>, FileEntry>,
+}
+
+/// Types compressed on the wire: text and the text-like application types (and wasm, which
+/// compresses well); images, fonts in woff/woff2, audio, video and archives already are.
+pub fn compressible(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.starts_with("text/")
+        || matches!(
+            essence,
+            "application/javascript"
+                | "application/json"
+                | "application/manifest+json"
+                | "application/ld+json"
+                | "application/xml"
+                | "application/rss+xml"
+                | "application/atom+xml"
+                | "application/wasm"
+                | "application/xhtml+xml"
+                | "image/svg+xml"
+                | "image/x-icon"
+                | "image/vnd.microsoft.icon"
+                | "font/ttf"
+                | "font/otf"
+                | "application/vnd.ms-fontobject"
+        )
+}
+
+/// Whether a path names a build output whose name changes with its content, so it can be
+/// cached forever: under `_next/static/` or `_app/immutable/`, or a file name with a token
+/// of 8+ hex digits mixing digits and letters (`app.3f9a1c2b.js`), or a later token of
+/// exactly 8 base64url-like characters (`index-BdT3x9Kq.js`). HTML is never immutable: its
+/// URL is stable. A heuristic: `_headers` can override it either way.
+pub fn is_fingerprinted(path: &str) -> bool {
+    if path.ends_with(".html") || path.ends_with(".htm") {
+        return false;
+    }
+    if path.starts_with("_next/static/")
+        || path.contains("/_app/immutable/")
+        || path.starts_with("_app/immutable/")
+    {
+        return true;
+    }
+    let name = path.rsplit('/').next().unwrap_or(path);
+    // The extension is never the hash.
+    let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
+    stem.split(['.', '-', '_', '~'])
+        .enumerate()
+        .any(|(i, tok)| {
+            let digits = tok.bytes().any(|b| b.is_ascii_digit());
+            let alnum = tok.bytes().all(|b| b.is_ascii_alphanumeric());
+            // webpack/Parcel style: 8+ hex digits, with both digits and letters (not a date).
+            let hex = tok.len() >= 8
+                && tok.bytes().all(|b| b.is_ascii_hexdigit())
+                && digits
+                && tok.bytes().any(|b| b.is_ascii_alphabetic());
+            // Vite/Rollup style `[name]-[hash:8]`: base64url-ish, never the first token.
+            let upper = tok.bytes().filter(|b| b.is_ascii_uppercase()).count();
+            let short = i > 0
+                && tok.len() == 8
+                && alnum
+                && ((digits && tok.bytes().any(|b| b.is_ascii_alphabetic())) || upper >= 3);
+            hex || short
+        })
 }
 
 /// `Content-Type` for a path; text types say they are UTF-8, as web tooling emits them.
@@ -56,25 +139,47 @@ impl Site {
     /// Builds the servable form of a manifest stored under `digest` (the caller has the
     /// address already: it just wrote or verified those bytes).
     pub fn from_manifest(manifest: &Manifest, digest: Sha256) -> Self {
+        Self::with_rules(manifest, digest, Rules::default())
+    }
+
+    /// As [`Site::from_manifest`], with the deployment's compiled rules files.
+    pub fn with_rules(manifest: &Manifest, digest: Sha256, rules: Rules) -> Self {
         let files = manifest
             .files
             .iter()
+            .filter(|(path, _)| !rules::is_control_file(path))
             .map(|(path, e)| {
+                let content_type = content_type_for(path);
                 let entry = FileEntry {
                     digest: e.sha256,
                     size: e.size,
-                    content_type: content_type_for(path),
+                    compressible: compressible(content_type.to_str().unwrap_or("")),
+                    content_type,
                     etag: HeaderValue::from_str(&format!("\"{}\"", e.sha256))
                         .expect("hex is a valid header value"),
+                    immutable: is_fingerprinted(path),
                 };
                 (path.as_str().into(), entry)
             })
             .collect();
+        // Whole seconds: HTTP dates have no finer resolution, and comparisons must agree.
+        let modified = humantime::parse_rfc3339_weak(&manifest.created_at)
+            .ok()
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(SystemTime::UNIX_EPOCH, |d| {
+                SystemTime::UNIX_EPOCH + Duration::from_secs(d.as_secs())
+            });
         Site {
             manifest: digest,
             deployment_header: HeaderValue::from_str(&manifest.deployment_id)
                 .unwrap_or(HeaderValue::from_static("invalid")),
             deployment_id: manifest.deployment_id.clone(),
+            settings: manifest.settings,
+            rules,
+            preview_host: manifest.preview_host.as_deref().map(Into::into),
+            last_modified: HeaderValue::from_str(&httpdate::fmt_http_date(modified))
+                .expect("an HTTP date is a valid header value"),
+            modified,
             files,
         }
     }
@@ -107,6 +212,70 @@ impl Site {
     }
 }
 
+/// Why a deployment's rules could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesLoadError {
+    /// The store failed or lost a rules file.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A rules file is invalid (the build reports it; serving never sees it).
+    #[error(transparent)]
+    Invalid(#[from] RulesError),
+}
+
+/// Reads a small file of a manifest (rules, settings) whole, refusing more than `max` bytes.
+pub async fn read_small(
+    store: &dyn BlobStore,
+    manifest: &Manifest,
+    path: &str,
+    max: u64,
+) -> Result<Option<Result<bytes::Bytes, String>>, StoreError> {
+    let Some(entry) = manifest.files.get(path) else {
+        return Ok(None);
+    };
+    if entry.size > max {
+        return Ok(Some(Err(format!(
+            "{path} is {} bytes; at most {max} are read",
+            entry.size
+        ))));
+    }
+    let blob = store
+        .get(&entry.sha256)
+        .await?
+        .ok_or_else(|| StoreError::Unavailable(format!("{path} is missing from the store")))?;
+    Ok(Some(Ok(blob.into_bytes().await.map_err(StoreError::Io)?)))
+}
+
+/// Reads and compiles a deployment's `_redirects` and `_headers`.
+pub async fn read_rules(
+    store: &dyn BlobStore,
+    manifest: &Manifest,
+) -> Result<Rules, RulesLoadError> {
+    let text = |file: &'static str, r: Result<bytes::Bytes, String>| {
+        let bytes = r.map_err(|message| RulesError {
+            file,
+            line: 0,
+            message,
+        })?;
+        String::from_utf8(bytes.to_vec()).map_err(|e| RulesError {
+            file,
+            line: 1 + bytes[..e.utf8_error().valid_up_to()]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count(),
+            message: "the file is not UTF-8".into(),
+        })
+    };
+    let mut out = Rules::default();
+    if let Some(r) = read_small(store, manifest, rules::redirects::FILE, RULES_FILE_MAX).await? {
+        out.redirects = Redirects::parse(&text(rules::redirects::FILE, r)?)?;
+    }
+    if let Some(r) = read_small(store, manifest, rules::headers::FILE, RULES_FILE_MAX).await? {
+        out.headers = HeaderRules::parse(&text(rules::headers::FILE, r)?)?;
+    }
+    Ok(out)
+}
+
 /// Reads the manifest stored under `digest`, checks its bytes against the address, and
 /// builds its site. Missing, corrupt or unreadable manifests are `Unavailable`.
 pub async fn load(store: &dyn BlobStore, digest: &Sha256) -> Result<Site, StoreError> {
@@ -121,7 +290,13 @@ pub async fn load(store: &dyn BlobStore, digest: &Sha256) -> Result<Site, StoreE
     }
     let manifest = Manifest::from_bytes(&bytes)
         .map_err(|e| StoreError::Unavailable(format!("manifest {digest}: {e}")))?;
-    Ok(Site::from_manifest(&manifest, *digest))
+    let rules = read_rules(store, &manifest).await.map_err(|e| match e {
+        RulesLoadError::Store(e) => e,
+        RulesLoadError::Invalid(e) => {
+            StoreError::Unavailable(format!("deployment {}: {e}", manifest.deployment_id))
+        }
+    })?;
+    Ok(Site::with_rules(&manifest, *digest, rules))
 }
 
 #[cfg(test)]
@@ -141,6 +316,57 @@ mod tests {
             ("noext", "application/octet-stream"),
         ] {
             assert_eq!(content_type_for(p), want, "{p}");
+        }
+    }
+
+    #[test]
+    fn fingerprinted_names() {
+        for p in [
+            "assets/app.3f9a1c2b.js",
+            "assets/index-BdT3x9Kq.js",
+            "static/css/main.0a1b2c3d4e.chunk.css",
+            "_next/static/chunks/pages/index.js",
+            "img/logo.5d41402abc4b2a76b9719d911017c592.png",
+            "build/_app/immutable/entry/start.js",
+        ] {
+            assert!(is_fingerprinted(p), "{p}");
+        }
+        for p in [
+            "index.html",
+            "assets/app.3f9a1c2b.html",
+            "app.js",
+            "js/index-checkout.js",
+            "js/lib-MyWidget.js",
+            "utf8text.js",
+            "docs/introduction.js",
+            "img/photo-20240101.jpg",
+            "robots.txt",
+            "favicon.ico",
+        ] {
+            assert!(!is_fingerprinted(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn compressible_types() {
+        for t in [
+            "text/html; charset=utf-8",
+            "text/javascript; charset=utf-8",
+            "application/json",
+            "image/svg+xml",
+            "application/wasm",
+        ] {
+            assert!(compressible(t), "{t}");
+        }
+        for t in [
+            "image/png",
+            "image/jpeg",
+            "font/woff2",
+            "application/zip",
+            "video/mp4",
+            "application/octet-stream",
+        ] {
+            assert!(!compressible(t), "{t}");
         }
     }
 }

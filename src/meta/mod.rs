@@ -30,6 +30,8 @@ pub struct Project {
     pub created_at: Millis,
     /// The deployment the production hosts point at, once one was promoted.
     pub production_deployment_id: Option<String>,
+    /// URL conventions new deployments start from (a `halo.json` may override them).
+    pub settings: crate::model::settings::SiteSettings,
 }
 
 /// A deployment as stored.
@@ -173,6 +175,12 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn project(&self, id: &str) -> Result<Option<Project>, MetaError>;
     /// All projects, oldest first.
     async fn projects(&self) -> Result<Vec<Project>, MetaError>;
+    /// Replaces a project's settings; `NotFound` if there is no such project.
+    async fn set_project_settings(
+        &self,
+        id: &str,
+        settings: &crate::model::settings::SiteSettings,
+    ) -> Result<Project, MetaError>;
 
     /// Records a deployment with its files and missing blobs; it starts `building` when
     /// nothing is missing, else `queued`. `Conflict` when its preview host is taken.

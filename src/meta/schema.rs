@@ -93,6 +93,10 @@ const MIGRATIONS: &[&str] = &[
         stored_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 3: per-project URL conventions (clean URLs, trailing slash, SPA), as JSON.
+    r#"
+    ALTER TABLE projects ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';
+    "#,
 ];
 
 /// The schema version this build writes.

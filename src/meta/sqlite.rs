@@ -13,6 +13,7 @@ use super::{
     NewDeployment, Project, Route,
 };
 use crate::digest::Sha256;
+use crate::model::settings::SiteSettings;
 use crate::model::{Status, now_millis};
 
 /// Alias kinds as stored.
@@ -93,20 +94,21 @@ fn bump_revision(tx: &Transaction<'_>) -> Result<u64, MetaError> {
     Ok(rev as u64)
 }
 
-fn project_from_row(
-    r: &Row<'_>,
-) -> rusqlite::Result<(String, String, String, i64, Option<String>)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+type ProjectRow = (String, String, String, i64, Option<String>, String);
+
+fn project_from_row(r: &Row<'_>) -> rusqlite::Result<ProjectRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
 fn build_project(
-    (id, name, env, created_at, production_deployment_id): (
-        String,
-        String,
-        String,
-        i64,
-        Option<String>,
-    ),
+    (id, name, env, created_at, production_deployment_id, settings): ProjectRow,
 ) -> Result<Project, MetaError> {
     Ok(Project {
         id,
@@ -114,10 +116,12 @@ fn build_project(
         env: env_from_json(&env)?,
         created_at,
         production_deployment_id,
+        settings: serde_json::from_str(&settings)
+            .map_err(|e| MetaError::Corrupt(format!("stored project settings: {e}")))?,
     })
 }
 
-const PROJECT_COLS: &str = "id, name, env, created_at, production_deployment_id";
+const PROJECT_COLS: &str = "id, name, env, created_at, production_deployment_id, settings";
 const DEPLOYMENT_COLS: &str = "seq, id, project_id, target, status, env, error, file_count, \
      total_bytes, manifest, preview_host, created_at, building_at, ready_at, errored_at";
 
@@ -215,8 +219,8 @@ impl MetaStore for SqliteMeta {
                 )));
             }
             tx.execute(
-                "INSERT INTO projects (id, name, env, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![p.id, p.name, env_to_json(&p.env), p.created_at],
+                "INSERT INTO projects (id, name, env, created_at, settings) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![p.id, p.name, env_to_json(&p.env), p.created_at, serde_json::to_string(&p.settings).expect("settings serialise")],
             )?;
             tx.execute(
                 "INSERT INTO aliases (host, project_id, deployment_id, kind, updated_at) VALUES (?1, ?2, NULL, ?3, ?4)",
@@ -236,6 +240,27 @@ impl MetaStore for SqliteMeta {
                 .optional()?
                 .map(build_project)
                 .transpose()
+        })
+        .await
+    }
+
+    async fn set_project_settings(
+        &self,
+        id: &str,
+        settings: &SiteSettings,
+    ) -> Result<Project, MetaError> {
+        let id = id.to_owned();
+        let json = serde_json::to_string(settings).expect("settings serialise");
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE projects SET settings = ?1 WHERE id = ?2",
+                params![json, id],
+            )?;
+            if n == 0 {
+                return Err(MetaError::NotFound(format!("project {id}")));
+            }
+            let sql = format!("SELECT {PROJECT_COLS} FROM projects WHERE id = ?1");
+            build_project(c.query_row(&sql, [id], project_from_row)?)
         })
         .await
     }

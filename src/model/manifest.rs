@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha256;
+use crate::model::settings::SiteSettings;
 
 /// Longest path accepted in a manifest, in bytes.
 pub const PATH_MAX: usize = 1024;
@@ -13,8 +14,9 @@ pub const PATH_MAX: usize = 1024;
 pub const SEGMENT_MAX: usize = 255;
 /// The format tag every stored manifest carries, so readers can refuse what they don't know.
 pub const FORMAT: &str = "halo.manifest";
-/// The current manifest format version.
-pub const FORMAT_VERSION: u32 = 1;
+/// The current manifest format version (2 added `settings` and `preview_host`; version 1
+/// manifests are still read, with default settings).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Checks one manifest path: relative, `/`-separated, no `.`/`..`/empty segments, no
 /// backslash, NUL or other control characters, bounded length. Returns why not.
@@ -69,6 +71,12 @@ pub struct Manifest {
     pub created_at: String,
     /// Every file by path; a sorted map, so equal deployments serialise to equal bytes.
     pub files: BTreeMap<String, ManifestEntry>,
+    /// URL conventions frozen at build time (project settings, then `halo.json`).
+    #[serde(default)]
+    pub settings: SiteSettings,
+    /// The deployment's own preview host (the edge marks it `noindex`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_host: Option<String>,
 }
 
 /// Why stored manifest bytes cannot be used.
@@ -102,6 +110,8 @@ impl Manifest {
             project_id,
             created_at,
             files,
+            settings: SiteSettings::default(),
+            preview_host: None,
         }
     }
 
@@ -113,7 +123,7 @@ impl Manifest {
     /// Parses stored bytes, refusing unknown formats and versions.
     pub fn from_bytes(data: &[u8]) -> Result<Self, ManifestError> {
         let m: Manifest = serde_json::from_slice(data)?;
-        if m.format != FORMAT || m.version != FORMAT_VERSION {
+        if m.format != FORMAT || !(1..=FORMAT_VERSION).contains(&m.version) {
             return Err(ManifestError::Unsupported {
                 format: m.format,
                 version: m.version,
@@ -183,12 +193,19 @@ mod tests {
         let bytes = m.to_bytes();
         assert_eq!(Manifest::from_bytes(&bytes).unwrap(), m);
         assert_eq!(m.total_bytes(), 2);
-        let newer = String::from_utf8(bytes)
-            .unwrap()
-            .replace("\"version\":1", "\"version\":2");
+        let text = String::from_utf8(bytes).unwrap();
+        let newer = text.replace("\"version\":2", "\"version\":3");
         assert!(matches!(
             Manifest::from_bytes(newer.as_bytes()),
-            Err(ManifestError::Unsupported { version: 2, .. })
+            Err(ManifestError::Unsupported { version: 3, .. })
         ));
+        // Version 1 (before settings existed) still reads, with default settings.
+        let v1 = text.replace("\"version\":2", "\"version\":1").replace(
+            ",\"settings\":{\"clean_urls\":false,\"trailing_slash\":\"auto\",\"spa\":false}",
+            "",
+        );
+        assert!(!v1.contains("settings"), "{v1}");
+        let old = Manifest::from_bytes(v1.as_bytes()).unwrap();
+        assert_eq!(old.settings, SiteSettings::default());
     }
 }

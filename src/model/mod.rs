@@ -3,6 +3,7 @@
 pub mod deployment;
 pub mod manifest;
 pub mod names;
+pub mod settings;
 pub mod snapshot;
 
 pub use deployment::{Status, Target};

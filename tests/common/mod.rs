@@ -89,12 +89,13 @@ impl Harness {
         let app = api::router(ApiState {
             control: control.clone(),
             max_file_bytes,
+            edge: None,
         });
-        let edge = Edge {
-            table: control.table.clone(),
+        let edge = Edge::new(
+            control.table.clone(),
             store,
-            cache: halo::edge::cache::BlobCache::new(64 << 20),
-        };
+            halo::edge::cache::BlobCache::new(64 << 20),
+        );
         Harness {
             dir,
             control,

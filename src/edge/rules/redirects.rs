@@ -1,0 +1,398 @@
+//! Netlify-style `_redirects`: parsing (with line-numbered errors) and first-match lookup.
+//!
+//! Each line is `from [key=value …] to [status][!]`. Status 301/302/303/307/308 redirects,
+//! 200 rewrites to another path of the same deployment, 404/410 serves `to` with that
+//! status. A rule without `!` is shadowed by a file that exists at the request path.
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+
+use super::RulesError;
+use super::pattern::{Captures, PathPattern, is_placeholder_name};
+
+/// More rules than this fail the build: the list is scanned in order for unmatched paths.
+pub const MAX_RULES: usize = 10_000;
+/// The file's name in a deployment.
+pub const FILE: &str = "_redirects";
+
+/// Characters escaped when a captured value goes into a `Location` (a splat keeps `/`).
+const LOCATION_SET: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'%');
+
+/// Characters escaped in a redirect target's literal text: it goes into a header as is,
+/// so controls, spaces and non-ASCII are encoded (`%` stays: the author may have encoded).
+const LITERAL_SET: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'<').add(b'>').add(b'`');
+
+/// Netlify's request conditions; matching on them needs data Halo does not have.
+const CONDITIONS: [&str; 4] = ["country", "language", "role", "cookie"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum QueryValue {
+    Exact(Box<str>),
+    Param(Box<str>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(Box<str>),
+    Var(Box<str>),
+}
+
+/// One parsed rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectRule {
+    /// Line in `_redirects` (1-based), for logs.
+    pub line: usize,
+    from: PathPattern,
+    query: Box<[(Box<str>, QueryValue)]>,
+    to: Box<[Part]>,
+    to_has_query: bool,
+    /// HTTP status of the rule.
+    pub status: u16,
+    /// `!`: applies even where a file exists.
+    pub force: bool,
+}
+
+/// What a matching rule asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send the client to `location` with a 3xx status.
+    Redirect {
+        /// 301, 302, 303, 307 or 308.
+        status: u16,
+        /// Absolute path or URL, query included.
+        location: String,
+    },
+    /// Serve the file at `path` (decoded, absolute) with `status` (200, 404, 410).
+    Rewrite {
+        /// Status to answer with.
+        status: u16,
+        /// The deployment path to serve.
+        path: String,
+    },
+}
+
+/// Every rule of a deployment, in file order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Redirects {
+    rules: Vec<RedirectRule>,
+    any_forced: bool,
+    any_query: bool,
+}
+
+fn is_status(tok: &str) -> bool {
+    let t = tok.strip_suffix('!').unwrap_or(tok);
+    t.len() == 3 && t.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_target(tok: &str) -> bool {
+    tok.starts_with('/') || tok.starts_with("http://") || tok.starts_with("https://")
+}
+
+/// Splits `to` at `:name` placeholders (a `:` followed by a digit stays literal: a port).
+fn parse_target(to: &str) -> Box<[Part]> {
+    let mut parts = Vec::new();
+    let mut lit = String::new();
+    let mut rest = to;
+    while let Some(i) = rest.find(':') {
+        lit.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let end = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        let name = &after[..end];
+        if is_placeholder_name(name) {
+            if !lit.is_empty() {
+                parts.push(Part::Literal(std::mem::take(&mut lit).into()));
+            }
+            parts.push(Part::Var(name.into()));
+            rest = &after[end..];
+        } else {
+            lit.push(':');
+            rest = after;
+        }
+    }
+    lit.push_str(rest);
+    if !lit.is_empty() {
+        parts.push(Part::Literal(lit.into()));
+    }
+    parts.into()
+}
+
+fn parse_line(line: &str) -> Result<Option<RedirectRule>, String> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let tokens: Vec<&str> = line.split_whitespace().collect();
+    let from = PathPattern::parse(tokens[0])?;
+    let mut i = 1;
+    let mut query = Vec::new();
+    while i < tokens.len() && !is_target(tokens[i]) {
+        let Some((k, v)) = tokens[i].split_once('=') else {
+            return Err(format!(
+                "expected a target path or URL after {:?}, found {:?}",
+                tokens[0], tokens[i]
+            ));
+        };
+        if k.is_empty() {
+            return Err(format!("query condition {:?} has no name", tokens[i]));
+        }
+        if CONDITIONS.contains(&k.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{k}= conditions are not supported (only query parameters)"
+            ));
+        }
+        let value = match v.strip_prefix(':') {
+            Some(name) if is_placeholder_name(name) => QueryValue::Param(name.into()),
+            _ => QueryValue::Exact(v.into()),
+        };
+        query.push((k.into(), value));
+        i += 1;
+    }
+    let Some(to) = tokens.get(i) else {
+        return Err(format!("rule for {:?} has no target", tokens[0]));
+    };
+    i += 1;
+    let (status, force) = match tokens.get(i) {
+        Some(t) if is_status(t) => {
+            i += 1;
+            let force = t.ends_with('!');
+            let code: u16 = t.trim_end_matches('!').parse().expect("three digits");
+            (code, force)
+        }
+        Some(t) if *t == "!" => {
+            i += 1;
+            (301, true)
+        }
+        Some(t) => {
+            return Err(format!(
+                "expected a status code after the target, found {t:?}"
+            ));
+        }
+        None => (301, false),
+    };
+    if let Some(t) = tokens.get(i) {
+        return Err(if t.contains('=') {
+            format!("conditions such as {t:?} are not supported")
+        } else {
+            format!("unexpected {t:?} after the status")
+        });
+    }
+    let external = !to.starts_with('/');
+    match status {
+        301 | 302 | 303 | 307 | 308 => {}
+        200 | 404 | 410 if external => {
+            return Err(format!(
+                "status {status} to another origin would proxy it, which Halo does not do; use a redirect (301/302/307/308)"
+            ));
+        }
+        200 | 404 | 410 => {}
+        other => {
+            return Err(format!(
+                "status {other} is not supported (use 200, 301, 302, 303, 307, 308, 404 or 410)"
+            ));
+        }
+    }
+    let to_parts = parse_target(to);
+    let names: Vec<&str> = from
+        .param_names()
+        .chain(query.iter().filter_map(|(_, v)| match v {
+            QueryValue::Param(n) => Some(&**n),
+            QueryValue::Exact(_) => None,
+        }))
+        .collect();
+    for p in to_parts.iter() {
+        if let Part::Var(n) = p {
+            let known = names.contains(&&**n) || (&**n == "splat" && from.has_splat());
+            if !known {
+                return Err(format!(
+                    "target uses :{n}, which the rule's path and query do not bind"
+                ));
+            }
+        }
+    }
+    Ok(Some(RedirectRule {
+        line: 0,
+        from,
+        query: query.into(),
+        to_has_query: to.contains('?'),
+        to: to_parts,
+        status,
+        force,
+    }))
+}
+
+/// Decoded `key=value` pairs of a query string.
+fn query_pairs(query: &str) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
+    fn decode(s: &str) -> Cow<'_, str> {
+        if s.contains('+') {
+            Cow::Owned(
+                percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            )
+        } else {
+            percent_decode_str(s).decode_utf8_lossy()
+        }
+    }
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+impl Redirects {
+    /// Parses a `_redirects` file.
+    pub fn parse(text: &str) -> Result<Self, RulesError> {
+        let mut rules = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let err = |message: String| RulesError {
+                file: FILE,
+                line: n + 1,
+                message,
+            };
+            if let Some(mut rule) = parse_line(line).map_err(err)? {
+                if rules.len() == MAX_RULES {
+                    return Err(err(format!("more than {MAX_RULES} rules")));
+                }
+                rule.line = n + 1;
+                rules.push(rule);
+            }
+        }
+        Ok(Redirects {
+            any_forced: rules.iter().any(|r| r.force),
+            any_query: rules.iter().any(|r| !r.query.is_empty()),
+            rules,
+        })
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Whether any rule can apply where a file exists.
+    pub fn any_forced(&self) -> bool {
+        self.any_forced
+    }
+
+    /// The first rule matching `host`, the decoded `path` and the raw `query`; `None` when
+    /// nothing matches or when the match is shadowed by an existing file (`file_exists`
+    /// and no `!`). The query string is passed on to redirect targets that have none.
+    pub fn lookup(
+        &self,
+        host: &str,
+        path: &str,
+        query: Option<&str>,
+        file_exists: bool,
+    ) -> Option<Action> {
+        if self.rules.is_empty() || (file_exists && !self.any_forced) {
+            return None;
+        }
+        let pairs = match query {
+            Some(q) if self.any_query => query_pairs(q),
+            _ => Vec::new(),
+        };
+        for rule in &self.rules {
+            let Some(caps) = rule.from.matches(host, path) else {
+                continue;
+            };
+            let mut query_ok = true;
+            for (key, want) in rule.query.iter() {
+                match (pairs.iter().find(|(k, _)| k == &**key), want) {
+                    (Some((_, v)), QueryValue::Exact(w)) if v == &**w => {}
+                    (Some(_), QueryValue::Param(_)) => {}
+                    _ => {
+                        query_ok = false;
+                        break;
+                    }
+                }
+            }
+            if !query_ok {
+                continue;
+            }
+            if file_exists && !rule.force {
+                return None;
+            }
+            return Some(rule.action(&caps, &pairs, query));
+        }
+        None
+    }
+}
+
+impl RedirectRule {
+    fn action(
+        &self,
+        caps: &Captures<'_>,
+        pairs: &[(Cow<'_, str>, Cow<'_, str>)],
+        query: Option<&str>,
+    ) -> Action {
+        let redirect = (300..400).contains(&self.status);
+        let value = |name: &str| -> String {
+            // Query placeholders are looked up in the request's query pairs.
+            let from_query = self.query.iter().find_map(|(k, v)| match v {
+                QueryValue::Param(n) if &**n == name => pairs
+                    .iter()
+                    .find(|(pk, _)| pk == &**k)
+                    .map(|(_, pv)| pv.to_string()),
+                _ => None,
+            });
+            from_query
+                .or_else(|| caps.get(name).map(str::to_owned))
+                .unwrap_or_default()
+        };
+        let mut out = String::new();
+        for part in self.to.iter() {
+            match part {
+                Part::Literal(l) if redirect => {
+                    let _ = write!(out, "{}", utf8_percent_encode(l, LITERAL_SET));
+                }
+                Part::Literal(l) => out.push_str(l),
+                Part::Var(n) if redirect => {
+                    let _ = write!(out, "{}", utf8_percent_encode(&value(n), LOCATION_SET));
+                }
+                Part::Var(n) => out.push_str(&value(n)),
+            }
+        }
+        if redirect {
+            if let Some(q) = query.filter(|q| !q.is_empty() && !self.to_has_query) {
+                out.push('?');
+                out.push_str(q);
+            }
+            Action::Redirect {
+                status: self.status,
+                location: out,
+            }
+        } else {
+            // An internal target's own query string has no file to select; drop it.
+            if let Some(i) = out.find('?') {
+                out.truncate(i);
+            }
+            Action::Rewrite {
+                status: self.status,
+                path: out,
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Rules parsing: every rule kind, errors with their line, and property tests (bounded
+//! fuzzing) of the parser, the matcher and the path decoder.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::edge::resolve::decode_path;
+
+fn err(text: &str) -> RulesError {
+    Redirects::parse(text).unwrap_err()
+}
+
+#[test]
+fn redirects_parse_every_form() {
+    let r = Redirects::parse(
+        "# comment\n\n/a /b\n/c /d 302\n/e /f 200!\n/g id=:id /h/:id 301\n/i https://x.test/ 308\nhttps://old.test/* https://new.test/:splat 301!\n/j /k 404\n/l /m 410\n/n /o !\n",
+    )
+    .unwrap();
+    assert_eq!(r.len(), 9);
+    assert!(r.any_forced());
+    assert_eq!(
+        r.lookup("old.test", "/x/y", None, true),
+        Some(Action::Redirect {
+            status: 301,
+            location: "https://new.test/x/y".into()
+        })
+    );
+    assert_eq!(
+        r.lookup("site.test", "/a", None, false),
+        Some(Action::Redirect {
+            status: 301,
+            location: "/b".into()
+        })
+    );
+    assert_eq!(
+        r.lookup("site.test", "/l", None, false),
+        Some(Action::Rewrite {
+            status: 410,
+            path: "/m".into()
+        })
+    );
+    // A literal non-ASCII target is encoded for the Location header.
+    let r = Redirects::parse("/café /menü 301").unwrap();
+    assert_eq!(
+        r.lookup("h", "/café", None, false),
+        Some(Action::Redirect {
+            status: 301,
+            location: "/men%C3%BC".into()
+        })
+    );
+}
+
+#[test]
+fn redirect_errors_name_the_line() {
+    for (text, line, needle) in [
+        ("/a /b\n/c", 2, "no target"),
+        ("/a /b 999", 1, "status 999"),
+        ("\n\n/a /b 301 Country=us", 3, "not supported"),
+        ("/a Language=en /b", 1, "not supported"),
+        ("/a https://x.test/ 200", 1, "proxy"),
+        ("/a /b/:slug 301", 1, ":slug"),
+        ("/a/*/b /c", 1, "splat"),
+        ("a /b", 1, "starting with '/'"),
+        ("/a /b 301 extra", 1, "unexpected"),
+        ("/a nope /b", 1, "expected a target"),
+    ] {
+        let e = err(text);
+        assert_eq!(e.line, line, "{text:?}: {e}");
+        assert!(e.to_string().contains(needle), "{text:?}: {e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("_redirects line {line}:")),
+            "{e}"
+        );
+    }
+    let many = "/a /b\n".repeat(redirects::MAX_RULES + 1);
+    assert_eq!(err(&many).line, redirects::MAX_RULES + 1);
+}
+
+#[test]
+fn headers_parse_and_errors() {
+    let h = HeaderRules::parse(
+        "# c\n/*\n  X-A: 1\n\n/docs/:page\n\tX-B: two words\n  X-C: c\nhttps://h.test/*\n  X-D: d\n",
+    )
+    .unwrap();
+    let names = |host: &str, path: &str| -> Vec<String> {
+        h.matching(host, path)
+            .flat_map(|b| b.iter().map(|(n, _)| n.to_string()))
+            .collect()
+    };
+    assert_eq!(names("site.test", "/docs/intro"), ["x-a", "x-b", "x-c"]);
+    assert_eq!(names("site.test", "/docs/a/b"), ["x-a"]);
+    assert_eq!(names("h.test", "/"), ["x-a", "x-d"]);
+    for (text, line, needle) in [
+        ("  X-A: 1", 1, "must follow a path"),
+        ("/a\n  bad header: 1", 2, "not a valid header name"),
+        ("/a\n  X-A 1", 2, "Name: value"),
+        ("/a\n  Content-Length: 3", 2, "cannot be overridden"),
+        ("/a\n  X-A: \u{1}", 2, "not a valid header value"),
+        ("/a/*/b\n", 1, "splat"),
+    ] {
+        let e = HeaderRules::parse(text).unwrap_err();
+        assert_eq!((e.file, e.line), ("_headers", line), "{text:?}: {e}");
+        assert!(e.message.contains(needle), "{text:?}: {e}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// The parser never panics, whatever the text; when it accepts, lookups never panic.
+    #[test]
+    fn redirects_parser_and_matcher_never_panic(
+        text in "([/a-z:*!=?# 0-9]{0,40}\n){0,8}",
+        path in "/[a-z0-9/._%-]{0,30}",
+        query in proptest::option::of("[a-z0-9=&%+]{0,20}"),
+        exists: bool,
+    ) {
+        if let Ok(r) = Redirects::parse(&text)
+            && let Some(Action::Redirect { location, .. }) =
+                r.lookup("site.test", &path, query.as_deref(), exists)
+        {
+            // Every location the matcher builds must be usable as a header value.
+            prop_assert!(http::HeaderValue::from_str(&location).is_ok(), "{location:?}");
+        }
+    }
+
+    /// Arbitrary bytes (as lossy text) never panic the header parser or its matcher.
+    #[test]
+    fn headers_parser_never_panics(text in any::<Vec<u8>>(), path in "/[a-z/]{0,20}") {
+        let text = String::from_utf8_lossy(&text);
+        if let Ok(h) = HeaderRules::parse(&text) {
+            let _ = h.matching("site.test", &path).count();
+        }
+    }
+
+    /// The decoder never panics and never lets through what could leave the site.
+    #[test]
+    fn path_decoder_refuses_traversal(path in "(/(\\.|\\.\\.|%2[eEfF]|%5[cC]|%00|%[0-9a-fA-F]{2}|[a-z]){0,6}){1,6}") {
+        if let Some(d) = decode_path(&path) {
+            prop_assert!(!d.split('/').any(|s| s == ".." || s == "."), "{path} -> {d}");
+            prop_assert!(!d.contains('\0') && !d.contains('\\'), "{path} -> {d:?}");
+            let lower = path.to_ascii_lowercase();
+            prop_assert!(!lower.contains("%2f"), "{path}");
+        }
+    }
+}

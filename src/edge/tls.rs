@@ -1,0 +1,180 @@
+//! TLS for the edge: one certificate per host from a directory, chosen by SNI, and
+//! reloaded when the directory changes (no restart). ALPN offers h2 and http/1.1.
+//!
+//! Layout: `<dir>/<host>.crt` with `<dir>/<host>.key`, or `<dir>/<host>/fullchain.pem` with
+//! `<dir>/<host>/privkey.pem` (certbot's names). `_wildcard.<domain>` serves `*.<domain>`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+/// How often the directory is checked for changes.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
+
+/// Host → certificate, swapped whole on reload.
+#[derive(Debug)]
+pub struct CertStore {
+    dir: PathBuf,
+    provider: Arc<CryptoProvider>,
+    certs: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+}
+
+/// The (name, modified, size) of every file, to notice changes cheaply.
+type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+
+fn fingerprint(dir: &Path) -> Fingerprint {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() && d == dir {
+                stack.push(e.path());
+            } else if md.is_file() {
+                out.push((e.path(), md.modified().ok(), md.len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+impl CertStore {
+    /// Loads every certificate in `dir`. Fails only if the directory cannot be read; a bad
+    /// certificate is logged and skipped.
+    pub fn open(dir: &Path) -> std::io::Result<Arc<Self>> {
+        std::fs::read_dir(dir)?;
+        let store = Arc::new(CertStore {
+            dir: dir.to_path_buf(),
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            certs: ArcSwap::from_pointee(HashMap::new()),
+        });
+        store.reload();
+        Ok(store)
+    }
+
+    /// Hosts with a certificate now.
+    pub fn hosts(&self) -> Vec<String> {
+        let mut h: Vec<String> = self.certs.load().keys().cloned().collect();
+        h.sort();
+        h
+    }
+
+    fn load_pair(&self, cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| format!("{}: {e}", cert.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", cert.display()))?;
+        if chain.is_empty() {
+            return Err(format!("{}: no certificate", cert.display()));
+        }
+        let key =
+            PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+        let ck = CertifiedKey::from_der(chain, key, &self.provider).map_err(|e| e.to_string())?;
+        Ok(Arc::new(ck))
+    }
+
+    /// Reads the directory again and swaps in what loads; a host whose files fail to load
+    /// keeps its previous certificate.
+    pub fn reload(&self) {
+        let old = self.certs.load_full();
+        let mut next = HashMap::new();
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            tracing::warn!(dir = %self.dir.display(), "cannot read the certificate directory");
+            return;
+        };
+        for e in rd.flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (host, cert, key) = if path.is_dir() {
+                (
+                    name.clone(),
+                    path.join("fullchain.pem"),
+                    path.join("privkey.pem"),
+                )
+            } else if let Some(host) = name.strip_suffix(".crt") {
+                (
+                    host.to_owned(),
+                    path.clone(),
+                    self.dir.join(format!("{host}.key")),
+                )
+            } else {
+                continue;
+            };
+            let host = match host.strip_prefix("_wildcard.") {
+                Some(rest) => format!("*.{}", rest.to_ascii_lowercase()),
+                None => host.to_ascii_lowercase(),
+            };
+            match self.load_pair(&cert, &key) {
+                Ok(ck) => {
+                    next.insert(host, ck);
+                }
+                Err(error) => {
+                    tracing::error!(%host, %error, "cannot load certificate");
+                    if let Some(prev) = old.get(&host) {
+                        next.insert(host, prev.clone());
+                    }
+                }
+            }
+        }
+        tracing::info!(hosts = next.len(), "TLS certificates loaded");
+        self.certs.store(Arc::new(next));
+    }
+
+    /// Reloads on every change of the directory until `stop` fires.
+    pub fn watch(self: Arc<Self>, stop: CancellationToken) {
+        tokio::spawn(async move {
+            let mut seen = fingerprint(&self.dir);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(RELOAD_EVERY) => {}
+                }
+                let dir = self.dir.clone();
+                let now = tokio::task::spawn_blocking(move || fingerprint(&dir))
+                    .await
+                    .unwrap_or_default();
+                if now != seen {
+                    seen = now;
+                    let this = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || this.reload()).await;
+                }
+            }
+        });
+    }
+
+    /// A TLS acceptor choosing certificates from this store.
+    pub fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, rustls::Error> {
+        let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name()?.to_ascii_lowercase();
+        let certs = self.certs.load();
+        if let Some(c) = certs.get(&name) {
+            return Some(c.clone());
+        }
+        let (_, parent) = name.split_once('.')?;
+        certs.get(&format!("*.{parent}")).cloned()
+    }
+}

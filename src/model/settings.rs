@@ -1,0 +1,102 @@
+//! URL conventions of a site (clean URLs, trailing slashes, SPA fallback): set per project
+//! through the API, overridden per deployment by a `halo.json` at the site root, and frozen
+//! into the deployment's version manifest when it is built.
+
+use serde::{Deserialize, Serialize};
+
+/// The per-deployment override file at the site root (never served).
+pub const FILE: &str = "halo.json";
+/// Largest `halo.json` accepted.
+pub const FILE_MAX: u64 = 64 * 1024;
+
+/// What to do with a trailing slash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrailingSlash {
+    /// Directories get a slash (redirect from `/dir`), files are served as named.
+    #[default]
+    Auto,
+    /// Every page URL ends with a slash; `/about` redirects to `/about/`.
+    Always,
+    /// No page URL ends with a slash; `/about/` redirects to `/about`.
+    Never,
+}
+
+/// The conventions in force for one deployment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SiteSettings {
+    /// `/about` serves `about.html`; `/about.html` redirects to `/about`.
+    pub clean_urls: bool,
+    /// Trailing-slash policy.
+    pub trailing_slash: TrailingSlash,
+    /// Unknown paths serve `/index.html` with 200 (client-side routing) instead of a 404.
+    pub spa: bool,
+}
+
+/// A partial change of settings: a project update, or a deployment's `halo.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SettingsPatch {
+    /// See [`SiteSettings::clean_urls`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clean_urls: Option<bool>,
+    /// See [`SiteSettings::trailing_slash`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trailing_slash: Option<TrailingSlash>,
+    /// See [`SiteSettings::spa`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spa: Option<bool>,
+    /// JSON-schema reference editors add; ignored.
+    #[serde(rename = "$schema", skip_serializing)]
+    pub schema: Option<String>,
+}
+
+impl SiteSettings {
+    /// These settings with `patch` applied over them.
+    pub fn patched(mut self, patch: &SettingsPatch) -> Self {
+        if let Some(v) = patch.clean_urls {
+            self.clean_urls = v;
+        }
+        if let Some(v) = patch.trailing_slash {
+            self.trailing_slash = v;
+        }
+        if let Some(v) = patch.spa {
+            self.spa = v;
+        }
+        self
+    }
+}
+
+/// Parses a deployment's `halo.json`; the message names what is wrong and where.
+pub fn parse_file(bytes: &[u8]) -> Result<SettingsPatch, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("{FILE}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patches_apply_in_order() {
+        let project = SiteSettings::default().patched(&SettingsPatch {
+            clean_urls: Some(true),
+            spa: Some(true),
+            ..Default::default()
+        });
+        let file =
+            parse_file(br#"{"$schema": "x", "spa": false, "trailing_slash": "never"}"#).unwrap();
+        let s = project.patched(&file);
+        assert!(s.clean_urls);
+        assert!(!s.spa);
+        assert_eq!(s.trailing_slash, TrailingSlash::Never);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_values() {
+        let e = parse_file(br#"{"cleanUrls": true}"#).unwrap_err();
+        assert!(e.contains("cleanUrls") && e.contains("line 1"), "{e}");
+        assert!(parse_file(br#"{"trailing_slash": "sometimes"}"#).is_err());
+        assert!(parse_file(b"not json").is_err());
+    }
+}
