@@ -201,6 +201,8 @@ pub struct TestServer {
     pub server: Option<Server>,
     pub api: String,
     pub edge_addr: std::net::SocketAddr,
+    /// The edge's TLS listener, when the config names a certificate directory.
+    pub tls_addr: Option<std::net::SocketAddr>,
     pub shutdown: CancellationToken,
     pub client: reqwest::Client,
 }
@@ -223,11 +225,17 @@ impl TestServer {
         adjust(&mut config);
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let edge = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tls = match &config.tls_cert_dir {
+            Some(_) => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            None => None,
+        };
+        let tls_addr = tls.as_ref().map(|l| l.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let server = Server::start(&config, api, Some(edge), shutdown.clone())
+        let server = Server::start_with_tls(&config, api, Some(edge), tls, shutdown.clone())
             .await
             .unwrap();
         TestServer {
+            tls_addr,
             api: format!("http://{}", server.api_addr),
             edge_addr: server.edge_addr,
             server: Some(server),
@@ -308,6 +316,20 @@ pub async fn deploy_over_http(
     site: &BTreeMap<String, Vec<u8>>,
     target: &str,
 ) -> Value {
+    let d = deploy_until_done(client, api, token, project_id, site, target).await;
+    assert_eq!(d["status"], "ready", "deployment failed: {d}");
+    d
+}
+
+/// Creates a deployment, uploads what is missing, and waits for `ready` or `error`.
+pub async fn deploy_until_done(
+    client: &reqwest::Client,
+    api: &str,
+    token: &str,
+    project_id: &str,
+    site: &BTreeMap<String, Vec<u8>>,
+    target: &str,
+) -> Value {
     let v: Value = client
         .post(format!("{api}/v1/deployments"))
         .bearer_auth(token)
@@ -348,8 +370,7 @@ pub async fn deploy_over_http(
             .await
             .unwrap();
         match d["status"].as_str() {
-            Some("ready") => return d,
-            Some("error") => panic!("deployment failed: {d}"),
+            Some("ready" | "error") => return d,
             _ => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
