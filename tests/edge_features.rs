@@ -77,7 +77,12 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
 }
 
 fn site() -> BTreeMap<String, Vec<u8>> {
-    let page = |t: &str| format!("<!doctype html><title>{t}</title>{}", "<p>lorem ipsum</p>".repeat(30));
+    let page = |t: &str| {
+        format!(
+            "<!doctype html><title>{t}</title>{}",
+            "<p>lorem ipsum</p>".repeat(30)
+        )
+    };
     let css = ".a{color:red}\n".repeat(2000);
     let mut s = BTreeMap::new();
     for (p, b) in [
@@ -147,7 +152,11 @@ async fn rules_conventions_and_cache_policy() {
     for path in ["/api/users/1", "/forced.txt", "/posts/hello"] {
         let r = e.get(PROD, path, &[]).await;
         assert_eq!(r.status(), 200, "{path}");
-        let want = if path.starts_with("/posts") { "posts/hello.html" } else { "index.html" };
+        let want = if path.starts_with("/posts") {
+            "posts/hello.html"
+        } else {
+            "index.html"
+        };
         assert_eq!(r.bytes().await.unwrap(), site[want], "{path}");
     }
     // Rules and settings files are never served; unknown paths get the site's 404 page.
@@ -162,7 +171,11 @@ async fn rules_conventions_and_cache_policy() {
     let r = e.get(PROD, "/", &[]).await;
     assert_eq!(cc(&r), "public, max-age=0, must-revalidate");
     assert_eq!(header(r.headers(), "x-frame-options"), "DENY");
-    assert_eq!(header(r.headers(), "x-robots-tag"), "", "production is indexable");
+    assert_eq!(
+        header(r.headers(), "x-robots-tag"),
+        "",
+        "production is indexable"
+    );
     let last_modified = header(r.headers(), "last-modified").to_owned();
     let created = httpdate::parse_http_date(&last_modified).unwrap();
     let created_api = humantime::parse_rfc3339_weak(d["created_at"].as_str().unwrap()).unwrap();
@@ -175,7 +188,9 @@ async fn rules_conventions_and_cache_policy() {
     assert_eq!(r.headers().get_all("cache-control").iter().count(), 1);
 
     // If-Modified-Since from the deployment time.
-    let r = e.get(PROD, "/", &[("if-modified-since", &last_modified)]).await;
+    let r = e
+        .get(PROD, "/", &[("if-modified-since", &last_modified)])
+        .await;
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
     let earlier = httpdate::fmt_http_date(created - std::time::Duration::from_secs(60));
     let r = e.get(PROD, "/", &[("if-modified-since", &earlier)]).await;
@@ -183,7 +198,11 @@ async fn rules_conventions_and_cache_policy() {
 
     // The preview host says noindex; the same bytes otherwise.
     let preview = d["url"].as_str().unwrap();
-    let preview_host = preview.trim_start_matches("http://").split(':').next().unwrap();
+    let preview_host = preview
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap();
     let r = e.get(preview_host, "/", &[]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(r.headers(), "x-robots-tag"), "noindex");
@@ -234,7 +253,11 @@ async fn compression_negotiation_and_variants() {
         let body = r.bytes().await.unwrap();
         assert_eq!(header(&h, "content-length"), body.len().to_string());
         if !want.is_empty() {
-            assert!(body.len() < css.len() / 10, "{accept}: {} bytes", body.len());
+            assert!(
+                body.len() < css.len() / 10,
+                "{accept}: {} bytes",
+                body.len()
+            );
         }
         assert_eq!(&decode(want, &body), css, "{accept}");
     }
@@ -246,25 +269,67 @@ async fn compression_negotiation_and_variants() {
     let made = e.metric("halo_edge_compressions_total").await;
     assert_eq!(made, 2.0, "one br and one gzip variant");
     for _ in 0..3 {
-        e.get(PROD, path, &[("accept-encoding", "br")]).await.bytes().await.unwrap();
-        e.get(PROD, path, &[("accept-encoding", "gzip")]).await.bytes().await.unwrap();
+        e.get(PROD, path, &[("accept-encoding", "br")])
+            .await
+            .bytes()
+            .await
+            .unwrap();
+        e.get(PROD, path, &[("accept-encoding", "gzip")])
+            .await
+            .bytes()
+            .await
+            .unwrap();
     }
     assert_eq!(e.metric("halo_edge_compressions_total").await, 2.0);
-    let stored = e.srv.data_dir().join("store/objects/variants/br").join(&hex);
+    let stored = e
+        .srv
+        .data_dir()
+        .join("store/objects/variants/br")
+        .join(&hex);
     assert!(stored.exists(), "{} missing", stored.display());
 
     // Range applies to the representation sent; conditionals use its ETag.
-    let full = e.get(PROD, path, &[("accept-encoding", "br")]).await.bytes().await.unwrap();
-    let r = e.get(PROD, path, &[("accept-encoding", "br"), ("range", "bytes=0-9")]).await;
+    let full = e
+        .get(PROD, path, &[("accept-encoding", "br")])
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let r = e
+        .get(
+            PROD,
+            path,
+            &[("accept-encoding", "br"), ("range", "bytes=0-9")],
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
-    assert_eq!(header(r.headers(), "content-range"), format!("bytes 0-9/{}", full.len()));
+    assert_eq!(
+        header(r.headers(), "content-range"),
+        format!("bytes 0-9/{}", full.len())
+    );
     assert_eq!(r.bytes().await.unwrap(), full.slice(0..10));
     let br_tag = format!("\"{hex}-br\"");
-    let r = e.get(PROD, path, &[("accept-encoding", "br"), ("if-none-match", &br_tag)]).await;
+    let r = e
+        .get(
+            PROD,
+            path,
+            &[("accept-encoding", "br"), ("if-none-match", &br_tag)],
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(header(r.headers(), "vary"), "accept-encoding");
-    let r = e.get(PROD, path, &[("accept-encoding", "gzip"), ("if-none-match", &br_tag)]).await;
-    assert_eq!(r.status(), 200, "another representation is not the one cached");
+    let r = e
+        .get(
+            PROD,
+            path,
+            &[("accept-encoding", "gzip"), ("if-none-match", &br_tag)],
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        200,
+        "another representation is not the one cached"
+    );
 
     // Images are never compressed and do not vary; tiny files are sent as they are.
     for p in ["/logo.png", "/tiny.txt"] {
@@ -285,10 +350,16 @@ async fn bad_rules_fail_the_build_and_settings_layer() {
     let d = e.deploy(pid, &bad, "production").await;
     assert_eq!(d["status"], "error", "{d}");
     let msg = d["error"].as_str().unwrap_or_else(|| panic!("{d}"));
-    assert!(msg.contains("_redirects line 2") && msg.contains("999"), "{msg}");
+    assert!(
+        msg.contains("_redirects line 2") && msg.contains("999"),
+        "{msg}"
+    );
     // Serving never saw it: production still answers from the first deployment.
     let r = e.get(PROD, "/", &[]).await;
-    assert_eq!(header(r.headers(), "x-halo-deployment"), first["id"].as_str().unwrap());
+    assert_eq!(
+        header(r.headers(), "x-halo-deployment"),
+        first["id"].as_str().unwrap()
+    );
 
     let mut bad = site();
     bad.insert("halo.json".into(), br#"{"cleanUrls": true}"#.to_vec());
@@ -296,18 +367,29 @@ async fn bad_rules_fail_the_build_and_settings_layer() {
     assert!(d["error"].as_str().unwrap().contains("cleanUrls"), "{d}");
 
     // Project settings apply to new deployments; halo.json overrides them.
-    let spa = e.project("spa", json!({ "spa": true, "trailing_slash": "never" })).await;
+    let spa = e
+        .project("spa", json!({ "spa": true, "trailing_slash": "never" }))
+        .await;
     let mut plain = BTreeMap::new();
     plain.insert("index.html".to_owned(), b"<p>app</p>".to_vec());
     plain.insert("docs/index.html".to_owned(), b"<p>docs</p>".to_vec());
     deploy_over_http(&e.client, &e.srv.api, TOKEN, &spa, &plain, "production").await;
     let r = e.get("spa.halo.test", "/some/route", &[]).await;
-    assert_eq!((r.status().as_u16(), r.bytes().await.unwrap()), (200, "<p>app</p>".into()));
+    assert_eq!(
+        (r.status().as_u16(), r.bytes().await.unwrap()),
+        (200, "<p>app</p>".into())
+    );
     let r = e.get("spa.halo.test", "/docs/", &[]).await;
-    assert_eq!((r.status().as_u16(), header(r.headers(), "location")), (301, "/docs"));
+    assert_eq!(
+        (r.status().as_u16(), header(r.headers(), "location")),
+        (301, "/docs")
+    );
     plain.insert("halo.json".to_owned(), br#"{"spa": false}"#.to_vec());
     deploy_over_http(&e.client, &e.srv.api, TOKEN, &spa, &plain, "production").await;
-    assert_eq!(e.get("spa.halo.test", "/some/route", &[]).await.status(), 404);
+    assert_eq!(
+        e.get("spa.halo.test", "/some/route", &[]).await.status(),
+        404
+    );
     // PATCH changes the project's settings for the next build.
     let v: Value = e
         .client
@@ -320,7 +402,10 @@ async fn bad_rules_fail_the_build_and_settings_layer() {
         .json()
         .await
         .unwrap();
-    assert_eq!(v["settings"], json!({ "clean_urls": false, "trailing_slash": "always", "spa": true }));
+    assert_eq!(
+        v["settings"],
+        json!({ "clean_urls": false, "trailing_slash": "always", "spa": true })
+    );
     let r = e
         .client
         .patch(format!("{}/v1/projects/{spa}", e.srv.api))
@@ -342,7 +427,10 @@ async fn metrics_count_requests_bytes_cache_and_promotes() {
         e.get(PROD, "/tiny.txt", &[]).await.bytes().await.unwrap();
     }
     e.get(PROD, "/nope", &[]).await.bytes().await.unwrap();
-    assert_eq!(e.metric("halo_edge_requests_total{class=\"2xx\"}").await, before + 5.0);
+    assert_eq!(
+        e.metric("halo_edge_requests_total{class=\"2xx\"}").await,
+        before + 5.0
+    );
     assert!(e.metric("halo_edge_requests_total{class=\"4xx\"}").await >= 1.0);
     assert!(e.metric("halo_edge_sent_bytes_total").await >= bytes_before + 20.0);
     assert!(e.metric("halo_edge_cache_hits_total").await >= 4.0);
@@ -351,14 +439,21 @@ async fn metrics_count_requests_bytes_cache_and_promotes() {
     assert!(promotes >= 1.0);
     let r = e
         .client
-        .post(format!("{}/v1/deployments/{}/promote", e.srv.api, d["id"].as_str().unwrap()))
+        .post(format!(
+            "{}/v1/deployments/{}/promote",
+            e.srv.api,
+            d["id"].as_str().unwrap()
+        ))
         .bearer_auth(TOKEN)
         .send()
         .await
         .unwrap();
     assert!(r.status().is_success());
     assert_eq!(e.metric("halo_promotes_total").await, promotes + 1.0);
-    assert_eq!(e.metric("halo_promote_duration_seconds_count").await, promotes + 1.0);
+    assert_eq!(
+        e.metric("halo_promote_duration_seconds_count").await,
+        promotes + 1.0
+    );
     assert!(e.metric("halo_alias_table_revision").await >= 2.0);
     e.srv.stop().await;
 }

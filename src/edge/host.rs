@@ -14,7 +14,11 @@ pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
         &raw[..=raw.find(']')?]
     } else {
         match raw.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            Some((h, port))
+                if port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok() =>
+            {
+                h
+            }
             Some(_) => return None,
             None => raw,
         }
@@ -62,7 +66,8 @@ mod tests {
     fn refuses_what_cannot_be_a_host() {
         let long = "a".repeat(254);
         for raw in [
-            "", ":80", ".", "a b", "a/b", "a:x", "a@b", "é.com", &long, "[::1",
+            "", ":80", ".", "a b", "a/b", "a:x", "a@b", "é.com", &long, "[::1", "a:99999", "a:",
+            "a:+1",
         ] {
             assert_eq!(normalize_host(raw), None, "{raw:?}");
         }

@@ -59,6 +59,7 @@ const VARY_ENCODING: HeaderValue = HeaderValue::from_static("accept-encoding");
 const UNKNOWN_HOST_BODY: &str = "404 Not Found\n\nNo site is deployed at this address.\n";
 const NOT_FOUND_BODY: &str = "404 Not Found\n";
 const BAD_PATH_BODY: &str = "400 Bad Request\n\nThe path is not valid: bad percent-encoding, an encoded slash or NUL, or a '.' or '..' segment.\n";
+const BAD_HOST_BODY: &str = "400 Bad Request\n\nMore than one Host header.\n";
 const TOO_LONG_BODY: &str = "414 URI Too Long\n";
 const NOT_ALLOWED_BODY: &str = "405 Method Not Allowed\n";
 const UNAVAILABLE_BODY: &str =
@@ -147,11 +148,15 @@ impl Edge {
                 .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
             return resp;
         }
-        let host = req
-            .headers()
-            .get(HOST)
+        let mut hosts = req.headers().get_all(HOST).iter();
+        let host = hosts
+            .next()
             .and_then(|v| v.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        if hosts.next().is_some() {
+            // RFC 9112 §3.2: more than one Host is a bad request, never "the first one".
+            return plain(StatusCode::BAD_REQUEST, BAD_HOST_BODY, None);
+        }
         // One snapshot per request: what it resolves to is kept (Arc) until the body is sent,
         // so a swap during the request cannot mix versions.
         let answer = {

@@ -1,0 +1,141 @@
+//! TLS on the edge through a real TLS client: two hosts with two certificates chosen by
+//! SNI, ALPN h2 and http/1.1, a certificate added while running, HTTP → HTTPS redirect.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{TOKEN, TestServer, deploy_over_http};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+fn ca() -> CertifiedIssuer<'static, KeyPair> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(DnType::CommonName, "Halo test CA");
+    CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+}
+
+fn write_leaf(ca: &CertifiedIssuer<'static, KeyPair>, dir: &Path, host: &str) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec![host.to_owned()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, host);
+    let cert = p.signed_by(&key, &**ca).unwrap();
+    // Key first, then the certificate: the reloader pairs them by name.
+    std::fs::write(dir.join(format!("{host}.key")), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join(format!("{host}.crt")), cert.pem()).unwrap();
+}
+
+fn client(
+    ca: &CertifiedIssuer<'static, KeyPair>,
+    addr: std::net::SocketAddr,
+    http1: bool,
+) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .https_only(true)
+        .timeout(Duration::from_secs(10));
+    for host in ["a.halo.test", "b.halo.test", "c.halo.test", "d.halo.test"] {
+        b = b.resolve(host, addr);
+    }
+    if http1 {
+        b = b.http1_only();
+    }
+    b.build().unwrap()
+}
+
+fn one_page(text: &str) -> BTreeMap<String, Vec<u8>> {
+    BTreeMap::from([("index.html".to_owned(), text.as_bytes().to_vec())])
+}
+
+#[tokio::test]
+async fn sni_picks_each_hosts_certificate_and_reloads() {
+    let ca = ca();
+    let certs = tempfile::tempdir().unwrap();
+    write_leaf(&ca, certs.path(), "a.halo.test");
+    write_leaf(&ca, certs.path(), "b.halo.test");
+    let dir = certs.path().to_path_buf();
+    let srv = TestServer::start_with(|c| {
+        c.tls_cert_dir = Some(dir);
+        c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let http = reqwest::Client::new();
+    for name in ["a", "b", "c"] {
+        let pid = common::create_project_over_http(&http, &srv.api, TOKEN, name).await;
+        deploy_over_http(
+            &http,
+            &srv.api,
+            TOKEN,
+            &pid,
+            &one_page(&format!("site {name}")),
+            "production",
+        )
+        .await;
+    }
+    let addr = srv.tls_addr.unwrap();
+    for http1 in [false, true] {
+        let c = client(&ca, addr, http1);
+        for name in ["a", "b"] {
+            let r = c
+                .get(format!("https://{name}.halo.test:{}/", addr.port()))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            let want = if http1 {
+                reqwest::Version::HTTP_11
+            } else {
+                reqwest::Version::HTTP_2
+            };
+            assert_eq!(r.version(), want, "ALPN");
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.text().await.unwrap(), format!("site {name}"));
+        }
+    }
+    // No certificate for c yet: the handshake fails rather than presenting another host's.
+    let c = client(&ca, addr, false);
+    let url = format!("https://c.halo.test:{}/", addr.port());
+    assert!(c.get(&url).send().await.is_err());
+    // Added while running: picked up without a restart.
+    write_leaf(&ca, certs.path(), "c.halo.test");
+    let mut served = None;
+    for _ in 0..50 {
+        if let Ok(r) = client(&ca, addr, false).get(&url).send().await {
+            served = Some(r.text().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(served.as_deref(), Some("site c"));
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn plain_http_redirects_to_https_when_asked() {
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path().to_path_buf();
+    let srv = TestServer::start_with(|c| {
+        c.tls_cert_dir = Some(dir);
+        c.tls_listen = Some("127.0.0.1:8443".parse().unwrap());
+        c.edge.redirect_https = Some(8443);
+    })
+    .await;
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = c
+        .get(format!("http://{}/docs/a?b=1", srv.edge_addr))
+        .header("host", "A.halo.test:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(
+        r.headers()["location"],
+        "https://a.halo.test:8443/docs/a?b=1"
+    );
+    srv.stop().await;
+}
