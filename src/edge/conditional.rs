@@ -106,7 +106,9 @@ fn parse_range(value: &[u8], size: u64) -> RangeSpec {
             } else {
                 match num(end) {
                     Some(e) if e >= start => e.saturating_add(1).min(size),
-                    _ => return RangeSpec::Ignore,
+                    // RFC 9110 §14.1.1: last < first is an invalid range, answered 416.
+                    Some(_) => return RangeSpec::Unsatisfiable,
+                    None => return RangeSpec::Ignore,
                 }
             };
             if start >= size {
@@ -197,7 +199,7 @@ mod tests {
         assert_eq!(r("bytes=10-", 10), Plan::Unsatisfiable);
         assert_eq!(r("bytes=-0", 10), Plan::Unsatisfiable);
         assert_eq!(r("bytes=0-0", 0), Plan::Unsatisfiable);
-        assert_eq!(r("bytes=3-1", 10), Plan::Full);
+        assert_eq!(r("bytes=3-1", 10), Plan::Unsatisfiable);
         assert_eq!(r("bytes=0-1,4-5", 10), Plan::Full);
         assert_eq!(r("items=0-1", 10), Plan::Full);
         assert_eq!(r("bytes=x-1", 10), Plan::Full);
