@@ -77,7 +77,7 @@ fn start_nginx(bin: &Path, root: &Path) -> Nginx {
         root = root.display()
     );
     std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-    let child = Command::new(bin)
+    let mut child = Command::new(bin)
         .arg("-e")
         .arg(dir.path().join("error.log"))
         .arg("-p")
@@ -98,6 +98,8 @@ fn start_nginx(bin: &Path, root: &Path) -> Nginx {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("nginx did not start on port {port}");
 }
 
