@@ -9,29 +9,17 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, StatusCode};
-use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{percent_decode_str, utf8_percent_encode};
 
 use super::host::normalize_host;
 use super::rules::Action;
+use super::rules::redirects::LOCATION_SET;
 use super::site::{FileEntry, Site};
 use super::table::AliasTable;
 use crate::model::settings::TrailingSlash;
 
 /// Longest request path accepted, in bytes (longer: 414).
 pub const PATH_MAX: usize = 4096;
-
-/// Characters escaped when a decoded path is written back into a `Location`.
-const PATH_SET: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}')
-    .add(b'%');
 
 /// Headers from `_headers` blocks matching the request.
 pub type ExtraHeaders<'t> = Vec<&'t [(HeaderName, HeaderValue)]>;
@@ -85,9 +73,7 @@ pub fn decode_path(path: &str) -> Option<Cow<'_, str>> {
     };
     // PERF: most paths have a dot only in the file extension; check segments only then.
     let b = decoded.as_bytes();
-    if b.contains(&0)
-        || (b.contains(&b'.') && decoded.split('/').any(|s| s == "." || s == ".."))
-    {
+    if b.contains(&0) || (b.contains(&b'.') && decoded.split('/').any(|s| s == "." || s == "..")) {
         return None;
     }
     Some(decoded)
@@ -183,7 +169,7 @@ fn rewrite_target<'t>(site: &'t Site, path: &str) -> Option<&'t FileEntry> {
 }
 
 fn redirect_to(path: &str, query: Option<&str>) -> String {
-    let mut location = utf8_percent_encode(path, PATH_SET).to_string();
+    let mut location = utf8_percent_encode(path, LOCATION_SET).to_string();
     if let Some(q) = query.filter(|q| !q.is_empty()) {
         location.push('?');
         location.push_str(q);

@@ -17,8 +17,9 @@ pub const MAX_RULES: usize = 10_000;
 /// The file's name in a deployment.
 pub const FILE: &str = "_redirects";
 
-/// Characters escaped when a captured value goes into a `Location` (a splat keeps `/`).
-const LOCATION_SET: &AsciiSet = &CONTROLS
+/// Characters escaped when a decoded path or a captured value goes into a `Location` (a
+/// splat keeps its `/`).
+pub const LOCATION_SET: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')
