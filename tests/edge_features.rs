@@ -57,18 +57,7 @@ impl Edge {
     }
 
     async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.srv.api))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        common::metric(&self.client, &self.srv.api, name).await
     }
 }
 

@@ -194,20 +194,7 @@ async fn edges_follow_promotes_survive_the_control_plane_and_cold_start_from_s3(
     // The store's snapshot follows the table shortly after each change; wait for it (and
     // report the lag) so the cold start below can be checked against the newest table.
     let store = halo::store::s3::S3Store::new(&s3);
-    let metrics = client
-        .get(format!("{api}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let cp_rev: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("halo_alias_table_revision "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let cp_rev = common::metric(&client, &api, "halo_alias_table_revision ").await as u64;
     let t = Instant::now();
     loop {
         use halo::store::BlobStore;

@@ -29,11 +29,6 @@ impl EdgeMetrics {
         self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Requests answered with a status of class `class` (1–5) so far.
-    pub fn requests(&self, class: usize) -> u64 {
-        self.by_class[class - 1].load(Ordering::Relaxed)
-    }
-
     /// Prometheus text for these counters and the cache's.
     pub fn render(&self, cache: &Counters, out: &mut String) {
         out.push_str(

@@ -448,3 +448,18 @@ pub async fn promote_over_http(
     assert_eq!(r.status(), 200, "promote {id}");
     r.json().await.unwrap()
 }
+
+/// One value of the API's Prometheus `/metrics`, by the text before it (name and labels).
+pub async fn metric(client: &reqwest::Client, api: &str, name: &str) -> f64 {
+    let text = client
+        .get(format!("{api}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}

@@ -336,6 +336,11 @@ impl Redirects {
             if file_exists && !rule.force {
                 return None;
             }
+            tracing::debug!(
+                line = rule.line,
+                status = rule.status,
+                "_redirects rule matched"
+            );
             return Some(rule.action(&caps, &pairs, query));
         }
         None
