@@ -72,7 +72,10 @@ fn lookup_and_promote(c: &mut Criterion) {
             b.iter(|| {
                 rev += 1;
                 let s = if rev % 2 == 0 { &other } else { &shared };
-                handle.apply(rev, &[("project-7.halo.localhost".to_owned(), s.clone())])
+                handle.apply(
+                    rev,
+                    &[("project-7.halo.localhost".to_owned(), Some(s.clone()))],
+                )
             })
         });
     }

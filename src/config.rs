@@ -73,6 +73,18 @@ pub struct ServeArgs {
     /// Most open edge connections; more are answered 503 [default: 10000]
     #[arg(long, env = "HALO_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// API requests per second each token may make; 0 turns limiting off [default: 1000]
+    #[arg(long, env = "HALO_API_RATE_LIMIT")]
+    pub api_rate_limit: Option<u32>,
+    /// Burst of API requests a token may make at once [default: 2000]
+    #[arg(long, env = "HALO_API_RATE_BURST")]
+    pub api_rate_burst: Option<u32>,
+    /// Seconds GC spares a blob after it was last stored or reported present [default: 3600]
+    #[arg(long, env = "HALO_GC_GRACE_SECS")]
+    pub gc_grace_secs: Option<u64>,
+    /// Run retention and GC every this many seconds; 0 never [default: 0]
+    #[arg(long, env = "HALO_GC_INTERVAL_SECS")]
+    pub gc_interval_secs: Option<u64>,
     /// S3 access key id
     #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
     pub s3_access_key_id: Option<String>,
@@ -135,6 +147,10 @@ struct FileConfig {
     max_file_bytes: Option<u64>,
     shutdown_grace_secs: Option<u64>,
     cache_bytes: Option<u64>,
+    api_rate_limit: Option<u32>,
+    api_rate_burst: Option<u32>,
+    gc_grace_secs: Option<u64>,
+    gc_interval_secs: Option<u64>,
     storage: Option<StorageFile>,
     edge: Option<EdgeFile>,
 }
@@ -175,6 +191,10 @@ pub struct Config {
     pub tls_listen: Option<SocketAddr>,
     /// Where the TLS listener's certificates are.
     pub tls_cert_dir: Option<PathBuf>,
+    /// The API's limits (upload size, rate per token, GC grace).
+    pub api: crate::api::ApiOptions,
+    /// How often retention and GC run by themselves, if at all.
+    pub gc_interval: Option<Duration>,
 }
 
 impl Default for Config {
@@ -192,6 +212,8 @@ impl Default for Config {
             edge: ServeOptions::default(),
             tls_listen: None,
             tls_cert_dir: None,
+            api: crate::api::ApiOptions::default(),
+            gc_interval: None,
         }
     }
 }
@@ -267,8 +289,31 @@ impl Config {
             edge: ServeOptions::default(),
             tls_listen: None,
             tls_cert_dir: None,
+            api: crate::api::ApiOptions {
+                max_file_bytes: 0,
+                rate: crate::api::RateLimit {
+                    per_second: args
+                        .api_rate_limit
+                        .or(file.api_rate_limit)
+                        .unwrap_or(d.api.rate.per_second),
+                    burst: args
+                        .api_rate_burst
+                        .or(file.api_rate_burst)
+                        .unwrap_or(d.api.rate.burst),
+                },
+                gc_grace: args
+                    .gc_grace_secs
+                    .or(file.gc_grace_secs)
+                    .map_or(d.api.gc_grace, Duration::from_secs),
+            },
+            gc_interval: args
+                .gc_interval_secs
+                .or(file.gc_interval_secs)
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
         };
-        let cfg = edge(args, file.edge.unwrap_or_default(), cfg)?;
+        let mut cfg = edge(args, file.edge.unwrap_or_default(), cfg)?;
+        cfg.api.max_file_bytes = cfg.max_file_bytes;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -109,11 +109,11 @@ impl Server {
                 config.edge.clone(),
             ))
         });
-        let app = api::router(ApiState {
-            control: control.clone(),
-            max_file_bytes: config.max_file_bytes,
-            edge: edge_task.is_some().then(|| edge_state.clone()),
-        });
+        let app = api::router(ApiState::new(
+            control.clone(),
+            edge_task.is_some().then(|| edge_state.clone()),
+            config.api,
+        ));
         let api_stop = shutdown.clone();
         let api_task = tokio::spawn(async move {
             let serving = axum::serve(api, app)
@@ -123,6 +123,14 @@ impl Server {
             }
         });
         tracing::info!(addr = %api_addr, "api listening");
+        if let Some(every) = config.gc_interval {
+            tokio::spawn(periodic_gc(
+                control.clone(),
+                every,
+                config.api.gc_grace,
+                shutdown.clone(),
+            ));
+        }
         if edge_task.is_some() {
             tracing::info!(addr = %edge_addr, domain = %config.domain, "edge listening");
         }
@@ -159,6 +167,32 @@ impl Server {
     /// Waits until the server has shut down.
     pub async fn wait(self) {
         let _ = self.task.await;
+    }
+}
+
+/// Runs retention and GC every `every` until shutdown; a failed run is logged and retried
+/// at the next tick.
+async fn periodic_gc(
+    control: Arc<Control>,
+    every: std::time::Duration,
+    grace: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    let actor = crate::meta::Actor::system("periodic gc");
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let opts = crate::control::gc::GcOptions {
+            dry_run: false,
+            grace,
+        };
+        if let Err(e) = control.gc(opts, &actor).await {
+            tracing::warn!(error = %e, "periodic gc failed");
+        }
     }
 }
 

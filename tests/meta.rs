@@ -20,6 +20,9 @@ fn project(name: &str) -> Project {
         created_at: now_millis(),
         production_deployment_id: None,
         settings: Default::default(),
+        attribution: Default::default(),
+        metadata: Default::default(),
+        retention: Default::default(),
     }
 }
 
@@ -38,6 +41,9 @@ fn deployment(
         missing,
         preview_host: format!("{id}.halo.test"),
         created_at: now_millis(),
+        attribution: Default::default(),
+        metadata: Default::default(),
+        created_by: None,
     }
 }
 
@@ -62,7 +68,7 @@ async fn reopening_keeps_everything_and_migrations_are_idempotent() {
         assert_eq!((d.status, d.missing_count), (Status::Queued, 1));
     }
     let m = SqliteMeta::open(&path).unwrap();
-    assert_eq!(m.projects().await.unwrap().len(), 1);
+    assert_eq!(m.projects(&Default::default()).await.unwrap().len(), 1);
     let d = m.deployment("dpl_1").await.unwrap().unwrap();
     assert_eq!(
         (d.status, d.missing_count, d.file_count),

@@ -1,4 +1,5 @@
-//! `/v1/deployments`: create from a manifest, inspect, list with cursor pages, promote.
+//! `/v1/deployments`: create from a manifest, inspect, list with cursor pages, change,
+//! promote, cancel, delete.
 
 use std::collections::BTreeMap;
 
@@ -9,11 +10,13 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::json::Body;
+use super::auth::Caller;
+use super::json::{Owned, query};
 use super::views::DeploymentView;
 use super::{ApiError, ApiState};
-use crate::control::DeployRequest;
-use crate::meta::{DeploymentFilter, Env};
+use crate::control::{DeployRequest, DeploymentPatch};
+use crate::meta::{Deployment, DeploymentFilter, Env};
+use crate::model::owner::{Attribution, Metadata};
 use crate::model::{Status, Target, parse_rfc3339};
 
 /// Page size when `limit` is not given, and the most one page returns.
@@ -30,6 +33,20 @@ pub struct CreateDeployment {
     target: Option<String>,
     #[serde(default)]
     env: Env,
+    #[serde(default)]
+    metadata: Metadata,
+}
+
+/// Loads a deployment the caller may see; 404 otherwise (the same answer as for one
+/// that does not exist).
+pub(super) async fn visible(
+    s: &ApiState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Deployment, ApiError> {
+    let d = s.control.deployment(id).await?;
+    caller.check_project(&d.project_id, &format!("deployment {id}"))?;
+    Ok(d)
 }
 
 fn parse_enum<T: std::str::FromStr<Err = String>>(
@@ -41,8 +58,10 @@ fn parse_enum<T: std::str::FromStr<Err = String>>(
 
 pub async fn create(
     State(s): State<ApiState>,
-    Body(req): Body<CreateDeployment>,
+    caller: Caller,
+    Owned(attribution, req): Owned<CreateDeployment>,
 ) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
+    caller.check_project(&req.project_id, &format!("project {}", req.project_id))?;
     let target = match req.target.as_deref() {
         None => Target::default(),
         Some(t) => parse_enum(t, "invalid_target")?,
@@ -64,6 +83,9 @@ pub async fn create(
             files,
             target,
             env: req.env,
+            attribution: attribution.apply(&Attribution::default()),
+            metadata: req.metadata,
+            actor: caller.0.actor(),
         })
         .await?;
     Ok((
@@ -74,26 +96,70 @@ pub async fn create(
 
 pub async fn get(
     State(s): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DeploymentView>, ApiError> {
-    let d = s.control.deployment(&id).await?;
-    Ok(Json(DeploymentView::new(&s.control, d, None)))
+    let d = visible(&s, &caller, &id).await?;
+    let events = s.control.events(&d.id, 0, 1000).await?;
+    let phases = crate::control::events::phases(&events);
+    Ok(Json(
+        DeploymentView::new(&s.control, d, None).with_phases(phases),
+    ))
 }
 
 pub async fn promote(
     State(s): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DeploymentView>, ApiError> {
-    let d = s.control.promote(&id).await?;
+    visible(&s, &caller, &id).await?;
+    let d = s.control.promote(&id, &caller.0.actor()).await?;
+    Ok(Json(DeploymentView::new(&s.control, d, None)))
+}
+
+/// Changes attribution and metadata; everything else about a deployment is immutable.
+pub async fn update(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Owned(attribution, mut patch): Owned<DeploymentPatch>,
+) -> Result<Json<DeploymentView>, ApiError> {
+    visible(&s, &caller, &id).await?;
+    patch.attribution = attribution;
+    let d = s.control.update_deployment(&id, &patch).await?;
+    Ok(Json(DeploymentView::new(&s.control, d, None)))
+}
+
+/// Stops a queued or building deployment; it becomes `canceled`, for good.
+pub async fn cancel(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeploymentView>, ApiError> {
+    visible(&s, &caller, &id).await?;
+    let d = s.control.cancel(&id, &caller.0.actor()).await?;
+    Ok(Json(DeploymentView::new(&s.control, d, None)))
+}
+
+/// Unroutes every host serving the deployment and marks it `deleted` (409 while it is
+/// production).
+pub async fn delete(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeploymentView>, ApiError> {
+    visible(&s, &caller, &id).await?;
+    let d = s.control.delete_deployment(&id, &caller.0.actor()).await?;
     Ok(Json(DeploymentView::new(&s.control, d, None)))
 }
 
 /// The deployment's manifest as submitted: `{"files": {path: sha256}}` (what `halo diff` compares).
 pub async fn files(
     State(s): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let d = s.control.deployment(&id).await?;
+    let d = visible(&s, &caller, &id).await?;
     let files = s.control.meta.deployment_files(&d.id).await?;
     let map: serde_json::Map<String, Value> =
         files.into_iter().map(|(p, h)| (p, json!(h))).collect();
@@ -110,6 +176,10 @@ pub struct ListParams {
     created_before: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+    workspace_id: Option<String>,
+    external_workspace_id: Option<String>,
+    external_user_id: Option<String>,
+    external_project_id: Option<String>,
 }
 
 fn parse_time(v: Option<&str>, name: &str) -> Result<Option<i64>, ApiError> {
@@ -126,9 +196,10 @@ fn parse_time(v: Option<&str>, name: &str) -> Result<Option<i64>, ApiError> {
 
 pub async fn list(
     State(s): State<ApiState>,
+    caller: Caller,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let p = query(params)?;
     let limit = match p.limit.as_deref() {
         None => DEFAULT_LIMIT,
         Some(l) => l
@@ -166,6 +237,13 @@ pub async fn list(
         created_before: parse_time(p.created_before.as_deref(), "created_before")?,
         limit,
         cursor,
+        attribution: Attribution {
+            workspace_id: p.workspace_id,
+            external_workspace_id: p.external_workspace_id,
+            external_user_id: p.external_user_id,
+            external_project_id: p.external_project_id,
+        },
+        project_ids: caller.project_ids(),
     };
     let page = s.control.meta.deployments(&filter).await?;
     let data: Vec<DeploymentView> = page

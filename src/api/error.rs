@@ -50,13 +50,32 @@ impl ApiError {
         )
     }
 
+    /// 404 for a record that does not exist (or that the caller may not see: the two
+    /// are indistinguishable on purpose).
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    /// 412 for a compare-and-swap on a stale alias-table revision.
+    pub fn stale(current: u64) -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "revision_mismatch",
+            format!("the alias table is at revision {current}; read it again and retry"),
+        )
+    }
+
     /// 404 for a route that does not exist.
     pub fn no_route() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
     }
 
     /// 500, logging the real cause.
-    fn internal(cause: &dyn std::fmt::Display) -> Self {
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -100,10 +119,10 @@ impl From<MetaError> for ApiError {
     fn from(e: MetaError) -> Self {
         match e {
             MetaError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
-            MetaError::NotFound(m) => {
-                Self::new(StatusCode::NOT_FOUND, "not_found", format!("{m} not found"))
-            }
+            MetaError::NotFound(m) => Self::not_found(&m),
             MetaError::InvalidState(m) => Self::new(StatusCode::CONFLICT, "invalid_state", m),
+            MetaError::Refused { code, message } => Self::new(StatusCode::CONFLICT, code, message),
+            MetaError::StaleRevision { current } => Self::stale(current),
             other => Self::internal(&other),
         }
     }
@@ -113,14 +132,11 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
             ControlError::Invalid { code, message } => Self::bad_request(code, message),
-            ControlError::NotFound(what) => Self::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("{what} not found"),
-            ),
+            ControlError::NotFound(what) => Self::not_found(&what),
             ControlError::Conflict { code, message } => {
                 Self::new(StatusCode::CONFLICT, code, message)
             }
+            ControlError::StaleRevision(current) => Self::stale(current),
             ControlError::Store(s) => s.into(),
             ControlError::Meta(m) => m.into(),
         }

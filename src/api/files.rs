@@ -39,7 +39,7 @@ pub async fn upload(
     body: AxumBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let digest = parse_digest(&hash)?;
-    let limit = s.max_file_bytes;
+    let limit = s.options.max_file_bytes;
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

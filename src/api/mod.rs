@@ -1,62 +1,248 @@
-//! The control-plane HTTP API, v1: JSON over axum, bearer-token auth on every endpoint.
+//! The control-plane HTTP API, v1: JSON over axum. Every endpoint is registered once, with
+//! the scope it needs, in [`v1`]; that one table builds the router, drives the scope test
+//! and is checked against the OpenAPI document.
 
+mod aliases;
+mod auth;
 mod deployments;
 pub mod error;
+mod events;
 mod files;
+mod gc;
+mod idempotency;
 mod json;
+pub mod openapi;
 mod projects;
 mod routes;
+mod tokens;
 mod views;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::{get, post, put};
-use http::header::AUTHORIZATION;
+use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
+use axum::middleware;
+use axum::routing::{MethodFilter, get, on};
+use http::Method;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::control::Control;
+use crate::model::token::Scope;
+pub use auth::RateLimit;
 pub use error::ApiError;
 
 /// Largest JSON request body (a manifest of 100,000+ files fits).
 const JSON_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The API's tunables.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiOptions {
+    /// Largest accepted blob upload.
+    pub max_file_bytes: u64,
+    /// Requests per token.
+    pub rate: RateLimit,
+    /// How long GC spares a blob after it was last stored or reported present.
+    pub gc_grace: std::time::Duration,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions {
+            max_file_bytes: 512 * 1024 * 1024,
+            rate: RateLimit::default(),
+            gc_grace: std::time::Duration::from_secs(3600),
+        }
+    }
+}
 
 /// What every handler sees.
 #[derive(Clone)]
 pub struct ApiState {
     /// The control plane.
     pub control: Arc<Control>,
-    /// Largest accepted blob upload.
-    pub max_file_bytes: u64,
     /// The edge in this process, if any, for `/metrics`.
     pub edge: Option<Arc<crate::edge::Edge>>,
+    /// Tunables.
+    pub options: ApiOptions,
+    limiter: Option<Arc<auth::Limiter>>,
+    idempotency: Arc<idempotency::Locks>,
+}
+
+impl ApiState {
+    /// The state of an API over `control` (and the edge in this process, if any).
+    pub fn new(
+        control: Arc<Control>,
+        edge: Option<Arc<crate::edge::Edge>>,
+        options: ApiOptions,
+    ) -> Self {
+        ApiState {
+            control,
+            edge,
+            limiter: auth::limiter(options.rate),
+            options,
+            idempotency: Arc::default(),
+        }
+    }
+}
+
+/// One endpoint of `/v1`: method, path (axum and OpenAPI share the `{param}` syntax) and
+/// the scope it needs (`None`: public).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// HTTP method.
+    pub method: Method,
+    /// Path under `/v1`.
+    pub path: &'static str,
+    /// Scope needed; `None` for the public OpenAPI document.
+    pub scope: Option<Scope>,
+}
+
+/// Builds the `/v1` router and its endpoint table together, so neither can drift.
+struct Table {
+    router: Router<ApiState>,
+    endpoints: Vec<Endpoint>,
+}
+
+impl Table {
+    fn add<H, T>(mut self, method: Method, path: &'static str, scope: Scope, handler: H) -> Self
+    where
+        H: Handler<T, ApiState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("a standard method");
+        let route = on(filter, handler)
+            .route_layer(middleware::from_fn_with_state(scope, auth::require_scope));
+        self.router = self.router.route(path, route);
+        self.endpoints.push(Endpoint {
+            method,
+            path,
+            scope: Some(scope),
+        });
+        self
+    }
+}
+
+/// Every `/v1` endpoint, with its handler and scope.
+fn v1() -> Table {
+    use Scope::*;
+    use {aliases as a, deployments as d, projects as p, tokens as t};
+    let (get_, post_, put_, patch_, delete_) = (
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    );
+    let table = Table {
+        router: Router::new(),
+        endpoints: vec![Endpoint {
+            method: Method::GET,
+            path: "/openapi.json",
+            scope: None,
+        }],
+    };
+    table
+        .add(post_.clone(), "/tokens", Admin, t::create)
+        .add(get_.clone(), "/tokens", Admin, t::list)
+        .add(delete_.clone(), "/tokens/{id}", Admin, t::delete)
+        .add(post_.clone(), "/projects", ProjectsWrite, p::create)
+        .add(get_.clone(), "/projects", ProjectsRead, p::list)
+        .add(get_.clone(), "/projects/{id}", ProjectsRead, p::get)
+        .add(patch_.clone(), "/projects/{id}", ProjectsWrite, p::update)
+        .add(
+            get_.clone(),
+            "/projects/{id}/promotions",
+            ProjectsRead,
+            p::promotions,
+        )
+        .add(post_.clone(), "/deployments", DeploymentsWrite, d::create)
+        .add(get_.clone(), "/deployments", DeploymentsRead, d::list)
+        .add(get_.clone(), "/deployments/{id}", DeploymentsRead, d::get)
+        .add(
+            patch_.clone(),
+            "/deployments/{id}",
+            DeploymentsWrite,
+            d::update,
+        )
+        .add(
+            delete_.clone(),
+            "/deployments/{id}",
+            DeploymentsWrite,
+            d::delete,
+        )
+        .add(
+            post_.clone(),
+            "/deployments/{id}/promote",
+            DeploymentsWrite,
+            d::promote,
+        )
+        .add(
+            post_.clone(),
+            "/deployments/{id}/cancel",
+            DeploymentsWrite,
+            d::cancel,
+        )
+        .add(
+            get_.clone(),
+            "/deployments/{id}/files",
+            DeploymentsRead,
+            d::files,
+        )
+        .add(
+            get_.clone(),
+            "/deployments/{id}/events",
+            DeploymentsRead,
+            events::stream,
+        )
+        .add(
+            get_.clone(),
+            "/deployments/{id}/logs",
+            DeploymentsRead,
+            events::logs,
+        )
+        .add(post_.clone(), "/files/missing", FilesWrite, files::missing)
+        // The upload enforces its own, configurable limit while streaming.
+        .add(
+            put_.clone(),
+            "/files/{sha256}",
+            FilesWrite,
+            files::upload.layer(DefaultBodyLimit::disable()),
+        )
+        .add(get_.clone(), "/aliases", ProjectsRead, a::list)
+        .add(get_.clone(), "/aliases/history", ProjectsRead, a::history)
+        .add(put_, "/aliases/{host}", AliasesWrite, a::put)
+        .add(delete_, "/aliases/{host}", AliasesWrite, a::delete)
+        .add(post_.clone(), "/releases", AliasesWrite, a::release)
+        .add(get_, "/routes", Admin, routes::stream)
+        .add(post_, "/gc", Admin, gc::run)
+}
+
+/// Every `/v1` endpoint (for the scope and OpenAPI tests).
+pub fn endpoints() -> Vec<Endpoint> {
+    v1().endpoints
 }
 
 /// The API router (tests drive it without a socket).
 pub fn router(state: ApiState) -> Router {
-    let v1 = Router::new()
-        .route("/projects", post(projects::create).get(projects::list))
-        .route("/projects/{id}", get(projects::get).patch(projects::update))
-        .route("/projects/{id}/promotions", get(projects::promotions))
-        .route(
-            "/deployments",
-            post(deployments::create).get(deployments::list),
-        )
-        .route("/deployments/{id}", get(deployments::get))
-        .route("/deployments/{id}/promote", post(deployments::promote))
-        .route("/deployments/{id}/files", get(deployments::files))
-        .route("/files/missing", post(files::missing))
-        .route("/routes", get(routes::stream))
-        .route(
-            "/files/{sha256}",
-            // The upload enforces its own, configurable limit while streaming.
-            put(files::upload).layer(DefaultBodyLimit::disable()),
-        )
+    // Layers run outside-in in the reverse order of their `.layer` calls: authenticate,
+    // then rate-limit, then idempotency, then the route's own scope check.
+    let v1 = v1()
+        .router
         .fallback(|| async { ApiError::no_route() })
-        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::layer,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::rate_limit,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .route("/openapi.json", get(openapi::document));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(|| async { "ok\n" }))
@@ -68,23 +254,4 @@ pub fn router(state: ApiState) -> Router {
         // limit above applies to the decompressed bytes.
         .layer(RequestDecompressionLayer::new())
         .with_state(state)
-}
-
-async fn require_token(
-    State(state): State<ApiState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let token = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(ApiError::unauthorized)?;
-    if !state.control.token_valid(token).await? {
-        return Err(ApiError::unauthorized());
-    }
-    Ok(next.run(req).await)
 }

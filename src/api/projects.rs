@@ -1,15 +1,19 @@
-//! `/v1/projects`: create, list, get, update settings.
+//! `/v1/projects`: create, list (filtered by attribution), get, update, promotions.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::json::Body;
+use super::auth::Caller;
+use super::json::{Owned, query};
 use super::views::ProjectView;
 use super::{ApiError, ApiState};
-use crate::meta::Env;
+use crate::control::{NewProject, ProjectPatch};
+use crate::meta::{Env, ProjectFilter, Retention};
+use crate::model::owner::{Attribution, Metadata};
 use crate::model::settings::{SettingsPatch, SiteSettings};
 
 #[derive(Deserialize)]
@@ -20,40 +24,92 @@ pub struct CreateProject {
     env: Env,
     #[serde(default)]
     settings: SettingsPatch,
+    #[serde(default)]
+    metadata: Metadata,
+    #[serde(default)]
+    retention: Retention,
 }
 
 pub async fn create(
     State(s): State<ApiState>,
-    Body(req): Body<CreateProject>,
+    caller: Caller,
+    Owned(attribution, req): Owned<CreateProject>,
 ) -> Result<(StatusCode, Json<ProjectView>), ApiError> {
-    let settings = SiteSettings::default().patched(&req.settings);
+    if caller.0.project_ids.is_some() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "a token limited to projects cannot create projects",
+        ));
+    }
     let p = s
         .control
-        .create_project(req.name, req.env, settings)
+        .create_project(NewProject {
+            name: req.name,
+            env: req.env,
+            settings: SiteSettings::default().patched(&req.settings),
+            attribution: attribution.apply(&Attribution::default()),
+            metadata: req.metadata,
+            retention: req.retention,
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(ProjectView::new(&s.control, p))))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateProject {
-    settings: SettingsPatch,
+/// Loads a project the caller may see; 404 otherwise.
+async fn visible(
+    s: &ApiState,
+    caller: &Caller,
+    id: &str,
+) -> Result<crate::meta::Project, ApiError> {
+    caller.check_project(id, &format!("project {id}"))?;
+    Ok(s.control.project(id).await?)
 }
 
-/// Changes the settings that deployments built from now on start from; deployments
-/// already built keep theirs (they are immutable versions).
+/// Changes the settings that deployments built from now on start from (deployments
+/// already built keep theirs: they are immutable versions), attribution, metadata and
+/// retention.
 pub async fn update(
     State(s): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
-    Body(req): Body<UpdateProject>,
+    Owned(attribution, mut patch): Owned<ProjectPatch>,
 ) -> Result<Json<ProjectView>, ApiError> {
-    let p = s.control.update_settings(&id, &req.settings).await?;
+    visible(&s, &caller, &id).await?;
+    patch.attribution = attribution;
+    let p = s.control.update_project(&id, &patch).await?;
     Ok(Json(ProjectView::new(&s.control, p)))
 }
 
-pub async fn list(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let projects = s.control.meta.projects().await?;
-    let data: Vec<ProjectView> = projects
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    workspace_id: Option<String>,
+    external_workspace_id: Option<String>,
+    external_user_id: Option<String>,
+    external_project_id: Option<String>,
+}
+
+pub async fn list(
+    State(s): State<ApiState>,
+    caller: Caller,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let p = query(params)?;
+    let filter = ProjectFilter {
+        attribution: Attribution {
+            workspace_id: p.workspace_id,
+            external_workspace_id: p.external_workspace_id,
+            external_user_id: p.external_user_id,
+            external_project_id: p.external_project_id,
+        },
+        project_ids: caller.project_ids(),
+    };
+    let data: Vec<ProjectView> = s
+        .control
+        .meta
+        .projects(&filter)
+        .await?
         .into_iter()
         .map(|p| ProjectView::new(&s.control, p))
         .collect();
@@ -62,18 +118,20 @@ pub async fn list(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
 
 pub async fn get(
     State(s): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ProjectView>, ApiError> {
-    let p = s.control.project(&id).await?;
+    let p = visible(&s, &caller, &id).await?;
     Ok(Json(ProjectView::new(&s.control, p)))
 }
 
 /// Promotion history, newest first: what `halo rollback` walks back through.
 pub async fn promotions(
     State(s): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let p = s.control.project(&id).await?;
+    let p = visible(&s, &caller, &id).await?;
     let rows = s.control.meta.promotions(&p.id, 100).await?;
     let data: Vec<Value> = rows
         .into_iter()

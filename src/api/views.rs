@@ -3,8 +3,10 @@
 use serde::Serialize;
 
 use crate::control::Control;
+use crate::control::events::PhaseView;
 use crate::digest::Sha256;
 use crate::meta::{Deployment, Env, Project};
+use crate::model::owner::{Attribution, Metadata};
 use crate::model::{Millis, Status, Target, rfc3339};
 
 /// A project as the API shows it.
@@ -19,6 +21,10 @@ pub struct ProjectView {
     production_deployment_id: Option<String>,
     /// URL conventions new deployments start from.
     settings: crate::model::settings::SiteSettings,
+    #[serde(flatten)]
+    attribution: Attribution,
+    metadata: Metadata,
+    retention: crate::meta::Retention,
 }
 
 impl ProjectView {
@@ -32,6 +38,9 @@ impl ProjectView {
             created_at: rfc3339(p.created_at),
             production_deployment_id: p.production_deployment_id,
             settings: p.settings,
+            attribution: p.attribution,
+            metadata: p.metadata,
+            retention: p.retention,
         }
     }
 }
@@ -43,6 +52,8 @@ struct Timings {
     building_at: Option<String>,
     ready_at: Option<String>,
     errored_at: Option<String>,
+    canceled_at: Option<String>,
+    deleted_at: Option<String>,
     /// From creation until every file was present.
     queued_ms: Option<i64>,
     /// From every file present until ready (or failed).
@@ -70,6 +81,14 @@ pub struct DeploymentView {
     /// Other URLs serving this deployment now (production, custom domains).
     aliases: Vec<String>,
     timings: Timings,
+    #[serde(flatten)]
+    attribution: Attribution,
+    metadata: Metadata,
+    /// The token that created it.
+    created_by: Option<String>,
+    /// Build phases with their status and duration (on `GET` of one deployment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phases: Option<Vec<PhaseView>>,
     /// On creation only: the blobs to upload, each once.
     #[serde(skip_serializing_if = "Option::is_none")]
     missing: Option<Vec<Sha256>>,
@@ -91,6 +110,8 @@ impl DeploymentView {
                 building_at: d.building_at.map(rfc3339),
                 ready_at: d.ready_at.map(rfc3339),
                 errored_at: d.errored_at.map(rfc3339),
+                canceled_at: d.canceled_at.map(rfc3339),
+                deleted_at: d.deleted_at.map(rfc3339),
                 queued_ms: span(d.created_at, d.building_at),
                 building_ms: d.building_at.and_then(|b| span(b, end)),
             },
@@ -105,7 +126,17 @@ impl DeploymentView {
             missing_count: d.missing_count,
             manifest_sha256: d.manifest,
             error: d.error,
+            attribution: d.attribution,
+            metadata: d.metadata,
+            created_by: d.created_by,
+            phases: None,
             missing,
         }
+    }
+
+    /// This view with the deployment's build phases.
+    pub fn with_phases(mut self, phases: Vec<PhaseView>) -> Self {
+        self.phases = Some(phases);
+        self
     }
 }

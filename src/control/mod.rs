@@ -15,12 +15,23 @@ use crate::digest::Sha256;
 use crate::edge::metrics::PromoteMetrics;
 use crate::edge::site::{self, Site};
 use crate::edge::table::{AliasTable, TableHandle};
-use crate::meta::{AliasChange, Deployment, Env, MetaError, MetaStore, NewDeployment, Project};
-use crate::model::settings::{self, SettingsPatch, SiteSettings};
+use crate::meta::{
+    Actor, AliasChange, Deployment, Env, MetaError, MetaStore, NewDeployment, Project, Retention,
+};
+use crate::model::owner::{Attribution, Metadata};
+use crate::model::settings::{self, SiteSettings};
 use crate::model::{self, Manifest, ManifestEntry, Status, Target, names};
 use crate::store::{BlobStore, ByteStream, PutOutcome, StoreError, put_bytes};
 
+pub mod aliases;
+pub mod events;
+pub mod gc;
+mod lifecycle;
 mod publish;
+pub mod tokens;
+
+pub use events::Phase;
+pub use lifecycle::{DeploymentPatch, ProjectPatch};
 
 /// How many blob size look-ups a build runs at once.
 const BUILD_CONCURRENCY: usize = 32;
@@ -49,6 +60,9 @@ pub enum ControlError {
         /// Human explanation.
         message: String,
     },
+    /// A compare-and-swap found the alias table at another revision.
+    #[error("the alias table is at revision {0}")]
+    StaleRevision(u64),
     /// The blob store failed or refused.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -68,6 +82,29 @@ pub struct DeployRequest {
     pub target: Target,
     /// Overrides over the project's env.
     pub env: Env,
+    /// Who it belongs to.
+    pub attribution: Attribution,
+    /// Labels.
+    pub metadata: Metadata,
+    /// Who asks.
+    pub actor: Actor,
+}
+
+/// A validated request to create a project.
+#[derive(Debug, Clone, Default)]
+pub struct NewProject {
+    /// DNS label.
+    pub name: String,
+    /// Environment every deployment inherits.
+    pub env: Env,
+    /// URL conventions.
+    pub settings: SiteSettings,
+    /// Who it belongs to.
+    pub attribution: Attribution,
+    /// Labels.
+    pub metadata: Metadata,
+    /// Retention policy.
+    pub retention: Retention,
 }
 
 /// The control plane.
@@ -92,6 +129,13 @@ pub struct Control {
     revision: tokio::sync::watch::Sender<u64>,
     /// Promote count and latency, for `/metrics`.
     pub promote_metrics: PromoteMetrics,
+    /// Bumped whenever a deployment event is logged or an upload lands, so event streams
+    /// wake up.
+    events: tokio::sync::watch::Sender<u64>,
+    /// Held shared by everything that makes a blob referenced (reporting it present,
+    /// recording a deployment, storing an upload) and exclusively by GC while it removes a
+    /// batch, so GC never deletes a blob a deploy is about to count on.
+    gc_lock: tokio::sync::RwLock<()>,
 }
 
 impl Control {
@@ -114,6 +158,8 @@ impl Control {
             release: tokio::sync::Mutex::new(()),
             revision: tokio::sync::watch::Sender::new(0),
             promote_metrics: PromoteMetrics::default(),
+            events: tokio::sync::watch::Sender::new(0),
+            gc_lock: tokio::sync::RwLock::new(()),
         });
         let routes = control.meta.routes().await?;
         let mut hosts = Vec::with_capacity(routes.routes.len());
@@ -166,32 +212,23 @@ impl Control {
         }
     }
 
-    /// Whether `secret` is a valid API token.
-    pub async fn token_valid(&self, secret: &str) -> Result<bool, ControlError> {
-        Ok(self
-            .meta
-            .token_exists(&Sha256::of(secret.as_bytes()))
-            .await?)
-    }
-
     /// Creates a project and reserves its production host.
-    pub async fn create_project(
-        &self,
-        name: String,
-        env: Env,
-        settings: SiteSettings,
-    ) -> Result<Project, ControlError> {
-        names::validate_project_name(&name).map_err(|message| ControlError::Invalid {
+    pub async fn create_project(&self, new: NewProject) -> Result<Project, ControlError> {
+        names::validate_project_name(&new.name).map_err(|message| ControlError::Invalid {
             code: "invalid_name",
             message,
         })?;
+        lifecycle::validate_owner(&new.attribution, &new.metadata)?;
         let project = Project {
             id: names::random_id("prj"),
-            name,
-            env,
+            name: new.name,
+            env: new.env,
             created_at: model::now_millis(),
             production_deployment_id: None,
-            settings,
+            settings: new.settings,
+            attribution: new.attribution,
+            metadata: new.metadata,
+            retention: new.retention,
         };
         let host = self.production_host(&project.name);
         match self.meta.create_project(&project, &host).await {
@@ -201,19 +238,6 @@ impl Control {
             }),
             r => r.map(|()| project).map_err(Into::into),
         }
-    }
-
-    /// Applies `patch` to a project's settings (for deployments built from now on).
-    pub async fn update_settings(
-        &self,
-        id: &str,
-        patch: &SettingsPatch,
-    ) -> Result<Project, ControlError> {
-        let p = self.project(id).await?;
-        Ok(self
-            .meta
-            .set_project_settings(&p.id, &p.settings.patched(patch))
-            .await?)
     }
 
     /// A project by id.
@@ -250,11 +274,14 @@ impl Control {
                 message: format!("invalid path {path:?}: {why}"),
             })?;
         }
+        lifecycle::validate_owner(&req.attribution, &req.metadata)?;
         let project = self.project(&req.project_id).await?;
         let mut env = project.env.clone();
         env.extend(req.env);
         let digests: Vec<Sha256> = req.files.values().copied().collect();
-        let missing = self.missing(&digests).await?;
+        // From the look-up until the files are recorded, GC may not take what we found.
+        let _gc = self.gc_lock.read().await;
+        let missing = self.missing_locked(&digests).await?;
         let files: Vec<(String, Sha256)> = req.files.into_iter().collect();
         let mut created = None;
         for _ in 0..ID_ATTEMPTS {
@@ -268,6 +295,9 @@ impl Control {
                 files: files.clone(),
                 missing: missing.clone(),
                 created_at: model::now_millis(),
+                attribution: req.attribution.clone(),
+                metadata: req.metadata.clone(),
+                created_by: Some(req.actor.id.clone()),
             };
             match self.meta.create_deployment(new).await {
                 Err(MetaError::Conflict(_)) => continue,
@@ -281,6 +311,8 @@ impl Control {
             code: "host_taken",
             message: "could not allocate a unique preview host".into(),
         })?;
+        drop(_gc);
+        self.created(&deployment).await;
         if deployment.status == Status::Building {
             self.spawn_build(deployment.id.clone());
         } else {
@@ -310,8 +342,22 @@ impl Control {
         self: &Arc<Self>,
         digests: &[Sha256],
     ) -> Result<Vec<Sha256>, ControlError> {
+        let _gc = self.gc_lock.read().await;
+        self.missing_locked(digests).await
+    }
+
+    /// [`Self::missing`] for a caller holding the GC lock. Blobs reported present are
+    /// touched, so GC spares them while the caller goes on to reference them.
+    async fn missing_locked(
+        self: &Arc<Self>,
+        digests: &[Sha256],
+    ) -> Result<Vec<Sha256>, ControlError> {
         let unique = crate::store::dedup(digests);
         let known = self.meta.known_blobs(&unique).await?;
+        if !known.is_empty() {
+            let present: Vec<Sha256> = known.keys().copied().collect();
+            self.meta.touch_blobs(&present).await?;
+        }
         let unknown: Vec<Sha256> = unique
             .into_iter()
             .filter(|d| !known.contains_key(d))
@@ -344,11 +390,14 @@ impl Control {
         let body: ByteStream = Box::pin(body.inspect_ok(move |chunk| {
             counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }));
+        let _gc = self.gc_lock.read().await;
         let outcome = self.store.put(digest, body).await?;
         // Indexed only now that the store has acknowledged the blob as durable.
         let size = (outcome == PutOutcome::Created)
             .then(|| counted.load(std::sync::atomic::Ordering::Relaxed));
         self.blobs_stored(&[(*digest, size)]).await?;
+        drop(_gc);
+        self.events.send_modify(|n| *n += 1);
         Ok(outcome)
     }
 
@@ -358,6 +407,7 @@ impl Control {
         blobs: &[(Sha256, Option<u64>)],
     ) -> Result<(), ControlError> {
         for id in self.meta.blobs_stored(blobs).await? {
+            self.uploaded(&id).await;
             self.spawn_build(id);
         }
         Ok(())
@@ -370,10 +420,7 @@ impl Control {
         let this = self.clone();
         tokio::spawn(async move {
             if let Err(e) = this.build(&id).await {
-                tracing::warn!(deployment = %id, error = %e, "build failed");
-                if let Err(e2) = this.meta.mark_error(&id, &e.to_string()).await {
-                    tracing::error!(deployment = %id, error = %e2, "cannot record build failure");
-                }
+                this.build_failed(&id, &e).await;
             }
             this.building.remove(&id);
         });
@@ -384,8 +431,12 @@ impl Control {
     async fn build(self: &Arc<Self>, id: &str) -> Result<(), ControlError> {
         let started = std::time::Instant::now();
         let deployment = self.deployment(id).await?;
-        let files = self.meta.deployment_files(id).await?;
-        let entries = self.sizes(files).await?;
+        let entries = self
+            .phase(id, Phase::Verify, async {
+                let files = self.meta.deployment_files(id).await?;
+                self.sizes(files).await
+            })
+            .await?;
         let mut manifest = Manifest::new(
             id.to_owned(),
             deployment.project_id.clone(),
@@ -393,33 +444,51 @@ impl Control {
             entries.into_iter().collect(),
         );
         manifest.preview_host = Some(deployment.preview_host.clone());
-        manifest.settings = self.settings_for(&deployment.project_id, &manifest).await?;
-        // Rules are checked before the version exists: a bad file fails the build with
-        // its line, and never reaches the edge.
-        let rules = site::read_rules(&*self.store, &manifest)
-            .await
-            .map_err(|e| match e {
-                site::RulesLoadError::Store(e) => ControlError::from(e),
-                site::RulesLoadError::Invalid(e) => ControlError::Invalid {
-                    code: "invalid_rules",
-                    message: e.to_string(),
-                },
-            })?;
-        let (manifest_digest, _) = put_bytes(&*self.store, manifest.to_bytes().into()).await?;
+        // Settings and rules are checked before the version exists: a bad file fails the
+        // build with its line, and never reaches the edge.
+        let (settings, rules) = self
+            .phase(id, Phase::Rules, async {
+                let settings = self.settings_for(&deployment.project_id, &manifest).await?;
+                let rules =
+                    site::read_rules(&*self.store, &manifest)
+                        .await
+                        .map_err(|e| match e {
+                            site::RulesLoadError::Store(e) => ControlError::from(e),
+                            site::RulesLoadError::Invalid(e) => ControlError::Invalid {
+                                code: "invalid_rules",
+                                message: e.to_string(),
+                            },
+                        })?;
+                Ok((settings, rules))
+            })
+            .await?;
+        manifest.settings = settings;
+        let manifest_digest = self
+            .phase(id, Phase::Manifest, async {
+                Ok(put_bytes(&*self.store, manifest.to_bytes().into()).await?.0)
+            })
+            .await?;
         let site = Arc::new(Site::with_rules(&manifest, manifest_digest, rules));
         self.sites.insert(id.to_owned(), site);
         {
             let _release = self.release.lock().await;
-            let change = self
+            let change = match self
                 .meta
                 .mark_ready(id, &manifest_digest, manifest.total_bytes())
-                .await?;
+                .await
+            {
+                Err(MetaError::InvalidState(_)) => return Err(events::stopped(id)),
+                r => r?,
+            };
             self.apply_change(change).await?;
         }
         tracing::info!(deployment = %id, files = manifest.files.len(), bytes = manifest.total_bytes(), ms = started.elapsed().as_millis() as u64, "deployment ready");
         if deployment.target == Target::Production {
-            self.promote(id).await?;
+            let actor = self.creator(&deployment).await;
+            self.promote(id, &actor).await?;
         }
+        self.status_event(id, Status::Ready, "the deployment is ready")
+            .await;
         Ok(())
     }
 
@@ -492,12 +561,16 @@ impl Control {
 
     /// Points the project's production hosts at deployment `id` (which must be ready) in
     /// one table swap. Promoting an older deployment is a rollback.
-    pub async fn promote(&self, id: &str) -> Result<Deployment, ControlError> {
+    pub async fn promote(&self, id: &str, actor: &Actor) -> Result<Deployment, ControlError> {
         let started = std::time::Instant::now();
+        self.phase_event(id, Phase::Promote, "in_progress", None, None)
+            .await;
         {
             let _release = self.release.lock().await;
-            let change = match self.meta.promote(id).await {
+            let change = match self.meta.promote(id, actor).await {
                 Err(MetaError::InvalidState(message)) => {
+                    self.phase_event(id, Phase::Promote, "failed", Some(started), Some(&message))
+                        .await;
                     return Err(ControlError::Conflict {
                         code: "deployment_not_ready",
                         message,
@@ -511,16 +584,22 @@ impl Control {
             self.apply_change(change).await?;
         }
         self.promote_metrics.record(started.elapsed());
+        self.phase_event(id, Phase::Promote, "completed", Some(started), None)
+            .await;
         tracing::info!(deployment = %id, revision = self.table.load().revision, "promoted");
         self.deployment(id).await
     }
 
     /// Swaps a committed alias change into the edge table. Callers hold `release`.
     async fn apply_change(&self, change: AliasChange) -> Result<(), ControlError> {
-        let mut changes = Vec::with_capacity(change.routes.len());
-        for r in change.routes {
-            changes.push((r.host, self.site(&r.deployment_id).await?));
+        if change.routes.is_empty() && change.removed.is_empty() {
+            return Ok(());
         }
+        let mut changes = Vec::with_capacity(change.routes.len() + change.removed.len());
+        for r in change.routes {
+            changes.push((r.host, Some(self.site(&r.deployment_id).await?)));
+        }
+        changes.extend(change.removed.into_iter().map(|h| (h, None)));
         if self.table.apply(change.revision, &changes) {
             self.revision.send_replace(change.revision);
         }

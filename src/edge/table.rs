@@ -79,11 +79,15 @@ impl AliasTable {
         self.hosts.is_empty()
     }
 
-    /// This table with `changes` applied, at `revision`.
-    pub fn with_changes(&self, revision: u64, changes: &[(String, Arc<Site>)]) -> Self {
+    /// This table with `changes` applied, at `revision`: a host with a site is routed to
+    /// it, a host with `None` is no longer routed.
+    pub fn with_changes(&self, revision: u64, changes: &[(String, Option<Arc<Site>>)]) -> Self {
         let mut hosts = self.hosts.clone();
         for (host, site) in changes {
-            hosts.insert(host.as_str().into(), site.clone());
+            match site {
+                Some(site) => hosts.insert(host.as_str().into(), site.clone()),
+                None => hosts.remove(host.as_str()),
+            };
         }
         AliasTable { revision, hosts }
     }
@@ -133,7 +137,7 @@ impl TableHandle {
 
     /// Applies `changes` as one swap to `revision`. A revision not newer than the current
     /// one is ignored, so the table never goes backwards. Returns whether it was applied.
-    pub fn apply(&self, revision: u64, changes: &[(String, Arc<Site>)]) -> bool {
+    pub fn apply(&self, revision: u64, changes: &[(String, Option<Arc<Site>>)]) -> bool {
         let mut applied = false;
         self.current.rcu(|old| {
             if revision <= old.revision {
@@ -165,7 +169,10 @@ mod tests {
         let h = TableHandle::new(AliasTable::new(1, [("a.x".to_owned(), site("dpl_1"))]));
         let before = h.snapshot();
         let v2 = site("dpl_2");
-        assert!(h.apply(2, &[("a.x".into(), v2.clone()), ("b.x".into(), v2)]));
+        assert!(h.apply(
+            2,
+            &[("a.x".into(), Some(v2.clone())), ("b.x".into(), Some(v2))]
+        ));
         let now = h.load();
         assert_eq!(now.revision, 2);
         assert_eq!(now.site("a.x").unwrap().deployment_id, "dpl_2");
@@ -173,10 +180,12 @@ mod tests {
         // A reader holding the old snapshot still sees the old version, unchanged.
         assert_eq!(before.site("a.x").unwrap().deployment_id, "dpl_1");
         assert!(before.site("b.x").is_none());
-        assert!(!h.apply(2, &[("a.x".into(), site("dpl_3"))]));
+        assert!(!h.apply(2, &[("a.x".into(), Some(site("dpl_3")))]));
         assert_eq!(h.load().site("a.x").unwrap().deployment_id, "dpl_2");
+        assert!(h.apply(3, &[("b.x".into(), None)]));
+        assert!(h.load().site("b.x").is_none() && h.load().site("a.x").is_some());
         assert!(!h.replace_if_newer(AliasTable::new(1, [("a.x".to_owned(), site("dpl_old"))])));
-        assert_eq!(h.load().revision, 2);
+        assert_eq!(h.load().revision, 3);
         assert!(h.replace_if_newer(AliasTable::new(5, [("c.x".to_owned(), site("dpl_5"))])));
         assert_eq!((h.load().revision, h.load().len()), (5, 1));
     }

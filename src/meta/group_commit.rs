@@ -62,7 +62,7 @@ fn apply_stored(c: &mut Connection, calls: &[&StoredRows]) -> Result<Vec<Vec<Str
         // A known size is never replaced by an unknown one.
         let mut index = tx.prepare_cached(
             "INSERT INTO blobs (sha256, size, stored_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (sha256) DO UPDATE SET size = COALESCE(blobs.size, excluded.size)",
+             ON CONFLICT (sha256) DO UPDATE SET size = COALESCE(blobs.size, excluded.size), touched_at = excluded.stored_at",
         )?;
         let mut del = tx.prepare_cached(
             "DELETE FROM deployment_missing WHERE sha256 = ?1 RETURNING deployment_id",

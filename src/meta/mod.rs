@@ -4,14 +4,21 @@
 //! the same trait. Every call that returns `Ok` has made its change durable.
 
 mod group_commit;
+mod records;
 mod schema;
 pub mod sqlite;
+
+pub use records::{
+    Actor, Alias, AliasKind, AliasOp, AliasTarget, Event, GcCandidate, HistoryEntry, HistoryFilter,
+    Progress, Retention, StoredResponse, Token,
+};
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
 use crate::digest::Sha256;
+use crate::model::owner::{Attribution, Metadata};
 use crate::model::{Millis, Status, Target};
 
 /// Environment variables: name → value, sorted so stored and shown forms are stable.
@@ -32,6 +39,12 @@ pub struct Project {
     pub production_deployment_id: Option<String>,
     /// URL conventions new deployments start from (a `halo.json` may override them).
     pub settings: crate::model::settings::SiteSettings,
+    /// Who it belongs to, in the caller's terms.
+    pub attribution: Attribution,
+    /// Free-form labels.
+    pub metadata: Metadata,
+    /// How many deployments `halo gc` keeps.
+    pub retention: Retention,
 }
 
 /// A deployment as stored.
@@ -69,6 +82,16 @@ pub struct Deployment {
     pub errored_at: Option<Millis>,
     /// Hosts other than the preview host that point at it now (production, custom).
     pub serving_hosts: Vec<String>,
+    /// Who it belongs to, in the caller's terms.
+    pub attribution: Attribution,
+    /// Free-form labels.
+    pub metadata: Metadata,
+    /// The token that created it.
+    pub created_by: Option<String>,
+    /// When it was canceled.
+    pub canceled_at: Option<Millis>,
+    /// When it was deleted.
+    pub deleted_at: Option<Millis>,
 }
 
 /// A deployment to record, with what the store was found to be missing.
@@ -90,6 +113,34 @@ pub struct NewDeployment {
     pub preview_host: String,
     /// Creation time.
     pub created_at: Millis,
+    /// Who it belongs to.
+    pub attribution: Attribution,
+    /// Free-form labels.
+    pub metadata: Metadata,
+    /// The token that created it.
+    pub created_by: Option<String>,
+}
+
+/// Filters for listing projects.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectFilter {
+    /// Attribution fields that must match exactly.
+    pub attribution: Attribution,
+    /// Only these projects (a project-limited token).
+    pub project_ids: Option<Vec<String>>,
+}
+
+/// Mutable fields of a project, as a whole (the caller merged its patch).
+#[derive(Debug, Clone)]
+pub struct ProjectUpdate {
+    /// URL conventions.
+    pub settings: crate::model::settings::SiteSettings,
+    /// Attribution.
+    pub attribution: Attribution,
+    /// Labels.
+    pub metadata: Metadata,
+    /// Retention policy.
+    pub retention: Retention,
 }
 
 /// Filters and page position for listing deployments (newest first).
@@ -99,8 +150,12 @@ pub struct DeploymentFilter {
     pub project_id: Option<String>,
     /// Only this target.
     pub target: Option<Target>,
-    /// Only this status.
+    /// Only this status; without one, deleted deployments are left out.
     pub status: Option<Status>,
+    /// Attribution fields that must match exactly.
+    pub attribution: Attribution,
+    /// Only these projects (a project-limited token).
+    pub project_ids: Option<Vec<String>>,
     /// Created strictly after.
     pub created_after: Option<Millis>,
     /// Created strictly before.
@@ -136,6 +191,8 @@ pub struct AliasChange {
     pub revision: u64,
     /// Hosts now pointing at a deployment.
     pub routes: Vec<Route>,
+    /// Hosts no longer routed.
+    pub removed: Vec<String>,
 }
 
 /// Errors of the metadata layer.
@@ -150,6 +207,20 @@ pub enum MetaError {
     /// The operation does not fit the record's state (e.g. promoting a deployment not ready).
     #[error("invalid state: {0}")]
     InvalidState(String),
+    /// The operation is refused for a reason with its own stable code.
+    #[error("{message}")]
+    Refused {
+        /// Stable error code.
+        code: &'static str,
+        /// Human explanation.
+        message: String,
+    },
+    /// A compare-and-swap found the alias table at another revision.
+    #[error("the alias table is at revision {current}")]
+    StaleRevision {
+        /// The revision now.
+        current: u64,
+    },
     /// The database was written by a newer Halo, or holds something unreadable.
     #[error("metadata is unreadable: {0}")]
     Corrupt(String),
@@ -173,14 +244,10 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<(), MetaError>;
     /// A project by id.
     async fn project(&self, id: &str) -> Result<Option<Project>, MetaError>;
-    /// All projects, oldest first.
-    async fn projects(&self) -> Result<Vec<Project>, MetaError>;
-    /// Replaces a project's settings; `NotFound` if there is no such project.
-    async fn set_project_settings(
-        &self,
-        id: &str,
-        settings: &crate::model::settings::SiteSettings,
-    ) -> Result<Project, MetaError>;
+    /// Projects matching `filter`, oldest first.
+    async fn projects(&self, filter: &ProjectFilter) -> Result<Vec<Project>, MetaError>;
+    /// Replaces a project's mutable fields; `NotFound` if there is no such project.
+    async fn update_project(&self, id: &str, update: &ProjectUpdate) -> Result<Project, MetaError>;
 
     /// Records a deployment with its files and missing blobs; it starts `building` when
     /// nothing is missing, else `queued`. `Conflict` when its preview host is taken.
@@ -200,11 +267,105 @@ pub trait MetaStore: Send + Sync + 'static {
         manifest: &Sha256,
         total_bytes: u64,
     ) -> Result<AliasChange, MetaError>;
-    /// Marks a build failed.
-    async fn mark_error(&self, id: &str, message: &str) -> Result<(), MetaError>;
-    /// Points the project's production hosts at a ready deployment. `InvalidState` when it
-    /// is not ready.
-    async fn promote(&self, deployment_id: &str) -> Result<AliasChange, MetaError>;
+    /// Marks a build failed; false when it was no longer queued or building.
+    async fn mark_error(&self, id: &str, message: &str) -> Result<bool, MetaError>;
+    /// Points the project's production hosts (and custom aliases following production) at
+    /// a ready deployment, recording who did it. `InvalidState` when it is not ready.
+    async fn promote(&self, deployment_id: &str, actor: &Actor) -> Result<AliasChange, MetaError>;
+    /// Replaces a deployment's attribution and metadata.
+    async fn update_deployment(
+        &self,
+        id: &str,
+        attribution: &Attribution,
+        metadata: &Metadata,
+    ) -> Result<Deployment, MetaError>;
+    /// Stops a queued or building deployment for good. `Refused(not_cancelable)` otherwise.
+    async fn cancel_deployment(&self, id: &str) -> Result<Deployment, MetaError>;
+    /// Marks a deployment deleted and removes every alias serving it.
+    /// `Refused(deployment_is_production)` while it is its project's production.
+    async fn delete_deployment(&self, id: &str, actor: &Actor) -> Result<AliasChange, MetaError>;
+
+    /// Creates an API token with the hash of its secret.
+    async fn create_token(&self, token: &Token, secret_hash: &Sha256) -> Result<(), MetaError>;
+    /// The token with this secret hash, if any (expired ones included; the caller checks).
+    async fn token_by_secret(&self, secret_hash: &Sha256) -> Result<Option<Token>, MetaError>;
+    /// Every token, oldest first.
+    async fn tokens(&self) -> Result<Vec<Token>, MetaError>;
+    /// Deletes a token; false if there was none.
+    async fn delete_token(&self, id: &str) -> Result<bool, MetaError>;
+
+    /// Aliases of one project, or of the given projects, or all; sorted by host.
+    async fn aliases(
+        &self,
+        project_id: Option<&str>,
+        project_ids: Option<&[String]>,
+    ) -> Result<Vec<Alias>, MetaError>;
+    /// One alias by host.
+    async fn alias(&self, host: &str) -> Result<Option<Alias>, MetaError>;
+    /// Applies `ops` in one transaction and one revision, if the table is still at
+    /// `expected_revision` (when given), recording each moved host under `action`.
+    async fn alias_ops(
+        &self,
+        ops: &[AliasOp],
+        expected_revision: Option<u64>,
+        actor: &Actor,
+        action: &str,
+    ) -> Result<AliasChange, MetaError>;
+    /// The alias audit log, newest first; with the cursor of the next page.
+    async fn alias_history(
+        &self,
+        filter: &HistoryFilter,
+    ) -> Result<(Vec<HistoryEntry>, Option<i64>), MetaError>;
+
+    /// Appends an event to a deployment's log; returns its position.
+    async fn append_event(
+        &self,
+        deployment_id: &str,
+        kind: &str,
+        data: &serde_json::Value,
+    ) -> Result<i64, MetaError>;
+    /// A deployment's events after position `after`, oldest first, at most `limit`.
+    async fn events(
+        &self,
+        deployment_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>, MetaError>;
+    /// A deployment's upload progress.
+    async fn progress(&self, deployment_id: &str) -> Result<Progress, MetaError>;
+
+    /// The response stored under an idempotency key, if younger than `since`.
+    async fn idempotent_response(
+        &self,
+        token_id: &str,
+        key: &str,
+        since: Millis,
+    ) -> Result<Option<StoredResponse>, MetaError>;
+    /// Stores a response under an idempotency key (replacing an expired one) and drops
+    /// keys older than `expire_before`.
+    async fn store_idempotent_response(
+        &self,
+        token_id: &str,
+        key: &str,
+        response: &StoredResponse,
+        expire_before: Millis,
+    ) -> Result<(), MetaError>;
+
+    /// Marks blobs as just reported present, so GC spares them for its grace period.
+    async fn touch_blobs(&self, blobs: &[Sha256]) -> Result<(), MetaError>;
+    /// Deployments retention says to delete now: older than each project's newest
+    /// `keep_last` ready ones and not promoted within `keep_days`, never a production one
+    /// nor one a custom alias points at.
+    async fn retention_expired(&self, now: Millis) -> Result<Vec<String>, MetaError>;
+    /// Indexed blobs no live deployment references, untouched since `cutoff`.
+    async fn gc_candidates(&self, cutoff: Millis) -> Result<Vec<GcCandidate>, MetaError>;
+    /// Removes from the index those of `blobs` that are still candidates (checked again
+    /// in the same transaction); returns them. The caller then deletes them from the store.
+    async fn gc_forget(&self, blobs: &[Sha256], cutoff: Millis) -> Result<Vec<Sha256>, MetaError>;
+    /// Manifests of deleted deployments not yet collected, with the deployment ids.
+    async fn gc_manifests(&self) -> Result<Vec<(String, Sha256)>, MetaError>;
+    /// Records that a deleted deployment's manifest was removed from the store.
+    async fn gc_manifest_collected(&self, deployment_id: &str) -> Result<(), MetaError>;
     /// The project's promotions, newest first: (deployment id, when).
     async fn promotions(
         &self,
@@ -226,8 +387,6 @@ pub trait MetaStore: Send + Sync + 'static {
         blobs: &[Sha256],
     ) -> Result<std::collections::HashMap<Sha256, Option<u64>>, MetaError>;
 
-    /// Whether a token with this secret hash exists.
-    async fn token_exists(&self, secret_hash: &Sha256) -> Result<bool, MetaError>;
     /// Sets the bootstrap admin token's hash, replacing (revoking) any previous one.
     async fn set_bootstrap_token(&self, secret_hash: &Sha256) -> Result<(), MetaError>;
 }

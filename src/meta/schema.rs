@@ -97,6 +97,73 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE projects ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';
     "#,
+    // 4: the control plane to the seeds' standard: scoped tokens, attribution and metadata,
+    // custom aliases with an audit log, deployment events, idempotency keys, retention.
+    r#"
+    ALTER TABLE tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT '["admin"]';
+    ALTER TABLE tokens ADD COLUMN project_ids TEXT;
+    ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+    ALTER TABLE tokens ADD COLUMN created_by TEXT;
+
+    ALTER TABLE projects ADD COLUMN workspace_id TEXT;
+    ALTER TABLE projects ADD COLUMN external_workspace_id TEXT;
+    ALTER TABLE projects ADD COLUMN external_user_id TEXT;
+    ALTER TABLE projects ADD COLUMN external_project_id TEXT;
+    ALTER TABLE projects ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE projects ADD COLUMN retention_keep_last INTEGER;
+    ALTER TABLE projects ADD COLUMN retention_keep_days INTEGER;
+
+    ALTER TABLE deployments ADD COLUMN workspace_id TEXT;
+    ALTER TABLE deployments ADD COLUMN external_workspace_id TEXT;
+    ALTER TABLE deployments ADD COLUMN external_user_id TEXT;
+    ALTER TABLE deployments ADD COLUMN external_project_id TEXT;
+    ALTER TABLE deployments ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE deployments ADD COLUMN created_by TEXT;
+    ALTER TABLE deployments ADD COLUMN canceled_at INTEGER;
+    ALTER TABLE deployments ADD COLUMN deleted_at INTEGER;
+
+    -- Custom domains: kind 'custom', pinned to a deployment or following production.
+    ALTER TABLE aliases ADD COLUMN follows_production INTEGER NOT NULL DEFAULT 0;
+
+    CREATE TABLE alias_history (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        at              INTEGER NOT NULL,
+        revision        INTEGER NOT NULL,
+        host            TEXT NOT NULL,
+        project_id      TEXT NOT NULL,
+        action          TEXT NOT NULL,
+        from_deployment TEXT,
+        to_deployment   TEXT,
+        actor_id        TEXT,
+        actor_name      TEXT
+    );
+    CREATE INDEX alias_history_by_host ON alias_history (host, seq);
+    CREATE INDEX alias_history_by_project ON alias_history (project_id, seq);
+
+    CREATE TABLE deployment_events (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        deployment_id TEXT NOT NULL,
+        at            INTEGER NOT NULL,
+        kind          TEXT NOT NULL,
+        data          TEXT NOT NULL
+    );
+    CREATE INDEX deployment_events_by_deployment ON deployment_events (deployment_id, seq);
+
+    CREATE TABLE idempotency_keys (
+        token_id     TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        fingerprint  TEXT NOT NULL,
+        status       INTEGER NOT NULL,
+        content_type TEXT,
+        body         BLOB NOT NULL,
+        created_at   INTEGER NOT NULL,
+        PRIMARY KEY (token_id, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
+
+    -- When a blob was last reported present to a client: GC spares it for a grace period.
+    ALTER TABLE blobs ADD COLUMN touched_at INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -9,16 +9,21 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::group_commit::{StoredReply, StoredRows, group_committer};
 use super::{
-    AliasChange, Deployment, DeploymentFilter, DeploymentPage, Env, MetaError, MetaStore,
-    NewDeployment, Project, Route,
+    Actor, Alias, AliasChange, AliasOp, Deployment, DeploymentFilter, DeploymentPage, Env, Event,
+    GcCandidate, HistoryEntry, HistoryFilter, MetaError, MetaStore, NewDeployment, Progress,
+    Project, ProjectFilter, ProjectUpdate, Retention, Route, StoredResponse, Token,
 };
 use crate::digest::Sha256;
-use crate::model::settings::SiteSettings;
-use crate::model::{Status, now_millis};
+use crate::model::owner::{Attribution, Metadata};
+use crate::model::{Millis, Status, now_millis};
+
+mod aliases;
+mod records;
 
 /// Alias kinds as stored.
 const KIND_PRODUCTION: &str = "production";
 const KIND_PREVIEW: &str = "preview";
+const KIND_CUSTOM: &str = "custom";
 /// The bootstrap admin token's fixed id: setting it again replaces the secret.
 const BOOTSTRAP_TOKEN_ID: &str = "tok_bootstrap";
 
@@ -94,36 +99,79 @@ fn bump_revision(tx: &Transaction<'_>) -> Result<u64, MetaError> {
     Ok(rev as u64)
 }
 
-type ProjectRow = (String, String, String, i64, Option<String>, String);
-
-fn project_from_row(r: &Row<'_>) -> rusqlite::Result<ProjectRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-    ))
+fn json_col<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T, MetaError> {
+    serde_json::from_str(s).map_err(|e| MetaError::Corrupt(format!("stored {what}: {e}")))
 }
 
-fn build_project(
-    (id, name, env, created_at, production_deployment_id, settings): ProjectRow,
-) -> Result<Project, MetaError> {
-    Ok(Project {
-        id,
-        name,
-        env: env_from_json(&env)?,
-        created_at,
-        production_deployment_id,
-        settings: serde_json::from_str(&settings)
-            .map_err(|e| MetaError::Corrupt(format!("stored project settings: {e}")))?,
+fn attribution_at(r: &Row<'_>, first: usize) -> rusqlite::Result<Attribution> {
+    Ok(Attribution {
+        workspace_id: r.get(first)?,
+        external_workspace_id: r.get(first + 1)?,
+        external_user_id: r.get(first + 2)?,
+        external_project_id: r.get(first + 3)?,
     })
 }
 
-const PROJECT_COLS: &str = "id, name, env, created_at, production_deployment_id, settings";
+/// Reads one project row selected with [`PROJECT_COLS`].
+fn read_project(r: &Row<'_>) -> Result<Project, MetaError> {
+    Ok(Project {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        env: env_from_json(&r.get::<_, String>(2)?)?,
+        created_at: r.get(3)?,
+        production_deployment_id: r.get(4)?,
+        settings: json_col(&r.get::<_, String>(5)?, "project settings")?,
+        attribution: attribution_at(r, 6)?,
+        metadata: json_col(&r.get::<_, String>(10)?, "project metadata")?,
+        retention: Retention {
+            keep_last: r.get(11)?,
+            keep_days: r.get(12)?,
+        },
+    })
+}
+
+fn get_project(conn: &Connection, id: &str) -> Result<Option<Project>, MetaError> {
+    let sql = format!("SELECT {PROJECT_COLS} FROM projects WHERE id = ?1");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query([id])?;
+    rows.next()?.map(read_project).transpose()
+}
+
+/// Appends `AND col = ?n` for each attribution field set in `a`, and `AND id_col IN (…)`
+/// for a project limit.
+fn push_filters(
+    sql: &mut String,
+    args: &mut Vec<rusqlite::types::Value>,
+    a: &Attribution,
+    project_col: &str,
+    project_ids: Option<&[String]>,
+) {
+    for (col, v) in a.fields() {
+        if let Some(v) = v {
+            args.push(v.clone().into());
+            sql.push_str(&format!(" AND {col} = ?{}", args.len()));
+        }
+    }
+    if let Some(ids) = project_ids {
+        sql.push_str(&format!(
+            " AND {project_col} IN (SELECT value FROM json_each(?{}))",
+            args.len() + 1
+        ));
+        args.push(
+            serde_json::to_string(ids)
+                .expect("strings serialise")
+                .into(),
+        );
+    }
+}
+
+const PROJECT_COLS: &str = "id, name, env, created_at, production_deployment_id, settings, \
+     workspace_id, external_workspace_id, external_user_id, external_project_id, metadata, \
+     retention_keep_last, retention_keep_days";
 const DEPLOYMENT_COLS: &str = "seq, id, project_id, target, status, env, error, file_count, \
-     total_bytes, manifest, preview_host, created_at, building_at, ready_at, errored_at";
+     total_bytes, manifest, preview_host, created_at, building_at, ready_at, errored_at, \
+     workspace_id, external_workspace_id, external_user_id, external_project_id, metadata, \
+     created_by, canceled_at, deleted_at";
 
 /// Reads one deployment row (selected with [`DEPLOYMENT_COLS`]) plus its derived fields.
 fn read_deployment(conn: &Connection, r: &Row<'_>) -> Result<(i64, Deployment), MetaError> {
@@ -158,6 +206,11 @@ fn read_deployment(conn: &Connection, r: &Row<'_>) -> Result<(i64, Deployment), 
         building_at: r.get(12)?,
         ready_at: r.get(13)?,
         errored_at: r.get(14)?,
+        attribution: attribution_at(r, 15)?,
+        metadata: json_col(&r.get::<_, String>(19)?, "deployment metadata")?,
+        created_by: r.get(20)?,
+        canceled_at: r.get(21)?,
+        deleted_at: r.get(22)?,
         serving_hosts,
         id,
     };
@@ -218,9 +271,16 @@ impl MetaStore for SqliteMeta {
                     p.name
                 )));
             }
+            let a = &p.attribution;
             tx.execute(
-                "INSERT INTO projects (id, name, env, created_at, settings) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![p.id, p.name, env_to_json(&p.env), p.created_at, serde_json::to_string(&p.settings).expect("settings serialise")],
+                "INSERT INTO projects (id, name, env, created_at, settings, workspace_id, external_workspace_id,
+                   external_user_id, external_project_id, metadata, retention_keep_last, retention_keep_days)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    p.id, p.name, env_to_json(&p.env), p.created_at, to_json(&p.settings),
+                    a.workspace_id, a.external_workspace_id, a.external_user_id, a.external_project_id,
+                    to_json(&p.metadata), p.retention.keep_last, p.retention.keep_days
+                ],
             )?;
             tx.execute(
                 "INSERT INTO aliases (host, project_id, deployment_id, kind, updated_at) VALUES (?1, ?2, NULL, ?3, ?4)",
@@ -234,43 +294,58 @@ impl MetaStore for SqliteMeta {
 
     async fn project(&self, id: &str) -> Result<Option<Project>, MetaError> {
         let id = id.to_owned();
-        self.run(move |c| {
-            let sql = format!("SELECT {PROJECT_COLS} FROM projects WHERE id = ?1");
-            c.query_row(&sql, [id], project_from_row)
-                .optional()?
-                .map(build_project)
-                .transpose()
-        })
-        .await
+        self.run(move |c| get_project(c, &id)).await
     }
 
-    async fn set_project_settings(
-        &self,
-        id: &str,
-        settings: &SiteSettings,
-    ) -> Result<Project, MetaError> {
-        let id = id.to_owned();
-        let json = serde_json::to_string(settings).expect("settings serialise");
+    async fn update_project(&self, id: &str, u: &ProjectUpdate) -> Result<Project, MetaError> {
+        let (id, u) = (id.to_owned(), u.clone());
         self.run(move |c| {
+            let a = &u.attribution;
             let n = c.execute(
-                "UPDATE projects SET settings = ?1 WHERE id = ?2",
-                params![json, id],
+                "UPDATE projects SET settings = ?2, workspace_id = ?3, external_workspace_id = ?4,
+                   external_user_id = ?5, external_project_id = ?6, metadata = ?7,
+                   retention_keep_last = ?8, retention_keep_days = ?9
+                 WHERE id = ?1",
+                params![
+                    id,
+                    to_json(&u.settings),
+                    a.workspace_id,
+                    a.external_workspace_id,
+                    a.external_user_id,
+                    a.external_project_id,
+                    to_json(&u.metadata),
+                    u.retention.keep_last,
+                    u.retention.keep_days
+                ],
             )?;
             if n == 0 {
                 return Err(MetaError::NotFound(format!("project {id}")));
             }
-            let sql = format!("SELECT {PROJECT_COLS} FROM projects WHERE id = ?1");
-            build_project(c.query_row(&sql, [id], project_from_row)?)
+            get_project(c, &id)?.ok_or_else(|| MetaError::NotFound(format!("project {id}")))
         })
         .await
     }
 
-    async fn projects(&self) -> Result<Vec<Project>, MetaError> {
-        self.run(|c| {
-            let sql = format!("SELECT {PROJECT_COLS} FROM projects ORDER BY created_at, id");
+    async fn projects(&self, f: &ProjectFilter) -> Result<Vec<Project>, MetaError> {
+        let f = f.clone();
+        self.run(move |c| {
+            let mut sql = format!("SELECT {PROJECT_COLS} FROM projects WHERE 1=1");
+            let mut args = Vec::new();
+            push_filters(
+                &mut sql,
+                &mut args,
+                &f.attribution,
+                "id",
+                f.project_ids.as_deref(),
+            );
+            sql.push_str(" ORDER BY created_at, id");
             let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map([], project_from_row)?;
-            rows.map(|r| build_project(r?)).collect()
+            let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(read_project(r)?);
+            }
+            Ok(out)
         })
         .await
     }
@@ -289,12 +364,17 @@ impl MetaStore for SqliteMeta {
                 }
                 r => r?,
             };
+            let a = &new.attribution;
             tx.execute(
-                "INSERT INTO deployments (id, project_id, target, status, env, file_count, preview_host, created_at, building_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO deployments (id, project_id, target, status, env, file_count, preview_host, created_at,
+                   building_at, workspace_id, external_workspace_id, external_user_id, external_project_id,
+                   metadata, created_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     new.id, new.project_id, new.target.as_str(), status.as_str(), env_to_json(&new.env),
-                    new.files.len() as i64, new.preview_host, new.created_at, building_at
+                    new.files.len() as i64, new.preview_host, new.created_at, building_at,
+                    a.workspace_id, a.external_workspace_id, a.external_user_id, a.external_project_id,
+                    to_json(&new.metadata), new.created_by
                 ],
             )?;
             {
@@ -328,28 +408,36 @@ impl MetaStore for SqliteMeta {
         self.run(move |c| {
             let mut sql = format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE 1=1");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
-            let mut add = |cond: &str, v: rusqlite::types::Value| {
+            let mut add = |sql: &mut String, cond: &str, v: rusqlite::types::Value| {
                 args.push(v);
                 sql.push_str(&format!(" AND {cond} ?{}", args.len()));
             };
             if let Some(p) = &f.project_id {
-                add("project_id =", p.clone().into());
+                add(&mut sql, "project_id =", p.clone().into());
             }
             if let Some(t) = f.target {
-                add("target =", t.as_str().to_owned().into());
+                add(&mut sql, "target =", t.as_str().to_owned().into());
             }
-            if let Some(s) = f.status {
-                add("status =", s.as_str().to_owned().into());
+            match f.status {
+                Some(s) => add(&mut sql, "status =", s.as_str().to_owned().into()),
+                None => sql.push_str(" AND status != 'deleted'"),
             }
             if let Some(a) = f.created_after {
-                add("created_at >", a.into());
+                add(&mut sql, "created_at >", a.into());
             }
             if let Some(b) = f.created_before {
-                add("created_at <", b.into());
+                add(&mut sql, "created_at <", b.into());
             }
             if let Some(cur) = f.cursor {
-                add("seq <", cur.into());
+                add(&mut sql, "seq <", cur.into());
             }
+            push_filters(
+                &mut sql,
+                &mut args,
+                &f.attribution,
+                "project_id",
+                f.project_ids.as_deref(),
+            );
             // One more than asked tells whether a next page exists.
             sql.push_str(&format!(
                 " ORDER BY seq DESC LIMIT {}",
@@ -428,54 +516,97 @@ impl MetaStore for SqliteMeta {
             let revision = bump_revision(&tx)?;
             let routes = routes_to(&tx, &id, &[KIND_PREVIEW])?;
             tx.commit()?;
-            Ok(AliasChange { revision, routes })
+            Ok(AliasChange { revision, routes, removed: Vec::new() })
         })
         .await
     }
 
-    async fn mark_error(&self, id: &str, message: &str) -> Result<(), MetaError> {
+    async fn mark_error(&self, id: &str, message: &str) -> Result<bool, MetaError> {
         let (id, message) = (id.to_owned(), message.to_owned());
         self.run(move |c| {
-            c.execute(
+            let n = c.execute(
                 "UPDATE deployments SET status = 'error', error = ?2, errored_at = ?3
                  WHERE id = ?1 AND status IN ('queued', 'building')",
                 params![id, message, now_millis()],
             )?;
-            Ok(())
+            Ok(n == 1)
         })
         .await
     }
 
-    async fn promote(&self, deployment_id: &str) -> Result<AliasChange, MetaError> {
-        let id = deployment_id.to_owned();
+    async fn promote(&self, deployment_id: &str, actor: &Actor) -> Result<AliasChange, MetaError> {
+        let (id, actor) = (deployment_id.to_owned(), actor.clone());
         self.run(move |c| {
             let tx = c.transaction()?;
-            let Some(d) = get_deployment(&tx, &id)? else {
-                return Err(MetaError::NotFound(format!("deployment {id}")));
-            };
-            if d.status != Status::Ready {
-                return Err(MetaError::InvalidState(format!(
-                    "deployment {id} is {}; only a ready deployment can be promoted",
-                    d.status
-                )));
-            }
-            let now = now_millis();
-            tx.execute(
-                "UPDATE aliases SET deployment_id = ?1, updated_at = ?3 WHERE project_id = ?2 AND kind = ?4",
-                params![id, d.project_id, now, KIND_PRODUCTION],
-            )?;
-            tx.execute(
-                "UPDATE projects SET production_deployment_id = ?1 WHERE id = ?2",
-                params![id, d.project_id],
-            )?;
-            tx.execute(
-                "INSERT INTO promotions (project_id, deployment_id, at) VALUES (?1, ?2, ?3)",
-                params![d.project_id, id, now],
-            )?;
-            let revision = bump_revision(&tx)?;
-            let routes = routes_to(&tx, &id, &[KIND_PRODUCTION])?;
+            let mut changes = aliases::Changes::default();
+            aliases::promote(&tx, &id, "promote", &mut changes)?;
+            let change = changes.commit(&tx, &actor)?;
             tx.commit()?;
-            Ok(AliasChange { revision, routes })
+            Ok(change)
+        })
+        .await
+    }
+
+    async fn update_deployment(
+        &self,
+        id: &str,
+        attribution: &Attribution,
+        metadata: &Metadata,
+    ) -> Result<Deployment, MetaError> {
+        let (id, a, m) = (id.to_owned(), attribution.clone(), to_json(metadata));
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE deployments SET workspace_id = ?2, external_workspace_id = ?3,
+                   external_user_id = ?4, external_project_id = ?5, metadata = ?6 WHERE id = ?1",
+                params![
+                    id,
+                    a.workspace_id,
+                    a.external_workspace_id,
+                    a.external_user_id,
+                    a.external_project_id,
+                    m
+                ],
+            )?;
+            if n == 0 {
+                return Err(MetaError::NotFound(format!("deployment {id}")));
+            }
+            get_deployment(c, &id)?.ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))
+        })
+        .await
+    }
+
+    async fn cancel_deployment(&self, id: &str) -> Result<Deployment, MetaError> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let d = get_deployment(&tx, &id)?.ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
+            if d.status.is_terminal() {
+                return Err(MetaError::Refused {
+                    code: "not_cancelable",
+                    message: format!("deployment {id} is {}; only a queued or building deployment can be canceled", d.status),
+                });
+            }
+            tx.execute(
+                "UPDATE deployments SET status = 'canceled', canceled_at = ?2 WHERE id = ?1",
+                params![id, now_millis()],
+            )?;
+            tx.execute("DELETE FROM deployment_missing WHERE deployment_id = ?1", [&id])?;
+            let d = get_deployment(&tx, &id)?.ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
+            tx.commit()?;
+            Ok(d)
+        })
+        .await
+    }
+
+    async fn delete_deployment(&self, id: &str, actor: &Actor) -> Result<AliasChange, MetaError> {
+        let (id, actor) = (id.to_owned(), actor.clone());
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let mut changes = aliases::Changes::default();
+            aliases::delete_deployment(&tx, &id, &mut changes)?;
+            let change = changes.commit(&tx, &actor)?;
+            tx.commit()?;
+            Ok(change)
         })
         .await
     }
@@ -499,11 +630,7 @@ impl MetaStore for SqliteMeta {
     async fn routes(&self) -> Result<AliasChange, MetaError> {
         self.run(|c| {
             let tx = c.transaction()?;
-            let revision: i64 = tx.query_row(
-                "SELECT value FROM counters WHERE name = 'alias_revision'",
-                [],
-                |r| r.get(0),
-            )?;
+            let revision = aliases::revision(&tx)?;
             let mut stmt = tx.prepare(
                 "SELECT a.host, a.deployment_id FROM aliases a JOIN deployments d ON d.id = a.deployment_id
                  WHERE d.status = 'ready' ORDER BY a.host",
@@ -511,7 +638,7 @@ impl MetaStore for SqliteMeta {
             let routes = stmt
                 .query_map([], |r| Ok(Route { host: r.get(0)?, deployment_id: r.get(1)? }))?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(AliasChange { revision: revision as u64, routes })
+            Ok(AliasChange { revision, routes, removed: Vec::new() })
         })
         .await
     }
@@ -554,21 +681,11 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn token_exists(&self, secret_hash: &Sha256) -> Result<bool, MetaError> {
-        let h = secret_hash.to_hex();
-        self.run(move |c| {
-            let mut stmt =
-                c.prepare_cached("SELECT EXISTS(SELECT 1 FROM tokens WHERE secret_sha256 = ?1)")?;
-            Ok(stmt.query_row([h], |r| r.get(0))?)
-        })
-        .await
-    }
-
     async fn set_bootstrap_token(&self, secret_hash: &Sha256) -> Result<(), MetaError> {
         let h = secret_hash.to_hex();
         self.run(move |c| {
             c.execute(
-                "INSERT INTO tokens (id, name, secret_sha256, created_at) VALUES (?1, 'bootstrap admin', ?2, ?3)
+                "INSERT INTO tokens (id, name, secret_sha256, created_at, scopes) VALUES (?1, 'bootstrap admin', ?2, ?3, '[\"admin\"]')
                  ON CONFLICT (id) DO UPDATE SET secret_sha256 = excluded.secret_sha256",
                 params![BOOTSTRAP_TOKEN_ID, h, now_millis()],
             )?;
@@ -576,4 +693,219 @@ impl MetaStore for SqliteMeta {
         })
         .await
     }
+
+    async fn create_token(&self, token: &Token, secret_hash: &Sha256) -> Result<(), MetaError> {
+        let (t, h) = (token.clone(), secret_hash.to_hex());
+        self.run(move |c| records::insert_token(c, &t, &h)).await
+    }
+
+    async fn token_by_secret(&self, secret_hash: &Sha256) -> Result<Option<Token>, MetaError> {
+        let h = secret_hash.to_hex();
+        self.run(move |c| {
+            let sql = format!(
+                "SELECT {} FROM tokens WHERE secret_sha256 = ?1",
+                records::TOKEN_COLS
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut rows = stmt.query([h])?;
+            rows.next()?.map(records::read_token).transpose()
+        })
+        .await
+    }
+
+    async fn tokens(&self) -> Result<Vec<Token>, MetaError> {
+        self.run(|c| {
+            let sql = format!(
+                "SELECT {} FROM tokens ORDER BY created_at, id",
+                records::TOKEN_COLS
+            );
+            let mut stmt = c.prepare(&sql)?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(records::read_token(r)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_token(&self, id: &str) -> Result<bool, MetaError> {
+        let id = id.to_owned();
+        self.run(move |c| Ok(c.execute("DELETE FROM tokens WHERE id = ?1", [id])? == 1))
+            .await
+    }
+
+    async fn aliases(
+        &self,
+        project_id: Option<&str>,
+        project_ids: Option<&[String]>,
+    ) -> Result<Vec<Alias>, MetaError> {
+        let p = project_id.map(str::to_owned);
+        let ids = project_ids.map(<[String]>::to_vec);
+        self.run(move |c| aliases::list(c, p.as_deref(), ids.as_deref(), None))
+            .await
+    }
+
+    async fn alias(&self, host: &str) -> Result<Option<Alias>, MetaError> {
+        let host = host.to_owned();
+        self.run(move |c| Ok(aliases::list(c, None, None, Some(&host))?.pop()))
+            .await
+    }
+
+    async fn alias_ops(
+        &self,
+        ops: &[AliasOp],
+        expected_revision: Option<u64>,
+        actor: &Actor,
+        action: &str,
+    ) -> Result<AliasChange, MetaError> {
+        let (ops, actor, action) = (ops.to_vec(), actor.clone(), action.to_owned());
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let mut changes = aliases::Changes::default();
+            aliases::apply_ops(&tx, &ops, expected_revision, &action, &mut changes)?;
+            let change = changes.commit(&tx, &actor)?;
+            tx.commit()?;
+            Ok(change)
+        })
+        .await
+    }
+
+    async fn alias_history(
+        &self,
+        filter: &HistoryFilter,
+    ) -> Result<(Vec<HistoryEntry>, Option<i64>), MetaError> {
+        let f = filter.clone();
+        self.run(move |c| aliases::history(c, &f)).await
+    }
+
+    async fn append_event(
+        &self,
+        deployment_id: &str,
+        kind: &str,
+        data: &serde_json::Value,
+    ) -> Result<i64, MetaError> {
+        let (id, kind, data) = (deployment_id.to_owned(), kind.to_owned(), data.to_string());
+        self.run(move |c| {
+            Ok(c.query_row(
+                "INSERT INTO deployment_events (deployment_id, at, kind, data) VALUES (?1, ?2, ?3, ?4) RETURNING seq",
+                params![id, now_millis(), kind, data],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    async fn events(
+        &self,
+        deployment_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>, MetaError> {
+        let id = deployment_id.to_owned();
+        self.run(move |c| records::events(c, &id, after, limit))
+            .await
+    }
+
+    async fn progress(&self, deployment_id: &str) -> Result<Progress, MetaError> {
+        let id = deployment_id.to_owned();
+        self.run(move |c| records::progress(c, &id)).await
+    }
+
+    async fn idempotent_response(
+        &self,
+        token_id: &str,
+        key: &str,
+        since: Millis,
+    ) -> Result<Option<StoredResponse>, MetaError> {
+        let (t, k) = (token_id.to_owned(), key.to_owned());
+        self.run(move |c| records::idempotent(c, &t, &k, since))
+            .await
+    }
+
+    async fn store_idempotent_response(
+        &self,
+        token_id: &str,
+        key: &str,
+        r: &StoredResponse,
+        expire_before: Millis,
+    ) -> Result<(), MetaError> {
+        let (t, k, r) = (token_id.to_owned(), key.to_owned(), r.clone());
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM idempotency_keys WHERE created_at < ?1", [expire_before])?;
+            tx.execute(
+                "INSERT OR REPLACE INTO idempotency_keys (token_id, key, fingerprint, status, content_type, body, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![t, k, r.fingerprint, r.status, r.content_type, r.body, r.created_at],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn touch_blobs(&self, blobs: &[Sha256]) -> Result<(), MetaError> {
+        let digests: Vec<String> = blobs.iter().map(Sha256::to_hex).collect();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt =
+                    tx.prepare_cached("UPDATE blobs SET touched_at = ?2 WHERE sha256 = ?1")?;
+                let now = now_millis();
+                for d in digests {
+                    stmt.execute(params![d, now])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn retention_expired(&self, now: Millis) -> Result<Vec<String>, MetaError> {
+        self.run(move |c| records::retention_expired(c, now)).await
+    }
+
+    async fn gc_candidates(&self, cutoff: Millis) -> Result<Vec<GcCandidate>, MetaError> {
+        self.run(move |c| records::gc_candidates(c, cutoff)).await
+    }
+
+    async fn gc_forget(&self, blobs: &[Sha256], cutoff: Millis) -> Result<Vec<Sha256>, MetaError> {
+        let blobs = blobs.to_vec();
+        self.run(move |c| records::gc_forget(c, &blobs, cutoff))
+            .await
+    }
+
+    async fn gc_manifests(&self) -> Result<Vec<(String, Sha256)>, MetaError> {
+        self.run(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, manifest FROM deployments WHERE status = 'deleted' AND manifest IS NOT NULL ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            rows.map(|r| {
+                let (id, m) = r?;
+                Ok((id, parse_col(m, "manifest hash")?))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn gc_manifest_collected(&self, deployment_id: &str) -> Result<(), MetaError> {
+        let id = deployment_id.to_owned();
+        self.run(move |c| {
+            c.execute(
+                "UPDATE deployments SET manifest = NULL WHERE id = ?1 AND status = 'deleted'",
+                [id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("stored values serialise")
 }

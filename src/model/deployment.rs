@@ -5,7 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Where a deployment runs: `queued` (files missing) → `building` → `ready`, or `error`.
+/// Where a deployment runs: `queued` (files missing) → `building` → `ready`, or `error`;
+/// `canceled` before it was ready, `deleted` after. All but the first two are terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -17,6 +18,17 @@ pub enum Status {
     Ready,
     /// The build failed; see the deployment's error message.
     Error,
+    /// Stopped by a caller before it was ready; never promotable.
+    Canceled,
+    /// Removed by a caller or by retention: no longer routed, its files may be collected.
+    Deleted,
+}
+
+impl Status {
+    /// Whether the deployment will never change state again (deletion aside).
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Status::Queued | Status::Building)
+    }
 }
 
 /// Whether a deployment goes live on the production hosts when ready.
@@ -55,7 +67,10 @@ macro_rules! str_enum {
     };
 }
 
-str_enum!(Status { Queued => "queued", Building => "building", Ready => "ready", Error => "error" });
+str_enum!(Status {
+    Queued => "queued", Building => "building", Ready => "ready", Error => "error",
+    Canceled => "canceled", Deleted => "deleted"
+});
 str_enum!(Target { Preview => "preview", Production => "production" });
 
 #[cfg(test)]
@@ -69,6 +84,8 @@ mod tests {
             Status::Building,
             Status::Ready,
             Status::Error,
+            Status::Canceled,
+            Status::Deleted,
         ] {
             assert_eq!(s.as_str().parse::<Status>().unwrap(), s);
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));

@@ -3,8 +3,10 @@
 pub mod deployment;
 pub mod manifest;
 pub mod names;
+pub mod owner;
 pub mod settings;
 pub mod snapshot;
+pub mod token;
 
 pub use deployment::{Status, Target};
 pub use manifest::{Manifest, ManifestEntry, validate_path};

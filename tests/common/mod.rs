@@ -86,11 +86,14 @@ impl Harness {
         let control = Control::open(store.clone(), meta, "halo.test".into(), 8080)
             .await
             .unwrap();
-        let app = api::router(ApiState {
-            control: control.clone(),
-            max_file_bytes,
-            edge: None,
-        });
+        let app = api::router(ApiState::new(
+            control.clone(),
+            None,
+            api::ApiOptions {
+                max_file_bytes,
+                ..Default::default()
+            },
+        ));
         let edge = Edge::new(
             control.table.clone(),
             store,

@@ -1,0 +1,149 @@
+//! Who is calling and what they may do: bearer-token authentication, per-route scope
+//! checks, project visibility, and per-token rate limiting.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use http::StatusCode;
+use http::header::AUTHORIZATION;
+use http::request::Parts;
+
+use super::{ApiError, ApiState};
+use crate::meta::Token;
+use crate::model::token::{Scope, granted};
+
+/// The authenticated caller, put in the request by [`require_token`].
+#[derive(Clone)]
+pub struct Caller(pub Arc<Token>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(ApiError::unauthorized)
+    }
+}
+
+impl Caller {
+    /// 404 (never 403) when the caller's project limit excludes `project_id`, so a token
+    /// cannot learn what other projects exist.
+    pub fn check_project(&self, project_id: &str, what: &str) -> Result<(), ApiError> {
+        if self.0.sees(project_id) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(what))
+        }
+    }
+
+    /// The caller's project limit, for list filters.
+    pub fn project_ids(&self) -> Option<Vec<String>> {
+        self.0.project_ids.clone()
+    }
+}
+
+/// Authenticates `Authorization: Bearer <token>`: unknown, revoked and expired tokens get
+/// 401. Looked up on every request, so a revocation applies to the very next one.
+pub async fn require_token(
+    State(state): State<ApiState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let secret = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(ApiError::unauthorized)?;
+    let token = state
+        .control
+        .authenticate(secret)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    req.extensions_mut().insert(Caller(Arc::new(token)));
+    Ok(next.run(req).await)
+}
+
+/// Refuses a caller whose token lacks `scope` with 403 `insufficient_scope`.
+pub async fn require_scope(
+    State(scope): State<Scope>,
+    caller: Caller,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if !granted(&caller.0.scopes, scope) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("this token lacks the {} scope", scope.as_str()),
+        ));
+    }
+    Ok(next.run(req).await)
+}
+
+/// Requests per second each token may make, and the burst it may save up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained rate; 0 turns limiting off.
+    pub per_second: u32,
+    /// Largest burst.
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        // Generous: a CI job uploading thousands of files must not be throttled; the limit
+        // is there to stop a runaway client from starving everyone else.
+        RateLimit {
+            per_second: 1000,
+            burst: 2000,
+        }
+    }
+}
+
+/// A token bucket per token id (GCRA, from `governor`).
+pub type Limiter = DefaultKeyedRateLimiter<String>;
+
+/// The limiter for `rate`, or none when limiting is off.
+pub fn limiter(rate: RateLimit) -> Option<Arc<Limiter>> {
+    let per_second = NonZeroU32::new(rate.per_second)?;
+    let burst = NonZeroU32::new(rate.burst.max(1)).expect("at least 1");
+    Some(Arc::new(Limiter::keyed(
+        Quota::per_second(per_second).allow_burst(burst),
+    )))
+}
+
+/// Answers 429 with `Retry-After` when the caller's token is over its rate.
+pub async fn rate_limit(
+    State(state): State<ApiState>,
+    caller: Caller,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(limiter) = &state.limiter
+        && let Err(not_until) = limiter.check_key(&caller.0.id)
+    {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut resp = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests for this token; retry in {secs} s"),
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, secs.max(1).into());
+        return resp;
+    }
+    next.run(req).await
+}

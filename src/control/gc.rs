@@ -1,0 +1,129 @@
+//! Retention and garbage collection: delete deployments the project's retention policy no
+//! longer keeps, then remove blobs nothing live references (with their compressed
+//! variants) and the manifests of deleted deployments.
+//!
+//! Safety against a concurrent deploy: everything that makes a blob count as present for
+//! a client (reporting it present, recording a deployment's files, storing an upload)
+//! holds the GC lock shared; GC removes each batch under the lock held exclusively, after
+//! checking again, in the same transaction, that every blob in it is still unreferenced
+//! and untouched for the grace period. A blob a deploy relies on is therefore either
+//! referenced or touched before GC looks again, or already gone from the index, in which
+//! case the deploy is told to upload it.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Control, ControlError};
+use crate::edge::compress::{Encoding, variant_key};
+use crate::meta::Actor;
+use crate::model::now_millis;
+
+/// Blobs removed per exclusive hold of the GC lock.
+const BATCH: usize = 256;
+
+/// How a collection runs.
+#[derive(Debug, Clone, Copy)]
+pub struct GcOptions {
+    /// Report what would go, change nothing.
+    pub dry_run: bool,
+    /// Spare blobs stored or reported present more recently than this.
+    pub grace: Duration,
+}
+
+/// What a collection removed (or, in a dry run, would remove).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcReport {
+    /// Whether nothing was changed.
+    pub dry_run: bool,
+    /// Deployments deleted by retention.
+    pub deployments_deleted: Vec<String>,
+    /// Blobs removed.
+    pub blobs: u64,
+    /// Their bytes (where the index knows their size).
+    pub bytes: u64,
+    /// Manifests of deleted deployments removed.
+    pub manifests: u64,
+    /// Objects that could not be deleted (left for the next run).
+    pub errors: u64,
+}
+
+impl Control {
+    /// Applies retention, then collects unreferenced blobs older than the grace period.
+    pub async fn gc(&self, opts: GcOptions, actor: &Actor) -> Result<GcReport, ControlError> {
+        let mut report = GcReport {
+            dry_run: opts.dry_run,
+            ..Default::default()
+        };
+        let now = now_millis();
+        for id in self.meta.retention_expired(now).await? {
+            if !opts.dry_run {
+                match self.delete_deployment(&id, actor).await {
+                    Ok(_) => {}
+                    // Promoted or aliased since the query: retention keeps it after all.
+                    Err(ControlError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            report.deployments_deleted.push(id);
+        }
+        for (id, manifest) in self.meta.gc_manifests().await? {
+            report.manifests += 1;
+            if opts.dry_run {
+                continue;
+            }
+            match self.store.delete(&manifest).await {
+                Ok(_) => self.meta.gc_manifest_collected(&id).await?,
+                Err(e) => {
+                    tracing::warn!(deployment = %id, error = %e, "cannot delete a manifest");
+                    report.errors += 1;
+                }
+            }
+        }
+        let cutoff = now - i64::try_from(opts.grace.as_millis()).unwrap_or(i64::MAX);
+        let candidates = self.meta.gc_candidates(cutoff).await?;
+        if opts.dry_run {
+            report.blobs = candidates.len() as u64;
+            report.bytes = candidates.iter().filter_map(|c| c.size).sum();
+            return Ok(report);
+        }
+        for batch in candidates.chunks(BATCH) {
+            let digests: Vec<_> = batch.iter().map(|c| c.digest).collect();
+            let _exclusive = self.gc_lock.write().await;
+            let gone = self.meta.gc_forget(&digests, cutoff).await?;
+            for d in &gone {
+                if let Err(e) = self.store.delete(d).await {
+                    // Forgotten by the index but still stored: harmless (a later upload
+                    // finds it), but counted so an operator sees the store misbehave.
+                    tracing::warn!(blob = %d, error = %e, "cannot delete a blob");
+                    report.errors += 1;
+                    continue;
+                }
+                for enc in [Encoding::Brotli, Encoding::Gzip] {
+                    if let Err(e) = self
+                        .store
+                        .delete_object(&variant_key(enc, &d.to_hex()))
+                        .await
+                    {
+                        tracing::warn!(blob = %d, error = %e, "cannot delete a variant");
+                        report.errors += 1;
+                    }
+                }
+                report.blobs += 1;
+                report.bytes += batch
+                    .iter()
+                    .find(|c| c.digest == *d)
+                    .and_then(|c| c.size)
+                    .unwrap_or(0);
+            }
+        }
+        tracing::info!(
+            blobs = report.blobs,
+            bytes = report.bytes,
+            manifests = report.manifests,
+            deployments = report.deployments_deleted.len(),
+            "garbage collected"
+        );
+        Ok(report)
+    }
+}

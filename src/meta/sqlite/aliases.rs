@@ -1,0 +1,467 @@
+//! Alias changes in SQL: promote, custom aliases, atomic releases, deletion, and the audit
+//! log every one of them writes. Each function runs inside its caller's transaction.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::{KIND_CUSTOM, KIND_PREVIEW, KIND_PRODUCTION, bump_revision, get_deployment};
+use crate::meta::{
+    Actor, Alias, AliasChange, AliasKind, AliasOp, AliasTarget, HistoryEntry, HistoryFilter,
+    MetaError, Route,
+};
+use crate::model::{Status, now_millis};
+
+/// An alias row as read inside a transaction.
+struct Row {
+    project_id: String,
+    deployment_id: Option<String>,
+    kind: String,
+    follows_production: bool,
+}
+
+fn alias_row(tx: &Transaction<'_>, host: &str) -> Result<Option<Row>, MetaError> {
+    Ok(tx
+        .query_row(
+            "SELECT project_id, deployment_id, kind, follows_production FROM aliases WHERE host = ?1",
+            [host],
+            |r| {
+                Ok(Row {
+                    project_id: r.get(0)?,
+                    deployment_id: r.get(1)?,
+                    kind: r.get(2)?,
+                    follows_production: r.get(3)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// The current alias-table revision.
+pub(super) fn revision(conn: &Connection) -> Result<u64, MetaError> {
+    let rev: i64 = conn.query_row(
+        "SELECT value FROM counters WHERE name = 'alias_revision'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(rev as u64)
+}
+
+/// One host moved: host, project, action, from, to.
+type Moved = (String, String, String, Option<String>, Option<String>);
+
+/// What one transaction changed, gathered before the revision is known.
+#[derive(Default)]
+pub(super) struct Changes {
+    moved: Vec<Moved>,
+}
+
+impl Changes {
+    fn push(
+        &mut self,
+        host: &str,
+        project: &str,
+        action: &str,
+        from: Option<String>,
+        to: Option<String>,
+    ) {
+        self.moved.push((
+            host.to_owned(),
+            project.to_owned(),
+            action.to_owned(),
+            from,
+            to,
+        ));
+    }
+
+    /// Bumps the revision, writes the audit log, and returns the routing change: hosts
+    /// now served by a ready deployment are routes; the others are removed.
+    pub(super) fn commit(
+        self,
+        tx: &Transaction<'_>,
+        actor: &Actor,
+    ) -> Result<AliasChange, MetaError> {
+        if self.moved.is_empty() {
+            return Ok(AliasChange {
+                revision: revision(tx)?,
+                routes: Vec::new(),
+                removed: Vec::new(),
+            });
+        }
+        let revision = bump_revision(tx)?;
+        let now = now_millis();
+        let mut change = AliasChange {
+            revision,
+            routes: Vec::new(),
+            removed: Vec::new(),
+        };
+        let mut log = tx.prepare_cached(
+            "INSERT INTO alias_history (at, revision, host, project_id, action, from_deployment, to_deployment, actor_id, actor_name)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for (host, project, action, from, to) in self.moved {
+            log.execute(params![
+                now,
+                revision as i64,
+                host,
+                project,
+                action,
+                from,
+                to,
+                actor.id,
+                actor.name
+            ])?;
+            let ready = match &to {
+                Some(d) => get_deployment(tx, d)?.is_some_and(|d| d.status == Status::Ready),
+                None => false,
+            };
+            match to {
+                Some(deployment_id) if ready => change.routes.push(Route {
+                    host,
+                    deployment_id,
+                }),
+                _ => change.removed.push(host),
+            }
+        }
+        Ok(change)
+    }
+}
+
+/// A deployment that may be pointed at: it exists and is ready.
+fn ready_deployment(tx: &Transaction<'_>, id: &str) -> Result<crate::meta::Deployment, MetaError> {
+    let d =
+        get_deployment(tx, id)?.ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
+    if d.status != Status::Ready {
+        return Err(MetaError::Refused {
+            code: "deployment_not_ready",
+            message: format!(
+                "deployment {id} is {}; only a ready deployment can be served",
+                d.status
+            ),
+        });
+    }
+    Ok(d)
+}
+
+/// Points every production host of the deployment's project, and the custom aliases that
+/// follow production, at `id`, and records the promotion.
+pub(super) fn promote(
+    tx: &Transaction<'_>,
+    id: &str,
+    action: &str,
+    changes: &mut Changes,
+) -> Result<(), MetaError> {
+    let d =
+        get_deployment(tx, id)?.ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
+    if d.status != Status::Ready {
+        return Err(MetaError::InvalidState(format!(
+            "deployment {id} is {}; only a ready deployment can be promoted",
+            d.status
+        )));
+    }
+    let now = now_millis();
+    let hosts: Vec<(String, Option<String>)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT host, deployment_id FROM aliases
+             WHERE project_id = ?1 AND (kind = ?2 OR follows_production = 1) ORDER BY host",
+        )?;
+        stmt.query_map(params![d.project_id, KIND_PRODUCTION], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?
+    };
+    tx.execute(
+        "UPDATE aliases SET deployment_id = ?1, updated_at = ?3
+         WHERE project_id = ?2 AND (kind = ?4 OR follows_production = 1)",
+        params![id, d.project_id, now, KIND_PRODUCTION],
+    )?;
+    tx.execute(
+        "UPDATE projects SET production_deployment_id = ?1 WHERE id = ?2",
+        params![id, d.project_id],
+    )?;
+    tx.execute(
+        "INSERT INTO promotions (project_id, deployment_id, at) VALUES (?1, ?2, ?3)",
+        params![d.project_id, id, now],
+    )?;
+    for (host, from) in hosts {
+        changes.push(&host, &d.project_id, action, from, Some(id.to_owned()));
+    }
+    Ok(())
+}
+
+/// Applies `ops`, all or nothing, after checking the revision.
+pub(super) fn apply_ops(
+    tx: &Transaction<'_>,
+    ops: &[AliasOp],
+    expected: Option<u64>,
+    action: &str,
+    changes: &mut Changes,
+) -> Result<(), MetaError> {
+    if let Some(expected) = expected {
+        let current = revision(tx)?;
+        if current != expected {
+            return Err(MetaError::StaleRevision { current });
+        }
+    }
+    let now = now_millis();
+    for op in ops {
+        match op {
+            AliasOp::Point { host, target } => point(tx, host, target, action, now, changes)?,
+            AliasOp::Remove { host } => {
+                let row = alias_row(tx, host)?
+                    .ok_or_else(|| MetaError::NotFound(format!("alias {host}")))?;
+                if row.kind != KIND_CUSTOM {
+                    return Err(reserved(host, &row.kind));
+                }
+                tx.execute("DELETE FROM aliases WHERE host = ?1", [host])?;
+                changes.push(host, &row.project_id, "delete", row.deployment_id, None);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn reserved(host: &str, kind: &str) -> MetaError {
+    MetaError::Refused {
+        code: "alias_reserved",
+        message: format!(
+            "{host} is a {kind} host: it moves with its {}",
+            if kind == KIND_PREVIEW {
+                "deployment"
+            } else {
+                "project's promotions"
+            }
+        ),
+    }
+}
+
+fn taken(host: &str) -> MetaError {
+    MetaError::Refused {
+        code: "host_taken",
+        message: format!("{host} is already an alias of another project"),
+    }
+}
+
+fn point(
+    tx: &Transaction<'_>,
+    host: &str,
+    target: &AliasTarget,
+    action: &str,
+    now: i64,
+    changes: &mut Changes,
+) -> Result<(), MetaError> {
+    let row = alias_row(tx, host)?;
+    let (project_id, deployment_id, follows) = match target {
+        AliasTarget::Deployment(id) => {
+            let d = ready_deployment(tx, id)?;
+            (d.project_id, Some(d.id), false)
+        }
+        AliasTarget::Production(project) => {
+            let current: Option<String> = tx
+                .query_row(
+                    "SELECT production_deployment_id FROM projects WHERE id = ?1",
+                    [project],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| MetaError::NotFound(format!("project {project}")))?;
+            (project.clone(), current, true)
+        }
+    };
+    match row {
+        Some(r) if r.project_id != project_id => Err(taken(host)),
+        Some(r) if r.kind == KIND_PRODUCTION => match target {
+            // Pointing a production host at a deployment is a promote of that deployment.
+            AliasTarget::Deployment(id) => promote(tx, id, action, changes),
+            AliasTarget::Production(_) => Ok(()),
+        },
+        Some(r) if r.kind != KIND_CUSTOM => Err(reserved(host, &r.kind)),
+        Some(r) => {
+            if r.deployment_id == deployment_id && r.follows_production == follows {
+                return Ok(());
+            }
+            tx.execute(
+                "UPDATE aliases SET deployment_id = ?2, follows_production = ?3, updated_at = ?4 WHERE host = ?1",
+                params![host, deployment_id, follows, now],
+            )?;
+            changes.push(host, &project_id, action, r.deployment_id, deployment_id);
+            Ok(())
+        }
+        None => {
+            tx.execute(
+                "INSERT INTO aliases (host, project_id, deployment_id, kind, updated_at, follows_production)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![host, project_id, deployment_id, KIND_CUSTOM, now, follows],
+            )?;
+            changes.push(host, &project_id, "create", None, deployment_id);
+            Ok(())
+        }
+    }
+}
+
+/// Marks a deployment deleted and unroutes every host serving it: its preview host stays
+/// reserved (hosts are never reused), custom aliases pinned to it are removed.
+pub(super) fn delete_deployment(
+    tx: &Transaction<'_>,
+    id: &str,
+    changes: &mut Changes,
+) -> Result<(), MetaError> {
+    let d =
+        get_deployment(tx, id)?.ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
+    if d.status == Status::Deleted {
+        return Ok(());
+    }
+    let production: Option<String> = tx.query_row(
+        "SELECT production_deployment_id FROM projects WHERE id = ?1",
+        [&d.project_id],
+        |r| r.get(0),
+    )?;
+    if production.as_deref() == Some(id) {
+        return Err(MetaError::Refused {
+            code: "deployment_is_production",
+            message: format!("deployment {id} serves production; promote another deployment first"),
+        });
+    }
+    let now = now_millis();
+    tx.execute(
+        "UPDATE deployments SET status = 'deleted', deleted_at = ?2 WHERE id = ?1",
+        params![id, now],
+    )?;
+    tx.execute(
+        "DELETE FROM deployment_missing WHERE deployment_id = ?1",
+        [id],
+    )?;
+    let pinned: Vec<(String, String)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT host, kind FROM aliases WHERE deployment_id = ?1 ORDER BY host",
+        )?;
+        stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    for (host, kind) in pinned {
+        if kind == KIND_CUSTOM {
+            tx.execute("DELETE FROM aliases WHERE host = ?1", [&host])?;
+        }
+        if d.status == Status::Ready || kind == KIND_CUSTOM {
+            changes.push(&host, &d.project_id, "delete", Some(id.to_owned()), None);
+        }
+    }
+    Ok(())
+}
+
+/// Aliases, sorted by host.
+pub(super) fn list(
+    conn: &Connection,
+    project_id: Option<&str>,
+    project_ids: Option<&[String]>,
+    host: Option<&str>,
+) -> Result<Vec<Alias>, MetaError> {
+    let mut sql = String::from(
+        "SELECT host, project_id, deployment_id, kind, follows_production, updated_at FROM aliases a WHERE 1=1",
+    );
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(p) = project_id {
+        args.push(p.to_owned().into());
+        sql.push_str(&format!(" AND project_id = ?{}", args.len()));
+    }
+    if let Some(h) = host {
+        args.push(h.to_owned().into());
+        sql.push_str(&format!(" AND host = ?{}", args.len()));
+    }
+    super::push_filters(
+        &mut sql,
+        &mut args,
+        &Default::default(),
+        "project_id",
+        project_ids,
+    );
+    // A deleted deployment's preview host is reserved but serves nothing: not an alias.
+    sql.push_str(
+        " AND NOT (kind = 'preview' AND EXISTS (SELECT 1 FROM deployments d WHERE d.id = a.deployment_id AND d.status = 'deleted'))
+         ORDER BY host",
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let kind: String = r.get(3)?;
+        out.push(Alias {
+            host: r.get(0)?,
+            project_id: r.get(1)?,
+            deployment_id: r.get(2)?,
+            kind: match kind.as_str() {
+                KIND_PREVIEW => AliasKind::Preview,
+                KIND_PRODUCTION => AliasKind::Production,
+                KIND_CUSTOM => AliasKind::Custom,
+                other => return Err(MetaError::Corrupt(format!("alias kind {other:?}"))),
+            },
+            follows_production: r.get::<_, bool>(4)? || kind == KIND_PRODUCTION,
+            updated_at: r.get(5)?,
+        });
+    }
+    Ok(out)
+}
+
+/// A page of the audit log, newest first, and the next page's cursor.
+pub(super) fn history(
+    conn: &Connection,
+    f: &HistoryFilter,
+) -> Result<(Vec<HistoryEntry>, Option<i64>), MetaError> {
+    let mut sql = String::from(
+        "SELECT seq, at, revision, host, project_id, action, from_deployment, to_deployment, actor_id, actor_name
+         FROM alias_history WHERE 1=1",
+    );
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut add = |sql: &mut String, cond: &str, v: rusqlite::types::Value| {
+        args.push(v);
+        sql.push_str(&format!(" AND {cond} ?{}", args.len()));
+    };
+    if let Some(h) = &f.host {
+        add(&mut sql, "host =", h.clone().into());
+    }
+    if let Some(p) = &f.project_id {
+        add(&mut sql, "project_id =", p.clone().into());
+    }
+    if let Some(c) = f.cursor {
+        add(&mut sql, "seq <", c.into());
+    }
+    super::push_filters(
+        &mut sql,
+        &mut args,
+        &Default::default(),
+        "project_id",
+        f.project_ids.as_deref(),
+    );
+    sql.push_str(&format!(
+        " ORDER BY seq DESC LIMIT {}",
+        i64::from(f.limit) + 1
+    ));
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+    let mut out = Vec::new();
+    let mut more = false;
+    while let Some(r) = rows.next()? {
+        if out.len() == f.limit as usize {
+            more = true;
+            break;
+        }
+        out.push(HistoryEntry {
+            seq: r.get(0)?,
+            at: r.get(1)?,
+            revision: r.get::<_, i64>(2)? as u64,
+            host: r.get(3)?,
+            project_id: r.get(4)?,
+            action: r.get(5)?,
+            from_deployment: r.get(6)?,
+            to_deployment: r.get(7)?,
+            actor: Actor {
+                id: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+                name: r.get::<_, Option<String>>(9)?.unwrap_or_default(),
+            },
+        });
+    }
+    let next = if more {
+        out.last().map(|e| e.seq)
+    } else {
+        None
+    };
+    Ok((out, next))
+}

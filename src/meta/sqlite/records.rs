@@ -1,0 +1,176 @@
+//! Tokens, deployment events, idempotent responses and garbage-collection queries in SQL.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::json_col;
+use crate::digest::Sha256;
+use crate::meta::{Event, GcCandidate, MetaError, Progress, StoredResponse, Token};
+use crate::model::Millis;
+
+pub(super) const TOKEN_COLS: &str =
+    "id, name, scopes, project_ids, expires_at, created_at, created_by";
+
+pub(super) fn read_token(r: &Row<'_>) -> Result<Token, MetaError> {
+    let project_ids: Option<String> = r.get(3)?;
+    Ok(Token {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        scopes: json_col(&r.get::<_, String>(2)?, "token scopes")?,
+        project_ids: project_ids
+            .map(|p| json_col(&p, "token projects"))
+            .transpose()?,
+        expires_at: r.get(4)?,
+        created_at: r.get(5)?,
+        created_by: r.get(6)?,
+    })
+}
+
+pub(super) fn insert_token(c: &Connection, t: &Token, hash: &str) -> Result<(), MetaError> {
+    c.execute(
+        "INSERT INTO tokens (id, name, secret_sha256, created_at, scopes, project_ids, expires_at, created_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            t.id,
+            t.name,
+            hash,
+            t.created_at,
+            serde_json::to_string(&t.scopes).expect("scopes serialise"),
+            t.project_ids
+                .as_ref()
+                .map(|p| serde_json::to_string(p).expect("ids serialise")),
+            t.expires_at,
+            t.created_by
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn events(
+    c: &Connection,
+    deployment_id: &str,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<Event>, MetaError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT seq, at, kind, data FROM deployment_events
+         WHERE deployment_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    )?;
+    let mut rows = stmt.query(params![deployment_id, after, limit])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(Event {
+            seq: r.get(0)?,
+            at: r.get(1)?,
+            kind: r.get(2)?,
+            data: json_col(&r.get::<_, String>(3)?, "event")?,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn progress(c: &Connection, id: &str) -> Result<Progress, MetaError> {
+    let (total, pending): (i64, i64) = c.query_row(
+        "SELECT COUNT(*), COUNT(m.sha256) FROM deployment_files f
+         LEFT JOIN deployment_missing m ON m.deployment_id = f.deployment_id AND m.sha256 = f.sha256
+         WHERE f.deployment_id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let bytes: i64 = c.query_row(
+        "SELECT COALESCE(SUM(b.size), 0) FROM blobs b
+         WHERE b.sha256 IN (SELECT sha256 FROM deployment_files WHERE deployment_id = ?1)
+           AND b.sha256 NOT IN (SELECT sha256 FROM deployment_missing WHERE deployment_id = ?1)",
+        [id],
+        |r| r.get(0),
+    )?;
+    Ok(Progress {
+        files_total: total as u64,
+        files_received: (total - pending) as u64,
+        bytes_received: bytes as u64,
+    })
+}
+
+pub(super) fn idempotent(
+    c: &Connection,
+    token: &str,
+    key: &str,
+    since: Millis,
+) -> Result<Option<StoredResponse>, MetaError> {
+    Ok(c.query_row(
+        "SELECT fingerprint, status, content_type, body, created_at FROM idempotency_keys
+         WHERE token_id = ?1 AND key = ?2 AND created_at >= ?3",
+        params![token, key, since],
+        |r| {
+            Ok(StoredResponse {
+                fingerprint: r.get(0)?,
+                status: r.get(1)?,
+                content_type: r.get(2)?,
+                body: r.get(3)?,
+                created_at: r.get(4)?,
+            })
+        },
+    )
+    .optional()?)
+}
+
+/// Blobs referenced by a deployment that is not deleted, or by nothing but touched since
+/// `cutoff`, are live: this is the condition under which a blob is *not* collectable.
+const COLLECTABLE: &str = "NOT EXISTS (SELECT 1 FROM deployment_files f JOIN deployments d ON d.id = f.deployment_id
+                             WHERE f.sha256 = b.sha256 AND d.status != 'deleted')
+     AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.manifest = b.sha256 AND d.status != 'deleted')
+     AND COALESCE(b.touched_at, b.stored_at) < ?1";
+
+pub(super) fn gc_candidates(c: &Connection, cutoff: Millis) -> Result<Vec<GcCandidate>, MetaError> {
+    let sql = format!("SELECT sha256, size FROM blobs b WHERE {COLLECTABLE} ORDER BY sha256");
+    let mut stmt = c.prepare(&sql)?;
+    let mut rows = stmt.query([cutoff])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(GcCandidate {
+            digest: super::parse_col(r.get(0)?, "blob hash")?,
+            size: r.get::<_, Option<i64>>(1)?.map(|s| s as u64),
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn gc_forget(
+    c: &mut Connection,
+    blobs: &[Sha256],
+    cutoff: Millis,
+) -> Result<Vec<Sha256>, MetaError> {
+    let tx = c.transaction()?;
+    let mut gone = Vec::new();
+    {
+        let sql = format!("DELETE FROM blobs AS b WHERE b.sha256 = ?2 AND {COLLECTABLE}");
+        let mut del = tx.prepare(&sql)?;
+        for d in blobs {
+            if del.execute(params![cutoff, d.to_hex()])? == 1 {
+                gone.push(*d);
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(gone)
+}
+
+/// Deployments retention deletes now (see the trait's documentation).
+pub(super) fn retention_expired(c: &Connection, now: Millis) -> Result<Vec<String>, MetaError> {
+    let mut stmt = c.prepare(
+        "SELECT d.id FROM deployments d JOIN projects p ON p.id = d.project_id
+         WHERE d.status IN ('ready', 'error', 'canceled')
+           AND p.retention_keep_last IS NOT NULL
+           AND d.id IS NOT p.production_deployment_id
+           AND NOT EXISTS (SELECT 1 FROM aliases a WHERE a.deployment_id = d.id AND a.kind = 'custom')
+           AND (SELECT COUNT(*) FROM deployments n WHERE n.project_id = d.project_id
+                  AND n.status = 'ready' AND n.seq > d.seq) >= p.retention_keep_last
+           AND (p.retention_keep_days IS NULL OR NOT EXISTS
+                (SELECT 1 FROM promotions pr WHERE pr.deployment_id = d.id
+                   AND pr.at >= ?1 - p.retention_keep_days * 86400000))
+         ORDER BY d.seq",
+    )?;
+    let ids = stmt
+        .query_map([now], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(ids)
+}
