@@ -139,9 +139,13 @@ impl Client {
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
+        idempotency_key: Option<&str>,
     ) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(k) = idempotency_key {
+            req = req.header("idempotency-key", k);
+        }
         if let Some(b) = body {
             let raw = serde_json::to_vec(b).expect("JSON serialises");
             req = req.header("content-type", "application/json");
@@ -163,14 +167,17 @@ impl Client {
         decode(&url, resp).await
     }
 
-    /// A request retried with backoff while the failure is retryable.
+    /// A request retried with backoff while the failure is retryable. A mutating request
+    /// carries one `Idempotency-Key` across its retries, so a retry after a lost response
+    /// replays the first answer instead of acting twice.
     pub async fn request(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, ClientError> {
-        retry(|| self.once(method.clone(), path, body)).await
+        let key = (method != reqwest::Method::GET).then(|| crate::model::random_id("cli"));
+        retry(|| self.once(method.clone(), path, body, key.as_deref())).await
     }
 
     /// GET, retried.
@@ -178,9 +185,9 @@ impl Client {
         self.request(reqwest::Method::GET, path, None).await
     }
 
-    /// POST once: a create must not be repeated blindly.
-    pub async fn post_once(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        self.once(reqwest::Method::POST, path, Some(body)).await
+    /// POST, retried under one idempotency key (a create is never made twice).
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.request(reqwest::Method::POST, path, Some(body)).await
     }
 
     /// Uploads one file under its hash, streaming it from disk; retried. Returns whether

@@ -142,7 +142,7 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<(), ClientError> {
         "target": if args.prod { "production" } else { "preview" },
         "env": env,
     });
-    let created = client.post_once("/v1/deployments", &body).await?;
+    let created = client.post("/v1/deployments", &body).await?;
     let create_ms = t.elapsed().as_millis() as u64;
     let id = created["id"].as_str().unwrap_or_default().to_owned();
     let missing: Vec<Sha256> = created["missing"]

@@ -50,6 +50,16 @@ pub enum Command {
         /// The newer deployment.
         b: String,
     },
+    /// Apply retention, then delete blobs nothing references (after the grace period).
+    Gc {
+        /// Report what would be deleted and how many bytes; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds since a blob was last stored or reported present before it may go
+        /// [default: the server's gc_grace_secs]
+        #[arg(long)]
+        grace_secs: Option<u64>,
+    },
 }
 
 /// `halo edge` arguments: the storage, cache and edge settings of `serve`, plus where to
@@ -131,7 +141,7 @@ pub async fn resolve_project(
         Some(p) => Ok(p),
         None if create => {
             let created = client
-                .post_once("/v1/projects", &json!({ "name": name_or_id }))
+                .post("/v1/projects", &json!({ "name": name_or_id }))
                 .await;
             match created {
                 // Created meanwhile by someone else: use theirs.
@@ -171,7 +181,7 @@ pub async fn run(command: Command, args: &ClientArgs) -> Result<(), ClientError>
             command: ProjectsCommand::Create { name },
         } => {
             let p = client
-                .post_once("/v1/projects", &json!({ "name": name }))
+                .post("/v1/projects", &json!({ "name": name }))
                 .await?;
             println!("{} {} {}", s(&p["id"]), s(&p["name"]), s(&p["url"]));
             Ok(())
@@ -204,6 +214,30 @@ pub async fn run(command: Command, args: &ClientArgs) -> Result<(), ClientError>
         Command::Promote { id } => promote(&client, &id, "promoted").await,
         Command::Rollback(a) => rollback(&client, a).await,
         Command::Diff { a, b } => diff(&client, &a, &b).await,
+        Command::Gc {
+            dry_run,
+            grace_secs,
+        } => {
+            let mut body = json!({ "dry_run": dry_run });
+            if let Some(g) = grace_secs {
+                body["grace_secs"] = json!(g);
+            }
+            let r = client.post("/v1/gc", &body).await?;
+            println!(
+                "{} {} blobs ({} bytes), {} manifests, {} deployments by retention{}",
+                if dry_run { "would delete" } else { "deleted" },
+                r["blobs"],
+                r["bytes"],
+                r["manifests"],
+                r["deployments_deleted"].as_array().map_or(0, Vec::len),
+                if r["errors"].as_u64().unwrap_or(0) > 0 {
+                    format!("; {} errors (see the server log)", r["errors"])
+                } else {
+                    String::new()
+                }
+            );
+            Ok(())
+        }
     }
 }
 

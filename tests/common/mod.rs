@@ -298,6 +298,28 @@ impl TestServer {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// A request to the API as `token`.
+    pub fn req(&self, token: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(token)
+    }
+
+    /// Mints a token with `scopes` (limited to `projects` when given); returns its secret.
+    pub async fn mint(&self, scopes: &[&str], projects: Option<&[&str]>) -> String {
+        let mut body = json!({"name": format!("test {}", scopes.len()), "scopes": scopes});
+        if let Some(p) = projects {
+            body["project_ids"] = json!(p);
+        }
+        let (status, v, _) = send(
+            self.req(TOKEN, reqwest::Method::POST, "/v1/tokens")
+                .json(&body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        v["token"].as_str().unwrap().to_owned()
+    }
+
     /// Creates a deployment of `site` over HTTP, uploads what is missing, waits until ready.
     pub async fn deploy(
         &self,
@@ -307,6 +329,19 @@ impl TestServer {
     ) -> Value {
         deploy_over_http(&self.client, &self.api, TOKEN, project_id, site, target).await
     }
+}
+
+/// Sends a request; returns status, JSON body (or null) and headers.
+pub async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+    let resp = req.send().await.unwrap();
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        headers,
+    )
 }
 
 /// The deploy flow a client runs, over real HTTP against `api`: create, upload what is
