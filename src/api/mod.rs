@@ -230,6 +230,13 @@ pub fn router(state: ApiState) -> Router {
     let v1 = v1()
         .router
         .fallback(|| async { ApiError::no_route() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
         .layer(middleware::from_fn_with_state(
             state.clone(),
             idempotency::layer,
