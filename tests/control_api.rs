@@ -43,7 +43,7 @@ async fn attribution_metadata_filters_and_patch() {
     };
     assert_eq!(
         ids(&get(&srv, "/v1/projects?external_workspace_id=clinic_123").await),
-        [pid.clone()]
+        [pid.as_str()]
     );
     assert_eq!(
         ids(&get(
@@ -51,7 +51,7 @@ async fn attribution_metadata_filters_and_patch() {
             "/v1/projects?workspace_id=ws_1&external_user_id=dr-smith-456"
         )
         .await),
-        [pid.clone()]
+        [pid.as_str()]
     );
     assert!(ids(&get(&srv, "/v1/projects?workspace_id=nope").await).is_empty());
     assert_eq!(ids(&get(&srv, "/v1/projects").await).len(), 2);
@@ -91,7 +91,7 @@ async fn attribution_metadata_filters_and_patch() {
     assert_eq!(d["created_by"], "tok_bootstrap");
     srv.deploy(&other, &site, "preview").await;
     let page = get(&srv, "/v1/deployments?external_user_id=dr-smith-456").await;
-    assert_eq!(ids(&page), [did.clone()]);
+    assert_eq!(ids(&page), [did.as_str()]);
     let (status, d, _) = send(
         srv.req(TOKEN, Method::PATCH, &format!("/v1/deployments/{did}"))
             .json(&json!({
@@ -607,16 +607,20 @@ async fn aliases_releases_and_history() {
     );
     assert_eq!(body_of("xn--bcher-kva.example").await, blue_html);
     assert_eq!(body_of("beta.shop.example").await, green_html);
-    // Two CI jobs racing with the same revision: exactly one wins.
+    // Two CI jobs racing from the same revision, each with a real change: exactly one
+    // wins. (A release that changes nothing leaves the revision as it is.)
     let rev = rev + 1;
-    let try_release = |target: &str| {
-        let body = json!({"changes": [{"host": "beta.shop.example", "deployment_id": target}]});
+    let try_release = |host: &str, target: &str| {
+        let body = json!({"changes": [{"host": host, "deployment_id": target}]});
         srv.req(TOKEN, Method::POST, "/v1/releases")
             .header("if-match", format!("\"{rev}\""))
             .json(&body)
             .send()
     };
-    let (a, b) = tokio::join!(try_release(blue), try_release(green));
+    let (a, b) = tokio::join!(
+        try_release("beta.shop.example", blue),
+        try_release("xn--bcher-kva.example", green)
+    );
     let mut statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
     statuses.sort();
     assert_eq!(statuses, [200, 412]);

@@ -253,22 +253,19 @@ impl Control {
         }
     }
 
-    /// Who is credited with what the system does on behalf of a deployment's creator.
+    /// Who is credited with what the system does on behalf of a deployment's creator
+    /// (the automatic promote of a production deployment).
     pub(super) async fn creator(&self, d: &Deployment) -> Actor {
-        let Some(id) = &d.created_by else {
-            return Actor::system("deployment target production");
-        };
-        let name = match self.meta.tokens().await {
-            Ok(tokens) => tokens
-                .into_iter()
-                .find(|t| &t.id == id)
-                .map(|t| t.name)
-                .unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        Actor {
-            id: id.clone(),
-            name,
+        match &d.created_by {
+            Some(id) => Actor {
+                id: id.clone(),
+                name: match self.meta.token(id).await {
+                    Ok(Some(t)) => t.name,
+                    // Revoked since, or unreadable: the id alone still says who.
+                    _ => String::new(),
+                },
+            },
+            None => Actor::system("deployment target production"),
         }
     }
 

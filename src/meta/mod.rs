@@ -291,6 +291,8 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn token_by_secret(&self, secret_hash: &Sha256) -> Result<Option<Token>, MetaError>;
     /// Every token, oldest first.
     async fn tokens(&self) -> Result<Vec<Token>, MetaError>;
+    /// One token by id.
+    async fn token(&self, id: &str) -> Result<Option<Token>, MetaError>;
     /// Deletes a token; false if there was none.
     async fn delete_token(&self, id: &str) -> Result<bool, MetaError>;
 

@@ -730,6 +730,17 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
+    async fn token(&self, id: &str) -> Result<Option<Token>, MetaError> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            let sql = format!("SELECT {} FROM tokens WHERE id = ?1", records::TOKEN_COLS);
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut rows = stmt.query([id])?;
+            rows.next()?.map(records::read_token).transpose()
+        })
+        .await
+    }
+
     async fn delete_token(&self, id: &str) -> Result<bool, MetaError> {
         let id = id.to_owned();
         self.run(move |c| Ok(c.execute("DELETE FROM tokens WHERE id = ?1", [id])? == 1))
