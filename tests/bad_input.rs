@@ -442,11 +442,15 @@ async fn bad_input_gets_a_stable_4xx_and_changes_nothing() {
     cases.push(raw(M::POST, "/v1/projects", &huge));
 
     let before = snapshot(&srv).await;
+    // A fresh connection per request: the server answers an oversized body early and
+    // closes, and a pooled connection reused after that would fail on the client's side.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let code_ok = |c: &str| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
     for case in &cases {
-        let mut req = srv
-            .client
-            .request(case.method.clone(), format!("{}{}", srv.api, case.path));
+        let mut req = client.request(case.method.clone(), format!("{}{}", srv.api, case.path));
         if let Some(t) = &case.token {
             req = req.bearer_auth(t);
         }
@@ -458,7 +462,23 @@ async fn bad_input_gets_a_stable_4xx_and_changes_nothing() {
                 .header("content-type", "application/json")
                 .body(b.clone());
         }
-        let (status, v, _) = send(req).await;
+        let resp = match req.send().await {
+            Ok(r) => r,
+            // Refusing an oversized body early, the server may close before the client has
+            // written it all; the client then sees a broken connection, not the 413. The
+            // state check below still covers the request.
+            Err(e) if case.body.as_ref().is_some_and(|b| b.len() > 1 << 20) => {
+                eprintln!(
+                    "{} {}: connection closed early ({e})",
+                    case.method,
+                    case.path.len()
+                );
+                continue;
+            }
+            Err(e) => panic!("{} {}: {e}", case.method, case.path),
+        };
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
         let shown = case.path.chars().take(80).collect::<String>();
         assert!(
             status.is_client_error(),

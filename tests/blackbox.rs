@@ -103,14 +103,7 @@ async fn full_lifecycle_against_the_real_binary() {
     .await;
     let blue_id = blue["id"].as_str().unwrap().to_owned();
     let green_id = green["id"].as_str().unwrap().to_owned();
-    let green_host = green["url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .split(':')
-        .next()
-        .unwrap()
-        .to_owned();
+    let green_host = common::host_of(&green);
     assert_eq!(
         green["url"],
         format!("{}", halo.edge.replace("127.0.0.1", &green_host))

@@ -115,14 +115,7 @@ async fn delete_and_cancel() {
     let prod = srv.deploy(&pid, &fixture("blue"), "production").await;
     let prev = srv.deploy(&pid, &fixture("green"), "preview").await;
     let (prod_id, prev_id) = (prod["id"].as_str().unwrap(), prev["id"].as_str().unwrap());
-    let preview_host = prev["url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .split(':')
-        .next()
-        .unwrap()
-        .to_owned();
+    let preview_host = common::host_of(&prev);
     assert_eq!(srv.edge_get(&preview_host, "/").await.status(), 200);
 
     // Production cannot be deleted.
@@ -516,14 +509,7 @@ async fn aliases_releases_and_history() {
         (status, &v["error"]["code"]),
         (StatusCode::CONFLICT, &json!("host_taken"))
     );
-    let rival_preview = get(&srv, &format!("/v1/deployments/{rival}")).await["url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .split(':')
-        .next()
-        .unwrap()
-        .to_owned();
+    let rival_preview = common::host_of(&get(&srv, &format!("/v1/deployments/{rival}")).await);
     let (status, v, _) = send(
         srv.req(TOKEN, Method::PUT, &format!("/v1/aliases/{rival_preview}"))
             .json(&json!({"deployment_id": rival})),

@@ -49,14 +49,7 @@ async fn dry_run_then_collect_unreferenced_blobs_variants_and_manifests() {
     let live = srv.deploy(&pid, &blue, "production").await;
     let gone = srv.deploy(&pid, &green, "preview").await;
     let gone_id = gone["id"].as_str().unwrap();
-    let preview = gone["url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .split(':')
-        .next()
-        .unwrap()
-        .to_owned();
+    let preview = common::host_of(&gone);
     // A compressed variant of a green-only file, made by the edge and kept in the store.
     let css = srv
         .client
@@ -286,14 +279,7 @@ async fn gc_racing_deploys_never_loses_a_referenced_blob() {
         let (report, d) = tokio::join!(gc_task, deploy_task);
         collected += report["blobs"].as_u64().unwrap();
         assert_eq!(d["status"], "ready", "round {round}: {d}");
-        let host = d["url"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("http://")
-            .split(':')
-            .next()
-            .unwrap()
-            .to_owned();
+        let host = common::host_of(&d);
         let resp = srv.edge_get(&host, "/").await;
         assert_eq!(resp.status(), 200, "round {round}");
         assert_eq!(

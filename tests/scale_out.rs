@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::process::Proc;
 use common::{fixture, s3_settings};
-use serde_json::Value;
 
 const TOKEN: &str = "scale-out-admin-token-0123";
 
@@ -143,17 +142,7 @@ async fn edges_follow_promotes_survive_the_control_plane_and_cold_start_from_s3(
         common::deploy_over_http(&client, &api, TOKEN, &pid, &fixture("green"), "preview").await;
     let blue_id = blue["id"].as_str().unwrap().to_owned();
     let green_id = green["id"].as_str().unwrap().to_owned();
-    let host_of = |d: &Value| {
-        d["url"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("http://")
-            .split(':')
-            .next()
-            .unwrap()
-            .to_owned()
-    };
-    let (blue_host, green_host) = (host_of(&blue), host_of(&green));
+    let (blue_host, green_host) = (common::host_of(&blue), common::host_of(&green));
 
     let markers = ["edge listening", "admin listening"];
     let e1 = Proc::spawn(&edge_args(1), &env, &markers);

@@ -309,27 +309,13 @@ pub async fn history(
     params: Result<Query<HistoryParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let p = query(params)?;
-    let limit = match p.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request("invalid_query", format!("limit must be 1 to {MAX_LIMIT}"))
-            })?,
-    };
-    let cursor = p
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.strip_prefix(CURSOR_PREFIX)
-                .and_then(|n| n.parse::<i64>().ok())
-                .ok_or_else(|| {
-                    ApiError::bad_request("invalid_cursor", "cursor is not one this API returned")
-                })
-        })
-        .transpose()?;
+    let (limit, cursor) = super::json::page(
+        p.limit.as_deref(),
+        p.cursor.as_deref(),
+        DEFAULT_LIMIT,
+        MAX_LIMIT,
+        CURSOR_PREFIX,
+    )?;
     if let Some(id) = &p.project_id {
         caller.check_project(id, &format!("project {id}"))?;
     }

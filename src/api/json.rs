@@ -72,3 +72,34 @@ pub fn query<T: DeserializeOwned>(
     q.map(|axum::extract::Query(v)| v)
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
+
+/// A page request from `limit` and `cursor` query values: the limit (1 to `max`,
+/// `default` when absent) and the position an opaque `<prefix><n>` cursor names.
+pub fn page(
+    limit: Option<&str>,
+    cursor: Option<&str>,
+    default: u32,
+    max: u32,
+    prefix: &str,
+) -> Result<(u32, Option<i64>), ApiError> {
+    let limit = match limit {
+        None => default,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request("invalid_query", format!("limit must be 1 to {max}"))
+            })?,
+    };
+    let cursor = cursor
+        .map(|c| {
+            c.strip_prefix(prefix)
+                .and_then(|n| n.parse::<i64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_cursor", "cursor is not one this API returned")
+                })
+        })
+        .transpose()?;
+    Ok((limit, cursor))
+}

@@ -331,6 +331,16 @@ impl TestServer {
     }
 }
 
+/// The host of a deployment's (or any record's) `url`: what the edge routes on.
+pub fn host_of(record: &Value) -> String {
+    let url = record["url"].as_str().expect("a url");
+    url.trim_start_matches("http://")
+        .split([':', '/'])
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 /// Sends a request; returns status, JSON body (or null) and headers.
 pub async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value, reqwest::header::HeaderMap) {
     let resp = req.send().await.unwrap();
