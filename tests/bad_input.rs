@@ -329,6 +329,8 @@ async fn bad_input_gets_a_stable_4xx_and_changes_nothing() {
         bad(M::GET, "/v1/aliases?project_id=prj_absent", Value::Null),
         bad(M::GET, "/v1/aliases?owner=me", Value::Null),
         bad(M::GET, "/v1/aliases/history?limit=0", Value::Null),
+        bad(M::GET, "/v1/aliases?limit=0", Value::Null),
+        bad(M::GET, "/v1/aliases?cursor=zz", Value::Null),
         bad(M::GET, "/v1/aliases/history?cursor=c1.5", Value::Null),
         bad(
             M::GET,

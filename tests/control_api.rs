@@ -525,6 +525,39 @@ async fn aliases_releases_and_history() {
         (StatusCode::CONFLICT, &json!("alias_reserved"))
     );
 
+    // Pages of aliases cover every host once, in order.
+    let all = get(&srv, "/v1/aliases?limit=1000").await;
+    let every: Vec<String> = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["host"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(every.len() >= 6, "{every:?}");
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = get(&srv, &format!("/v1/aliases?limit=2{cursor}")).await;
+        paged.extend(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["host"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, every);
+    // A preview host starting to serve is in the audit log too.
+    let green_host = common::host_of(&get(&srv, &format!("/v1/deployments/{green}")).await);
+    let hist = get(&srv, &format!("/v1/aliases/history?host={green_host}")).await;
+    assert_eq!(hist["data"][0]["action"], "preview");
+    assert_eq!(hist["data"][0]["to_deployment_id"], green);
+    assert_eq!(hist["data"][0]["actor"]["token_id"], "tok_bootstrap");
+
     // Releases: compare-and-swap on the revision.
     let listing = get(&srv, &format!("/v1/aliases?project_id={pid}")).await;
     let rev = listing["revision"].as_u64().unwrap();

@@ -65,7 +65,15 @@ fn alias_json(s: &ApiState, a: &Alias) -> Value {
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     project_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
 }
+
+/// Aliases per page unless asked otherwise, and at most.
+const ALIAS_PAGE: u32 = 100;
+const ALIAS_PAGE_MAX: u32 = 1000;
+/// Alias cursors are the last host of the previous page (hosts sort and never repeat).
+const ALIAS_CURSOR: &str = "a1.";
 
 pub async fn list(
     State(s): State<ApiState>,
@@ -77,15 +85,34 @@ pub async fn list(
         caller.check_project(id, &format!("project {id}"))?;
         s.control.project(id).await?;
     }
+    let (limit, _) = super::json::page(p.limit.as_deref(), None, ALIAS_PAGE, ALIAS_PAGE_MAX, "")?;
+    let after = p
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.strip_prefix(ALIAS_CURSOR)
+                .filter(|h| !h.is_empty())
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_cursor", "cursor is not one this API returned")
+                })
+        })
+        .transpose()?;
     let revision = s.control.revision();
     let ids = caller.project_ids();
-    let aliases = s
+    let mut aliases = s
         .control
         .meta
-        .aliases(p.project_id.as_deref(), ids.as_deref())
+        .aliases(p.project_id.as_deref(), ids.as_deref(), after, limit + 1)
         .await?;
+    let more = aliases.len() > limit as usize;
+    aliases.truncate(limit as usize);
+    let next = aliases
+        .last()
+        .filter(|_| more)
+        .map(|a| format!("{ALIAS_CURSOR}{}", a.host));
     let data: Vec<Value> = aliases.iter().map(|a| alias_json(&s, a)).collect();
-    let mut resp = Json(json!({"data": data, "revision": revision})).into_response();
+    let mut resp =
+        Json(json!({"data": data, "revision": revision, "next_cursor": next})).into_response();
     resp.headers_mut().insert(header::ETAG, etag(revision));
     Ok(resp)
 }

@@ -296,11 +296,14 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Deletes a token; false if there was none.
     async fn delete_token(&self, id: &str) -> Result<bool, MetaError>;
 
-    /// Aliases of one project, or of the given projects, or all; sorted by host.
+    /// Aliases of one project, or of the given projects, or all; sorted by host, at most
+    /// `limit` of them, starting after host `after`.
     async fn aliases(
         &self,
         project_id: Option<&str>,
         project_ids: Option<&[String]>,
+        after: Option<&str>,
+        limit: u32,
     ) -> Result<Vec<Alias>, MetaError>;
     /// One alias by host.
     async fn alias(&self, host: &str) -> Result<Option<Alias>, MetaError>;

@@ -515,6 +515,14 @@ impl MetaStore for SqliteMeta {
             }
             let revision = bump_revision(&tx)?;
             let routes = routes_to(&tx, &id, &[KIND_PREVIEW])?;
+            // The preview host starts serving: an alias change like any other, credited to
+            // the deployment's creator.
+            tx.execute(
+                "INSERT INTO alias_history (at, revision, host, project_id, action, from_deployment, to_deployment, actor_id, actor_name)
+                 SELECT ?2, ?3, d.preview_host, d.project_id, 'preview', NULL, d.id, d.created_by, COALESCE(t.name, '')
+                 FROM deployments d LEFT JOIN tokens t ON t.id = d.created_by WHERE d.id = ?1",
+                params![id, now_millis(), revision as i64],
+            )?;
             tx.commit()?;
             Ok(AliasChange { revision, routes, removed: Vec::new() })
         })
@@ -751,16 +759,26 @@ impl MetaStore for SqliteMeta {
         &self,
         project_id: Option<&str>,
         project_ids: Option<&[String]>,
+        after: Option<&str>,
+        limit: u32,
     ) -> Result<Vec<Alias>, MetaError> {
-        let p = project_id.map(str::to_owned);
-        let ids = project_ids.map(<[String]>::to_vec);
-        self.run(move |c| aliases::list(c, p.as_deref(), ids.as_deref(), None))
-            .await
+        let filter = aliases::ListFilter {
+            project_id: project_id.map(str::to_owned),
+            project_ids: project_ids.map(<[String]>::to_vec),
+            host: None,
+            after: after.map(str::to_owned),
+            limit,
+        };
+        self.run(move |c| aliases::list(c, &filter)).await
     }
 
     async fn alias(&self, host: &str) -> Result<Option<Alias>, MetaError> {
-        let host = host.to_owned();
-        self.run(move |c| Ok(aliases::list(c, None, None, Some(&host))?.pop()))
+        let filter = aliases::ListFilter {
+            host: Some(host.to_owned()),
+            limit: 1,
+            ..Default::default()
+        };
+        self.run(move |c| Ok(aliases::list(c, &filter)?.pop()))
             .await
     }
 

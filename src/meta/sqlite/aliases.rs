@@ -347,37 +347,46 @@ pub(super) fn delete_deployment(
     Ok(())
 }
 
+/// Which aliases [`list`] reads.
+#[derive(Debug, Default)]
+pub(super) struct ListFilter {
+    pub(super) project_id: Option<String>,
+    pub(super) project_ids: Option<Vec<String>>,
+    pub(super) host: Option<String>,
+    /// Start after this host.
+    pub(super) after: Option<String>,
+    pub(super) limit: u32,
+}
+
 /// Aliases, sorted by host.
-pub(super) fn list(
-    conn: &Connection,
-    project_id: Option<&str>,
-    project_ids: Option<&[String]>,
-    host: Option<&str>,
-) -> Result<Vec<Alias>, MetaError> {
+pub(super) fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<Alias>, MetaError> {
     let mut sql = String::from(
         "SELECT host, project_id, deployment_id, kind, follows_production, updated_at FROM aliases a WHERE 1=1",
     );
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    if let Some(p) = project_id {
-        args.push(p.to_owned().into());
-        sql.push_str(&format!(" AND project_id = ?{}", args.len()));
-    }
-    if let Some(h) = host {
-        args.push(h.to_owned().into());
-        sql.push_str(&format!(" AND host = ?{}", args.len()));
+    for (cond, v) in [
+        ("project_id =", &f.project_id),
+        ("host =", &f.host),
+        ("host >", &f.after),
+    ] {
+        if let Some(v) = v {
+            args.push(v.clone().into());
+            sql.push_str(&format!(" AND {cond} ?{}", args.len()));
+        }
     }
     super::push_filters(
         &mut sql,
         &mut args,
         &Default::default(),
         "project_id",
-        project_ids,
+        f.project_ids.as_deref(),
     );
     // A deleted deployment's preview host is reserved but serves nothing: not an alias.
-    sql.push_str(
+    sql.push_str(&format!(
         " AND NOT (kind = 'preview' AND EXISTS (SELECT 1 FROM deployments d WHERE d.id = a.deployment_id AND d.status = 'deleted'))
-         ORDER BY host",
-    );
+         ORDER BY host LIMIT {}",
+        f.limit
+    ));
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
     let mut out = Vec::new();
