@@ -804,3 +804,50 @@ async fn rate_limit_per_token() {
     assert_eq!(status, StatusCode::OK);
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_build_streams_its_error_and_ends() {
+    let srv = TestServer::start().await;
+    let pid = srv.create_project("broken").await;
+    let mut site = fixture("blue");
+    site.insert("_redirects".into(), b"/a /b\n/c /d 999\n".to_vec());
+    let d = common::deploy_until_done(&srv.client, &srv.api, TOKEN, &pid, &site, "preview").await;
+    assert_eq!(d["status"], "error");
+    let id = d["id"].as_str().unwrap();
+    let rules = d["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "rules")
+        .unwrap();
+    assert_eq!(rules["status"], "failed", "{d}");
+    let resp = srv
+        .req(TOKEN, Method::GET, &format!("/v1/deployments/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    let events = read_sse(resp).await;
+    let failed = events
+        .iter()
+        .find(|(e, _, v)| e == "phase" && v["status"] == "failed")
+        .expect("a failed phase");
+    assert_eq!(failed.2["phase"], "rules");
+    assert!(
+        failed.2["error"]
+            .as_str()
+            .unwrap()
+            .contains("_redirects line 2")
+    );
+    let log = events
+        .iter()
+        .find(|(e, _, _)| e == "log")
+        .expect("a log line");
+    assert_eq!(log.2["level"], "error");
+    let (event, _, last) = events.last().unwrap();
+    assert_eq!(
+        (event.as_str(), &last["status"]),
+        ("status", &json!("error"))
+    );
+    assert_eq!(last["terminal"], true);
+    srv.stop().await;
+}
