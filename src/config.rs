@@ -73,10 +73,10 @@ pub struct ServeArgs {
     /// Most open edge connections; more are answered 503 [default: 10000]
     #[arg(long, env = "HALO_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// API requests per second each token may make; 0 turns limiting off [default: 1000]
+    /// API requests per second each token may make; 0 turns limiting off [default: 5000]
     #[arg(long, env = "HALO_API_RATE_LIMIT")]
     pub api_rate_limit: Option<u32>,
-    /// Burst of API requests a token may make at once [default: 2000]
+    /// Burst of API requests a token may make at once [default: 10000]
     #[arg(long, env = "HALO_API_RATE_BURST")]
     pub api_rate_burst: Option<u32>,
     /// Seconds GC spares a blob after it was last stored or reported present [default: 3600]

@@ -136,6 +136,10 @@ pub struct Control {
     /// recording a deployment, storing an upload) and exclusively by GC while it removes a
     /// batch, so GC never deletes a blob a deploy is about to count on.
     gc_lock: tokio::sync::RwLock<()>,
+    /// Tokens already authenticated, by secret hash (see [`Control::authenticate`]).
+    tokens: DashMap<Sha256, Arc<crate::meta::Token>>,
+    /// Bumped by every revocation.
+    token_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Control {
@@ -160,6 +164,8 @@ impl Control {
             promote_metrics: PromoteMetrics::default(),
             events: tokio::sync::watch::Sender::new(0),
             gc_lock: tokio::sync::RwLock::new(()),
+            tokens: DashMap::new(),
+            token_epoch: Default::default(),
         });
         let routes = control.meta.routes().await?;
         let mut hosts = Vec::with_capacity(routes.routes.len());
@@ -281,7 +287,8 @@ impl Control {
         let digests: Vec<Sha256> = req.files.values().copied().collect();
         // From the look-up until the files are recorded, GC may not take what we found.
         let _gc = self.gc_lock.read().await;
-        let missing = self.missing_locked(&digests).await?;
+        // No touch: the files are recorded under the same lock, so GC cannot come between.
+        let missing = self.missing_locked(&digests, false).await?;
         let files: Vec<(String, Sha256)> = req.files.into_iter().collect();
         let mut created = None;
         for _ in 0..ID_ATTEMPTS {
@@ -343,18 +350,20 @@ impl Control {
         digests: &[Sha256],
     ) -> Result<Vec<Sha256>, ControlError> {
         let _gc = self.gc_lock.read().await;
-        self.missing_locked(digests).await
+        self.missing_locked(digests, true).await
     }
 
-    /// [`Self::missing`] for a caller holding the GC lock. Blobs reported present are
-    /// touched, so GC spares them while the caller goes on to reference them.
+    /// [`Self::missing`] for a caller holding the GC lock. With `touch`, blobs reported
+    /// present are touched, so GC spares them for its grace period while the client goes
+    /// on to reference them in a deployment.
     async fn missing_locked(
         self: &Arc<Self>,
         digests: &[Sha256],
+        touch: bool,
     ) -> Result<Vec<Sha256>, ControlError> {
         let unique = crate::store::dedup(digests);
         let known = self.meta.known_blobs(&unique).await?;
-        if !known.is_empty() {
+        if touch && !known.is_empty() {
             let present: Vec<Sha256> = known.keys().copied().collect();
             self.meta.touch_blobs(&present).await?;
         }

@@ -1,6 +1,9 @@
 //! API tokens: minted with scopes, optional project limits and expiry; the secret is shown
 //! once and only its SHA-256 is stored.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use rand::RngCore;
 
 use super::{Control, ControlError};
@@ -31,11 +34,33 @@ fn invalid(message: impl Into<String>) -> ControlError {
 
 impl Control {
     /// The live token whose secret this is: unknown, revoked and expired secrets are `None`.
-    pub async fn authenticate(&self, secret: &str) -> Result<Option<Token>, ControlError> {
-        let token = self
-            .meta
-            .token_by_secret(&Sha256::of(secret.as_bytes()))
-            .await?;
+    ///
+    /// PERF: known tokens are cached in memory, so a burst of uploads does not queue every
+    /// request behind the metadata store's commits. Only this process changes tokens, and
+    /// revocation drops the cache entry, so a revoked token still fails on its next request;
+    /// unknown secrets are not cached, so guessing cannot fill memory.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<Arc<Token>>, ControlError> {
+        let hash = Sha256::of(secret.as_bytes());
+        let cached = self.tokens.get(&hash).map(|t| t.clone());
+        let token = match cached {
+            Some(t) => Some(t),
+            None => {
+                let epoch = self.token_epoch.load(Ordering::SeqCst);
+                match self.meta.token_by_secret(&hash).await? {
+                    Some(t) => {
+                        let t = Arc::new(t);
+                        self.tokens.insert(hash, t.clone());
+                        // A revocation that committed after our read bumped the epoch:
+                        // take back what we cached (it may be the revoked token).
+                        if self.token_epoch.load(Ordering::SeqCst) != epoch {
+                            self.tokens.remove(&hash);
+                        }
+                        Some(t)
+                    }
+                    None => None,
+                }
+            }
+        };
         Ok(token.filter(|t| t.expires_at.is_none_or(|at| at > now_millis())))
     }
 
@@ -97,7 +122,12 @@ impl Control {
 
     /// Revokes a token: the next request made with it is refused.
     pub async fn revoke_token(&self, id: &str) -> Result<(), ControlError> {
-        if self.meta.delete_token(id).await? {
+        let deleted = self.meta.delete_token(id).await?;
+        // After the delete commits: bump the epoch, then drop cached copies, so no lookup
+        // that read the token before the commit can leave it cached (see `authenticate`).
+        self.token_epoch.fetch_add(1, Ordering::SeqCst);
+        self.tokens.retain(|_, t| t.id != id);
+        if deleted {
             tracing::info!(token = %id, "token revoked");
             Ok(())
         } else {
