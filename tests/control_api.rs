@@ -238,7 +238,10 @@ async fn phases_have_durations() {
     let srv = TestServer::start().await;
     let pid = srv.create_project("phases").await;
     let d = srv.deploy(&pid, &fixture("blue"), "production").await;
-    // The promote phase follows `ready`; wait for the stored log to end.
+    // A production target is promoted in the transaction that makes it ready: once a
+    // client sees `ready`, production serves it.
+    assert_eq!(srv.edge_get("phases.halo.test", "/").await.status(), 200);
+    // The last phase events are logged just after; wait for the stored log to end.
     let id = d["id"].as_str().unwrap();
     let mut d = Value::Null;
     for _ in 0..100 {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{Control, ControlError};
-use crate::meta::{Actor, Deployment, Event};
+use crate::meta::{Deployment, Event};
 use crate::model::{Millis, Status, rfc3339};
 
 /// The stages a deployment goes through, in order.
@@ -250,22 +250,6 @@ impl Control {
             Err(e2) => {
                 tracing::error!(deployment = %id, error = %e2, "cannot record build failure")
             }
-        }
-    }
-
-    /// Who is credited with what the system does on behalf of a deployment's creator
-    /// (the automatic promote of a production deployment).
-    pub(super) async fn creator(&self, d: &Deployment) -> Actor {
-        match &d.created_by {
-            Some(id) => Actor {
-                id: id.clone(),
-                name: match self.meta.token(id).await {
-                    Ok(Some(t)) => t.name,
-                    // Revoked since, or unreadable: the id alone still says who.
-                    _ => String::new(),
-                },
-            },
-            None => Actor::system("deployment target production"),
         }
     }
 

@@ -479,6 +479,13 @@ impl Control {
             .await?;
         let site = Arc::new(Site::with_rules(&manifest, manifest_digest, rules));
         self.sites.insert(id.to_owned(), site);
+        // A production target is promoted in the same transaction that makes it ready.
+        let production = deployment.target == Target::Production;
+        let promoting = std::time::Instant::now();
+        if production {
+            self.phase_event(id, Phase::Promote, "in_progress", None, None)
+                .await;
+        }
         {
             let _release = self.release.lock().await;
             let change = match self
@@ -491,11 +498,12 @@ impl Control {
             };
             self.apply_change(change).await?;
         }
-        tracing::info!(deployment = %id, files = manifest.files.len(), bytes = manifest.total_bytes(), ms = started.elapsed().as_millis() as u64, "deployment ready");
-        if deployment.target == Target::Production {
-            let actor = self.creator(&deployment).await;
-            self.promote(id, &actor).await?;
+        if production {
+            self.promote_metrics.record(promoting.elapsed());
+            self.phase_event(id, Phase::Promote, "completed", Some(promoting), None)
+                .await;
         }
+        tracing::info!(deployment = %id, files = manifest.files.len(), bytes = manifest.total_bytes(), production, ms = started.elapsed().as_millis() as u64, "deployment ready");
         self.status_event(id, Status::Ready, "the deployment is ready")
             .await;
         Ok(())

@@ -260,7 +260,8 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn deployment_files(&self, id: &str) -> Result<Vec<(String, Sha256)>, MetaError>;
     /// Deployments a crash may have interrupted: `building` ones, to build again.
     async fn interrupted_builds(&self) -> Result<Vec<String>, MetaError>;
-    /// Marks a build done and its preview host routable.
+    /// Marks a build done and its preview host routable; for a production target, also
+    /// promotes it, in the same transaction and revision.
     async fn mark_ready(
         &self,
         id: &str,

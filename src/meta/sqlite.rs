@@ -339,18 +339,28 @@ impl MetaStore for SqliteMeta {
             if n != 1 {
                 return Err(MetaError::InvalidState(format!("deployment {id} is not building")));
             }
-            let revision = bump_revision(&tx)?;
-            let routes = routes_to(&tx, &id, &[KIND_PREVIEW])?;
-            // The preview host starts serving: an alias change like any other, credited to
-            // the deployment's creator.
-            tx.execute(
-                "INSERT INTO alias_history (at, revision, host, project_id, action, from_deployment, to_deployment, actor_id, actor_name)
-                 SELECT ?2, ?3, d.preview_host, d.project_id, 'preview', NULL, d.id, d.created_by, COALESCE(t.name, '')
-                 FROM deployments d LEFT JOIN tokens t ON t.id = d.created_by WHERE d.id = ?1",
-                params![id, now_millis(), revision as i64],
-            )?;
+            // The preview host starts serving and, for a production target, the production
+            // hosts move to it: one transaction and one revision, so a client that sees
+            // `ready` finds production serving it. Credited to the deployment's creator.
+            let d = get_deployment(&tx, &id)?.ok_or_else(|| MetaError::NotFound(id.clone()))?;
+            let actor = match &d.created_by {
+                Some(t) => Actor {
+                    id: t.clone(),
+                    name: tx
+                        .query_row("SELECT name FROM tokens WHERE id = ?1", [t], |r| r.get(0))
+                        .optional()?
+                        .unwrap_or_default(),
+                },
+                None => Actor::system("deployment target production"),
+            };
+            let mut changes = aliases::Changes::default();
+            changes.push(&d.preview_host, &d.project_id, "preview", None, Some(id.clone()));
+            if d.target == crate::model::Target::Production {
+                aliases::promote(&tx, &id, "promote", &mut changes)?;
+            }
+            let change = changes.commit(&tx, &actor)?;
             tx.commit()?;
-            Ok(AliasChange { revision, routes, removed: Vec::new() })
+            Ok(change)
         })
         .await
     }

@@ -55,7 +55,7 @@ pub(super) struct Changes {
 }
 
 impl Changes {
-    fn push(
+    pub(super) fn push(
         &mut self,
         host: &str,
         project: &str,

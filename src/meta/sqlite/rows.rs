@@ -4,7 +4,7 @@
 use rusqlite::{Connection, Row, Transaction, params};
 
 use super::KIND_PREVIEW;
-use crate::meta::{Deployment, Env, MetaError, Project, Retention, Route};
+use crate::meta::{Deployment, Env, MetaError, Project, Retention};
 use crate::model::owner::Attribution;
 
 pub(super) fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -166,28 +166,6 @@ pub(super) fn get_deployment(conn: &Connection, id: &str) -> Result<Option<Deplo
         Some(r) => Ok(Some(read_deployment(conn, r)?.1)),
         None => Ok(None),
     }
-}
-
-pub(super) fn routes_to(
-    tx: &Transaction<'_>,
-    deployment_id: &str,
-    kinds: &[&str],
-) -> Result<Vec<Route>, MetaError> {
-    let mut out = Vec::new();
-    let mut stmt = tx.prepare_cached("SELECT host, kind FROM aliases WHERE deployment_id = ?1")?;
-    let rows = stmt.query_map([deployment_id], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-    })?;
-    for row in rows {
-        let (host, kind) = row?;
-        if kinds.contains(&kind.as_str()) {
-            out.push(Route {
-                host,
-                deployment_id: deployment_id.to_owned(),
-            });
-        }
-    }
-    Ok(out)
 }
 
 pub(super) fn to_json<T: serde::Serialize>(v: &T) -> String {
