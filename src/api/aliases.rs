@@ -24,8 +24,13 @@ const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 200;
 const CURSOR_PREFIX: &str = "h1.";
 
-fn etag(revision: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{revision}\"")).expect("digits are a valid header")
+/// A JSON answer carrying the alias-table revision as its `ETag` (what `If-Match` takes).
+fn with_revision(body: Value, revision: u64) -> Response {
+    let mut resp = Json(body).into_response();
+    let etag =
+        HeaderValue::from_str(&format!("\"{revision}\"")).expect("digits are a valid header");
+    resp.headers_mut().insert(header::ETAG, etag);
+    resp
 }
 
 /// The revision an `If-Match` header demands: `"12"`, `12` or `*` (any).
@@ -111,10 +116,10 @@ pub async fn list(
         .filter(|_| more)
         .map(|a| format!("{ALIAS_CURSOR}{}", a.host));
     let data: Vec<Value> = aliases.iter().map(|a| alias_json(&s, a)).collect();
-    let mut resp =
-        Json(json!({"data": data, "revision": revision, "next_cursor": next})).into_response();
-    resp.headers_mut().insert(header::ETAG, etag(revision));
-    Ok(resp)
+    Ok(with_revision(
+        json!({"data": data, "revision": revision, "next_cursor": next}),
+        revision,
+    ))
 }
 
 /// Where a host should point: one deployment, or a project's production.
@@ -194,10 +199,10 @@ pub async fn put(
         .alias(&host)
         .await?
         .ok_or_else(|| ApiError::not_found(&format!("alias {host}")))?;
-    let mut resp =
-        Json(json!({"alias": alias_json(&s, &alias), "revision": revision})).into_response();
-    resp.headers_mut().insert(header::ETAG, etag(revision));
-    Ok(resp)
+    Ok(with_revision(
+        json!({"alias": alias_json(&s, &alias), "revision": revision}),
+        revision,
+    ))
 }
 
 /// Removes a custom alias (preview and production hosts go with their deployment and
@@ -237,10 +242,10 @@ pub async fn delete(
             "delete",
         )
         .await?;
-    let mut resp =
-        Json(json!({"host": host, "deleted": true, "revision": revision})).into_response();
-    resp.headers_mut().insert(header::ETAG, etag(revision));
-    Ok(resp)
+    Ok(with_revision(
+        json!({"host": host, "deleted": true, "revision": revision}),
+        revision,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -315,9 +320,10 @@ pub async fn release(
         .control
         .alias_ops(&ops, expected, &caller.0.actor(), "release")
         .await?;
-    let mut resp = Json(json!({"revision": revision, "changes": ops.len()})).into_response();
-    resp.headers_mut().insert(header::ETAG, etag(revision));
-    Ok(resp)
+    Ok(with_revision(
+        json!({"revision": revision, "changes": ops.len()}),
+        revision,
+    ))
 }
 
 #[derive(Deserialize)]
