@@ -169,7 +169,7 @@ pub struct Event {
 }
 
 /// Upload progress of a deployment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     /// Files in the manifest.
     pub files_total: u64,
@@ -201,17 +201,11 @@ pub struct Retention {
     /// Keep the newest N ready deployments.
     #[serde(default)]
     pub keep_last: Option<u32>,
-    /// Keep every deployment promoted within the last D days.
+    /// Beyond `keep_last`, still keep every deployment promoted within the last D days.
     #[serde(default)]
     pub keep_days: Option<u32>,
 }
 
-impl Retention {
-    /// Whether the policy deletes anything at all.
-    pub fn is_set(&self) -> bool {
-        self.keep_last.is_some() || self.keep_days.is_some()
-    }
-}
 
 /// A blob garbage collection may remove: unreferenced and untouched for the grace period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
