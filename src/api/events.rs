@@ -73,14 +73,15 @@ impl Feed {
             let p = self.control.meta.progress(&self.id).await?;
             if self.progress != Some(p) {
                 self.progress = Some(p);
-                let mut data = json!({"type": "progress", "phase": "upload"});
-                data.as_object_mut().expect("an object").extend(
-                    serde_json::to_value(p)
-                        .expect("serialises")
-                        .as_object()
-                        .cloned()
-                        .unwrap_or_default(),
-                );
+                // Progress is a snapshot, not a stored event: it has no id, and a resumed
+                // stream reports the progress of the moment.
+                let data = json!({
+                    "type": "progress",
+                    "phase": "upload",
+                    "files_total": p.files_total,
+                    "files_received": p.files_received,
+                    "bytes_received": p.bytes_received,
+                });
                 self.queue
                     .push_back(SseEvent::default().event("progress").data(data.to_string()));
             }

@@ -206,7 +206,6 @@ pub struct Retention {
     pub keep_days: Option<u32>,
 }
 
-
 /// A blob garbage collection may remove: unreferenced and untouched for the grace period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GcCandidate {
