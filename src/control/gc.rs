@@ -3,8 +3,9 @@
 //! variants) and the manifests of deleted deployments.
 //!
 //! Safety against a concurrent deploy: everything that makes a blob count as present for
-//! a client (reporting it present, recording a deployment's files, storing an upload)
-//! holds the GC lock shared; GC removes each batch under the lock held exclusively, after
+//! a client (reporting it present, recording a deployment's files, indexing an upload)
+//! holds the GC lock shared (an upload checks the blob is still stored if a batch ran while
+//! its body streamed); GC removes each batch under the lock held exclusively, after
 //! checking again, in the same transaction, that every blob in it is still unreferenced
 //! and untouched for the grace period. A blob a deploy relies on is therefore either
 //! referenced or touched before GC looks again, or already gone from the index, in which
@@ -90,7 +91,18 @@ impl Control {
         for batch in candidates.chunks(BATCH) {
             let digests: Vec<_> = batch.iter().map(|c| c.digest).collect();
             let _exclusive = self.gc_lock.write().await;
-            let gone = self.meta.gc_forget(&digests, cutoff).await?;
+            // Odd while a batch removes blobs, even between batches (see `put_blob`).
+            self.gc_epoch
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let gone = self.meta.gc_forget(&digests, cutoff).await;
+            let gone = match gone {
+                Ok(g) => g,
+                Err(e) => {
+                    self.gc_epoch
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return Err(e.into());
+                }
+            };
             for d in &gone {
                 if let Err(e) = self.store.delete(d).await {
                     // Forgotten by the index but still stored: harmless (a later upload
@@ -116,6 +128,8 @@ impl Control {
                     .and_then(|c| c.size)
                     .unwrap_or(0);
             }
+            self.gc_epoch
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         tracing::info!(
             blobs = report.blobs,

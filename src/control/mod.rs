@@ -136,6 +136,9 @@ pub struct Control {
     /// recording a deployment, storing an upload) and exclusively by GC while it removes a
     /// batch, so GC never deletes a blob a deploy is about to count on.
     gc_lock: tokio::sync::RwLock<()>,
+    /// Bumped when a GC batch starts and when it ends: odd while one removes blobs (see
+    /// [`Control::put_blob`]).
+    gc_epoch: std::sync::atomic::AtomicU64,
     /// Tokens already authenticated, by secret hash (see [`Control::authenticate`]).
     tokens: DashMap<Sha256, Arc<crate::meta::Token>>,
     /// Bumped by every revocation.
@@ -164,6 +167,7 @@ impl Control {
             promote_metrics: PromoteMetrics::default(),
             events: tokio::sync::watch::Sender::new(0),
             gc_lock: tokio::sync::RwLock::new(()),
+            gc_epoch: Default::default(),
             tokens: DashMap::new(),
             token_epoch: Default::default(),
         });
@@ -399,8 +403,21 @@ impl Control {
         let body: ByteStream = Box::pin(body.inspect_ok(move |chunk| {
             counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }));
-        let _gc = self.gc_lock.read().await;
+        // The body streams without the GC lock (a slow client must not hold GC, and the
+        // deploys queued behind GC, for minutes); the lock covers only the indexing. A GC
+        // batch that ran meanwhile may have removed these very bytes, so then look again.
+        let epoch = self.gc_epoch.load(std::sync::atomic::Ordering::SeqCst);
         let outcome = self.store.put(digest, body).await?;
+        let _gc = self.gc_lock.read().await;
+        // An odd epoch was read during a batch; a changed one means a batch ran since.
+        if (epoch % 2 == 1 || self.gc_epoch.load(std::sync::atomic::Ordering::SeqCst) != epoch)
+            && !self.store.exists(digest).await?
+        {
+            return Err(StoreError::Unavailable(format!(
+                "blob {digest} was collected while it was uploaded; upload it again"
+            ))
+            .into());
+        }
         // Indexed only now that the store has acknowledged the blob as durable.
         let size = (outcome == PutOutcome::Created)
             .then(|| counted.load(std::sync::atomic::Ordering::Relaxed));
