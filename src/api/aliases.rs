@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -15,7 +15,7 @@ use super::auth::Caller;
 use super::json::{Body, query};
 use super::{ApiError, ApiState};
 use crate::control::aliases::normalize_alias_host;
-use crate::meta::{Alias, AliasKind, AliasOp, AliasTarget, HistoryFilter};
+use crate::meta::{Alias, AliasOp, AliasTarget, HistoryFilter};
 use crate::model::rfc3339;
 
 /// Most changes in one release.
@@ -222,17 +222,7 @@ pub async fn delete(
         .await?
         .ok_or_else(|| ApiError::not_found(&format!("alias {host}")))?;
     caller.check_project(&alias.project_id, &format!("alias {host}"))?;
-    if alias.kind != AliasKind::Custom {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "alias_reserved",
-            format!(
-                "{host} is a {:?} host; it goes with its deployment or project",
-                alias.kind
-            )
-            .to_lowercase(),
-        ));
-    }
+    // Preview and production hosts are refused (409 `alias_reserved`) by the store.
     let revision = s
         .control
         .alias_ops(

@@ -155,18 +155,12 @@ impl MetaStore for SqliteMeta {
     async fn projects(&self, f: &ProjectFilter) -> Result<Vec<Project>, MetaError> {
         let f = f.clone();
         self.run(move |c| {
-            let mut sql = format!("SELECT {PROJECT_COLS} FROM projects WHERE 1=1");
-            let mut args = Vec::new();
-            push_filters(
-                &mut sql,
-                &mut args,
-                &f.attribution,
-                "id",
-                f.project_ids.as_deref(),
-            );
-            sql.push_str(" ORDER BY created_at, id");
-            let mut stmt = c.prepare(&sql)?;
-            let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+            let mut q = Query::new(&format!("SELECT {PROJECT_COLS} FROM projects"));
+            q.attribution(&f.attribution);
+            q.projects("id", f.project_ids.as_deref());
+            q.sql.push_str(" ORDER BY created_at, id");
+            let mut stmt = c.prepare(&q.sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(q.args))?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
                 out.push(read_project(r)?);
@@ -232,45 +226,25 @@ impl MetaStore for SqliteMeta {
     async fn deployments(&self, f: &DeploymentFilter) -> Result<DeploymentPage, MetaError> {
         let f = f.clone();
         self.run(move |c| {
-            let mut sql = format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE 1=1");
-            let mut args: Vec<rusqlite::types::Value> = Vec::new();
-            let mut add = |sql: &mut String, cond: &str, v: rusqlite::types::Value| {
-                args.push(v);
-                sql.push_str(&format!(" AND {cond} ?{}", args.len()));
-            };
-            if let Some(p) = &f.project_id {
-                add(&mut sql, "project_id =", p.clone().into());
-            }
-            if let Some(t) = f.target {
-                add(&mut sql, "target =", t.as_str().to_owned().into());
-            }
+            let mut q = Query::new(&format!("SELECT {DEPLOYMENT_COLS} FROM deployments"));
+            q.and_some("project_id =", f.project_id.clone());
+            q.and_some("target =", f.target.map(|t| t.as_str().to_owned()));
             match f.status {
-                Some(s) => add(&mut sql, "status =", s.as_str().to_owned().into()),
-                None => sql.push_str(" AND status != 'deleted'"),
+                Some(s) => q.and("status =", s.as_str().to_owned()),
+                None => q.sql.push_str(" AND status != 'deleted'"),
             }
-            if let Some(a) = f.created_after {
-                add(&mut sql, "created_at >", a.into());
-            }
-            if let Some(b) = f.created_before {
-                add(&mut sql, "created_at <", b.into());
-            }
-            if let Some(cur) = f.cursor {
-                add(&mut sql, "seq <", cur.into());
-            }
-            push_filters(
-                &mut sql,
-                &mut args,
-                &f.attribution,
-                "project_id",
-                f.project_ids.as_deref(),
-            );
+            q.and_some("created_at >", f.created_after);
+            q.and_some("created_at <", f.created_before);
+            q.and_some("seq <", f.cursor);
+            q.attribution(&f.attribution);
+            q.projects("project_id", f.project_ids.as_deref());
             // One more than asked tells whether a next page exists.
-            sql.push_str(&format!(
+            q.sql.push_str(&format!(
                 " ORDER BY seq DESC LIMIT {}",
                 i64::from(f.limit) + 1
             ));
-            let mut stmt = c.prepare(&sql)?;
-            let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+            let mut stmt = c.prepare(&q.sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(q.args))?;
             let mut data = Vec::new();
             let mut last_seq = None;
             let mut more = false;

@@ -360,35 +360,21 @@ pub(super) struct ListFilter {
 
 /// Aliases, sorted by host.
 pub(super) fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<Alias>, MetaError> {
-    let mut sql = String::from(
-        "SELECT host, project_id, deployment_id, kind, follows_production, updated_at FROM aliases a WHERE 1=1",
+    let mut q = super::Query::new(
+        "SELECT host, project_id, deployment_id, kind, follows_production, updated_at FROM aliases a",
     );
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    for (cond, v) in [
-        ("project_id =", &f.project_id),
-        ("host =", &f.host),
-        ("host >", &f.after),
-    ] {
-        if let Some(v) = v {
-            args.push(v.clone().into());
-            sql.push_str(&format!(" AND {cond} ?{}", args.len()));
-        }
-    }
-    super::push_filters(
-        &mut sql,
-        &mut args,
-        &Default::default(),
-        "project_id",
-        f.project_ids.as_deref(),
-    );
+    q.and_some("project_id =", f.project_id.clone());
+    q.and_some("host =", f.host.clone());
+    q.and_some("host >", f.after.clone());
+    q.projects("project_id", f.project_ids.as_deref());
     // A deleted deployment's preview host is reserved but serves nothing: not an alias.
-    sql.push_str(&format!(
+    q.sql.push_str(&format!(
         " AND NOT (kind = 'preview' AND EXISTS (SELECT 1 FROM deployments d WHERE d.id = a.deployment_id AND d.status = 'deleted'))
          ORDER BY host LIMIT {}",
         f.limit
     ));
-    let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+    let mut stmt = conn.prepare(&q.sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(q.args))?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let kind: String = r.get(3)?;
@@ -414,37 +400,20 @@ pub(super) fn history(
     conn: &Connection,
     f: &HistoryFilter,
 ) -> Result<(Vec<HistoryEntry>, Option<i64>), MetaError> {
-    let mut sql = String::from(
+    let mut q = super::Query::new(
         "SELECT seq, at, revision, host, project_id, action, from_deployment, to_deployment, actor_id, actor_name
-         FROM alias_history WHERE 1=1",
+         FROM alias_history",
     );
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    let mut add = |sql: &mut String, cond: &str, v: rusqlite::types::Value| {
-        args.push(v);
-        sql.push_str(&format!(" AND {cond} ?{}", args.len()));
-    };
-    if let Some(h) = &f.host {
-        add(&mut sql, "host =", h.clone().into());
-    }
-    if let Some(p) = &f.project_id {
-        add(&mut sql, "project_id =", p.clone().into());
-    }
-    if let Some(c) = f.cursor {
-        add(&mut sql, "seq <", c.into());
-    }
-    super::push_filters(
-        &mut sql,
-        &mut args,
-        &Default::default(),
-        "project_id",
-        f.project_ids.as_deref(),
-    );
-    sql.push_str(&format!(
+    q.and_some("host =", f.host.clone());
+    q.and_some("project_id =", f.project_id.clone());
+    q.and_some("seq <", f.cursor);
+    q.projects("project_id", f.project_ids.as_deref());
+    q.sql.push_str(&format!(
         " ORDER BY seq DESC LIMIT {}",
         i64::from(f.limit) + 1
     ));
-    let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+    let mut stmt = conn.prepare(&q.sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(q.args))?;
     let mut out = Vec::new();
     let mut more = false;
     while let Some(r) = rows.next()? {

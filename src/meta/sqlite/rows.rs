@@ -75,31 +75,50 @@ pub(super) fn get_project(conn: &Connection, id: &str) -> Result<Option<Project>
     rows.next()?.map(read_project).transpose()
 }
 
-/// Appends `AND col = ?n` for each attribution field set in `a`, and `AND id_col IN (…)`
-/// for a project limit.
-pub(super) fn push_filters(
-    sql: &mut String,
-    args: &mut Vec<rusqlite::types::Value>,
-    a: &Attribution,
-    project_col: &str,
-    project_ids: Option<&[String]>,
-) {
-    for (col, v) in a.fields() {
-        if let Some(v) = v {
-            args.push(v.clone().into());
-            sql.push_str(&format!(" AND {col} = ?{}", args.len()));
+/// A `SELECT … WHERE` built from optional conditions, with its positional arguments: the
+/// one way list queries add filters.
+pub(super) struct Query {
+    pub(super) sql: String,
+    pub(super) args: Vec<rusqlite::types::Value>,
+}
+
+impl Query {
+    /// `select` (a `SELECT … FROM …`) with no condition yet.
+    pub(super) fn new(select: &str) -> Self {
+        Query {
+            sql: format!("{select} WHERE 1=1"),
+            args: Vec::new(),
         }
     }
-    if let Some(ids) = project_ids {
-        sql.push_str(&format!(
-            " AND {project_col} IN (SELECT value FROM json_each(?{}))",
-            args.len() + 1
-        ));
-        args.push(
-            serde_json::to_string(ids)
-                .expect("strings serialise")
-                .into(),
-        );
+
+    /// Appends `AND <cond> ?n` with `v` as its argument.
+    pub(super) fn and(&mut self, cond: &str, v: impl Into<rusqlite::types::Value>) {
+        self.args.push(v.into());
+        self.sql
+            .push_str(&format!(" AND {cond} ?{}", self.args.len()));
+    }
+
+    /// [`Query::and`] when `v` is given.
+    pub(super) fn and_some<T: Into<rusqlite::types::Value>>(&mut self, cond: &str, v: Option<T>) {
+        if let Some(v) = v {
+            self.and(cond, v);
+        }
+    }
+
+    /// `AND col = ?` for each attribution field set in `a`.
+    pub(super) fn attribution(&mut self, a: &Attribution) {
+        for (col, v) in a.fields() {
+            self.and_some(&format!("{col} ="), v.clone());
+        }
+    }
+
+    /// `AND col IN (…)` for a project limit, when there is one.
+    pub(super) fn projects(&mut self, col: &str, ids: Option<&[String]>) {
+        if let Some(ids) = ids {
+            let ids = serde_json::to_string(ids).expect("strings serialise");
+            self.and(&format!("{col} IN (SELECT value FROM json_each("), ids);
+            self.sql.push_str("))");
+        }
     }
 }
 
