@@ -2,12 +2,15 @@
 //! and single-flight fills so concurrent misses for one blob make one store request.
 //!
 //! Blobs are content-addressed, so an entry is never stale: eviction is the only removal.
+//! A hit is one synchronous lookup (no future built, no policy queue): it sits on the hot
+//! path of every small-file response.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use moka::future::Cache;
+use quick_cache::sync::{Cache, DefaultLifecycle};
+use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter};
 
 use super::compress::{self, Encoding};
 use crate::digest::Sha256;
@@ -15,10 +18,26 @@ use crate::store::{BlobStore, StoreError};
 
 type Key = (Sha256, Encoding);
 
-/// The largest share of the cache one blob may take; bigger blobs stream past the cache.
-const MAX_ENTRY_FRACTION: u64 = 8;
+/// Shards of the cache; each holds an equal share of the capacity.
+const SHARDS: usize = 8;
+/// The largest share of one shard a blob may take; bigger blobs stream past the cache.
+const MAX_ENTRY_FRACTION: u64 = 2;
 /// Blobs above this are always streamed, never held whole in memory.
 const MAX_ENTRY_BYTES: u64 = 16 * 1024 * 1024;
+/// Average entry size assumed when sizing the cache's tables.
+const TYPICAL_ENTRY_BYTES: u64 = 16 * 1024;
+
+/// Weighs an entry by its bytes (at least 1, so empty variants are evictable too).
+#[derive(Clone)]
+struct ByteWeight;
+
+impl Weighter<Key, Bytes> for ByteWeight {
+    fn weight(&self, _key: &Key, value: &Bytes) -> u64 {
+        (value.len() as u64).max(1)
+    }
+}
+
+type Inner = Cache<Key, Bytes, ByteWeight, DefaultHashBuilder, DefaultLifecycle<Key, Bytes>>;
 
 /// Why a fill failed; shared by every request that waited on the same fill.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +53,8 @@ pub enum FetchError {
 /// Hot blobs in memory, and their compressed variants.
 #[derive(Clone)]
 pub struct BlobCache {
-    cache: Option<Cache<Key, Bytes>>,
+    cache: Option<Arc<Inner>>,
+    capacity: u64,
     max_entry: u64,
     counters: Arc<Counters>,
 }
@@ -56,19 +76,34 @@ impl BlobCache {
         if capacity == 0 {
             return BlobCache {
                 cache: None,
+                capacity: 0,
                 max_entry: 0,
                 counters: Arc::default(),
             };
         }
-        let cache = Cache::builder()
-            .max_capacity(capacity)
-            .weigher(|_k: &Key, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX).max(1))
-            .build();
+        let options = OptionsBuilder::new()
+            .shards(SHARDS)
+            .weight_capacity(capacity)
+            .estimated_items_capacity((capacity / TYPICAL_ENTRY_BYTES).clamp(64, 1 << 20) as usize)
+            .build()
+            .expect("shard count and capacities are valid");
+        let cache = Cache::with_options(
+            options,
+            ByteWeight,
+            DefaultHashBuilder::default(),
+            DefaultLifecycle::default(),
+        );
         BlobCache {
-            cache: Some(cache),
-            max_entry: (capacity / MAX_ENTRY_FRACTION).min(MAX_ENTRY_BYTES),
+            cache: Some(Arc::new(cache)),
+            capacity,
+            max_entry: (capacity / SHARDS as u64 / MAX_ENTRY_FRACTION).min(MAX_ENTRY_BYTES),
             counters: Arc::default(),
         }
+    }
+
+    /// Bytes the cache may hold (0: disabled).
+    pub fn capacity(&self) -> u64 {
+        self.capacity
     }
 
     /// Whether a blob of `size` bytes is served through the cache.
@@ -82,34 +117,48 @@ impl BlobCache {
         store: &dyn BlobStore,
         digest: &Sha256,
     ) -> Result<Bytes, Arc<FetchError>> {
-        let fetch = async {
+        let key = (*digest, Encoding::Identity);
+        if let Some(hit) = self.hit(&key) {
+            return Ok(hit);
+        }
+        self.fill(key, async {
             let blob = store.get(digest).await?.ok_or(FetchError::Missing)?;
             blob.into_bytes()
                 .await
                 .map_err(|e| FetchError::Store(StoreError::Io(e)))
-        };
-        match &self.cache {
-            Some(c) => self.count(
-                c.entry((*digest, Encoding::Identity))
-                    .or_try_insert_with(fetch)
-                    .await,
-            ),
-            None => fetch.await.map_err(Arc::new),
-        }
+        })
+        .await
     }
 
-    fn count(
+    /// The cached value, counted as a hit.
+    fn hit(&self, key: &Key) -> Option<Bytes> {
+        let value = self.cache.as_ref()?.get(key)?;
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        Some(value)
+    }
+
+    /// Fills `key` with `make`, or waits for the request already filling it. A failed fill
+    /// is not cached: the next request (or a waiter) tries again.
+    async fn fill(
         &self,
-        entry: Result<moka::Entry<Key, Bytes>, Arc<FetchError>>,
+        key: Key,
+        make: impl Future<Output = Result<Bytes, FetchError>>,
     ) -> Result<Bytes, Arc<FetchError>> {
-        let entry = entry?;
-        let counter = if entry.is_fresh() {
-            &self.counters.misses
-        } else {
-            &self.counters.hits
+        let Some(c) = &self.cache else {
+            return make.await.map_err(Arc::new);
         };
-        counter.fetch_add(1, Ordering::Relaxed);
-        Ok(entry.into_value())
+        match c.get_value_or_guard_async(&key).await {
+            Ok(value) => {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                Ok(value)
+            }
+            Err(guard) => {
+                let value = make.await.map_err(Arc::new)?;
+                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                let _ = guard.insert(value.clone());
+                Ok(value)
+            }
+        }
     }
 
     /// The blob compressed with `encoding`: from memory, else from the store's variant
@@ -122,9 +171,13 @@ impl BlobCache {
         digest: &Sha256,
         encoding: Encoding,
     ) -> Result<Bytes, Arc<FetchError>> {
-        let Some(c) = &self.cache else {
+        if self.cache.is_none() {
             return Ok(Bytes::new());
-        };
+        }
+        let key = (*digest, encoding);
+        if let Some(hit) = self.hit(&key) {
+            return Ok(hit);
+        }
         let fill = async {
             let key = compress::variant_key(encoding, &digest.to_string());
             match store.get_object(&key).await {
@@ -158,7 +211,7 @@ impl BlobCache {
             }
             Ok(made)
         };
-        self.count(c.entry((*digest, encoding)).or_try_insert_with(fill).await)
+        self.fill(key, fill).await
     }
 
     /// Hit and miss counters.
@@ -168,7 +221,7 @@ impl BlobCache {
 
     /// Blobs in memory now (approximate, for metrics and readiness).
     pub fn entry_count(&self) -> u64 {
-        self.cache.as_ref().map_or(0, |c| c.entry_count())
+        self.cache.as_ref().map_or(0, |c| c.len() as u64)
     }
 
     /// Whether the blob is in memory now (tests and metrics).
