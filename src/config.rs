@@ -134,6 +134,7 @@ struct EdgeFile {
     idle_timeout_secs: Option<u64>,
     max_header_bytes: Option<usize>,
     max_headers: Option<usize>,
+    http1_fast_path: Option<bool>,
 }
 
 /// The `config/halo.toml` keys; every one optional.
@@ -398,6 +399,7 @@ fn edge(args: &ServeArgs, f: EdgeFile, mut cfg: Config) -> Result<Config, Config
         access_log: args.access_log.or(f.access_log).unwrap_or(false),
         redirect_https: redirect.then(|| cfg.tls_listen.map_or(443, |a| a.port())),
         tls_handshake_timeout: d.tls_handshake_timeout,
+        http1_fast_path: f.http1_fast_path.unwrap_or(d.http1_fast_path),
     };
     Ok(cfg)
 }

@@ -34,6 +34,8 @@ pub struct Server {
     pub api_addr: SocketAddr,
     /// Where the edge listens (with `halo api`, the configured public edge address).
     pub edge_addr: SocketAddr,
+    /// The edge's state (tests serve it on further listeners, with other options).
+    pub edge: Arc<Edge>,
     task: JoinHandle<()>,
 }
 
@@ -160,6 +162,7 @@ impl Server {
             control,
             api_addr,
             edge_addr,
+            edge: edge_state,
             task,
         })
     }

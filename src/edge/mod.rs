@@ -7,7 +7,9 @@ pub mod cache;
 pub mod compress;
 pub mod conditional;
 pub mod follow;
+mod h1;
 pub mod host;
+pub mod memo;
 pub mod metrics;
 pub mod node;
 pub mod resolve;
@@ -75,6 +77,8 @@ pub struct Edge {
     pub cache: BlobCache,
     /// Request counters for `/metrics`.
     pub metrics: metrics::EdgeMetrics,
+    /// Small-file responses replayed by the HTTP/1.1 fast path.
+    pub memo: memo::Memo,
 }
 
 fn full(data: impl Into<Bytes>) -> EdgeBody {
@@ -118,11 +122,15 @@ struct FileAnswer {
 impl Edge {
     /// An edge over `table` and `store` with a memory cache.
     pub fn new(table: Arc<TableHandle>, store: Arc<dyn BlobStore>, cache: BlobCache) -> Self {
+        // An eighth of the blob cache's budget: heads are small and the bodies are the
+        // cache's own `Bytes`, shared rather than copied.
+        let memo = memo::Memo::new(cache.capacity() / 8);
         Edge {
             table,
             store,
             cache,
             metrics: metrics::EdgeMetrics::default(),
+            memo,
         }
     }
 

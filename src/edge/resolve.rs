@@ -177,6 +177,11 @@ fn redirect_to(path: &str, query: Option<&str>) -> String {
     location
 }
 
+/// The site a raw Host header value routes to in `table`.
+pub fn site_at<'t>(table: &'t AliasTable, host: Option<&str>) -> Option<&'t Arc<Site>> {
+    table.site(&normalize_host(host?)?)
+}
+
 /// Resolves `host`, the request `path` (without the query) and `query` against `table`.
 pub fn resolve<'t>(
     table: &'t AliasTable,

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::{Edge, EdgeBody};
+use super::{Edge, EdgeBody, h1};
 
 /// Limits and behaviour of the edge's listeners.
 #[derive(Debug, Clone)]
@@ -42,6 +42,9 @@ pub struct ServeOptions {
     pub redirect_https: Option<u16>,
     /// Time a TLS client has to finish its handshake.
     pub tls_handshake_timeout: Duration,
+    /// Answer plain keep-alive GET/HEAD requests on HTTP/1.1 without hyper's dispatch
+    /// (see [`super::h1`]); everything else is hyper's either way.
+    pub http1_fast_path: bool,
 }
 
 impl Default for ServeOptions {
@@ -56,6 +59,7 @@ impl Default for ServeOptions {
             access_log: false,
             redirect_https: None,
             tls_handshake_timeout: Duration::from_secs(10),
+            http1_fast_path: true,
         }
     }
 }
@@ -132,17 +136,19 @@ async fn run(
                 };
                 let (edge, builder, opts, graceful, tls) =
                     (edge.clone(), builder.clone(), opts.clone(), graceful.watcher(), tls.clone());
+                let stop = shutdown.clone();
                 conns.spawn(async move {
                     let _slot = slot;
+                    let conn = Conn { edge, builder: &builder, opts: &opts, graceful, stop };
                     match tls {
-                        None => connection(stream, edge, &builder, &opts, graceful, false).await,
+                        None => connection(stream, conn, false).await,
                         Some(acceptor) => {
                             let handshake = tokio::time::timeout(
                                 opts.tls_handshake_timeout,
                                 acceptor.accept(stream),
                             );
                             match handshake.await {
-                                Ok(Ok(s)) => connection(s, edge, &builder, &opts, graceful, true).await,
+                                Ok(Ok(s)) => connection(s, conn, true).await,
                                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                             }
@@ -177,25 +183,37 @@ async fn refuse(mut stream: TcpStream) {
     .await;
 }
 
-/// Serves one connection: requests through `edge` (or to HTTPS), closed when idle.
-async fn connection<IO>(
-    io: IO,
+/// What one connection is served with.
+struct Conn<'a> {
     edge: Arc<Edge>,
-    builder: &auto::Builder<TokioExecutor>,
-    opts: &Arc<ServeOptions>,
+    builder: &'a auto::Builder<TokioExecutor>,
+    opts: &'a Arc<ServeOptions>,
     graceful: Watcher,
-    secure: bool,
-) where
+    stop: CancellationToken,
+}
+
+/// Serves one connection: requests through `edge` (or to HTTPS), closed when idle. Plain
+/// HTTP/1.1 GET/HEAD requests take the fast path while they come; hyper serves the rest.
+async fn connection<IO>(io: IO, conn: Conn<'_>, secure: bool)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Conn {
+        edge,
+        builder,
+        opts,
+        graceful,
+        stop,
+    } = conn;
     let active = Arc::new(AtomicBool::new(true));
     let io = Activity {
         inner: io,
         active: active.clone(),
     };
     let svc_opts = opts.clone();
+    let svc_edge = edge.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
-        let edge = edge.clone();
+        let edge = svc_edge.clone();
         let opts = svc_opts.clone();
         async move {
             if !secure && let Some(port) = opts.redirect_https {
@@ -211,30 +229,31 @@ async fn connection<IO>(
                 req.headers().get(http::header::HOST).cloned(),
             );
             let resp = edge.handle(req).await;
-            tracing::info!(
-                target: "halo::access",
-                method = %method,
-                host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("-"),
-                uri = %uri,
-                status = resp.status().as_u16(),
-                bytes = resp.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-"),
-                micros = started.elapsed().as_micros() as u64,
-                deployment = resp.headers().get(&super::X_HALO_DEPLOYMENT).and_then(|v| v.to_str().ok()).unwrap_or("-"),
-                "request"
-            );
+            log_access(&method, &uri, host.as_ref(), &resp, started);
             Ok(resp)
         }
     });
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
-    let conn = graceful.watch(conn.into_owned());
-    tokio::pin!(conn);
+    let fast = opts.http1_fast_path && (secure || opts.redirect_https.is_none());
+    let served = async move {
+        let io = if fast {
+            match h1::serve(io, &edge, opts, &stop).await {
+                h1::Outcome::Closed => return Ok(()),
+                h1::Outcome::Handover(io) => io,
+            }
+        } else {
+            h1::Rewind::new(io)
+        };
+        let conn = builder.serve_connection(TokioIo::new(io), svc);
+        graceful.watch(conn.into_owned()).await
+    };
+    tokio::pin!(served);
     // Idle watchdog: a connection that moved no byte in either direction for the idle
     // timeout is closed (covers clients that connect and say nothing, and stalled ones).
     let tick = (opts.idle_timeout / 4).max(Duration::from_millis(10));
     let mut idle = Duration::ZERO;
     loop {
         tokio::select! {
-            r = &mut conn => {
+            r = &mut served => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "edge connection ended with an error");
                 }
@@ -253,6 +272,32 @@ async fn connection<IO>(
             }
         }
     }
+}
+
+/// One `halo::access` line at info for a request (both HTTP/1.1 paths and h2 share it).
+pub(super) fn log_access(
+    method: &http::Method,
+    uri: &http::Uri,
+    host: Option<&HeaderValue>,
+    resp: &Response<EdgeBody>,
+    started: Instant,
+) {
+    let header = |name| {
+        resp.headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    tracing::info!(
+        target: "halo::access",
+        method = %method,
+        host = host.and_then(|h| h.to_str().ok()).unwrap_or("-"),
+        uri = %uri,
+        status = resp.status().as_u16(),
+        bytes = header(&http::header::CONTENT_LENGTH).unwrap_or("-"),
+        micros = started.elapsed().as_micros() as u64,
+        deployment = header(&super::X_HALO_DEPLOYMENT).unwrap_or("-"),
+        "request"
+    );
 }
 
 /// 308 to the same host and path on HTTPS.

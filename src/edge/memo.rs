@@ -1,0 +1,151 @@
+//! Memoized small-file responses for the HTTP/1.1 fast path: the serialized head and the
+//! body of a 200 that [`super::Edge::handle`] produced, replayed for the same request.
+//!
+//! A response depends on the site the host resolves to, the request target, the
+//! `Accept-Encoding` value, and the conditional and range headers (requests carrying those
+//! are never memoized). An entry is therefore keyed by the raw Host, target and
+//! `Accept-Encoding`, and valid only while the host still resolves to the very `Site` it was
+//! made from: a promote, rollback or alias change makes its entries miss at once. The
+//! entry holds a `Weak` to that site, so it never keeps an old deployment's file table in
+//! memory, and the address cannot be reused while the `Weak` exists.
+
+use std::hash::Hash;
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use quick_cache::sync::{Cache, DefaultLifecycle};
+use quick_cache::{DefaultHashBuilder, Equivalent, OptionsBuilder, Weighter};
+
+use super::site::Site;
+use super::table::AliasTable;
+
+/// Bodies larger than this are not memoized: their per-request overhead is noise next to
+/// the bytes they move.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Bytes of bookkeeping counted per entry besides its key, head and body.
+const ENTRY_OVERHEAD: u64 = 128;
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    host: Box<str>,
+    target: Box<str>,
+    accept_encoding: Box<[u8]>,
+}
+
+/// A request as the memo sees it, borrowed from the read buffer.
+#[derive(Hash)]
+pub struct Lookup<'a> {
+    /// The Host header as sent.
+    pub host: &'a str,
+    /// The request target (path and query) as sent.
+    pub target: &'a str,
+    /// The `Accept-Encoding` value as sent (empty when absent).
+    pub accept_encoding: &'a [u8],
+}
+
+impl Equivalent<Key> for Lookup<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        *key.host == *self.host
+            && *key.target == *self.target
+            && *key.accept_encoding == *self.accept_encoding
+    }
+}
+
+/// One memoized response.
+pub struct Entry {
+    site: Weak<Site>,
+    /// Status line and headers, each line ending in CRLF, without `Date`.
+    pub head: Bytes,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+#[derive(Clone)]
+struct Weight;
+
+impl Weighter<Key, Arc<Entry>> for Weight {
+    fn weight(&self, key: &Key, e: &Arc<Entry>) -> u64 {
+        (key.host.len() + key.target.len() + key.accept_encoding.len()) as u64
+            + (e.head.len() + e.body.len()) as u64
+            + ENTRY_OVERHEAD
+    }
+}
+
+type Inner = Cache<Key, Arc<Entry>, Weight, DefaultHashBuilder, DefaultLifecycle<Key, Arc<Entry>>>;
+
+/// The memo; disabled (every lookup misses) at capacity 0.
+pub struct Memo {
+    cache: Option<Inner>,
+}
+
+impl Memo {
+    /// A memo holding at most `capacity` bytes of keys, heads and bodies.
+    pub fn new(capacity: u64) -> Self {
+        let cache = (capacity > 0).then(|| {
+            let options = OptionsBuilder::new()
+                .weight_capacity(capacity)
+                .estimated_items_capacity((capacity / 4096).clamp(16, 1 << 20) as usize)
+                .build()
+                .expect("capacities are valid");
+            Cache::with_options(
+                options,
+                Weight,
+                DefaultHashBuilder::default(),
+                DefaultLifecycle::default(),
+            )
+        });
+        Memo { cache }
+    }
+
+    /// The entry for `req` if the host still resolves, in `table`, to the site it was
+    /// made from.
+    pub fn get(&self, req: &Lookup<'_>, table: &AliasTable) -> Option<Arc<Entry>> {
+        let entry = self.cache.as_ref()?.get(req)?;
+        let site = super::resolve::site_at(table, Some(req.host))?;
+        (Weak::as_ptr(&entry.site) == Arc::as_ptr(site)).then_some(entry)
+    }
+
+    /// Remembers a 200 made for `req` by `deployment`, if `table` routes the host to that
+    /// deployment now. A response made from a table that has changed since names another
+    /// deployment than the current site, and is not kept.
+    pub fn put(
+        &self,
+        req: &Lookup<'_>,
+        table: &AliasTable,
+        deployment: &[u8],
+        head: Bytes,
+        body: Bytes,
+    ) {
+        let Some(cache) = &self.cache else { return };
+        if body.len() > MAX_BODY {
+            return;
+        }
+        let Some(site) = super::resolve::site_at(table, Some(req.host)) else {
+            return;
+        };
+        if site.deployment_header.as_bytes() != deployment {
+            return;
+        }
+        let key = Key {
+            host: req.host.into(),
+            target: req.target.into(),
+            accept_encoding: req.accept_encoding.into(),
+        };
+        let entry = Entry {
+            site: Arc::downgrade(site),
+            head,
+            body,
+        };
+        cache.insert(key, Arc::new(entry));
+    }
+
+    /// Entries held now (tests and metrics).
+    pub fn len(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.len())
+    }
+
+    /// Whether the memo holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
