@@ -85,7 +85,8 @@ pub fn phases(events: &[Event]) -> Vec<PhaseView> {
                     let d = e.data["duration_ms"].as_i64();
                     v.finished_at = Some(rfc3339(e.at));
                     v.duration_ms = d;
-                    if v.started_at.is_none() {
+                    // A phase logged only when over (a promote) starts `duration` earlier.
+                    if v.status != "in_progress" {
                         v.started_at = Some(rfc3339(e.at - d.unwrap_or(0)));
                     }
                 }
@@ -273,4 +274,50 @@ pub fn event_json(e: &Event) -> Value {
         }
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(at: i64, phase: &str, status: &str, duration_ms: Option<i64>) -> Event {
+        Event {
+            seq: at,
+            at,
+            kind: "phase".into(),
+            data: json!({"phase": phase, "status": status, "duration_ms": duration_ms}),
+        }
+    }
+
+    #[test]
+    fn a_phase_logged_only_when_over_starts_its_duration_earlier_each_time() {
+        let promote = |events: &[Event]| {
+            let p = phases(events)
+                .into_iter()
+                .find(|p| p.name == Phase::Promote)
+                .unwrap();
+            (p.status, p.started_at, p.duration_ms)
+        };
+        // A build-time promote: in_progress, then completed.
+        let built = [
+            event(1_000, "promote", "in_progress", None),
+            event(1_004, "promote", "completed", Some(4)),
+        ];
+        assert_eq!(
+            promote(&built),
+            ("completed".into(), Some(rfc3339(1_000)), Some(4))
+        );
+        // Later promotes log only their end; each one's start is its own.
+        let mut later = built.to_vec();
+        later.push(event(9_000, "promote", "completed", Some(2)));
+        assert_eq!(
+            promote(&later),
+            ("completed".into(), Some(rfc3339(8_998)), Some(2))
+        );
+        later.push(event(9_500, "promote", "failed", Some(1)));
+        assert_eq!(
+            promote(&later),
+            ("failed".into(), Some(rfc3339(9_499)), Some(1))
+        );
+    }
 }

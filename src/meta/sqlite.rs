@@ -627,11 +627,11 @@ impl MetaStore for SqliteMeta {
     ) -> Result<i64, MetaError> {
         let (id, kind, data) = (deployment_id.to_owned(), kind.to_owned(), data.to_string());
         self.run(move |c| {
-            Ok(c.query_row(
-                "INSERT INTO deployment_events (deployment_id, at, kind, data) VALUES (?1, ?2, ?3, ?4) RETURNING seq",
-                params![id, now_millis(), kind, data],
-                |r| r.get(0),
-            )?)
+            Ok(c
+                .prepare_cached(
+                    "INSERT INTO deployment_events (deployment_id, at, kind, data) VALUES (?1, ?2, ?3, ?4) RETURNING seq",
+                )?
+                .query_row(params![id, now_millis(), kind, data], |r| r.get(0))?)
         })
         .await
     }

@@ -168,19 +168,17 @@ pub(super) fn promote(
         })?
         .collect::<Result<_, _>>()?
     };
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE aliases SET deployment_id = ?1, updated_at = ?3
          WHERE project_id = ?2 AND (kind = ?4 OR follows_production = 1)",
-        params![id, d.project_id, now, KIND_PRODUCTION],
-    )?;
-    tx.execute(
-        "UPDATE projects SET production_deployment_id = ?1 WHERE id = ?2",
-        params![id, d.project_id],
-    )?;
-    tx.execute(
+    )?
+    .execute(params![id, d.project_id, now, KIND_PRODUCTION])?;
+    tx.prepare_cached("UPDATE projects SET production_deployment_id = ?1 WHERE id = ?2")?
+        .execute(params![id, d.project_id])?;
+    tx.prepare_cached(
         "INSERT INTO promotions (project_id, deployment_id, at) VALUES (?1, ?2, ?3)",
-        params![d.project_id, id, now],
-    )?;
+    )?
+    .execute(params![d.project_id, id, now])?;
     for (host, from) in hosts {
         changes.push(&host, &d.project_id, action, from, Some(id.to_owned()));
     }

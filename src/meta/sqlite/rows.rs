@@ -26,11 +26,11 @@ pub(super) fn parse_col<T: std::str::FromStr>(s: String, what: &str) -> Result<T
 }
 
 pub(super) fn bump_revision(tx: &Transaction<'_>) -> Result<u64, MetaError> {
-    let rev: i64 = tx.query_row(
-        "UPDATE counters SET value = value + 1 WHERE name = 'alias_revision' RETURNING value",
-        [],
-        |r| r.get(0),
-    )?;
+    let rev: i64 = tx
+        .prepare_cached(
+            "UPDATE counters SET value = value + 1 WHERE name = 'alias_revision' RETURNING value",
+        )?
+        .query_row([], |r| r.get(0))?;
     Ok(rev as u64)
 }
 
@@ -137,11 +137,9 @@ pub(super) fn read_deployment(
 ) -> Result<(i64, Deployment), MetaError> {
     let seq: i64 = r.get(0)?;
     let id: String = r.get(1)?;
-    let missing_count: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM deployment_missing WHERE deployment_id = ?1",
-        [&id],
-        |r| r.get(0),
-    )?;
+    let missing_count: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM deployment_missing WHERE deployment_id = ?1")?
+        .query_row([&id], |r| r.get(0))?;
     let mut stmt = conn.prepare_cached(
         "SELECT host FROM aliases WHERE deployment_id = ?1 AND kind != ?2 ORDER BY host",
     )?;
