@@ -112,13 +112,7 @@ async fn directories_redirect_and_404s_use_the_site_page() {
 #[tokio::test]
 async fn unknown_hosts_never_see_another_site() {
     let (h, _, _) = deployed().await;
-    for host in [
-        "other.halo.test",
-        "halo.test",
-        "edge.halo.test.evil",
-        "",
-        "bad host",
-    ] {
+    for host in ["other.halo.test", "halo.test", "edge.halo.test.evil", ""] {
         let r = get(&h, "GET", host, "/", &[]).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{host:?}");
         assert!(r.headers.get("x-halo-deployment").is_none());
@@ -127,6 +121,22 @@ async fn unknown_hosts_never_see_another_site() {
                 .unwrap()
                 .contains("No site is deployed")
         );
+    }
+}
+
+#[tokio::test]
+async fn invalid_hosts_are_bad_requests() {
+    let (h, _, _) = deployed().await;
+    for host in [
+        "bad host",
+        "user@edge.halo.test",
+        "edge.halo.test:x",
+        "a,b",
+        "a:1:2",
+    ] {
+        let r = get(&h, "GET", host, "/", &[]).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{host:?}");
+        assert!(r.headers.get("x-halo-deployment").is_none());
     }
 }
 

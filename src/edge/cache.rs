@@ -48,6 +48,13 @@ pub enum FetchError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The stored bytes do not hash to the blob's address (bit rot, a bad disk, a hand
+    /// edit): never served, never cached.
+    #[error("stored bytes do not match the address (they hash to {actual})")]
+    Corrupt {
+        /// What the bytes hash to.
+        actual: Sha256,
+    },
 }
 
 /// Hot blobs in memory, and their compressed variants.
@@ -56,7 +63,7 @@ pub struct BlobCache {
     cache: Option<Arc<Inner>>,
     capacity: u64,
     max_entry: u64,
-    counters: Arc<Counters>,
+    pub(super) counters: Arc<Counters>,
 }
 
 /// Lookups answered from memory and fills from the store, for `/metrics`.
@@ -68,6 +75,16 @@ pub struct Counters {
     pub misses: AtomicU64,
     /// Compressed variants made (not found in memory or in the store).
     pub compressions: AtomicU64,
+    /// Reads whose bytes did not match their address (cache fills and streams).
+    pub corrupt: AtomicU64,
+}
+
+impl Counters {
+    /// Counts and logs a blob whose stored bytes do not hash to its address.
+    pub fn corrupt_blob(&self, digest: &Sha256, actual: &Sha256) {
+        self.corrupt.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(blob = %digest, %actual, "stored blob is corrupt: its bytes do not match its address; run `halo scrub`");
+    }
 }
 
 impl BlobCache {
@@ -123,9 +140,19 @@ impl BlobCache {
         }
         self.fill(key, async {
             let blob = store.get(digest).await?.ok_or(FetchError::Missing)?;
-            blob.into_bytes()
+            let bytes = blob
+                .into_bytes()
                 .await
-                .map_err(|e| FetchError::Store(StoreError::Io(e)))
+                .map_err(|e| FetchError::Store(StoreError::Io(e)))?;
+            // SECURITY: what enters memory is checked against its address once, so the
+            // hits after it (the hot path) serve only verified bytes. PERF: one SHA-256 per
+            // fill (~1.4 GB/s with SHA-NI), none per hit.
+            let actual = Sha256::of(&bytes);
+            if actual != *digest {
+                self.counters.corrupt_blob(digest, &actual);
+                return Err(FetchError::Corrupt { actual });
+            }
+            Ok(bytes)
         })
         .await
     }
@@ -190,6 +217,7 @@ impl BlobCache {
             }
             let source = self.get(store, digest).await.map_err(|e| match &*e {
                 FetchError::Missing => FetchError::Missing,
+                FetchError::Corrupt { actual } => FetchError::Corrupt { actual: *actual },
                 FetchError::Store(s) => FetchError::Store(StoreError::Unavailable(s.to_string())),
             })?;
             let made = tokio::task::spawn_blocking(move || {

@@ -45,12 +45,61 @@ const CONDITIONAL: [&[u8]; 6] = [
     b"if-unmodified-since",
 ];
 
+/// The HTTP/2 connection preface (RFC 9113 §3.4): only ever valid as a connection's first
+/// bytes.
+pub(super) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Which protocol hyper serves the rest of a connection with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Protocol {
+    /// HTTP/1.x (also after a first request: a later preface is an HTTP/1.1 parse error).
+    Http1,
+    /// HTTP/2 with prior knowledge: the preface opened the connection.
+    Http2,
+}
+
 /// How a connection left the fast path.
 pub(super) enum Outcome<IO> {
     /// Finished: the client closed, asked to close, an I/O error, or shutdown.
     Closed,
     /// Serve the rest with hyper; unanswered bytes come first.
-    Handover(Rewind<IO>),
+    Handover(Rewind<IO>, Protocol),
+}
+
+/// The hyper-only path's counterpart of the fast path's first read: tells HTTP/2 prior
+/// knowledge from HTTP/1 and, for HTTP/1, buffers the first head whole (or up to the
+/// limit), so that the header-read deadline counts from accept on both paths. `None` when
+/// the client closed, or did not finish its first head before the deadline.
+pub(super) async fn sniff<IO>(mut io: IO, opts: &ServeOptions) -> Option<(Rewind<IO>, Protocol)>
+where
+    IO: AsyncRead + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(4096);
+    let deadline = tokio::time::Instant::now() + opts.header_read_timeout;
+    let proto = loop {
+        let prefix = &buf[..buf.len().min(H2_PREFACE.len())];
+        if buf.len() >= H2_PREFACE.len() && prefix == H2_PREFACE {
+            break Protocol::Http2;
+        }
+        if !H2_PREFACE.starts_with(prefix)
+            && (buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.len() > opts.max_header_bytes)
+        {
+            break Protocol::Http1;
+        }
+        match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            // EOF after some bytes: hyper answers what it can (a half-closed client).
+            Ok(Ok(_)) if !buf.is_empty() => break Protocol::Http1,
+            _ => return None,
+        }
+    };
+    Some((
+        Rewind {
+            prefix: buf.freeze(),
+            inner: io,
+        },
+        proto,
+    ))
 }
 
 /// Where a fast-path request's pieces lie in the read buffer.
@@ -89,16 +138,25 @@ where
     let memo = !opts.access_log;
     let stop = shutdown.cancelled();
     tokio::pin!(stop);
+    let mut first = true;
     loop {
-        // Read until a whole header block is buffered.
-        let mut deadline = None;
+        // Read until a whole header block is buffered. The header-read deadline counts from
+        // when the client may send this request (accept, or the end of the previous
+        // response), as hyper's does: the same keep-alive lifetime on both paths.
+        let deadline = tokio::time::Instant::now() + opts.header_read_timeout;
         let parsed = loop {
-            if !buf.is_empty() {
-                match parse(&buf) {
+            if first && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
+                // Maybe HTTP/2 prior knowledge: only as a connection's first bytes.
+                if buf.len() >= H2_PREFACE.len() {
+                    return handover(io, buf, Protocol::Http2);
+                }
+            } else if !buf.is_empty() {
+                match parse(&buf, opts) {
                     Step::Request(p) => break p,
-                    Step::Hyper => return handover(io, buf),
+                    Step::Hyper => return handover(io, buf, Protocol::Http1),
+                    // Hyper answers 431 for a head already longer than the limit.
                     Step::Partial if buf.len() >= opts.max_header_bytes => {
-                        return handover(io, buf);
+                        return handover(io, buf, Protocol::Http1);
                     }
                     Step::Partial => {}
                 }
@@ -106,28 +164,20 @@ where
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(8192);
             }
-            let read = if buf.is_empty() {
-                // Between requests: wait for the next one or for shutdown; the idle
-                // watchdog around this future closes connections that say nothing.
-                tokio::select! {
-                    biased;
-                    r = io.read_buf(&mut buf) => r,
-                    () = &mut stop => return Outcome::Closed,
-                }
-            } else {
-                // Inside a header block: the slowloris deadline applies.
-                let at = *deadline
-                    .get_or_insert_with(|| tokio::time::Instant::now() + opts.header_read_timeout);
-                match tokio::time::timeout_at(at, io.read_buf(&mut buf)).await {
-                    Ok(r) => r,
-                    Err(_) => return Outcome::Closed,
-                }
+            let read = tokio::select! {
+                biased;
+                r = io.read_buf(&mut buf) => r,
+                // Between requests shutdown closes at once; inside a head the request
+                // still gets its answer (with `Connection: close`).
+                () = &mut stop, if buf.is_empty() => return Outcome::Closed,
+                () = tokio::time::sleep_until(deadline) => return Outcome::Closed,
             };
             match read {
                 Ok(0) | Err(_) => return Outcome::Closed,
                 Ok(_) => {}
             }
         };
+        first = false;
         let close = parsed.close || shutdown.is_cancelled();
         if memo
             && parsed.memoizable
@@ -152,7 +202,7 @@ where
             // Not a target hyper would take from us either; let it answer.
             let mut rest = BytesMut::from(&request_bytes[..]);
             rest.extend_from_slice(&buf);
-            return handover(io, rest);
+            return handover(io, rest, Protocol::Http1);
         };
         let started = opts.access_log.then(Instant::now);
         let logged = started.map(|_| (req.method().clone(), req.uri().clone()));
@@ -185,11 +235,14 @@ where
     }
 }
 
-fn handover<IO>(io: IO, buf: BytesMut) -> Outcome<IO> {
-    Outcome::Handover(Rewind {
-        prefix: buf.freeze(),
-        inner: io,
-    })
+fn handover<IO>(io: IO, buf: BytesMut, proto: Protocol) -> Outcome<IO> {
+    Outcome::Handover(
+        Rewind {
+            prefix: buf.freeze(),
+            inner: io,
+        },
+        proto,
+    )
 }
 
 /// The memo's view of a parsed request (`None` if a piece is not UTF-8).
@@ -203,7 +256,9 @@ fn lookup<'a>(buf: &'a [u8], p: &Parsed) -> Option<memo::Lookup<'a>> {
 }
 
 /// Parses one request head from `buf` and decides whether the fast path may answer it.
-fn parse(buf: &[u8]) -> Step {
+/// A head over the configured limits goes to hyper, which has the same limits and answers
+/// 431: the limits are exact on both paths whatever the read boundaries.
+fn parse(buf: &[u8], opts: &ServeOptions) -> Step {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -211,6 +266,9 @@ fn parse(buf: &[u8]) -> Step {
         Ok(httparse::Status::Partial) => return Step::Partial,
         Err(_) => return Step::Hyper,
     };
+    if len > opts.max_header_bytes || req.headers.len() > opts.max_headers {
+        return Step::Hyper;
+    }
     let head = match req.method {
         Some("GET") => false,
         Some("HEAD") => true,
@@ -443,16 +501,6 @@ impl DateCache {
 pub(super) struct Rewind<IO> {
     prefix: Bytes,
     inner: IO,
-}
-
-impl<IO> Rewind<IO> {
-    /// Nothing to replay.
-    pub(super) fn new(inner: IO) -> Self {
-        Rewind {
-            prefix: Bytes::new(),
-            inner,
-        }
-    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {

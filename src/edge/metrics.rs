@@ -59,12 +59,16 @@ impl EdgeMetrics {
              halo_edge_cache_misses_total {}\n\
              # HELP halo_edge_compressions_total Compressed variants made.\n\
              # TYPE halo_edge_compressions_total counter\n\
-             halo_edge_compressions_total {}\n",
+             halo_edge_compressions_total {}\n\
+             # HELP halo_edge_corrupt_blobs_total Blob reads whose bytes did not match their address (never served).\n\
+             # TYPE halo_edge_corrupt_blobs_total counter\n\
+             halo_edge_corrupt_blobs_total {}\n",
             self.bytes.load(Ordering::Relaxed),
             self.refused.load(Ordering::Relaxed),
             cache.hits.load(Ordering::Relaxed),
             cache.misses.load(Ordering::Relaxed),
             cache.compressions.load(Ordering::Relaxed),
+            cache.corrupt.load(Ordering::Relaxed),
         );
     }
 }

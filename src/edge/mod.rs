@@ -32,6 +32,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Either, Full, StreamBody};
 
+use crate::digest::Sha256;
 use crate::store::{BlobBody, BlobStore};
 use cache::BlobCache;
 use compress::Encoding;
@@ -61,7 +62,7 @@ const VARY_ENCODING: HeaderValue = HeaderValue::from_static("accept-encoding");
 const UNKNOWN_HOST_BODY: &str = "404 Not Found\n\nNo site is deployed at this address.\n";
 const NOT_FOUND_BODY: &str = "404 Not Found\n";
 const BAD_PATH_BODY: &str = "400 Bad Request\n\nThe path is not valid: bad percent-encoding, an encoded slash or NUL, or a '.' or '..' segment.\n";
-const BAD_HOST_BODY: &str = "400 Bad Request\n\nMore than one Host header.\n";
+const BAD_HOST_BODY: &str = "400 Bad Request\n\nThe request needs exactly one valid Host header.\n";
 const TOO_LONG_BODY: &str = "414 URI Too Long\n";
 const NOT_ALLOWED_BODY: &str = "405 Method Not Allowed\n";
 const UNAVAILABLE_BODY: &str =
@@ -156,20 +157,14 @@ impl Edge {
                 .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
             return resp;
         }
-        let mut hosts = req.headers().get_all(HOST).iter();
-        let host = hosts
-            .next()
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()));
-        if hosts.next().is_some() {
-            // RFC 9112 §3.2: more than one Host is a bad request, never "the first one".
+        let Some(host) = request_host(&req) else {
             return plain(StatusCode::BAD_REQUEST, BAD_HOST_BODY, None);
-        }
+        };
         // One snapshot per request: what it resolves to is kept (Arc) until the body is sent,
         // so a swap during the request cannot mix versions.
         let answer = {
             let table = self.table.load();
-            match resolve::resolve(&table, host, req.uri().path(), req.uri().query()) {
+            match resolve::resolve(&table, Some(host), req.uri().path(), req.uri().query()) {
                 Resolved::UnknownHost => {
                     tracing::debug!(host, "unknown host");
                     return plain(StatusCode::NOT_FOUND, UNKNOWN_HOST_BODY, None);
@@ -327,6 +322,7 @@ impl Edge {
             };
         }
         // Large blobs stream from the store (ranged reads for ranges), never held whole.
+        let whole = range.is_none();
         let fetched = match range {
             Some(r) => self.store.get_range(&entry.digest, r).await,
             None => self.store.get(&entry.digest).await,
@@ -336,13 +332,61 @@ impl Edge {
             Ok(None) => return unavailable(&site, &entry, &cache::FetchError::Missing),
             Err(e) => return unavailable(&site, &entry, &e),
         };
+        let counters = self.cache.counters.clone();
+        let digest = entry.digest;
         let body = match blob.body {
+            BlobBody::Full(bytes) if whole && Sha256::of(&bytes) != digest => {
+                counters.corrupt_blob(&digest, &Sha256::of(&bytes));
+                return unavailable(&site, &entry, &"stored bytes do not match the address");
+            }
             BlobBody::Full(bytes) => full(bytes),
+            // A whole blob is hashed while it streams; on a mismatch the last chunk is
+            // never sent and the connection is aborted (a range cannot be checked alone:
+            // `halo scrub` covers those bytes).
             BlobBody::Stream(s) => {
+                let s = if whole {
+                    crate::store::verified(digest, s, move |actual| {
+                        counters.corrupt_blob(&digest, actual);
+                    })
+                } else {
+                    s
+                };
                 Either::Right(StreamBody::new(s.map_ok(hyper::body::Frame::data)).boxed_unsync())
             }
         };
         respond(status, h, body)
+    }
+}
+
+/// The authority a request names (RFC 9112 §3.2, §3.2.2; RFC 9113 §8.3.1), or `None` for a
+/// bad request: an absolute-form target (or HTTP/2 `:authority`) wins over `Host`; HTTP/1.1
+/// needs exactly one `Host`; any `Host` present must be a valid `uri-host[:port]`.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return None;
+    }
+    let header = match header {
+        Some(v) => {
+            let v = v.to_str().ok()?;
+            // An empty Host is valid (a target without authority) and names no site.
+            if !v.is_empty() {
+                host::normalize_host(v)?;
+            }
+            Some(v)
+        }
+        None if req.version() == http::Version::HTTP_11 => return None,
+        None => None,
+    };
+    match req.uri().authority() {
+        Some(a) => {
+            // Userinfo is not allowed in an http(s) URI's authority (RFC 9110 §4.2.4).
+            host::normalize_host(a.as_str())?;
+            Some(a.as_str())
+        }
+        // HTTP/1.0 without Host: no site is named; the unknown-site answer.
+        None => Some(header.unwrap_or("")),
     }
 }
 

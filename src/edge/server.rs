@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -88,20 +88,34 @@ pub async fn serve_tls(
     run(listener, edge, shutdown, opts, Some(tls)).await;
 }
 
-fn builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
+/// hyper's two protocol builders; the connection's first bytes (or the fast path) choose.
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+fn builders(opts: &ServeOptions) -> Builders {
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
-        .max_buf_size(opts.max_header_bytes.max(8192))
-        .max_headers(opts.max_headers);
-    b.http2()
-        .timer(TokioTimer::new())
+        // Exact: a head (request line included) of limit + 1 bytes is a 431, whatever the
+        // read boundaries; the buffer only has to hold it.
+        .max_header_size(opts.max_header_bytes)
+        .max_buf_size((opts.max_header_bytes + 4096).max(8192))
+        .max_headers(opts.max_headers)
+        // A client that sends its request and then shuts down its write half (`nc -N`,
+        // HTTP/1.0 tools, health checkers) still gets the whole answer, then the close.
+        .half_close(true);
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_header_list_size(opts.max_header_bytes as u32)
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(opts.idle_timeout))
         .keep_alive_timeout(Duration::from_secs(20));
-    b
+    Builders {
+        http1: h1,
+        http2: h2,
+    }
 }
 
 async fn run(
@@ -111,7 +125,7 @@ async fn run(
     opts: ServeOptions,
     tls: Option<TlsAcceptor>,
 ) {
-    let builder = Arc::new(builder(&opts));
+    let builder = Arc::new(builders(&opts));
     let opts = Arc::new(opts);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(opts.max_connections));
@@ -186,7 +200,7 @@ async fn refuse(mut stream: TcpStream) {
 /// What one connection is served with.
 struct Conn<'a> {
     edge: Arc<Edge>,
-    builder: &'a auto::Builder<TokioExecutor>,
+    builder: &'a Builders,
     opts: &'a Arc<ServeOptions>,
     graceful: Watcher,
     stop: CancellationToken,
@@ -235,16 +249,30 @@ where
     });
     let fast = opts.http1_fast_path && (secure || opts.redirect_https.is_none());
     let served = async move {
-        let io = if fast {
+        let (io, proto) = if fast {
             match h1::serve(io, &edge, opts, &stop).await {
                 h1::Outcome::Closed => return Ok(()),
-                h1::Outcome::Handover(io) => io,
+                h1::Outcome::Handover(io, proto) => (io, proto),
             }
         } else {
-            h1::Rewind::new(io)
+            match h1::sniff(io, opts).await {
+                None => return Ok(()),
+                Some(v) => v,
+            }
         };
-        let conn = builder.serve_connection(TokioIo::new(io), svc);
-        graceful.watch(conn.into_owned()).await
+        let io = TokioIo::new(io);
+        match proto {
+            h1::Protocol::Http1 => {
+                graceful
+                    .watch(builder.http1.serve_connection(io, svc))
+                    .await
+            }
+            h1::Protocol::Http2 => {
+                graceful
+                    .watch(builder.http2.serve_connection(io, svc))
+                    .await
+            }
+        }
     };
     tokio::pin!(served);
     // Idle watchdog: a connection that moved no byte in either direction for the idle

@@ -178,6 +178,59 @@ pub fn bytes_stream(data: Bytes) -> ByteStream {
     Box::pin(stream::once(async move { Ok(data) }))
 }
 
+/// `body` checked against `digest` while it streams: the last chunk is held back until the
+/// whole blob hashed right, and a mismatch ends the stream with an `InvalidData` error
+/// (calling `on_mismatch` with what the bytes hash to) instead of a clean end, so an HTTP
+/// server aborts the response rather than completing it with wrong bytes.
+pub fn verified(
+    digest: Sha256,
+    body: ByteStream,
+    on_mismatch: impl Fn(&Sha256) + Send + Sync + 'static,
+) -> ByteStream {
+    use crate::digest::Sha256Hasher;
+    struct State {
+        body: ByteStream,
+        hasher: Option<Sha256Hasher>,
+        held: Option<Bytes>,
+        on_mismatch: Box<dyn Fn(&Sha256) + Send + Sync>,
+    }
+    let state = State {
+        body,
+        hasher: Some(Sha256Hasher::new()),
+        held: None,
+        on_mismatch: Box::new(on_mismatch),
+    };
+    Box::pin(stream::unfold(state, move |mut s| async move {
+        loop {
+            let hasher = s.hasher.as_mut()?;
+            match s.body.next().await {
+                Some(Ok(chunk)) => {
+                    hasher.update(&chunk);
+                    if let Some(prev) = s.held.replace(chunk) {
+                        return Some((Ok(prev), s));
+                    }
+                }
+                Some(Err(e)) => {
+                    s.hasher = None;
+                    return Some((Err(e), s));
+                }
+                None => {
+                    let actual = s.hasher.take()?.finish();
+                    if actual != digest {
+                        (s.on_mismatch)(&actual);
+                        let e = io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("blob {digest} does not match its address"),
+                        );
+                        return Some((Err(e), s));
+                    }
+                    return s.held.take().map(|last| (Ok(last), s));
+                }
+            }
+        }
+    }))
+}
+
 /// Hashes `data` and stores it; returns its address.
 pub async fn put_bytes(
     store: &dyn BlobStore,

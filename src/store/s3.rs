@@ -304,8 +304,12 @@ impl S3Store {
             .get_object()
             .bucket(&self.bucket)
             .key(self.key(digest));
-        if let Some(r) = &range {
-            req = req.range(format!("bytes={}-{}", r.start, r.end - 1));
+        match &range {
+            Some(r) => req = req.range(format!("bytes={}-{}", r.start, r.end - 1)),
+            // The store checks the bytes it sends against the checksum stored with the
+            // object (the SHA-256 every PUT carries) where it supports that; the SDK then
+            // fails the body on a mismatch. A ranged GET has no whole-object checksum.
+            None => req = req.checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled),
         }
         let out = match req.send().await {
             Ok(out) => out,
