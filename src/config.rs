@@ -85,6 +85,12 @@ pub struct ServeArgs {
     /// Run retention and GC every this many seconds; 0 never [default: 0]
     #[arg(long, env = "HALO_GC_INTERVAL_SECS")]
     pub gc_interval_secs: Option<u64>,
+    /// Scrub (re-hash) every stored blob every this many seconds; 0 never [default: 0]
+    #[arg(long, env = "HALO_SCRUB_INTERVAL_SECS")]
+    pub scrub_interval_secs: Option<u64>,
+    /// Bytes per second a periodic scrub reads at most [default: 52428800]
+    #[arg(long, env = "HALO_SCRUB_BYTES_PER_SEC")]
+    pub scrub_bytes_per_sec: Option<u64>,
     /// S3 access key id
     #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
     pub s3_access_key_id: Option<String>,
@@ -152,6 +158,8 @@ struct FileConfig {
     api_rate_burst: Option<u32>,
     gc_grace_secs: Option<u64>,
     gc_interval_secs: Option<u64>,
+    scrub_interval_secs: Option<u64>,
+    scrub_bytes_per_sec: Option<u64>,
     storage: Option<StorageFile>,
     edge: Option<EdgeFile>,
 }
@@ -196,6 +204,10 @@ pub struct Config {
     pub api: crate::api::ApiOptions,
     /// How often retention and GC run by themselves, if at all.
     pub gc_interval: Option<Duration>,
+    /// Periodic scrub: how often, and at most how many bytes per second.
+    pub scrub_interval: Option<Duration>,
+    /// Read rate of a periodic scrub.
+    pub scrub_bytes_per_sec: u64,
 }
 
 impl Default for Config {
@@ -215,6 +227,8 @@ impl Default for Config {
             tls_cert_dir: None,
             api: crate::api::ApiOptions::default(),
             gc_interval: None,
+            scrub_interval: None,
+            scrub_bytes_per_sec: 50 * 1024 * 1024,
         }
     }
 }
@@ -312,6 +326,15 @@ impl Config {
                 .or(file.gc_interval_secs)
                 .filter(|s| *s > 0)
                 .map(Duration::from_secs),
+            scrub_interval: args
+                .scrub_interval_secs
+                .or(file.scrub_interval_secs)
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
+            scrub_bytes_per_sec: args
+                .scrub_bytes_per_sec
+                .or(file.scrub_bytes_per_sec)
+                .unwrap_or(d.scrub_bytes_per_sec),
         };
         let mut cfg = edge(args, file.edge.unwrap_or_default(), cfg)?;
         cfg.api.max_file_bytes = cfg.max_file_bytes;

@@ -111,11 +111,18 @@ impl Server {
                 config.edge.clone(),
             ))
         });
-        let app = api::router(ApiState::new(
-            control.clone(),
-            edge_task.is_some().then(|| edge_state.clone()),
-            config.api,
-        ));
+        let s3_template = match &config.storage {
+            Storage::S3(s3) => Some((**s3).clone()),
+            Storage::Fs => None,
+        };
+        let app = api::router(
+            ApiState::new(
+                control.clone(),
+                edge_task.is_some().then(|| edge_state.clone()),
+                config.api,
+            )
+            .with_s3_template(s3_template),
+        );
         let api_stop = shutdown.clone();
         let api_task = tokio::spawn(async move {
             let serving = axum::serve(api, app)
@@ -130,6 +137,14 @@ impl Server {
                 control.clone(),
                 every,
                 config.api.gc_grace,
+                shutdown.clone(),
+            ));
+        }
+        if let Some(every) = config.scrub_interval {
+            tokio::spawn(periodic_scrub(
+                control.clone(),
+                every,
+                config.scrub_bytes_per_sec,
                 shutdown.clone(),
             ));
         }
@@ -195,6 +210,33 @@ async fn periodic_gc(
         };
         if let Err(e) = control.gc(opts, &actor).await {
             tracing::warn!(error = %e, "periodic gc failed");
+        }
+    }
+}
+
+/// Scrubs the store every `every`, at most `rate` bytes per second; findings are logged.
+async fn periodic_scrub(
+    control: Arc<Control>,
+    every: std::time::Duration,
+    rate: u64,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    let opts = crate::control::scrub::ScrubOptions {
+        repair_from: None,
+        bytes_per_sec: Some(rate),
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = control.scrub(&opts, |_| {}) => if let Err(e) = r {
+                tracing::warn!(error = %e, "periodic scrub failed");
+            },
         }
     }
 }

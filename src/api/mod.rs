@@ -14,6 +14,7 @@ mod json;
 pub mod openapi;
 mod projects;
 mod routes;
+mod scrub;
 mod tokens;
 mod views;
 
@@ -67,6 +68,9 @@ pub struct ApiState {
     pub options: ApiOptions,
     limiter: Option<Arc<auth::Limiter>>,
     idempotency: Arc<idempotency::Locks>,
+    /// The server's S3 settings, when it runs on S3: an `s3://` scrub repair source is
+    /// reached with its endpoint and credentials.
+    s3_template: Option<crate::store::s3::S3Settings>,
 }
 
 impl ApiState {
@@ -82,7 +86,14 @@ impl ApiState {
             limiter: auth::limiter(options.rate),
             options,
             idempotency: Arc::default(),
+            s3_template: None,
         }
+    }
+
+    /// The server's S3 settings (see `POST /v1/scrub`).
+    pub fn with_s3_template(mut self, s3: Option<crate::store::s3::S3Settings>) -> Self {
+        self.s3_template = s3;
+        self
     }
 }
 
@@ -215,7 +226,8 @@ fn v1() -> Table {
         .add(delete_, "/aliases/{host}", AliasesWrite, a::delete)
         .add(post_.clone(), "/releases", AliasesWrite, a::release)
         .add(get_, "/routes", Admin, routes::stream)
-        .add(post_, "/gc", Admin, gc::run)
+        .add(post_.clone(), "/gc", Admin, gc::run)
+        .add(post_, "/scrub", Admin, scrub::run)
 }
 
 /// Every `/v1` endpoint (for the scope and OpenAPI tests).

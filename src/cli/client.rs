@@ -190,6 +190,45 @@ impl Client {
         self.request(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// POSTs `body` to an endpoint that answers with JSON lines (NDJSON) as it works, and
+    /// calls `line` for each as it arrives; not retried (the caller decides). Returns the
+    /// last line.
+    pub async fn post_lines(
+        &self,
+        path: &str,
+        body: &Value,
+        mut line: impl FnMut(&Value),
+    ) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let net = |e: reqwest::Error| ClientError::Network {
+            url: url.clone(),
+            detail: e.to_string(),
+        };
+        let mut resp = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .map_err(net)?;
+        if !resp.status().is_success() {
+            return decode(&url, resp).await;
+        }
+        let (mut buf, mut last) = (Vec::new(), Value::Null);
+        while let Some(chunk) = resp.chunk().await.map_err(net)? {
+            buf.extend_from_slice(&chunk);
+            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let raw: Vec<u8> = buf.drain(..=end).collect();
+                if let Ok(v) = serde_json::from_slice::<Value>(&raw) {
+                    line(&v);
+                    last = v;
+                }
+            }
+        }
+        Ok(last)
+    }
+
     /// Uploads one file under its hash, streaming it from disk; retried. Returns whether
     /// the server stored it now (`false`: it already had it).
     pub async fn upload(

@@ -60,6 +60,17 @@ pub enum Command {
         #[arg(long)]
         grace_secs: Option<u64>,
     },
+    /// Re-hash every stored blob and version manifest; report corrupt and missing ones,
+    /// and restore them from a second copy with --repair-from. Exit 1 if any stay bad.
+    Scrub {
+        /// A directory on the server holding a copy of the blob store, or
+        /// s3://bucket/prefix (reached with the server's S3 endpoint and credentials).
+        #[arg(long)]
+        repair_from: Option<String>,
+        /// Read at most this many bytes per second.
+        #[arg(long)]
+        bytes_per_sec: Option<u64>,
+    },
 }
 
 /// `halo edge` arguments: the storage, cache and edge settings of `serve`, plus where to
@@ -214,6 +225,10 @@ pub async fn run(command: Command, args: &ClientArgs) -> Result<(), ClientError>
         Command::Promote { id } => promote(&client, &id, "promoted").await,
         Command::Rollback(a) => rollback(&client, a).await,
         Command::Diff { a, b } => diff(&client, &a, &b).await,
+        Command::Scrub {
+            repair_from,
+            bytes_per_sec,
+        } => scrub(&client, repair_from, bytes_per_sec).await,
         Command::Gc {
             dry_run,
             grace_secs,
@@ -359,5 +374,57 @@ async fn diff(client: &Client, a: &str, b: &str) -> Result<(), ClientError> {
         }
     }
     eprintln!("{added} added, {changed} changed, {removed} removed");
+    Ok(())
+}
+
+/// `halo scrub`: progress on stderr, the findings on stdout.
+async fn scrub(
+    client: &Client,
+    repair_from: Option<String>,
+    bytes_per_sec: Option<u64>,
+) -> Result<(), ClientError> {
+    let body = json!({ "repair_from": repair_from, "bytes_per_sec": bytes_per_sec });
+    let r = client
+        .post_lines("/v1/scrub", &body, |p| {
+            if p["done"] != json!(true) {
+                eprintln!(
+                    "scrub: {} blobs, {} bytes checked; {} corrupt, {} missing",
+                    p["checked"], p["bytes"], p["corrupt_count"], p["missing_count"]
+                );
+            }
+        })
+        .await?;
+    if r["done"] != json!(true) {
+        return Err(ClientError::Local(
+            "the scrub stopped before its end (see the server log)".into(),
+        ));
+    }
+    for (kind, key) in [
+        ("corrupt", "corrupt"),
+        ("missing", "missing"),
+        ("repaired", "repaired"),
+    ] {
+        for d in r[key].as_array().into_iter().flatten() {
+            println!("{kind} {}", d.as_str().unwrap_or_default());
+        }
+    }
+    println!(
+        "checked {} blobs ({} bytes): {} corrupt, {} missing, {} repaired, {} unrepaired, {} unreadable",
+        r["checked"],
+        r["bytes"],
+        r["corrupt_count"],
+        r["missing_count"],
+        r["repaired"].as_array().map_or(0, Vec::len),
+        r["unrepaired"],
+        r["errors"]
+    );
+    let bad = r["corrupt_count"].as_u64().unwrap_or(0) + r["missing_count"].as_u64().unwrap_or(0);
+    let fixed = r["repaired"].as_array().map_or(0, Vec::len) as u64;
+    if bad > fixed || r["errors"].as_u64().unwrap_or(0) > 0 {
+        return Err(ClientError::Local(format!(
+            "{} blobs are still bad or unreadable",
+            bad - fixed.min(bad) + r["errors"].as_u64().unwrap_or(0)
+        )));
+    }
     Ok(())
 }

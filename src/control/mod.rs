@@ -28,6 +28,7 @@ pub mod events;
 pub mod gc;
 mod lifecycle;
 mod publish;
+pub mod scrub;
 pub mod tokens;
 
 pub use events::Phase;

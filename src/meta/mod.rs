@@ -393,6 +393,16 @@ pub trait MetaStore: Send + Sync + 'static {
         blobs: &[Sha256],
     ) -> Result<std::collections::HashMap<Sha256, Option<u64>>, MetaError>;
 
+    /// One page of the blob index, in address order, after `after`: (blob, size if known).
+    async fn indexed_blobs(
+        &self,
+        after: Option<&Sha256>,
+        limit: u32,
+    ) -> Result<Vec<(Sha256, Option<u64>)>, MetaError>;
+    /// Every version manifest still stored (deployments with a manifest not yet collected),
+    /// with the deployment ids, oldest first.
+    async fn stored_manifests(&self) -> Result<Vec<(String, Sha256)>, MetaError>;
+
     /// Sets the bootstrap admin token's hash, replacing (revoking) any previous one.
     async fn set_bootstrap_token(&self, secret_hash: &Sha256) -> Result<(), MetaError>;
 }

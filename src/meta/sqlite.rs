@@ -732,6 +732,44 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
+    async fn indexed_blobs(
+        &self,
+        after: Option<&Sha256>,
+        limit: u32,
+    ) -> Result<Vec<(Sha256, Option<u64>)>, MetaError> {
+        let after = after.map(Sha256::to_hex).unwrap_or_default();
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT sha256, size FROM blobs WHERE sha256 > ?1 ORDER BY sha256 LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+            })?;
+            rows.map(|r| {
+                let (h, size) = r?;
+                Ok((parse_col(h, "blob hash")?, size.map(|s| s as u64)))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn stored_manifests(&self) -> Result<Vec<(String, Sha256)>, MetaError> {
+        self.run(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, manifest FROM deployments WHERE manifest IS NOT NULL ORDER BY seq",
+            )?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            rows.map(|r| {
+                let (id, m) = r?;
+                Ok((id, parse_col(m, "manifest hash")?))
+            })
+            .collect()
+        })
+        .await
+    }
+
     async fn gc_manifest_collected(&self, deployment_id: &str) -> Result<(), MetaError> {
         let id = deployment_id.to_owned();
         self.run(move |c| {
