@@ -2,7 +2,7 @@
 //! one revision and swapped into the edge table as one.
 
 use super::{Control, ControlError};
-use crate::meta::{Actor, AliasOp, MetaError};
+use crate::meta::{Actor, AliasOp, AliasTarget, MetaError};
 
 /// Longest host name DNS allows.
 const HOST_MAX: usize = 253;
@@ -62,6 +62,27 @@ impl Control {
         action: &str,
     ) -> Result<u64, ControlError> {
         let _release = self.release.lock().await;
+        let mut routed = Vec::new();
+        for op in ops {
+            match op {
+                AliasOp::Point {
+                    target: AliasTarget::Deployment(id),
+                    ..
+                } => routed.push(id.clone()),
+                AliasOp::Point {
+                    target: AliasTarget::Production(project),
+                    ..
+                } => {
+                    if let Some(p) = self.meta.project(project).await?
+                        && let Some(id) = p.production_deployment_id
+                    {
+                        routed.push(id);
+                    }
+                }
+                AliasOp::Remove { .. } => {}
+            }
+        }
+        self.preload(routed).await?;
         let change = self
             .meta
             .alias_ops(ops, expected, actor, action)
@@ -77,7 +98,7 @@ impl Control {
                 e => e.into(),
             })?;
         let revision = change.revision;
-        self.apply_change(change).await?;
+        self.apply_change(change).await;
         tracing::info!(revision, by = %actor.id, action, changes = ops.len(), "aliases changed");
         Ok(revision)
     }

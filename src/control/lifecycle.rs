@@ -136,7 +136,7 @@ impl Control {
                 .delete_deployment(id, actor)
                 .await
                 .map_err(refused)?;
-            self.apply_change(change).await?;
+            self.apply_change(change).await;
         }
         if was.status != Status::Deleted {
             tracing::info!(deployment = %id, by = %actor.id, "deleted");

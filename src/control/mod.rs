@@ -172,26 +172,8 @@ impl Control {
             tokens: DashMap::new(),
             token_epoch: Default::default(),
         });
-        let routes = control.meta.routes().await?;
-        let mut hosts = Vec::with_capacity(routes.routes.len());
-        for r in routes.routes {
-            match control.site(&r.deployment_id).await {
-                Ok(site) => hosts.push((r.host, site)),
-                Err(e) => {
-                    tracing::error!(host = %r.host, deployment = %r.deployment_id, error = %e, "cannot load site; host left unrouted")
-                }
-            }
-        }
-        let table = AliasTable::new(routes.revision, hosts);
-        tracing::info!(
-            revision = table.revision,
-            hosts = table.len(),
-            "alias table loaded"
-        );
         // At start-up, before the edge serves; later changes go through `apply_change`.
-        let revision = table.revision;
-        control.table.replace(table);
-        control.revision.send_replace(revision);
+        control.rebuild_table().await?;
         tokio::spawn(publish::publish_snapshots(
             control.store.clone(),
             control.table.clone(),
@@ -514,7 +496,7 @@ impl Control {
                 Err(MetaError::InvalidState(_)) => return Err(events::stopped(id)),
                 r => r?,
             };
-            self.apply_change(change).await?;
+            self.apply_change(change).await;
         }
         if production {
             self.promote_metrics.record(promoting.elapsed());
@@ -602,6 +584,7 @@ impl Control {
         // a millisecond, and every event is an fsynced write on the promote's path.
         {
             let _release = self.release.lock().await;
+            self.preload([id.to_owned()]).await?;
             let change = match self.meta.promote(id, actor).await {
                 Err(MetaError::InvalidState(message)) => {
                     self.phase_event(id, Phase::Promote, "failed", Some(started), Some(&message))
@@ -616,7 +599,7 @@ impl Control {
                 }
                 r => r?,
             };
-            self.apply_change(change).await?;
+            self.apply_change(change).await;
         }
         self.promote_metrics.record(started.elapsed());
         self.phase_event(id, Phase::Promote, "completed", Some(started), None)
@@ -625,20 +608,82 @@ impl Control {
         self.deployment(id).await
     }
 
-    /// Swaps a committed alias change into the edge table. Callers hold `release`.
-    async fn apply_change(&self, change: AliasChange) -> Result<(), ControlError> {
+    /// Loads, before an alias change is committed, the site of every deployment it may
+    /// route, so that swapping it in after the commit needs no I/O and cannot fail. A store
+    /// failure refuses the change with nothing committed. Deployments that are not (or not
+    /// yet) routable are left to the metadata transaction, which refuses them with its own
+    /// reason. Callers hold `release`.
+    async fn preload(&self, ids: impl IntoIterator<Item = String>) -> Result<(), ControlError> {
+        for id in ids {
+            match self.site(&id).await {
+                Ok(_) | Err(ControlError::NotFound(_) | ControlError::Conflict { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(deployment = %id, error = %e, "cannot load a site before an alias change; refused");
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Swaps a committed alias change into the edge table. Callers hold `release` and
+    /// preloaded its sites ([`Control::preload`]); should a site still be missing, the
+    /// table is rebuilt from the metadata rather than left stale. Never fails: the change
+    /// is committed, so the edge must follow it.
+    async fn apply_change(&self, change: AliasChange) {
         if change.routes.is_empty() && change.removed.is_empty() {
-            return Ok(());
+            return;
         }
         let mut changes = Vec::with_capacity(change.routes.len() + change.removed.len());
         for r in change.routes {
-            changes.push((r.host, Some(self.site(&r.deployment_id).await?)));
+            match self.site(&r.deployment_id).await {
+                Ok(site) => changes.push((r.host, Some(site))),
+                Err(e) => {
+                    tracing::error!(host = %r.host, deployment = %r.deployment_id, error = %e, "a committed alias change names a site that cannot be loaded; rebuilding the table from the metadata");
+                    return self.rebuild_until_done().await;
+                }
+            }
         }
         changes.extend(change.removed.into_iter().map(|h| (h, None)));
         if self.table.apply(change.revision, &changes) {
             self.revision.send_replace(change.revision);
         }
+    }
+
+    /// Builds the whole table from the metadata (every routable alias at the current
+    /// revision) and serves it. A host whose site cannot be loaded is left unrouted and
+    /// logged, as at start-up.
+    async fn rebuild_table(&self) -> Result<(), ControlError> {
+        let routes = self.meta.routes().await?;
+        let mut hosts = Vec::with_capacity(routes.routes.len());
+        for r in routes.routes {
+            match self.site(&r.deployment_id).await {
+                Ok(site) => hosts.push((r.host, site)),
+                Err(e) => {
+                    tracing::error!(host = %r.host, deployment = %r.deployment_id, error = %e, "cannot load site; host left unrouted")
+                }
+            }
+        }
+        let table = AliasTable::new(routes.revision, hosts);
+        tracing::info!(
+            revision = table.revision,
+            hosts = table.len(),
+            "alias table loaded"
+        );
+        let revision = table.revision;
+        self.table.replace(table);
+        self.revision.send_replace(revision);
         Ok(())
+    }
+
+    /// [`Control::rebuild_table`], retried with backoff while the metadata cannot be read.
+    async fn rebuild_until_done(&self) {
+        let mut wait = std::time::Duration::from_millis(50);
+        while let Err(e) = self.rebuild_table().await {
+            tracing::error!(error = %e, "cannot rebuild the alias table; retrying");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(std::time::Duration::from_secs(5));
+        }
     }
 
     /// The loaded site of a ready deployment, reading its manifest when not cached.
