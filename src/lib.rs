@@ -10,6 +10,7 @@
 //! - [`edge`]: the hyper server routing Host → alias → deployment → blob.
 //! - [`cli`]: the `halo` client commands (deploy, promote, rollback, …).
 //! - [`config`] and [`server`]: layered configuration and the process that runs both servers.
+//! - [`fault`]: named fault points that crash tests arm through the environment.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -19,6 +20,7 @@ pub mod config;
 pub mod control;
 pub mod digest;
 pub mod edge;
+pub mod fault;
 pub mod meta;
 pub mod model;
 pub mod server;

@@ -118,11 +118,21 @@ async fn full_lifecycle_against_the_real_binary() {
     .await;
     let r = edge_get(&client, &halo, &green_host, "/").await;
     assert_eq!(r.headers()["x-halo-deployment"], green_id.as_str());
+    // Over h2 the `:authority` names the site (a Host header that disagrees is refused).
+    let edge_addr: std::net::SocketAddr = halo.edge.trim_start_matches("http://").parse().unwrap();
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
+        .resolve("my-app.halo.test", edge_addr)
         .build()
         .unwrap();
-    let r = edge_get(&h2, &halo, "my-app.halo.test", "/about/").await;
+    let r = h2
+        .get(format!(
+            "http://my-app.halo.test:{}/about/",
+            edge_addr.port()
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(
         r.bytes().await.unwrap(),

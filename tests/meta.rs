@@ -53,16 +53,19 @@ async fn reopening_keeps_everything_and_migrations_are_idempotent() {
     let path = dir.path().join("halo.db");
     {
         let m = SqliteMeta::open(&path).unwrap();
-        m.create_project(&project("a"), "a.halo.test")
+        m.create_project(&project("a"), "a.halo.test", None)
             .await
             .unwrap();
         let d = m
-            .create_deployment(deployment(
-                "dpl_1",
-                "prj_a",
-                vec![("x".into(), Sha256::of(b"x"))],
-                vec![Sha256::of(b"x")],
-            ))
+            .create_deployment(
+                deployment(
+                    "dpl_1",
+                    "prj_a",
+                    vec![("x".into(), Sha256::of(b"x"))],
+                    vec![Sha256::of(b"x")],
+                ),
+                None,
+            )
             .await
             .unwrap();
         assert_eq!((d.status, d.missing_count), (Status::Queued, 1));
@@ -97,15 +100,15 @@ async fn reopening_keeps_everything_and_migrations_are_idempotent() {
 async fn hosts_share_one_namespace() {
     let dir = tempfile::tempdir().unwrap();
     let m = SqliteMeta::open(&dir.path().join("halo.db")).unwrap();
-    m.create_project(&project("a"), "a.halo.test")
+    m.create_project(&project("a"), "a.halo.test", None)
         .await
         .unwrap();
-    m.create_deployment(deployment("dpl_1", "prj_a", vec![], vec![]))
+    m.create_deployment(deployment("dpl_1", "prj_a", vec![], vec![]), None)
         .await
         .unwrap();
     // A project whose production host equals an existing preview host is refused…
     let err = m
-        .create_project(&project("dpl-1"), "dpl_1.halo.test")
+        .create_project(&project("dpl-1"), "dpl_1.halo.test", None)
         .await
         .unwrap_err();
     assert!(matches!(err, MetaError::Conflict(_)), "{err:?}");
@@ -113,7 +116,7 @@ async fn hosts_share_one_namespace() {
     let mut dup = deployment("dpl_2", "prj_a", vec![], vec![]);
     dup.preview_host = "a.halo.test".into();
     assert!(matches!(
-        m.create_deployment(dup).await,
+        m.create_deployment(dup, None).await,
         Err(MetaError::Conflict(_))
     ));
 }
@@ -138,17 +141,20 @@ async fn builds_interrupted_by_a_crash_resume_on_start() {
     let (digest, _) = put_bytes(&*store, Bytes::from_static(b"<h1>hi</h1>"))
         .await
         .unwrap();
-    meta.create_project(&project("crash"), "crash.halo.test")
+    meta.create_project(&project("crash"), "crash.halo.test", None)
         .await
         .unwrap();
     // Recorded as building (nothing missing), but the process died before building it.
     let d = meta
-        .create_deployment(deployment(
-            "dpl_c",
-            "prj_crash",
-            vec![("index.html".into(), digest)],
-            vec![],
-        ))
+        .create_deployment(
+            deployment(
+                "dpl_c",
+                "prj_crash",
+                vec![("index.html".into(), digest)],
+                vec![],
+            ),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(d.status, Status::Building);
@@ -170,15 +176,18 @@ async fn a_build_whose_blob_vanished_fails_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FsStore::open(dir.path().join("store")).unwrap());
     let meta = Arc::new(SqliteMeta::open(&dir.path().join("halo.db")).unwrap());
-    meta.create_project(&project("gone"), "gone.halo.test")
+    meta.create_project(&project("gone"), "gone.halo.test", None)
         .await
         .unwrap();
-    meta.create_deployment(deployment(
-        "dpl_g",
-        "prj_gone",
-        vec![("index.html".into(), Sha256::of(b"never stored"))],
-        vec![],
-    ))
+    meta.create_deployment(
+        deployment(
+            "dpl_g",
+            "prj_gone",
+            vec![("index.html".into(), Sha256::of(b"never stored"))],
+            vec![],
+        ),
+        None,
+    )
     .await
     .unwrap();
     let _control = Control::open(store, meta.clone(), "halo.test".into(), 80)
@@ -200,7 +209,7 @@ async fn a_build_whose_blob_vanished_fails_with_a_message() {
 async fn concurrent_blob_arrivals_are_group_committed_and_start_a_deployment_once() {
     let dir = tempfile::tempdir().unwrap();
     let m = Arc::new(SqliteMeta::open(&dir.path().join("halo.db")).unwrap());
-    m.create_project(&project("many"), "many.halo.test")
+    m.create_project(&project("many"), "many.halo.test", None)
         .await
         .unwrap();
     let blobs: Vec<Sha256> = (0..300u32).map(|i| Sha256::of(&i.to_le_bytes())).collect();
@@ -209,9 +218,12 @@ async fn concurrent_blob_arrivals_are_group_committed_and_start_a_deployment_onc
         .enumerate()
         .map(|(i, d)| (format!("f{i}"), *d))
         .collect();
-    m.create_deployment(deployment("dpl_many", "prj_many", files, blobs.clone()))
-        .await
-        .unwrap();
+    m.create_deployment(
+        deployment("dpl_many", "prj_many", files, blobs.clone()),
+        None,
+    )
+    .await
+    .unwrap();
     let tasks: Vec<_> = blobs
         .iter()
         .map(|d| {

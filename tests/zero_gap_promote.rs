@@ -41,21 +41,17 @@ async fn promote_back_and_forth_under_load_never_fails_or_mixes() {
 
     let versions = Arc::new([(blue_id.clone(), blue), (green_id.clone(), green)]);
     let done = Arc::new(AtomicBool::new(false));
-    let edge = format!("http://{}", srv.edge_addr);
+    let edge = format!("http://zero.halo.test:{}", srv.edge_addr.port());
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
         let (versions, done, edge) = (versions.clone(), done.clone(), edge.clone());
         // Mix HTTP/1.1 keep-alive, fresh connections, and HTTP/2 (h2c prior knowledge).
+        // The host resolves to the edge: an HTTP/2 `:authority` names it as the Host does.
+        let b = reqwest::Client::builder().resolve("zero.halo.test", srv.edge_addr);
         let client = match c % 3 {
-            0 => reqwest::Client::new(),
-            1 => reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .build()
-                .unwrap(),
-            _ => reqwest::Client::builder()
-                .http2_prior_knowledge()
-                .build()
-                .unwrap(),
+            0 => b.build().unwrap(),
+            1 => b.pool_max_idle_per_host(0).build().unwrap(),
+            _ => b.http2_prior_knowledge().build().unwrap(),
         };
         clients.push(tokio::spawn(async move {
             let mut seen = [0usize; 2];
@@ -65,7 +61,6 @@ async fn promote_back_and_forth_under_load_never_fails_or_mixes() {
                 i += 1;
                 let resp = client
                     .get(format!("{edge}{path}"))
-                    .header("host", "zero.halo.test")
                     .send()
                     .await
                     .unwrap_or_else(|e| panic!("request {path} failed: {e}"));
@@ -122,9 +117,11 @@ async fn promote_back_and_forth_under_load_never_fails_or_mixes() {
         "every promote is a swap with a new revision (got {rev})"
     );
     // After the last promote (blue), every new request sees blue.
-    let r = reqwest::Client::new()
+    let r = reqwest::Client::builder()
+        .resolve("zero.halo.test", srv.edge_addr)
+        .build()
+        .unwrap()
         .get(format!("{edge}/"))
-        .header("host", "zero.halo.test")
         .send()
         .await
         .unwrap();

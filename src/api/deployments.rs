@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::auth::Caller;
 use super::json::{Owned, query};
 use super::views::DeploymentView;
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, Idem};
 use crate::control::{DeployRequest, DeploymentPatch};
 use crate::meta::{Deployment, DeploymentFilter, Env};
 use crate::model::owner::{Attribution, Metadata};
@@ -59,9 +59,20 @@ fn parse_enum<T: std::str::FromStr<Err = String>>(
 pub async fn create(
     State(s): State<ApiState>,
     caller: Caller,
+    idem: Idem,
     Owned(attribution, req): Owned<CreateDeployment>,
 ) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
     caller.check_project(&req.project_id, &format!("project {}", req.project_id))?;
+    if let Some(id) = idem.replayed("deployment") {
+        // Created before a crash lost the answer: the same deployment, with what it still
+        // lacks now.
+        let d = s.control.deployment(id).await?;
+        let missing = s.control.meta.deployment_missing(id).await?;
+        return Ok((
+            StatusCode::CREATED,
+            Json(DeploymentView::new(&s.control, d, Some(missing))),
+        ));
+    }
     let target = match req.target.as_deref() {
         None => Target::default(),
         Some(t) => parse_enum(t, "invalid_target")?,
@@ -78,15 +89,18 @@ pub async fn create(
     }
     let (d, missing) = s
         .control
-        .create_deployment(DeployRequest {
-            project_id: req.project_id,
-            files,
-            target,
-            env: req.env,
-            attribution: attribution.apply(&Attribution::default()),
-            metadata: req.metadata,
-            actor: caller.0.actor(),
-        })
+        .create_deployment(
+            DeployRequest {
+                project_id: req.project_id,
+                files,
+                target,
+                env: req.env,
+                attribution: attribution.apply(&Attribution::default()),
+                metadata: req.metadata,
+                actor: caller.0.actor(),
+            },
+            idem.claim.as_ref(),
+        )
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -110,10 +124,18 @@ pub async fn get(
 pub async fn promote(
     State(s): State<ApiState>,
     caller: Caller,
+    idem: Idem,
     Path(id): Path<String>,
 ) -> Result<Json<DeploymentView>, ApiError> {
     visible(&s, &caller, &id).await?;
-    let d = s.control.promote(&id, &caller.0.actor()).await?;
+    if idem.replayed("promote") == Some(id.as_str()) {
+        let d = s.control.deployment(&id).await?;
+        return Ok(Json(DeploymentView::new(&s.control, d, None)));
+    }
+    let d = s
+        .control
+        .promote(&id, &caller.0.actor(), idem.claim.as_ref())
+        .await?;
     Ok(Json(DeploymentView::new(&s.control, d, None)))
 }
 

@@ -2,6 +2,12 @@
 //! token, for 24 hours); the same key with the same request replays it without a second
 //! effect; the same key with another request is refused with 422. Concurrent duplicates
 //! wait for the first, then replay it.
+//!
+//! Exactly once across a crash: a handler whose effect is a create or a promote records
+//! the key ([`Idem::claim`]) in the effect's own transaction, naming the effect. If the
+//! process dies after that commit and before the response is stored, the retry finds the
+//! effect and the handler answers for it ([`Idem::replay`]) instead of acting again; so
+//! there is no moment at which the effect exists without its key.
 
 use std::sync::Arc;
 
@@ -15,7 +21,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use super::auth::Caller;
 use super::{ApiError, ApiState, JSON_LIMIT};
 use crate::digest::Sha256;
-use crate::meta::StoredResponse;
+use crate::meta::{IdemClaim, StoredResponse};
 use crate::model::now_millis;
 
 /// How long a key is remembered.
@@ -27,6 +33,38 @@ const REPLAYED: &str = "idempotent-replayed";
 
 /// One lock per (token, key) in use, so concurrent duplicates run one at a time.
 pub type Locks = DashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
+
+/// What a handler learns of the request's `Idempotency-Key` (an extractor; empty without
+/// a key).
+#[derive(Debug, Clone, Default)]
+pub struct Idem {
+    /// Record this with the effect, in its transaction.
+    pub claim: Option<IdemClaim>,
+    /// The effect already committed under this key (its response was lost): answer for
+    /// it, do not act again. `kind:id`, as recorded.
+    pub replay: Option<String>,
+}
+
+impl Idem {
+    /// The id of an effect of `kind` to answer for instead of acting.
+    pub fn replayed(&self, kind: &str) -> Option<&str> {
+        self.replay
+            .as_deref()?
+            .strip_prefix(kind)?
+            .strip_prefix(':')
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Idem {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<Idem>().cloned().unwrap_or_default())
+    }
+}
 
 /// Whether a response is stored: not server errors (the caller should retry those for
 /// real) and not 429 (nothing happened).
@@ -99,22 +137,40 @@ pub async fn layer(
     let result = async {
         let _held = lock.lock().await;
         let since = now_millis() - TTL_MS;
-        if let Some(stored) = state
+        let mut idem = Idem::default();
+        match state
             .control
             .meta
             .idempotent_response(&token, &key, since)
             .await?
         {
-            if stored.fingerprint != fingerprint {
+            Some(stored) if stored.fingerprint != fingerprint => {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "idempotency_key_reused",
                     "this Idempotency-Key was used with a different request",
                 ));
             }
-            return Ok(replay(stored));
+            Some(stored) if stored.is_pending() => idem.replay = stored.effect,
+            Some(stored) => return Ok(replay(stored)),
+            None => {
+                idem.claim = Some(IdemClaim {
+                    token_id: token.clone(),
+                    key: key.clone(),
+                    fingerprint: fingerprint.clone(),
+                })
+            }
         }
-        let resp = next.run(Request::from_parts(parts, Body::from(body))).await;
+        let replaying = idem.replay.is_some();
+        let mut req = Request::from_parts(parts, Body::from(body));
+        req.extensions_mut().insert(idem);
+        let mut resp = next.run(req).await;
+        // Crash tests stop the process here: the effect committed, its response not stored.
+        crate::fault::point("idempotency.after_effect");
+        if replaying {
+            resp.headers_mut()
+                .insert(REPLAYED, HeaderValue::from_static("true"));
+        }
         if !storable(resp.status()) {
             return Ok(resp);
         }
@@ -132,6 +188,7 @@ pub async fn layer(
                 .map(str::to_owned),
             body: rbytes.to_vec(),
             created_at: now_millis(),
+            effect: None,
         };
         state
             .control

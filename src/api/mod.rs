@@ -10,6 +10,7 @@ mod events;
 mod files;
 mod gc;
 mod idempotency;
+pub use idempotency::Idem;
 mod json;
 pub mod openapi;
 mod projects;

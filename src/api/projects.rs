@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::auth::Caller;
 use super::json::{Owned, query};
 use super::views::ProjectView;
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, Idem};
 use crate::control::{NewProject, ProjectPatch};
 use crate::meta::{Env, ProjectFilter, Retention};
 use crate::model::owner::{Attribution, Metadata};
@@ -33,6 +33,7 @@ pub struct CreateProject {
 pub async fn create(
     State(s): State<ApiState>,
     caller: Caller,
+    idem: Idem,
     Owned(attribution, req): Owned<CreateProject>,
 ) -> Result<(StatusCode, Json<ProjectView>), ApiError> {
     if caller.0.project_ids.is_some() {
@@ -42,16 +43,23 @@ pub async fn create(
             "a token limited to projects cannot create projects",
         ));
     }
+    if let Some(id) = idem.replayed("project") {
+        let p = s.control.project(id).await?;
+        return Ok((StatusCode::CREATED, Json(ProjectView::new(&s.control, p))));
+    }
     let p = s
         .control
-        .create_project(NewProject {
-            name: req.name,
-            env: req.env,
-            settings: SiteSettings::default().patched(&req.settings),
-            attribution: attribution.apply(&Attribution::default()),
-            metadata: req.metadata,
-            retention: req.retention,
-        })
+        .create_project(
+            NewProject {
+                name: req.name,
+                env: req.env,
+                settings: SiteSettings::default().patched(&req.settings),
+                attribution: attribution.apply(&Attribution::default()),
+                metadata: req.metadata,
+                retention: req.retention,
+            },
+            idem.claim.as_ref(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(ProjectView::new(&s.control, p))))
 }

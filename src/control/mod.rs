@@ -16,7 +16,8 @@ use crate::edge::metrics::PromoteMetrics;
 use crate::edge::site::{self, Site};
 use crate::edge::table::{AliasTable, TableHandle};
 use crate::meta::{
-    Actor, AliasChange, Deployment, Env, MetaError, MetaStore, NewDeployment, Project, Retention,
+    Actor, AliasChange, Deployment, Env, IdemClaim, MetaError, MetaStore, NewDeployment, Project,
+    Retention,
 };
 use crate::model::owner::{Attribution, Metadata};
 use crate::model::settings::{self, SiteSettings};
@@ -205,8 +206,12 @@ impl Control {
         }
     }
 
-    /// Creates a project and reserves its production host.
-    pub async fn create_project(&self, new: NewProject) -> Result<Project, ControlError> {
+    /// Creates a project and reserves its production host; `claim` commits with it.
+    pub async fn create_project(
+        &self,
+        new: NewProject,
+        claim: Option<&IdemClaim>,
+    ) -> Result<Project, ControlError> {
         names::validate_project_name(&new.name).map_err(|message| ControlError::Invalid {
             code: "invalid_name",
             message,
@@ -224,7 +229,7 @@ impl Control {
             retention: new.retention,
         };
         let host = self.production_host(&project.name);
-        match self.meta.create_project(&project, &host).await {
+        match self.meta.create_project(&project, &host, claim).await {
             Err(MetaError::Conflict(message)) => Err(ControlError::Conflict {
                 code: "name_taken",
                 message,
@@ -254,6 +259,7 @@ impl Control {
     pub async fn create_deployment(
         self: &Arc<Self>,
         req: DeployRequest,
+        claim: Option<&IdemClaim>,
     ) -> Result<(Deployment, Vec<Sha256>), ControlError> {
         if req.files.is_empty() {
             return Err(ControlError::Invalid {
@@ -293,7 +299,7 @@ impl Control {
                 metadata: req.metadata.clone(),
                 created_by: Some(req.actor.id.clone()),
             };
-            match self.meta.create_deployment(new).await {
+            match self.meta.create_deployment(new, claim).await {
                 Err(MetaError::Conflict(_)) => continue,
                 r => {
                     created = Some(r?);
@@ -578,14 +584,19 @@ impl Control {
 
     /// Points the project's production hosts at deployment `id` (which must be ready) in
     /// one table swap. Promoting an older deployment is a rollback.
-    pub async fn promote(&self, id: &str, actor: &Actor) -> Result<Deployment, ControlError> {
+    pub async fn promote(
+        &self,
+        id: &str,
+        actor: &Actor,
+        claim: Option<&IdemClaim>,
+    ) -> Result<Deployment, ControlError> {
         let started = std::time::Instant::now();
         // PERF: one event when it is over (with its duration), not two: a promote takes
         // a millisecond, and every event is an fsynced write on the promote's path.
         {
             let _release = self.release.lock().await;
             self.preload([id.to_owned()]).await?;
-            let change = match self.meta.promote(id, actor).await {
+            let change = match self.meta.promote(id, actor, claim).await {
                 Err(MetaError::InvalidState(message)) => {
                     self.phase_event(id, Phase::Promote, "failed", Some(started), Some(&message))
                         .await;

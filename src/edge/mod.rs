@@ -382,7 +382,15 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
     match req.uri().authority() {
         Some(a) => {
             // Userinfo is not allowed in an http(s) URI's authority (RFC 9110 §4.2.4).
-            host::normalize_host(a.as_str())?;
+            let authority = host::normalize_host(a.as_str())?;
+            // HTTP/2: a Host naming another site than `:authority` makes the request
+            // malformed (RFC 9113 §8.3.1), never "whichever we read first".
+            if req.version() == http::Version::HTTP_2
+                && let Some(h) = header.filter(|h| !h.is_empty())
+                && host::normalize_host(h)? != authority
+            {
+                return None;
+            }
             Some(a.as_str())
         }
         // HTTP/1.0 without Host: no site is named; the unknown-site answer.

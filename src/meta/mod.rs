@@ -10,7 +10,7 @@ pub mod sqlite;
 
 pub use records::{
     Actor, Alias, AliasKind, AliasOp, AliasTarget, Event, GcCandidate, HistoryEntry, HistoryFilter,
-    Progress, Retention, StoredResponse, Token,
+    IdemClaim, Progress, Retention, StoredResponse, Token,
 };
 
 use std::collections::BTreeMap;
@@ -235,12 +235,13 @@ pub enum MetaError {
 /// Metadata operations Halo needs; each is one transaction.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
-    /// Records a project and reserves its production host. `Conflict` when the name or the
-    /// host is taken.
+    /// Records a project and reserves its production host (and `claim`, with the project as
+    /// its effect). `Conflict` when the name or the host is taken.
     async fn create_project(
         &self,
         project: &Project,
         production_host: &str,
+        claim: Option<&IdemClaim>,
     ) -> Result<(), MetaError>;
     /// A project by id.
     async fn project(&self, id: &str) -> Result<Option<Project>, MetaError>;
@@ -250,12 +251,19 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn update_project(&self, id: &str, update: &ProjectUpdate) -> Result<Project, MetaError>;
 
     /// Records a deployment with its files and missing blobs; it starts `building` when
-    /// nothing is missing, else `queued`. `Conflict` when its preview host is taken.
-    async fn create_deployment(&self, new: NewDeployment) -> Result<Deployment, MetaError>;
+    /// nothing is missing, else `queued`; `claim` is recorded with it as its effect.
+    /// `Conflict` when its preview host is taken.
+    async fn create_deployment(
+        &self,
+        new: NewDeployment,
+        claim: Option<&IdemClaim>,
+    ) -> Result<Deployment, MetaError>;
     /// A deployment by id.
     async fn deployment(&self, id: &str) -> Result<Option<Deployment>, MetaError>;
     /// A filtered page of deployments, newest first.
     async fn deployments(&self, filter: &DeploymentFilter) -> Result<DeploymentPage, MetaError>;
+    /// The blobs a deployment still waits for.
+    async fn deployment_missing(&self, id: &str) -> Result<Vec<Sha256>, MetaError>;
     /// A deployment's files (path → blob), sorted by path.
     async fn deployment_files(&self, id: &str) -> Result<Vec<(String, Sha256)>, MetaError>;
     /// Deployments a crash may have interrupted: `building` ones, to build again.
@@ -271,8 +279,14 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Marks a build failed; false when it was no longer queued or building.
     async fn mark_error(&self, id: &str, message: &str) -> Result<bool, MetaError>;
     /// Points the project's production hosts (and custom aliases following production) at
-    /// a ready deployment, recording who did it. `InvalidState` when it is not ready.
-    async fn promote(&self, deployment_id: &str, actor: &Actor) -> Result<AliasChange, MetaError>;
+    /// a ready deployment, recording who did it (and `claim`, with the promote as its
+    /// effect). `InvalidState` when it is not ready.
+    async fn promote(
+        &self,
+        deployment_id: &str,
+        actor: &Actor,
+        claim: Option<&IdemClaim>,
+    ) -> Result<AliasChange, MetaError>;
     /// Replaces a deployment's attribution and metadata.
     async fn update_deployment(
         &self,

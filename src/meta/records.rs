@@ -192,6 +192,28 @@ pub struct StoredResponse {
     pub body: Vec<u8>,
     /// When it was stored.
     pub created_at: Millis,
+    /// What the request did, when its effect committed before its response was stored
+    /// (`status` is then 0): `deployment:<id>`, `project:<id>`, `promote:<id>`.
+    pub effect: Option<String>,
+}
+
+impl StoredResponse {
+    /// Whether only the effect is recorded: the response was lost before it was stored.
+    pub fn is_pending(&self) -> bool {
+        self.status == 0
+    }
+}
+
+/// An `Idempotency-Key` claimed by a request: the effect's own transaction records it with
+/// the effect, so the effect never exists without its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdemClaim {
+    /// The calling token.
+    pub token_id: String,
+    /// The key.
+    pub key: String,
+    /// Hash of method, path and body.
+    pub fingerprint: String,
 }
 
 /// How many deployments a project keeps; older ones are deleted by `halo gc`.

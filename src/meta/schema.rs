@@ -164,6 +164,23 @@ const MIGRATIONS: &[&str] = &[
     -- When a blob was last reported present to a client: GC spares it for a grace period.
     ALTER TABLE blobs ADD COLUMN touched_at INTEGER;
     "#,
+    // 5: exactly-once idempotency keys: the effect of a create or promote records its key in
+    // its own transaction (status 0, no body yet: `effect` names what it did), so a retry
+    // after a crash between the commit and the stored response replays the effect.
+    r#"
+    ALTER TABLE idempotency_keys ADD COLUMN effect TEXT;
+    "#,
+    // 6: per-project deployment numbers (1, 2, 3 …), assigned in the creating transaction
+    // from a counter that a delete never decrements: gap-free, never reused.
+    r#"
+    ALTER TABLE projects ADD COLUMN deployment_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deployments ADD COLUMN number INTEGER;
+    UPDATE deployments SET number = (SELECT COUNT(*) FROM deployments d2
+        WHERE d2.project_id = deployments.project_id AND d2.seq <= deployments.seq);
+    UPDATE projects SET deployment_count =
+        (SELECT COUNT(*) FROM deployments d WHERE d.project_id = projects.id);
+    CREATE UNIQUE INDEX deployments_by_number ON deployments (project_id, number);
+    "#,
 ];
 
 /// The schema version this build writes.

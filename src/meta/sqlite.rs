@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::group_commit::{StoredReply, StoredRows, group_committer};
 use super::{
     Actor, Alias, AliasChange, AliasOp, Deployment, DeploymentFilter, DeploymentPage, Event,
-    GcCandidate, HistoryEntry, HistoryFilter, MetaError, MetaStore, NewDeployment, Progress,
-    Project, ProjectFilter, ProjectUpdate, Route, StoredResponse, Token,
+    GcCandidate, HistoryEntry, HistoryFilter, IdemClaim, MetaError, MetaStore, NewDeployment,
+    Progress, Project, ProjectFilter, ProjectUpdate, Route, StoredResponse, Token,
 };
 use crate::digest::Sha256;
 use crate::model::owner::{Attribution, Metadata};
@@ -81,9 +81,11 @@ impl MetaStore for SqliteMeta {
         &self,
         project: &Project,
         production_host: &str,
+        claim: Option<&IdemClaim>,
     ) -> Result<(), MetaError> {
         let p = project.clone();
         let host = production_host.to_owned();
+        let claim = claim.cloned();
         self.run(move |c| {
             let tx = c.transaction()?;
             let taken: bool = tx.query_row(
@@ -112,6 +114,7 @@ impl MetaStore for SqliteMeta {
                 "INSERT INTO aliases (host, project_id, deployment_id, kind, updated_at) VALUES (?1, ?2, NULL, ?3, ?4)",
                 params![host, p.id, KIND_PRODUCTION, p.created_at],
             )?;
+            records::claim(&tx, claim.as_ref(), &format!("project:{}", p.id))?;
             tx.commit()?;
             Ok(())
         })
@@ -170,7 +173,12 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn create_deployment(&self, new: NewDeployment) -> Result<Deployment, MetaError> {
+    async fn create_deployment(
+        &self,
+        new: NewDeployment,
+        claim: Option<&IdemClaim>,
+    ) -> Result<Deployment, MetaError> {
+        let claim = claim.cloned();
         self.run(move |c| {
             let tx = c.transaction()?;
             let status = if new.missing.is_empty() { Status::Building } else { Status::Queued };
@@ -211,6 +219,7 @@ impl MetaStore for SqliteMeta {
                     miss.execute(params![new.id, digest.to_hex()])?;
                 }
             }
+            records::claim(&tx, claim.as_ref(), &format!("deployment:{}", new.id))?;
             let d = get_deployment(&tx, &new.id)?.ok_or_else(|| MetaError::NotFound(new.id.clone()))?;
             tx.commit()?;
             Ok(d)
@@ -261,6 +270,18 @@ impl MetaStore for SqliteMeta {
                 data,
                 next_cursor: if more { last_seq } else { None },
             })
+        })
+        .await
+    }
+
+    async fn deployment_missing(&self, id: &str) -> Result<Vec<Sha256>, MetaError> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT sha256 FROM deployment_missing WHERE deployment_id = ?1 ORDER BY sha256",
+            )?;
+            let rows = stmt.query_map([id], |r| r.get::<_, String>(0))?;
+            rows.map(|h| parse_col(h?, "missing hash")).collect()
         })
         .await
     }
@@ -352,13 +373,19 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn promote(&self, deployment_id: &str, actor: &Actor) -> Result<AliasChange, MetaError> {
-        let (id, actor) = (deployment_id.to_owned(), actor.clone());
+    async fn promote(
+        &self,
+        deployment_id: &str,
+        actor: &Actor,
+        claim: Option<&IdemClaim>,
+    ) -> Result<AliasChange, MetaError> {
+        let (id, actor, claim) = (deployment_id.to_owned(), actor.clone(), claim.cloned());
         self.run(move |c| {
             let tx = c.transaction()?;
             let mut changes = aliases::Changes::default();
             aliases::promote(&tx, &id, "promote", &mut changes)?;
             let change = changes.commit(&tx, &actor)?;
+            records::claim(&tx, claim.as_ref(), &format!("promote:{id}"))?;
             tx.commit()?;
             Ok(change)
         })

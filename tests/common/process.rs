@@ -128,6 +128,11 @@ pub struct Halo {
 
 impl Halo {
     pub fn start(data: &Path, env_token: Option<&str>) -> Halo {
+        Self::start_env(data, env_token, &[])
+    }
+
+    /// As [`Halo::start`], with extra environment (fault points, settings).
+    pub fn start_env(data: &Path, env_token: Option<&str>, envs: &[(&str, &str)]) -> Halo {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_halo"));
         cmd.args([
             "serve",
@@ -150,6 +155,9 @@ impl Halo {
         .env_remove("HALO_EDGE_LISTEN");
         if let Some(t) = env_token {
             cmd.env("HALO_ADMIN_TOKEN", t);
+        }
+        for (k, v) in envs {
+            cmd.env(k, v);
         }
         let proc = Proc::from_command(cmd, &["api listening", "edge listening"]);
         Halo {

@@ -4,7 +4,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::json_col;
 use crate::digest::Sha256;
-use crate::meta::{Event, GcCandidate, MetaError, Progress, StoredResponse, Token};
+use crate::meta::{Event, GcCandidate, IdemClaim, MetaError, Progress, StoredResponse, Token};
 use crate::model::Millis;
 
 pub(super) const TOKEN_COLS: &str =
@@ -97,7 +97,7 @@ pub(super) fn idempotent(
     since: Millis,
 ) -> Result<Option<StoredResponse>, MetaError> {
     Ok(c.query_row(
-        "SELECT fingerprint, status, content_type, body, created_at FROM idempotency_keys
+        "SELECT fingerprint, status, content_type, body, created_at, effect FROM idempotency_keys
          WHERE token_id = ?1 AND key = ?2 AND created_at >= ?3",
         params![token, key, since],
         |r| {
@@ -107,10 +107,29 @@ pub(super) fn idempotent(
                 content_type: r.get(2)?,
                 body: r.get(3)?,
                 created_at: r.get(4)?,
+                effect: r.get(5)?,
             })
         },
     )
     .optional()?)
+}
+
+/// Records `claim` with the effect it produced, inside the effect's transaction (the
+/// response is stored over it afterwards).
+pub(super) fn claim(
+    tx: &rusqlite::Transaction<'_>,
+    claim: Option<&IdemClaim>,
+    effect: &str,
+) -> Result<(), MetaError> {
+    let Some(c) = claim else {
+        return Ok(());
+    };
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO idempotency_keys (token_id, key, fingerprint, status, content_type, body, created_at, effect)
+         VALUES (?1, ?2, ?3, 0, NULL, x'', ?4, ?5)",
+    )?
+    .execute(params![c.token_id, c.key, c.fingerprint, crate::model::now_millis(), effect])?;
+    Ok(())
 }
 
 /// Blobs referenced by a deployment that is not deleted, or by nothing but touched since
