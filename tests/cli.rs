@@ -168,10 +168,41 @@ async fn deploy_redeploy_change_promote_rollback_diff() {
     cli.run(&["rollback", "--to", &first_id]);
     assert_eq!(edge_body(&halo, "cli-app.halo.test", "/").await.0, first_id);
 
+    // Deployments by number: 1, 2, 3 in creation order, wherever a deployment is named.
+    cli.run(&["promote", "cli-app@3"]);
+    assert_eq!(edge_body(&halo, "cli-app.halo.test", "/").await.0, third_id);
+    cli.run(&["rollback", "--project", "cli-app", "--to", "1"]);
+    assert_eq!(edge_body(&halo, "cli-app.halo.test", "/").await.0, first_id);
+    let out = cli.run(&["diff", "cli-app@1", "cli-app@3"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "~ index.html\n");
+    let out = cli.run(&["inspect", "cli-app@3"]);
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (d["id"].as_str(), d["number"].as_u64()),
+        (Some(third_id.as_str()), Some(3))
+    );
+
     // Listing and inspecting.
     let out = cli.run(&["ls", "--project", "cli-app", "--json"]);
     let page: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(page["data"].as_array().unwrap().len(), 3);
+    let numbers: Vec<u64> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [3, 2, 1], "newest first");
+    let out = cli.run(&["ls", "--project", "cli-app"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .trim_start()
+            .starts_with(&format!("3 {third_id}")),
+        "{text}"
+    );
     let out = cli.run(&["ls", "--project", "cli-app", "--target", "production"]);
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().lines().count(),

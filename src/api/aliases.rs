@@ -139,8 +139,8 @@ impl TargetBody {
     async fn resolve(self, s: &ApiState, caller: &Caller) -> Result<AliasTarget, ApiError> {
         match (self.deployment_id, self.project_id, self.target.as_deref()) {
             (Some(d), None, None | Some("deployment")) => {
-                super::deployments::visible(s, caller, &d).await?;
-                Ok(AliasTarget::Deployment(d))
+                let d = super::deployments::visible(s, caller, &d).await?;
+                Ok(AliasTarget::Deployment(d.id))
             }
             (None, Some(p), Some("production")) => {
                 caller.check_project(&p, &format!("project {p}"))?;

@@ -14,7 +14,7 @@ use super::auth::Caller;
 use super::json::{Owned, query};
 use super::views::DeploymentView;
 use super::{ApiError, ApiState, Idem};
-use crate::control::{DeployRequest, DeploymentPatch};
+use crate::control::{ControlError, DeployRequest, DeploymentPatch};
 use crate::meta::{Deployment, DeploymentFilter, Env};
 use crate::model::owner::{Attribution, Metadata};
 use crate::model::{Status, Target, parse_rfc3339};
@@ -37,14 +37,23 @@ pub struct CreateDeployment {
     metadata: Metadata,
 }
 
-/// Loads a deployment the caller may see; 404 otherwise (the same answer as for one
-/// that does not exist).
+/// Loads a deployment the caller may see, named by id (`dpl_…`) or by its project's name
+/// or id and its number (`my-app@17`); 404 otherwise (the same answer as for one that does
+/// not exist).
 pub(super) async fn visible(
     s: &ApiState,
     caller: &Caller,
     id: &str,
 ) -> Result<Deployment, ApiError> {
-    let d = s.control.deployment(id).await?;
+    let d = match id.rsplit_once('@') {
+        Some((project, n)) => {
+            let n = n
+                .parse()
+                .map_err(|_| ApiError::from(ControlError::NotFound(format!("deployment {id}"))))?;
+            s.control.deployment_by_number(project, n).await?
+        }
+        None => s.control.deployment(id).await?,
+    };
     caller.check_project(&d.project_id, &format!("deployment {id}"))?;
     Ok(d)
 }
@@ -127,7 +136,7 @@ pub async fn promote(
     idem: Idem,
     Path(id): Path<String>,
 ) -> Result<Json<DeploymentView>, ApiError> {
-    visible(&s, &caller, &id).await?;
+    let id = visible(&s, &caller, &id).await?.id;
     if idem.replayed("promote") == Some(id.as_str()) {
         let d = s.control.deployment(&id).await?;
         return Ok(Json(DeploymentView::new(&s.control, d, None)));
@@ -146,7 +155,7 @@ pub async fn update(
     Path(id): Path<String>,
     Owned(attribution, mut patch): Owned<DeploymentPatch>,
 ) -> Result<Json<DeploymentView>, ApiError> {
-    visible(&s, &caller, &id).await?;
+    let id = visible(&s, &caller, &id).await?.id;
     patch.attribution = attribution;
     let d = s.control.update_deployment(&id, &patch).await?;
     Ok(Json(DeploymentView::new(&s.control, d, None)))
@@ -158,7 +167,7 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DeploymentView>, ApiError> {
-    visible(&s, &caller, &id).await?;
+    let id = visible(&s, &caller, &id).await?.id;
     let d = s.control.cancel(&id, &caller.0.actor()).await?;
     Ok(Json(DeploymentView::new(&s.control, d, None)))
 }
@@ -170,7 +179,7 @@ pub async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DeploymentView>, ApiError> {
-    visible(&s, &caller, &id).await?;
+    let id = visible(&s, &caller, &id).await?.id;
     let d = s.control.delete_deployment(&id, &caller.0.actor()).await?;
     Ok(Json(DeploymentView::new(&s.control, d, None)))
 }
@@ -196,6 +205,7 @@ pub struct ListParams {
     status: Option<String>,
     created_after: Option<String>,
     created_before: Option<String>,
+    number: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
     workspace_id: Option<String>,
@@ -243,6 +253,18 @@ pub async fn list(
             .transpose()?,
         created_after: parse_time(p.created_after.as_deref(), "created_after")?,
         created_before: parse_time(p.created_before.as_deref(), "created_before")?,
+        number: p
+            .number
+            .as_deref()
+            .map(|n| {
+                n.parse().map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!("number must be a positive integer, got {n:?}"),
+                    )
+                })
+            })
+            .transpose()?,
         limit,
         cursor,
         attribution: Attribution {

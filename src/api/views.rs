@@ -64,6 +64,8 @@ struct Timings {
 #[derive(Serialize)]
 pub struct DeploymentView {
     id: String,
+    /// Its number within the project (1, 2, 3 …): `<project>@<number>` names it too.
+    number: u64,
     project_id: String,
     /// This exact deployment's own URL; never changes.
     url: String,
@@ -103,6 +105,7 @@ impl DeploymentView {
     pub fn new(c: &Control, d: Deployment, missing: Option<Vec<Sha256>>) -> Self {
         let end = d.ready_at.or(d.errored_at);
         DeploymentView {
+            number: d.number,
             url: c.url_for(&d.preview_host),
             aliases: d.serving_hosts.iter().map(|h| c.url_for(h)).collect(),
             timings: Timings {

@@ -33,21 +33,21 @@ pub enum Command {
     Ls(LsArgs),
     /// Show one deployment in full (JSON).
     Inspect {
-        /// Deployment id.
+        /// Deployment id, or `project@N` (its number in the project).
         id: String,
     },
     /// Point a project's production hosts at a ready deployment.
     Promote {
-        /// Deployment id.
+        /// Deployment id, or `project@N` (its number in the project).
         id: String,
     },
     /// Put the previous production deployment (or --to DPL) back in production.
     Rollback(RollbackArgs),
     /// Files added, changed and removed between two deployments.
     Diff {
-        /// The older deployment.
+        /// The older deployment (id or `project@N`).
         a: String,
-        /// The newer deployment.
+        /// The newer deployment (id or `project@N`).
         b: String,
     },
     /// Apply retention, then delete blobs nothing references (after the grace period).
@@ -129,7 +129,8 @@ pub struct RollbackArgs {
     /// The project (name or id); required unless --to is given
     #[arg(long)]
     pub project: Option<String>,
-    /// Roll back to this deployment instead of the previous production one
+    /// Roll back to this deployment instead of the previous production one: an id,
+    /// `project@N`, or a number N of --project
     #[arg(long)]
     pub to: Option<String>,
 }
@@ -278,12 +279,13 @@ async fn list(client: &Client, a: LsArgs) -> Result<(), ClientError> {
         return Ok(());
     }
     println!(
-        "{:<26} {:<9} {:<10} {:>6} {:<24} URL",
-        "ID", "STATUS", "TARGET", "FILES", "CREATED"
+        "{:>5} {:<26} {:<9} {:<10} {:>6} {:<24} URL",
+        "#", "ID", "STATUS", "TARGET", "FILES", "CREATED"
     );
     for d in page["data"].as_array().into_iter().flatten() {
         println!(
-            "{:<26} {:<9} {:<10} {:>6} {:<24} {}",
+            "{:>5} {:<26} {:<9} {:<10} {:>6} {:<24} {}",
+            d["number"],
             s(&d["id"]),
             s(&d["status"]),
             s(&d["target"]),
@@ -297,6 +299,13 @@ async fn list(client: &Client, a: LsArgs) -> Result<(), ClientError> {
 
 async fn rollback(client: &Client, a: RollbackArgs) -> Result<(), ClientError> {
     let target = match a.to {
+        // A bare number is the project's deployment of that number.
+        Some(to) if to.bytes().all(|b| b.is_ascii_digit()) => {
+            let project = a.project.ok_or_else(|| {
+                ClientError::Local(format!("--to {to} names a number: give --project too"))
+            })?;
+            format!("{project}@{to}")
+        }
         Some(to) => to,
         None => {
             let name = a

@@ -254,6 +254,18 @@ impl Control {
             .ok_or_else(|| ControlError::NotFound(format!("deployment {id}")))
     }
 
+    /// A deployment by its number within a project (named by id or name).
+    pub async fn deployment_by_number(
+        &self,
+        project: &str,
+        number: u64,
+    ) -> Result<Deployment, ControlError> {
+        self.meta
+            .deployment_by_number(project, number)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("deployment {project}@{number}")))
+    }
+
     /// Records a deployment; returns it with the blobs still to upload. Starts the build at
     /// once when nothing is missing.
     pub async fn create_deployment(

@@ -52,6 +52,8 @@ pub struct Project {
 pub struct Deployment {
     /// `dpl_…`
     pub id: String,
+    /// Its number within the project: 1, 2, 3 … in creation order, never reused.
+    pub number: u64,
     /// Owning project.
     pub project_id: String,
     /// Preview or production.
@@ -160,6 +162,8 @@ pub struct DeploymentFilter {
     pub created_after: Option<Millis>,
     /// Created strictly before.
     pub created_before: Option<Millis>,
+    /// Only the deployment with this number (within `project_id`).
+    pub number: Option<u64>,
     /// Page size.
     pub limit: u32,
     /// Continue after this position (from a previous page).
@@ -260,6 +264,12 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<Deployment, MetaError>;
     /// A deployment by id.
     async fn deployment(&self, id: &str) -> Result<Option<Deployment>, MetaError>;
+    /// A deployment by its number within a project named by id or name.
+    async fn deployment_by_number(
+        &self,
+        project: &str,
+        number: u64,
+    ) -> Result<Option<Deployment>, MetaError>;
     /// A filtered page of deployments, newest first.
     async fn deployments(&self, filter: &DeploymentFilter) -> Result<DeploymentPage, MetaError>;
     /// The blobs a deployment still waits for.

@@ -193,16 +193,23 @@ impl MetaStore for SqliteMeta {
                 r => r?,
             };
             let a = &new.attribution;
+            // The project's counter, in this transaction: gap-free under concurrent creates
+            // (they serialise on the write lock), never reused (a delete keeps it).
+            let number: i64 = tx.query_row(
+                "UPDATE projects SET deployment_count = deployment_count + 1 WHERE id = ?1 RETURNING deployment_count",
+                [&new.project_id],
+                |r| r.get(0),
+            ).optional()?.ok_or_else(|| MetaError::NotFound(format!("project {}", new.project_id)))?;
             tx.execute(
                 "INSERT INTO deployments (id, project_id, target, status, env, file_count, preview_host, created_at,
                    building_at, workspace_id, external_workspace_id, external_user_id, external_project_id,
-                   metadata, created_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                   metadata, created_by, number)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 params![
                     new.id, new.project_id, new.target.as_str(), status.as_str(), env_to_json(&new.env),
                     new.files.len() as i64, new.preview_host, new.created_at, building_at,
                     a.workspace_id, a.external_workspace_id, a.external_user_id, a.external_project_id,
-                    to_json(&new.metadata), new.created_by
+                    to_json(&new.metadata), new.created_by, number
                 ],
             )?;
             {
@@ -232,6 +239,29 @@ impl MetaStore for SqliteMeta {
         self.run(move |c| get_deployment(c, &id)).await
     }
 
+    async fn deployment_by_number(
+        &self,
+        project: &str,
+        number: u64,
+    ) -> Result<Option<Deployment>, MetaError> {
+        let project = project.to_owned();
+        self.run(move |c| {
+            let id: Option<String> = c
+                .query_row(
+                    "SELECT d.id FROM deployments d JOIN projects p ON p.id = d.project_id
+                     WHERE (p.id = ?1 OR p.name = ?1) AND d.number = ?2",
+                    params![project, number as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match id {
+                Some(id) => get_deployment(c, &id),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
     async fn deployments(&self, f: &DeploymentFilter) -> Result<DeploymentPage, MetaError> {
         let f = f.clone();
         self.run(move |c| {
@@ -244,6 +274,7 @@ impl MetaStore for SqliteMeta {
             }
             q.and_some("created_at >", f.created_after);
             q.and_some("created_at <", f.created_before);
+            q.and_some("number =", f.number.map(|n| n as i64));
             q.and_some("seq <", f.cursor);
             q.attribution(&f.attribution);
             q.projects("project_id", f.project_ids.as_deref());

@@ -128,7 +128,7 @@ pub(super) const PROJECT_COLS: &str = "id, name, env, created_at, production_dep
 pub(super) const DEPLOYMENT_COLS: &str = "seq, id, project_id, target, status, env, error, file_count, \
      total_bytes, manifest, preview_host, created_at, building_at, ready_at, errored_at, \
      workspace_id, external_workspace_id, external_user_id, external_project_id, metadata, \
-     created_by, canceled_at, deleted_at";
+     created_by, canceled_at, deleted_at, number";
 
 /// Reads one deployment row (selected with [`DEPLOYMENT_COLS`]) plus its derived fields.
 pub(super) fn read_deployment(
@@ -169,6 +169,7 @@ pub(super) fn read_deployment(
         created_by: r.get(20)?,
         canceled_at: r.get(21)?,
         deleted_at: r.get(22)?,
+        number: r.get::<_, Option<i64>>(23)?.unwrap_or(0) as u64,
         serving_hosts,
         id,
     };
