@@ -223,6 +223,7 @@ where
     let io = Activity {
         inner: io,
         active: active.clone(),
+        linger: None,
     };
     let svc_opts = opts.clone();
     let svc_edge = edge.clone();
@@ -351,10 +352,24 @@ fn to_https(req: &Request<Incoming>, port: u16) -> Response<EdgeBody> {
     resp
 }
 
-/// An I/O wrapper that notes when bytes move, for the idle watchdog (one relaxed store).
+/// An I/O wrapper that notes when bytes move, for the idle watchdog (one relaxed store),
+/// and closes lingeringly.
 struct Activity<IO> {
     inner: IO,
     active: Arc<AtomicBool>,
+    /// Set once shutdown began: the write half is closed and client bytes are discarded.
+    linger: Option<Linger>,
+}
+
+/// Longest a closing connection keeps reading (and discarding) what the client still sends.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+/// Most bytes discarded while lingering.
+const LINGER_BYTES: usize = 1 << 20;
+
+struct Linger {
+    until: std::pin::Pin<Box<tokio::time::Sleep>>,
+    write_closed: bool,
+    drained: usize,
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Activity<IO> {
@@ -372,7 +387,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Activity<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Activity<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Activity<IO> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -408,10 +423,39 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Activity<IO> {
         std::pin::Pin::new(&mut self.inner).poll_flush(cx)
     }
 
+    /// A lingering close (RFC 9112 §9.6): the write half is shut, then what the client still
+    /// sends (pipelined requests after an error or a `Connection: close`, a body nobody
+    /// read) is read and discarded until it closes too, for at most a second and a MiB.
+    /// Closing with unread bytes makes the kernel answer with a reset, which can destroy
+    /// our last response in the client's buffer before the client reads it.
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        use std::task::Poll;
+        let this = &mut *self;
+        let linger = this.linger.get_or_insert_with(|| Linger {
+            until: Box::pin(tokio::time::sleep(LINGER_TIME)),
+            write_closed: false,
+            drained: 0,
+        });
+        if !linger.write_closed {
+            std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            linger.write_closed = true;
+        }
+        let mut scratch = [0u8; 4096];
+        loop {
+            if linger.drained >= LINGER_BYTES || linger.until.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            match std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    linger.drained += buf.filled().len();
+                }
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
