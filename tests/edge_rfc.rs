@@ -138,6 +138,43 @@ async fn authority_rules_of_rfc_9112_on_both_paths() {
                 "{path}: {text:?}: not the unknown-site page"
             );
         }
+        // The grey cases, as docs/edge.md states them: a higher HTTP/1 minor version is
+        // refused (no client sends one); a raw UTF-8 target is taken as its percent-encoded
+        // form would be (as nginx does); malformed percent-encoding is a bad path.
+        for (head, want) in [
+            (
+                &b"GET / HTTP/1.2\r\nHost: a.halo.test\r\nConnection: close\r\n\r\n"[..],
+                400,
+            ),
+            (
+                b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a.halo.test\r\nConnection: close\r\n\r\n",
+                404,
+            ),
+            (
+                b"GET /\xc3\xa9/../index.html HTTP/1.1\r\nHost: a.halo.test\r\nConnection: close\r\n\r\n",
+                400,
+            ),
+            (
+                b"GET /%zz HTTP/1.1\r\nHost: a.halo.test\r\nConnection: close\r\n\r\n",
+                400,
+            ),
+            (
+                b"GET /a% HTTP/1.1\r\nHost: a.halo.test\r\nConnection: close\r\n\r\n",
+                400,
+            ),
+            (
+                b"GET /caf%C3%A9 HTTP/1.1\r\nHost: a.halo.test\r\nConnection: close\r\n\r\n",
+                404,
+            ),
+        ] {
+            let raw = exchange(addr, &[head]).await;
+            assert_eq!(
+                statuses(&raw),
+                [want],
+                "{path}: {:?}",
+                String::from_utf8_lossy(head)
+            );
+        }
         // HTTP/1.0 without Host names no site: the unknown-site answer.
         let raw = exchange(addr, &[b"GET / HTTP/1.0\r\n\r\n"]).await;
         assert_eq!(statuses(&raw), [404], "{path}");

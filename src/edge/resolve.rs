@@ -59,12 +59,18 @@ pub enum Resolved<'t> {
 pub fn decode_path(path: &str) -> Option<Cow<'_, str>> {
     let decoded = if path.contains('%') {
         let raw = path.as_bytes();
-        for w in raw.windows(3) {
-            if w[0] == b'%' {
-                let code = [w[1].to_ascii_lowercase(), w[2].to_ascii_lowercase()];
-                if matches!(&code, b"2f" | b"5c" | b"00") {
-                    return None;
-                }
+        for (i, _) in raw.iter().enumerate().filter(|(_, b)| **b == b'%') {
+            // A `%` not followed by two hex digits (`/%zz`, a trailing `%`) is malformed
+            // (RFC 3986 §2.1), as nginx also answers: 400, not a literal file name.
+            let (Some(h), Some(l)) = (raw.get(i + 1), raw.get(i + 2)) else {
+                return None;
+            };
+            if !h.is_ascii_hexdigit() || !l.is_ascii_hexdigit() {
+                return None;
+            }
+            let code = [h.to_ascii_lowercase(), l.to_ascii_lowercase()];
+            if matches!(&code, b"2f" | b"5c" | b"00") {
+                return None;
             }
         }
         percent_decode_str(path).decode_utf8().ok()?

@@ -300,6 +300,10 @@ fn hostile_paths_are_refused() {
         "/index.html%00",
         "/%ff",
         "/%c3%28",
+        "/%zz",
+        "/a%",
+        "/a%4",
+        "/%g0",
     ] {
         assert_eq!(outcome(&t, p), "400", "{p}");
     }
