@@ -193,7 +193,7 @@ fn valid(rng: &mut StdRng) -> Req {
         ),
     );
     for _ in 0..rng.random_range(0..4) {
-        h.push_str(*pick::<&str>(
+        h.push_str(pick::<&str>(
             rng,
             &[
                 "Accept-Encoding: gzip, br\r\n",
@@ -394,7 +394,11 @@ async fn fast_path_and_hyper_answer_generated_streams_alike() {
             pipelined += usize::from(hyper.statuses.len() > 1);
             if !alike(&fast, &hyper, bodies) {
                 disagreements.push(format!(
-                    "case {case} cut at {cuts:?}: fast path {fast:?}, hyper {hyper:?}\n  {:?}",
+                    "case {case} cut at {cuts:?}: fast path {:?} ({}), hyper {:?} ({})\n  {:?}",
+                    fast.statuses,
+                    fast.end,
+                    hyper.statuses,
+                    hyper.end,
                     String::from_utf8_lossy(&wire[..wire.len().min(600)])
                 ));
             }
