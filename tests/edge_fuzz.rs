@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{TOKEN, TestServer, deploy_over_http};
-use halo::edge::server::{ServeOptions, serve};
+use halo::edge::server::ServeOptions;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -337,10 +337,7 @@ async fn fast_path_and_hyper_answer_generated_streams_alike() {
     }
     site.insert("big.bin".into(), vec![7u8; 300_000]);
     deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &site, "production").await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hyper_addr = listener.local_addr().unwrap();
-    let edge = srv.server.as_ref().unwrap().edge.clone();
-    tokio::spawn(serve(listener, edge, srv.shutdown.clone(), opts(false)));
+    let hyper_addr = srv.serve_hyper_only(opts(false)).await;
     let fast_addr = srv.edge_addr;
 
     let cases: usize = std::env::var("HALO_FUZZ_CASES")

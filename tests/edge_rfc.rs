@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::{TOKEN, TestServer, deploy_over_http};
-use halo::edge::server::{ServeOptions, serve};
+use halo::edge::server::ServeOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -47,10 +47,7 @@ async fn edges(header_read_timeout: Duration) -> Edges {
         site.insert("big.bin".into(), big.clone());
         deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &site, "production").await;
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hyper_addr = listener.local_addr().unwrap();
-    let edge = srv.server.as_ref().unwrap().edge.clone();
-    tokio::spawn(serve(listener, edge, srv.shutdown.clone(), opts(false)));
+    let hyper_addr = srv.serve_hyper_only(opts(false)).await;
     let paths = vec![("fast path", srv.edge_addr), ("hyper", hyper_addr)];
     Edges { srv, paths, big }
 }

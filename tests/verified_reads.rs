@@ -9,22 +9,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{TOKEN, TestServer, deploy_over_http};
+use common::{TOKEN, TestServer, copy_dir, deploy_over_http};
 use halo::digest::Sha256;
 use halo::store::fs::FsStore;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
 
 /// Flips one byte in the middle of a file, in place.
 fn flip_a_byte(path: &Path) {

@@ -252,6 +252,29 @@ impl TestServer {
         self.dir.path().to_path_buf()
     }
 
+    /// The same edge on a second listener, hyper only (`http1_fast_path` off), for tests
+    /// that compare both HTTP/1.1 paths; stops with the server.
+    #[allow(dead_code)]
+    pub async fn serve_hyper_only(
+        &self,
+        opts: halo::edge::server::ServeOptions,
+    ) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let opts = halo::edge::server::ServeOptions {
+            http1_fast_path: false,
+            ..opts
+        };
+        let edge = self.server.as_ref().unwrap().edge.clone();
+        tokio::spawn(halo::edge::server::serve(
+            listener,
+            edge,
+            self.shutdown.clone(),
+            opts,
+        ));
+        addr
+    }
+
     /// GET `path` from the edge with `Host: host`.
     pub async fn edge_get(&self, host: &str, path: &str) -> reqwest::Response {
         self.client
@@ -510,4 +533,19 @@ pub async fn metric(client: &reqwest::Client, api: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// Copies a directory tree.
+#[allow(dead_code)]
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
 }
