@@ -4,6 +4,10 @@
 # core 0, one worker each, servers in shuffled order every round. See benches/README.md.
 #
 #   bash benches/edge_vs_nginx.sh            ROUNDS=3 DUR=10 RATE=20000 to change the defaults
+#
+# Before and after in one run: HALO_BASELINE=/path/to/older/halo adds that binary as the
+# server `halo-base`, deployed and measured like `halo`. HALO_BIN=/path/to/halo measures a
+# given binary instead of building this tree. SERVERS="halo halo-base nginx" limits the set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -16,8 +20,12 @@ if ! need nginx || ! need wrk; then
     apt-get update -qq && apt-get install -y -qq nginx-light wrk >/dev/null
 fi
 need oha || cargo install oha --version 1.16.0 --locked
-cargo build --release --quiet
-halo=$PWD/target/release/halo
+if [ -n "${HALO_BIN:-}" ]; then
+    halo=$HALO_BIN
+else
+    cargo build --release --quiet
+    halo=$PWD/target/release/halo
+fi
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -49,6 +57,15 @@ pids+=($!); halo_pid=$!
 wait_port "$api"
 HALO_API=http://127.0.0.1:$api HALO_TOKEN=bench-token-0123456789 XDG_CACHE_HOME=$work/cache \
     "$halo" deploy "$work/site" --project bench --prod > /dev/null 2>&1
+if [ -n "${HALO_BASELINE:-}" ]; then
+    bapi=$(port); bedge=$(port)
+    HALO_ADMIN_TOKEN=bench-token-0123456789 taskset -c 1 "$HALO_BASELINE" serve --data-dir "$work/halo-base" \
+        --api-listen "127.0.0.1:$bapi" --edge-listen "127.0.0.1:$bedge" > "$work/halo-base.log" 2>&1 &
+    pids+=($!); base_pid=$!
+    wait_port "$bapi"
+    HALO_API=http://127.0.0.1:$bapi HALO_TOKEN=bench-token-0123456789 XDG_CACHE_HOME=$work/cache-base \
+        "$HALO_BASELINE" deploy "$work/site" --project bench --prod > /dev/null 2>&1
+fi
 
 # nginx as a competent operator configures it, twice: sendfile on, and sendfile off with
 # large output buffers (faster over loopback for big files).
@@ -86,6 +103,9 @@ nginx_conf nginx-nosendfile "$ngx_nosf" off
 declare -A url=([halo]="http://127.0.0.1:$hedge" [nginx]="http://127.0.0.1:$ngx" [nginx-nosendfile]="http://127.0.0.1:$ngx_nosf")
 declare -A pidof=([halo]=$halo_pid [nginx]="$(cat "$work/nginx/nginx.pid")" [nginx-nosendfile]="$(cat "$work/nginx-nosendfile/nginx.pid")")
 servers=(halo nginx nginx-nosendfile)
+if [ -n "${HALO_BASELINE:-}" ]; then
+    url[halo-base]="http://127.0.0.1:$bedge"; pidof[halo-base]=$base_pid; servers+=(halo-base)
+fi
 if need static-web-server; then
     sws=$(port)
     taskset -c 1 static-web-server --host 127.0.0.1 --port "$sws" --root "$work/site" --threads-multiplier 1 \
@@ -106,6 +126,9 @@ for s in "${servers[@]}"; do
     [ "$code" = 404 ] || { echo "$s: wrong Host answered $code" >&2; exit 1; }
 done
 echo "checked: ${servers[*]} serve identical statuses and sizes; wrong Host is 404"
+if [ -n "${SERVERS:-}" ]; then
+    read -r -a servers <<< "$SERVERS"
+fi
 
 cpu_ticks() { # total utime+stime of a process and its children threads/processes
     local total=0 p
