@@ -59,8 +59,10 @@ HALO_API=http://127.0.0.1:$api HALO_TOKEN=bench-token-0123456789 XDG_CACHE_HOME=
     "$halo" deploy "$work/site" --project bench --prod > /dev/null 2>&1
 if [ -n "${HALO_BASELINE:-}" ]; then
     bapi=$(port); bedge=$(port)
-    HALO_ADMIN_TOKEN=bench-token-0123456789 taskset -c 1 "$HALO_BASELINE" serve --data-dir "$work/halo-base" \
-        --api-listen "127.0.0.1:$bapi" --edge-listen "127.0.0.1:$bedge" > "$work/halo-base.log" 2>&1 &
+    # From the work directory: an older binary must not read this tree's config/halo.toml.
+    (cd "$work" && HALO_ADMIN_TOKEN=bench-token-0123456789 exec taskset -c 1 "$HALO_BASELINE" serve \
+        --data-dir "$work/halo-base" --api-listen "127.0.0.1:$bapi" --edge-listen "127.0.0.1:$bedge" \
+        > "$work/halo-base.log" 2>&1) &
     pids+=($!); base_pid=$!
     wait_port "$bapi"
     HALO_API=http://127.0.0.1:$bapi HALO_TOKEN=bench-token-0123456789 XDG_CACHE_HOME=$work/cache-base \

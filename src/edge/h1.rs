@@ -139,11 +139,21 @@ where
     let stop = shutdown.cancelled();
     tokio::pin!(stop);
     let mut first = true;
+    // PERF: one timer per connection, set lazily. Each request moves `deadline` (a clock
+    // read); the timer keeps its older, earlier deadline and, when it fires, is pushed to
+    // the current one unless that has passed. Re-arming a timer per request (a lock in
+    // tokio's timer wheel and a cancellation) would cost every request on a hot
+    // connection; this costs one re-arm per timeout period.
+    let mut deadline = tokio::time::Instant::now() + opts.header_read_timeout;
+    let timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(timer);
     loop {
         // Read until a whole header block is buffered. The header-read deadline counts from
         // when the client may send this request (accept, or the end of the previous
         // response), as hyper's does: the same keep-alive lifetime on both paths.
-        let deadline = tokio::time::Instant::now() + opts.header_read_timeout;
+        if !first {
+            deadline = tokio::time::Instant::now() + opts.header_read_timeout;
+        }
         let parsed = loop {
             if first && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
                 // Maybe HTTP/2 prior knowledge: only as a connection's first bytes.
@@ -170,7 +180,13 @@ where
                 // Between requests shutdown closes at once; inside a head the request
                 // still gets its answer (with `Connection: close`).
                 () = &mut stop, if buf.is_empty() => return Outcome::Closed,
-                () = tokio::time::sleep_until(deadline) => return Outcome::Closed,
+                () = &mut timer => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Outcome::Closed;
+                    }
+                    timer.as_mut().reset(deadline);
+                    continue;
+                }
             };
             match read {
                 Ok(0) | Err(_) => return Outcome::Closed,
