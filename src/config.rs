@@ -64,6 +64,16 @@ pub struct ServeArgs {
     /// Directory of per-host certificates (`<host>.crt` + `<host>.key`), reloaded on change
     #[arg(long, env = "HALO_TLS_CERT_DIR")]
     pub tls_cert_dir: Option<PathBuf>,
+    /// Turn on automatic HTTPS: certificates from ACME (Let's Encrypt by default) for every
+    /// production host and custom domain, with this contact address
+    #[arg(long, env = "HALO_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+    /// ACME directory URL, or `staging` for Let's Encrypt's staging CA [default: Let's Encrypt]
+    #[arg(long, env = "HALO_ACME_DIRECTORY_URL")]
+    pub acme_directory_url: Option<String>,
+    /// PEM file of an extra root to trust the ACME directory with (a test CA)
+    #[arg(long, env = "HALO_ACME_CA_ROOTS")]
+    pub acme_ca_roots: Option<PathBuf>,
     /// Redirect plain-HTTP edge requests to HTTPS (needs --tls-listen)
     #[arg(long, env = "HALO_REDIRECT_HTTPS", num_args = 0..=1, default_missing_value = "true")]
     pub redirect_https: Option<bool>,
@@ -162,6 +172,18 @@ struct FileConfig {
     scrub_bytes_per_sec: Option<u64>,
     storage: Option<StorageFile>,
     edge: Option<EdgeFile>,
+    acme: Option<AcmeFile>,
+}
+
+/// The `[acme]` table of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcmeFile {
+    enabled: Option<bool>,
+    email: Option<String>,
+    directory_url: Option<String>,
+    ca_roots: Option<PathBuf>,
+    check_interval_secs: Option<u64>,
 }
 
 /// Where blobs are stored.
@@ -204,6 +226,8 @@ pub struct Config {
     pub api: crate::api::ApiOptions,
     /// How often retention and GC run by themselves, if at all.
     pub gc_interval: Option<Duration>,
+    /// Automatic HTTPS, when on.
+    pub acme: Option<crate::acme::issuer::AcmeSettings>,
     /// Periodic scrub: how often, and at most how many bytes per second.
     pub scrub_interval: Option<Duration>,
     /// Read rate of a periodic scrub.
@@ -227,6 +251,7 @@ impl Default for Config {
             tls_cert_dir: None,
             api: crate::api::ApiOptions::default(),
             gc_interval: None,
+            acme: None,
             scrub_interval: None,
             scrub_bytes_per_sec: 50 * 1024 * 1024,
         }
@@ -321,6 +346,7 @@ impl Config {
                     .or(file.gc_grace_secs)
                     .map_or(d.api.gc_grace, Duration::from_secs),
             },
+            acme: None,
             gc_interval: args
                 .gc_interval_secs
                 .or(file.gc_interval_secs)
@@ -336,6 +362,8 @@ impl Config {
                 .or(file.scrub_bytes_per_sec)
                 .unwrap_or(d.scrub_bytes_per_sec),
         };
+        let mut cfg = cfg;
+        cfg.acme = acme(args, file.acme.unwrap_or_default())?;
         let mut cfg = edge(args, file.edge.unwrap_or_default(), cfg)?;
         cfg.api.max_file_bytes = cfg.max_file_bytes;
         cfg.validate()?;
@@ -375,14 +403,61 @@ impl Config {
     }
 }
 
+/// The `[acme]` settings: on with `enabled = true` or a contact address (`--acme-email`).
+fn acme(
+    args: &ServeArgs,
+    f: AcmeFile,
+) -> Result<Option<crate::acme::issuer::AcmeSettings>, ConfigError> {
+    use crate::acme::issuer::{AcmeSettings, LETS_ENCRYPT_STAGING};
+    let email = args
+        .acme_email
+        .clone()
+        .or(f.email)
+        .filter(|e| !e.is_empty());
+    if !(args.acme_email.is_some() || f.enabled.unwrap_or(email.is_some())) {
+        return Ok(None);
+    }
+    let d = AcmeSettings::default();
+    let directory_url = match args.acme_directory_url.clone().or(f.directory_url) {
+        Some(u) if u == "staging" => LETS_ENCRYPT_STAGING.to_owned(),
+        Some(u) if u.starts_with("https://") || u.starts_with("http://") => u,
+        Some(u) => {
+            return Err(ConfigError::Invalid {
+                key: "acme.directory_url",
+                reason: format!("{u:?} is not a URL (or `staging`)"),
+            });
+        }
+        None => d.directory_url.clone(),
+    };
+    Ok(Some(AcmeSettings {
+        directory_url,
+        email,
+        ca_roots: args.acme_ca_roots.clone().or(f.ca_roots),
+        check_every: f
+            .check_interval_secs
+            .map_or(d.check_every, |s| Duration::from_secs(s.max(1))),
+        ..d
+    }))
+}
+
 fn edge(args: &ServeArgs, f: EdgeFile, mut cfg: Config) -> Result<Config, ConfigError> {
     let d = ServeOptions::default();
     cfg.tls_listen = args.tls_listen.or(f.tls_listen);
     cfg.tls_cert_dir = args.tls_cert_dir.clone().or(f.tls_cert_dir);
-    if cfg.tls_listen.is_some() != cfg.tls_cert_dir.is_some() {
+    // Automatic HTTPS needs a TLS listener: port 443 on the edge's address unless named.
+    if cfg.acme.is_some() && cfg.tls_listen.is_none() {
+        cfg.tls_listen = Some(SocketAddr::new(cfg.edge_listen.ip(), 443));
+    }
+    if cfg.tls_cert_dir.is_some() && cfg.tls_listen.is_none() {
+        return Err(ConfigError::Invalid {
+            key: "edge.tls_cert_dir",
+            reason: "needs a TLS listener (tls_listen)".into(),
+        });
+    }
+    if cfg.tls_listen.is_some() && cfg.tls_cert_dir.is_none() && cfg.acme.is_none() {
         return Err(ConfigError::Invalid {
             key: "edge.tls_listen",
-            reason: "tls_listen and tls_cert_dir go together".into(),
+            reason: "needs certificates: tls_cert_dir, or [acme] (--acme-email)".into(),
         });
     }
     let redirect = args.redirect_https.or(f.redirect_https).unwrap_or(false);

@@ -8,12 +8,14 @@
 //! - [`control`]: the control plane's operations — deploy, build, promote — over store and meta.
 //! - [`api`]: the HTTP API v1 (axum) on top of `control`.
 //! - [`edge`]: the hyper server routing Host → alias → deployment → blob.
+//! - [`acme`]: automatic HTTPS — ACME orders, challenges, certificates in the store.
 //! - [`cli`]: the `halo` client commands (deploy, promote, rollback, …).
 //! - [`config`] and [`server`]: layered configuration and the process that runs both servers.
 //! - [`fault`]: named fault points that crash tests arm through the environment.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod acme;
 pub mod api;
 pub mod cli;
 pub mod config;

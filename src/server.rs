@@ -36,6 +36,8 @@ pub struct Server {
     pub edge_addr: SocketAddr,
     /// The edge's state (tests serve it on further listeners, with other options).
     pub edge: Arc<Edge>,
+    /// The ACME issuer, when automatic HTTPS is on.
+    pub issuer: Option<Arc<crate::acme::issuer::Issuer>>,
     task: JoinHandle<()>,
 }
 
@@ -74,24 +76,59 @@ impl Server {
             Some(l) => l.local_addr()?,
             None => config.edge_listen,
         };
-        let control = Control::open(store.clone(), meta, config.domain.clone(), edge_addr.port())
-            .await
-            .context("loading deployments")?;
+        let control = Control::open(
+            store.clone(),
+            meta.clone(),
+            config.domain.clone(),
+            edge_addr.port(),
+        )
+        .await
+        .context("loading deployments")?;
 
         let grace = config.shutdown_grace;
-        let edge_state = Arc::new(Edge::new(
+        // Automatic HTTPS: one issuer here; the edge answers its challenges and serves its
+        // certificates.
+        let acme = config.acme.as_ref().map(|settings| {
+            let challenges = Arc::new(crate::acme::Challenges::new(store.clone()));
+            let certs = Arc::new(crate::acme::CertMap::default());
+            let issuer = crate::acme::issuer::Issuer::new(
+                settings.clone(),
+                store.clone(),
+                meta.clone(),
+                challenges.clone(),
+                certs.clone(),
+            );
+            (challenges, certs, issuer)
+        });
+        let mut edge_state = Edge::new(
             control.table.clone(),
             store,
             BlobCache::new(config.cache_bytes),
-        ));
-        let tls_task = match (tls, &config.tls_cert_dir) {
-            (Some(listener), Some(dir)) => {
-                let certs = edge::tls::CertStore::open(dir).with_context(|| {
-                    format!("reading the certificate directory {}", dir.display())
-                })?;
-                certs.clone().watch(shutdown.clone());
-                let acceptor = certs.acceptor().context("configuring TLS")?;
-                tracing::info!(addr = %listener.local_addr()?, hosts = ?certs.hosts(), "edge TLS listening");
+        );
+        edge_state.acme = acme.as_ref().map(|(c, _, _)| c.clone());
+        let edge_state = Arc::new(edge_state);
+        let tls_task = match tls {
+            Some(listener) => {
+                let dir = match &config.tls_cert_dir {
+                    Some(dir) => {
+                        let certs = edge::tls::CertStore::open(dir).with_context(|| {
+                            format!("reading the certificate directory {}", dir.display())
+                        })?;
+                        certs.clone().watch(shutdown.clone());
+                        Some(certs)
+                    }
+                    None => None,
+                };
+                if dir.is_none() && acme.is_none() {
+                    anyhow::bail!("a TLS listener needs tls_cert_dir or [acme]");
+                }
+                let hosts = dir.as_ref().map(|d| d.hosts()).unwrap_or_default();
+                let resolver = Arc::new(edge::tls::Resolver {
+                    dir,
+                    acme: acme.as_ref().map(|(_, c, _)| c.clone()),
+                });
+                let acceptor = edge::tls::acceptor(resolver).context("configuring TLS")?;
+                tracing::info!(addr = %listener.local_addr()?, ?hosts, acme = acme.is_some(), "edge TLS listening");
                 Some(tokio::spawn(edge::server::serve_tls(
                     listener,
                     edge_state.clone(),
@@ -100,9 +137,12 @@ impl Server {
                     acceptor,
                 )))
             }
-            (Some(_), None) => anyhow::bail!("a TLS listener needs tls_cert_dir"),
-            _ => None,
+            None => None,
         };
+        let issuer = acme.map(|(_, _, issuer)| issuer);
+        if let Some(issuer) = &issuer {
+            tokio::spawn(issuer.clone().run(control.revisions(), shutdown.clone()));
+        }
         let edge_task = edge.map(|listener| {
             tokio::spawn(edge::server::serve(
                 listener,
@@ -121,7 +161,8 @@ impl Server {
                 edge_task.is_some().then(|| edge_state.clone()),
                 config.api,
             )
-            .with_s3_template(s3_template),
+            .with_s3_template(s3_template)
+            .with_issuer(issuer.clone()),
         );
         let api_stop = shutdown.clone();
         let api_task = tokio::spawn(async move {
@@ -178,6 +219,7 @@ impl Server {
             api_addr,
             edge_addr,
             edge: edge_state,
+            issuer,
             task,
         })
     }

@@ -4,6 +4,7 @@
 
 mod aliases;
 mod auth;
+mod certificates;
 mod deployments;
 pub mod error;
 mod events;
@@ -72,6 +73,8 @@ pub struct ApiState {
     /// The server's S3 settings, when it runs on S3: an `s3://` scrub repair source is
     /// reached with its endpoint and credentials.
     s3_template: Option<crate::store::s3::S3Settings>,
+    /// The ACME issuer, when automatic HTTPS is on (`GET /v1/certificates`).
+    issuer: Option<Arc<crate::acme::issuer::Issuer>>,
 }
 
 impl ApiState {
@@ -88,7 +91,14 @@ impl ApiState {
             options,
             idempotency: Arc::default(),
             s3_template: None,
+            issuer: None,
         }
+    }
+
+    /// The ACME issuer whose states `GET /v1/certificates` shows.
+    pub fn with_issuer(mut self, issuer: Option<Arc<crate::acme::issuer::Issuer>>) -> Self {
+        self.issuer = issuer;
+        self
     }
 
     /// The server's S3 settings (see `POST /v1/scrub`).
@@ -226,7 +236,8 @@ fn v1() -> Table {
         .add(put_, "/aliases/{host}", AliasesWrite, a::put)
         .add(delete_, "/aliases/{host}", AliasesWrite, a::delete)
         .add(post_.clone(), "/releases", AliasesWrite, a::release)
-        .add(get_, "/routes", Admin, routes::stream)
+        .add(get_.clone(), "/routes", Admin, routes::stream)
+        .add(get_, "/certificates", ProjectsRead, certificates::list)
         .add(post_.clone(), "/gc", Admin, gc::run)
         .add(post_, "/scrub", Admin, scrub::run)
 }

@@ -80,6 +80,8 @@ pub struct Edge {
     pub metrics: metrics::EdgeMetrics,
     /// Small-file responses replayed by the HTTP/1.1 fast path.
     pub memo: memo::Memo,
+    /// HTTP-01 answers, when this edge takes part in automatic HTTPS.
+    pub acme: Option<Arc<crate::acme::Challenges>>,
 }
 
 fn full(data: impl Into<Bytes>) -> EdgeBody {
@@ -132,6 +134,7 @@ impl Edge {
             cache,
             metrics: metrics::EdgeMetrics::default(),
             memo,
+            acme: None,
         }
     }
 
@@ -150,6 +153,20 @@ impl Edge {
     }
 
     async fn answer<B>(&self, req: Request<B>) -> Response<EdgeBody> {
+        // ACME HTTP-01 comes before any site routing, rules or redirects (RFC 8555 §8.3).
+        if let Some(challenges) = &self.acme
+            && let Some(token) = req.uri().path().strip_prefix(crate::acme::HTTP01_PREFIX)
+        {
+            return match challenges.answer(token).await {
+                Some(answer) => {
+                    let mut resp = Response::new(full(answer));
+                    resp.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
+                    resp.headers_mut().insert(CACHE_CONTROL, NO_STORE);
+                    resp
+                }
+                None => plain(StatusCode::NOT_FOUND, NOT_FOUND_BODY, None),
+            };
+        }
         let head = req.method() == Method::HEAD;
         if req.method() != Method::GET && !head {
             let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, NOT_ALLOWED_BODY, None);

@@ -231,7 +231,10 @@ where
         let edge = svc_edge.clone();
         let opts = svc_opts.clone();
         async move {
-            if !secure && let Some(port) = opts.redirect_https {
+            if !secure
+                && let Some(port) = opts.redirect_https
+                && !req.uri().path().starts_with(crate::acme::HTTP01_PREFIX)
+            {
                 return Ok::<_, Infallible>(to_https(&req, port));
             }
             if !opts.access_log {

@@ -158,20 +158,53 @@ impl CertStore {
 
     /// A TLS acceptor choosing certificates from this store.
     pub fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, rustls::Error> {
-        let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(TlsAcceptor::from(Arc::new(config)))
+        acceptor(self.clone())
+    }
+}
+
+/// A TLS acceptor (TLS 1.2 and 1.3, ALPN h2 then http/1.1) choosing certificates with
+/// `resolver`.
+pub fn acceptor(resolver: Arc<dyn ResolvesServerCert>) -> Result<TlsAcceptor, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Certificates by SNI from every source: those given by hand (the directory) win over
+/// those obtained by ACME.
+#[derive(Debug)]
+pub struct Resolver {
+    /// The certificate directory, if any.
+    pub dir: Option<Arc<CertStore>>,
+    /// ACME's certificates, if automatic HTTPS is on.
+    pub acme: Option<Arc<crate::acme::CertMap>>,
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name()?.to_ascii_lowercase();
+        self.dir
+            .as_ref()
+            .and_then(|d| d.lookup(&name))
+            .or_else(|| self.acme.as_ref()?.resolve(&name))
     }
 }
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let name = hello.server_name()?.to_ascii_lowercase();
+        self.lookup(&hello.server_name()?.to_ascii_lowercase())
+    }
+}
+
+impl CertStore {
+    /// The certificate for an SNI name (lowercase): exact, then the parent's wildcard.
+    pub fn lookup(&self, name: &str) -> Option<Arc<CertifiedKey>> {
         let certs = self.certs.load();
-        if let Some(c) = certs.get(&name) {
+        if let Some(c) = certs.get(name) {
             return Some(c.clone());
         }
         let (_, parent) = name.split_once('.')?;

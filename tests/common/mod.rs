@@ -204,7 +204,7 @@ pub struct TestServer {
     pub server: Option<Server>,
     pub api: String,
     pub edge_addr: std::net::SocketAddr,
-    /// The edge's TLS listener, when the config names a certificate directory.
+    /// The edge's TLS listener, when the config names a certificate directory or ACME.
     pub tls_addr: Option<std::net::SocketAddr>,
     pub shutdown: CancellationToken,
     pub client: reqwest::Client,
@@ -228,9 +228,9 @@ impl TestServer {
         adjust(&mut config);
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let edge = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let tls = match &config.tls_cert_dir {
-            Some(_) => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
-            None => None,
+        let tls = match config.tls_cert_dir.is_some() || config.acme.is_some() {
+            true => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            false => None,
         };
         let tls_addr = tls.as_ref().map(|l| l.local_addr().unwrap());
         let shutdown = CancellationToken::new();

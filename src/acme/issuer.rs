@@ -1,0 +1,400 @@
+//! The one ACME issuer, on the control plane: finds the hosts that need a certificate
+//! (production hosts and custom domains that serve a deployment), orders one per host by
+//! HTTP-01, stores it, and keeps a state per host for `GET /v1/certificates`.
+//!
+//! Only hosts present in the alias table are ever ordered for, one order at a time (so a
+//! host has at most one order in flight), with backoff after a failure; a certificate is
+//! renewed when two thirds of its lifetime have passed. A failed renewal keeps serving the
+//! current certificate until it expires.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use instant_acme::{
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
+};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::store::{self, Bundle, StoredAccount};
+use super::{CertMap, Challenges};
+use crate::meta::{AliasKind, MetaStore};
+use crate::store::BlobStore;
+
+/// Let's Encrypt's production directory, the default.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (`directory_url = "staging"`).
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// How the issuer talks to its CA.
+#[derive(Debug, Clone)]
+pub struct AcmeSettings {
+    /// The ACME directory URL.
+    pub directory_url: String,
+    /// Contact address for the account.
+    pub email: Option<String>,
+    /// Extra root certificate (PEM file) to trust the directory with (test CAs).
+    pub ca_roots: Option<PathBuf>,
+    /// How often the issuer looks for work besides alias changes.
+    pub check_every: Duration,
+    /// First wait after a failed order; doubled per failure up to `max_backoff`.
+    pub backoff: Duration,
+    /// Longest wait between attempts for a failing host.
+    pub max_backoff: Duration,
+}
+
+impl Default for AcmeSettings {
+    fn default() -> Self {
+        AcmeSettings {
+            directory_url: LETS_ENCRYPT.into(),
+            email: None,
+            ca_roots: None,
+            check_every: Duration::from_secs(60),
+            backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(6 * 3600),
+        }
+    }
+}
+
+/// A host's certificate as `GET /v1/certificates` shows it (never the key).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CertState {
+    /// The host.
+    pub host: String,
+    /// `pending` (no certificate yet), `valid`, `renewing`, `failed`.
+    pub state: &'static str,
+    /// The issuing CA, once issued.
+    pub issuer: Option<String>,
+    /// Validity start (seconds since the epoch), once issued.
+    pub not_before: Option<i64>,
+    /// Validity end (seconds since the epoch), once issued.
+    pub not_after: Option<i64>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// Not before this time (seconds since the epoch) after a failure.
+    pub retry_at: Option<i64>,
+}
+
+/// The issuer. One per control plane.
+pub struct Issuer {
+    settings: AcmeSettings,
+    store: Arc<dyn BlobStore>,
+    meta: Arc<dyn MetaStore>,
+    challenges: Arc<Challenges>,
+    certs: Arc<CertMap>,
+    account: tokio::sync::OnceCell<Account>,
+    states: DashMap<String, CertState>,
+    /// Orders made, ever (tests and metrics).
+    orders: std::sync::atomic::AtomicU64,
+}
+
+fn now_secs() -> i64 {
+    crate::model::now_millis() / 1000
+}
+
+impl Issuer {
+    /// An issuer storing into `store`, answering challenges through `challenges` and
+    /// serving what it obtains through `certs`.
+    pub fn new(
+        settings: AcmeSettings,
+        store: Arc<dyn BlobStore>,
+        meta: Arc<dyn MetaStore>,
+        challenges: Arc<Challenges>,
+        certs: Arc<CertMap>,
+    ) -> Arc<Self> {
+        Arc::new(Issuer {
+            settings,
+            store,
+            meta,
+            challenges,
+            certs,
+            account: tokio::sync::OnceCell::new(),
+            states: DashMap::new(),
+            orders: Default::default(),
+        })
+    }
+
+    /// Every host's state, sorted by host.
+    pub fn states(&self) -> Vec<CertState> {
+        let mut v: Vec<CertState> = self.states.iter().map(|e| e.value().clone()).collect();
+        v.sort_by(|a, b| a.host.cmp(&b.host));
+        v
+    }
+
+    /// Orders made since start.
+    pub fn orders_made(&self) -> u64 {
+        self.orders.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Works until `stop`: on start, on every alias-table revision, and every
+    /// `check_every`, brings every host that needs one a certificate.
+    pub async fn run(
+        self: Arc<Self>,
+        mut revisions: tokio::sync::watch::Receiver<u64>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            self.reconcile().await;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = revisions.changed() => {}
+                () = tokio::time::sleep(self.settings.check_every) => {}
+            }
+        }
+    }
+
+    /// Production hosts and custom domains that serve a deployment now.
+    async fn wanted(&self) -> Result<Vec<String>, crate::meta::MetaError> {
+        let mut hosts = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .meta
+                .aliases(None, None, after.as_deref(), 1000)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.host.clone());
+            hosts.extend(
+                page.into_iter()
+                    .filter(|a| a.kind != AliasKind::Preview && a.deployment_id.is_some())
+                    .map(|a| a.host),
+            );
+        }
+        Ok(hosts)
+    }
+
+    /// One pass over every wanted host.
+    pub async fn reconcile(&self) {
+        let hosts = match self.wanted().await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "acme: cannot list hosts");
+                return;
+            }
+        };
+        for host in hosts {
+            self.ensure(&host).await;
+        }
+    }
+
+    /// Makes sure `host` has a certificate that is not due for renewal.
+    async fn ensure(&self, host: &str) {
+        let now = now_secs();
+        if !self.states.contains_key(host) {
+            // First look at this host since start: a stored certificate is reused.
+            match Bundle::load(&*self.store, host).await {
+                Ok(Some(b)) => self.serve(&b),
+                Ok(None) => {
+                    self.states.insert(host.to_owned(), pending(host));
+                }
+                Err(e) => {
+                    tracing::warn!(%host, error = %e, "acme: cannot read the stored certificate");
+                    return;
+                }
+            }
+        }
+        let Some(state) = self.states.get(host).map(|s| s.clone()) else {
+            return;
+        };
+        if state.retry_at.is_some_and(|t| t > now) {
+            return;
+        }
+        if let (Some(from), Some(until)) = (state.not_before, state.not_after)
+            && now < renew_at(from, until)
+        {
+            return;
+        }
+        self.order_and_store(host, state).await;
+    }
+
+    async fn order_and_store(&self, host: &str, state: CertState) {
+        self.orders
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(%host, "acme: ordering a certificate");
+        match self.order(host).await {
+            Ok(bundle) => {
+                if let Err(e) = bundle.save(&*self.store).await {
+                    return self.failed(host, state, format!("storing the certificate: {e}"));
+                }
+                tracing::info!(%host, not_after = bundle.not_after, issuer = %bundle.issuer, "acme: certificate issued");
+                self.serve(&bundle);
+            }
+            Err(e) => self.failed(host, state, e),
+        }
+    }
+
+    /// Serves a bundle and records its state.
+    fn serve(&self, b: &Bundle) {
+        if let Err(e) = self.certs.insert(b) {
+            tracing::error!(host = %b.host, error = %e, "acme: stored certificate does not load");
+            self.states.insert(b.host.clone(), pending(&b.host));
+            return;
+        }
+        self.states.insert(
+            b.host.clone(),
+            CertState {
+                host: b.host.clone(),
+                state: "valid",
+                issuer: Some(b.issuer.clone()),
+                not_before: Some(b.not_before),
+                not_after: Some(b.not_after),
+                last_error: None,
+                failures: 0,
+                retry_at: None,
+            },
+        );
+    }
+
+    fn failed(&self, host: &str, mut state: CertState, error: String) {
+        state.failures += 1;
+        let wait = self
+            .settings
+            .backoff
+            .saturating_mul(1 << state.failures.min(16).saturating_sub(1))
+            .min(self.settings.max_backoff);
+        state.retry_at = Some(now_secs() + wait.as_secs() as i64);
+        // A certificate still valid keeps being served; the state says it could not renew.
+        state.state = if state.not_after.is_some_and(|t| t > now_secs()) {
+            "renewing"
+        } else {
+            "failed"
+        };
+        tracing::warn!(%host, %error, failures = state.failures, retry_in_secs = wait.as_secs(), "acme: order failed");
+        state.last_error = Some(error);
+        self.states.insert(host.to_owned(), state);
+    }
+
+    /// The account: the stored one for this directory, else a new one (stored).
+    async fn account(&self) -> Result<&Account, String> {
+        // instant-acme's HTTP client takes the process-wide rustls provider; more than one
+        // is compiled in (aws-lc-rs here, ring for other clients), so name ours. Setting it
+        // again is a harmless error.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        self.account
+            .get_or_try_init(|| async {
+                let builder = || match &self.settings.ca_roots {
+                    Some(p) => Account::builder_with_root(p),
+                    None => Account::builder(),
+                };
+                let dir = &self.settings.directory_url;
+                let stored = self
+                    .store
+                    .get_object(store::ACCOUNT_KEY)
+                    .await
+                    .map_err(|e| format!("reading the ACME account: {e}"))?
+                    .and_then(|raw| serde_json::from_slice::<StoredAccount>(&raw).ok())
+                    .filter(|a| &a.directory == dir);
+                if let Some(a) = stored {
+                    return builder()
+                        .map_err(|e| e.to_string())?
+                        .from_credentials(a.credentials)
+                        .await
+                        .map_err(|e| format!("restoring the ACME account: {e}"));
+                }
+                let contact = self.settings.email.as_ref().map(|e| format!("mailto:{e}"));
+                let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+                let (account, credentials) = builder()
+                    .map_err(|e| e.to_string())?
+                    .create(
+                        &NewAccount {
+                            contact: &contacts,
+                            terms_of_service_agreed: true,
+                            only_return_existing: false,
+                        },
+                        dir.clone(),
+                        None,
+                    )
+                    .await
+                    .map_err(|e| format!("creating the ACME account: {e}"))?;
+                let raw = serde_json::to_vec(&StoredAccount::new(dir, credentials))
+                    .map_err(|e| e.to_string())?;
+                self.store
+                    .put_object(store::ACCOUNT_KEY, raw.into())
+                    .await
+                    .map_err(|e| format!("storing the ACME account: {e}"))?;
+                tracing::info!(directory = %dir, "acme: account created");
+                Ok(account)
+            })
+            .await
+    }
+
+    /// One order for `host` by HTTP-01, to a stored-ready bundle.
+    async fn order(&self, host: &str) -> Result<Bundle, String> {
+        let account = self.account().await?;
+        let ids = [Identifier::Dns(host.to_owned())];
+        let mut order = account
+            .new_order(&NewOrder::new(&ids))
+            .await
+            .map_err(|e| format!("new order: {e}"))?;
+        let mut tokens = Vec::new();
+        let result = async {
+            let mut authorizations = order.authorizations();
+            while let Some(a) = authorizations.next().await {
+                let mut a = a.map_err(|e| format!("authorization: {e}"))?;
+                match a.status {
+                    AuthorizationStatus::Pending => {}
+                    AuthorizationStatus::Valid => continue,
+                    s => return Err(format!("authorization is {s:?}")),
+                }
+                let mut ch = a
+                    .challenge(ChallengeType::Http01)
+                    .ok_or("the CA offers no HTTP-01 challenge")?;
+                let answer = ch.key_authorization();
+                self.challenges
+                    .open(&ch.token, answer.as_str())
+                    .await
+                    .map_err(|e| format!("publishing the challenge: {e}"))?;
+                tokens.push(ch.token.clone());
+                ch.set_ready()
+                    .await
+                    .map_err(|e| format!("challenge: {e}"))?;
+            }
+            let retries = RetryPolicy::new().timeout(Duration::from_secs(90));
+            let status = order
+                .poll_ready(&retries)
+                .await
+                .map_err(|e| format!("validation: {e}"))?;
+            if status != OrderStatus::Ready {
+                return Err(format!("the order is {status:?} after validation"));
+            }
+            let key_pem = order
+                .finalize()
+                .await
+                .map_err(|e| format!("finalize: {e}"))?;
+            let chain = order
+                .poll_certificate(&retries)
+                .await
+                .map_err(|e| format!("certificate: {e}"))?;
+            Bundle::new(host, chain, key_pem)
+        }
+        .await;
+        for t in tokens {
+            self.challenges.close(&t).await;
+        }
+        result
+    }
+}
+
+fn pending(host: &str) -> CertState {
+    CertState {
+        host: host.to_owned(),
+        state: "pending",
+        issuer: None,
+        not_before: None,
+        not_after: None,
+        last_error: None,
+        failures: 0,
+        retry_at: None,
+    }
+}
+
+/// When a certificate valid from `from` until `until` is renewed: once two thirds of its
+/// lifetime have passed (Let's Encrypt's advice without ARI).
+fn renew_at(from: i64, until: i64) -> i64 {
+    from + (until - from) * 2 / 3
+}

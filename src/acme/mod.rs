@@ -1,0 +1,146 @@
+//! Automatic HTTPS: certificates ordered from an ACME CA (RFC 8555, through `instant-acme`)
+//! for every production host and custom domain, kept in the blob store so every edge node
+//! serves them, and chosen by SNI next to certificates given by hand (which win).
+//!
+//! Parts: [`store`] (what is persisted, versioned), [`Challenges`] (HTTP-01 answers the edge
+//! gives, before any site routing), [`CertMap`] (what the TLS resolver reads), and
+//! [`issuer::Issuer`] (the control plane's one issuer: which hosts need a certificate, the
+//! orders, the state `GET /v1/certificates` shows).
+
+pub mod issuer;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use dashmap::DashMap;
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::store::{BlobStore, StoreError};
+
+/// The path prefix of HTTP-01 challenges (RFC 8555 §8.3).
+pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// HTTP-01 answers while challenges are open: in memory for the issuer in this process,
+/// in the store for edge nodes elsewhere.
+pub struct Challenges {
+    open: DashMap<String, String>,
+    store: Arc<dyn BlobStore>,
+}
+
+impl Challenges {
+    /// Answers kept in memory and in `store`.
+    pub fn new(store: Arc<dyn BlobStore>) -> Self {
+        Challenges {
+            open: DashMap::new(),
+            store,
+        }
+    }
+
+    /// Opens a challenge: `token` is answered with `key_authorization` from now on, by this
+    /// process and (through the store) by every edge node.
+    pub async fn open(&self, token: &str, key_authorization: &str) -> Result<(), StoreError> {
+        self.store
+            .put_object(
+                &store::http01_key(token),
+                Bytes::from(key_authorization.to_owned()),
+            )
+            .await?;
+        self.open
+            .insert(token.to_owned(), key_authorization.to_owned());
+        Ok(())
+    }
+
+    /// Closes a challenge.
+    pub async fn close(&self, token: &str) {
+        self.open.remove(token);
+        if let Err(e) = self.store.delete_object(&store::http01_key(token)).await {
+            tracing::warn!(error = %e, "cannot remove a closed HTTP-01 challenge");
+        }
+    }
+
+    /// The answer to `token`, if a challenge for it is open here or in the store.
+    pub async fn answer(&self, token: &str) -> Option<String> {
+        if let Some(a) = self.open.get(token) {
+            return Some(a.clone());
+        }
+        // Tokens are base64url; anything else cannot name a stored answer.
+        if token.is_empty()
+            || token.len() > 128
+            || !token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return None;
+        }
+        match self.store.get_object(&store::http01_key(token)).await {
+            Ok(Some(b)) => String::from_utf8(b.to_vec()).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Certificates obtained by ACME, by host, for the TLS resolver; swapped whole.
+pub struct CertMap {
+    provider: Arc<CryptoProvider>,
+    certs: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl std::fmt::Debug for CertMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // SECURITY: hosts only; never a key.
+        let mut hosts: Vec<String> = self.certs.load().keys().cloned().collect();
+        hosts.sort();
+        f.debug_struct("CertMap").field("hosts", &hosts).finish()
+    }
+}
+
+impl Default for CertMap {
+    fn default() -> Self {
+        CertMap {
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            certs: ArcSwap::from_pointee(HashMap::new()),
+        }
+    }
+}
+
+impl CertMap {
+    /// The certificate for an SNI name: exact, then the wildcard of its parent.
+    pub fn resolve(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        let certs = self.certs.load();
+        if let Some(c) = certs.get(name) {
+            return Some(c.clone());
+        }
+        let (_, parent) = name.split_once('.')?;
+        certs.get(&format!("*.{parent}")).cloned()
+    }
+
+    /// Whether a host has a certificate here now.
+    pub fn contains(&self, host: &str) -> bool {
+        self.certs.load().contains_key(host)
+    }
+
+    /// Serves `bundle` for its host from now on (replacing an older one).
+    pub fn insert(&self, bundle: &store::Bundle) -> Result<(), String> {
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(bundle.chain_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("chain: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(bundle.key_pem.as_bytes())
+            .map_err(|e| format!("key: {e}"))?;
+        let ck = Arc::new(
+            CertifiedKey::from_der(chain, key, &self.provider).map_err(|e| e.to_string())?,
+        );
+        self.certs.rcu(|old| {
+            let mut next = HashMap::clone(old);
+            next.insert(bundle.host.clone(), ck.clone());
+            next
+        });
+        Ok(())
+    }
+}

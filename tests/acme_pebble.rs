@@ -1,0 +1,329 @@
+//! Automatic HTTPS against a real ACME server: Pebble (Let's Encrypt's test CA, Debian
+//! package `pebble`) on loopback, validating for real (`PEBBLE_VA_ALWAYS_VALID` unset), its
+//! DNS pointed at `pebble-challtestsrv` so every name resolves to 127.0.0.1 and its HTTP-01
+//! port pointed at Halo's edge. A production host and a custom domain get certificates by
+//! HTTP-01; a client trusting only Pebble's root fetches both over HTTPS (h2 and http/1.1)
+//! with the right certificate per SNI name; a restart reuses them with no new order.
+//!
+//! `.ci/run` installs Pebble. Without it (a developer machine) the test says so and passes
+//! only outside CI.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TOKEN, TestServer, deploy_over_http};
+use halo::acme::issuer::AcmeSettings;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use serde_json::{Value, json};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Pebble and its DNS server, killed on drop.
+struct Pebble {
+    children: Vec<Child>,
+    management: String,
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Where Pebble will listen, chosen before Halo starts (Halo's config names the directory).
+struct PebblePorts {
+    acme: u16,
+    management: u16,
+    dns: u16,
+    dns_management: u16,
+}
+
+/// Pebble's own TLS certificate (for its API), issued by a throwaway CA Halo is told to
+/// trust; returns the CA's PEM path.
+fn pebble_tls(dir: &Path) -> std::path::PathBuf {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(DnType::CommonName, "Pebble API test CA");
+    let ca = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &*ca)
+        .unwrap();
+    std::fs::write(dir.join("api-cert.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("api-key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("api-ca.pem"), ca.pem()).unwrap();
+    dir.join("api-ca.pem")
+}
+
+fn installed(bin: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {bin}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} never opened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn start_pebble(dir: &Path, ports: &PebblePorts, http01: u16, tlsalpn01: u16) -> Pebble {
+    let config = json!({ "pebble": {
+        "listenAddress": format!("127.0.0.1:{}", ports.acme),
+        "managementListenAddress": format!("127.0.0.1:{}", ports.management),
+        "certificate": dir.join("api-cert.pem"),
+        "privateKey": dir.join("api-key.pem"),
+        "httpPort": http01,
+        "tlsPort": tlsalpn01,
+        "ocspResponderURL": "",
+        "externalAccountBindingRequired": false,
+    }});
+    std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
+    let dns = Command::new("pebble-challtestsrv")
+        .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+        .args(["-dns01", &format!("127.0.0.1:{}", ports.dns)])
+        .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+        .args([
+            "-management",
+            &format!("127.0.0.1:{}", ports.dns_management),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pebble-challtestsrv starts");
+    let pebble = Command::new("pebble")
+        .arg("-config")
+        .arg(dir.join("pebble.json"))
+        .args(["-dnsserver", &format!("127.0.0.1:{}", ports.dns)])
+        // Validation is real: only the waits and the random nonce rejections are off.
+        .env_remove("PEBBLE_VA_ALWAYS_VALID")
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .env("PEBBLE_WFE_NONCEREJECT", "0")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("pebble.log")).unwrap())
+        .spawn()
+        .expect("pebble starts");
+    let p = Pebble {
+        children: vec![dns, pebble],
+        management: format!("https://127.0.0.1:{}", ports.management),
+    };
+    wait_port(ports.dns_management);
+    wait_port(ports.acme);
+    p
+}
+
+fn settings(pebble_dir: &str, ca: &Path) -> AcmeSettings {
+    AcmeSettings {
+        directory_url: pebble_dir.to_owned(),
+        email: Some("ops@halo.test".into()),
+        ca_roots: Some(ca.to_path_buf()),
+        check_every: Duration::from_millis(500),
+        backoff: Duration::from_secs(1),
+        ..AcmeSettings::default()
+    }
+}
+
+async fn certificates(srv: &TestServer) -> Value {
+    srv.client
+        .get(format!("{}/v1/certificates", srv.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A client that trusts only Pebble's issuing root, reaching `hosts` at `addr`.
+fn https_client(root_pem: &str, addr: SocketAddr, hosts: &[&str], http1: bool) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(root_pem.as_bytes()).unwrap())
+        .https_only(true)
+        .tls_info(true)
+        .timeout(Duration::from_secs(10));
+    for h in hosts {
+        b = b.resolve(h, addr);
+    }
+    if http1 {
+        b = b.http1_only();
+    }
+    b.build().unwrap()
+}
+
+/// The DNS names the served leaf certificate covers.
+fn names_of(resp: &reqwest::Response) -> Vec<String> {
+    let info = resp.extensions().get::<reqwest::tls::TlsInfo>().unwrap();
+    let der = info.peer_certificate().unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    cert.subject_alternative_name()
+        .unwrap()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_get_certificates_by_http01_and_keep_them_across_a_restart() {
+    if !installed("pebble") || !installed("pebble-challtestsrv") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "pebble is not installed: .ci/run installs it (Debian package `pebble`)"
+        );
+        eprintln!("skipped: install the Debian package `pebble` to run the ACME tests");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let ca = pebble_tls(work.path());
+    let ports = PebblePorts {
+        acme: free_port(),
+        management: free_port(),
+        dns: free_port(),
+        dns_management: free_port(),
+    };
+    let directory = format!("https://127.0.0.1:{}/dir", ports.acme);
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_path_buf();
+    let configure = |c: &mut halo::config::Config| {
+        c.data_dir = data_dir.clone();
+        c.acme = Some(settings(&directory, &ca));
+        c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    };
+    let srv = TestServer::start_with(configure).await;
+    let tls_addr = srv.tls_addr.expect("a TLS listener");
+    let pebble = start_pebble(work.path(), &ports, srv.edge_addr.port(), tls_addr.port());
+
+    let pid = srv.create_project("web").await;
+    let site = BTreeMap::from([("index.html".to_owned(), b"<h1>secure</h1>".to_vec())]);
+    deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &site, "production").await;
+    let r = srv
+        .client
+        .put(format!("{}/v1/aliases/www.example.test", srv.api))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "project_id": pid, "target": "production" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+
+    let hosts = ["web.halo.test", "www.example.test"];
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let c = certificates(&srv).await;
+        let valid: Vec<&str> = c["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["state"] == "valid")
+            .map(|s| s["host"].as_str().unwrap())
+            .collect();
+        if hosts.iter().all(|h| valid.contains(h)) {
+            let text = c.to_string();
+            assert!(!text.contains("PRIVATE KEY"), "no key in API answers");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no certificates after 90 s: {c}\npebble: {}",
+            std::fs::read_to_string(work.path().join("pebble.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let issued = srv
+        .server
+        .as_ref()
+        .unwrap()
+        .issuer
+        .as_ref()
+        .unwrap()
+        .orders_made();
+    assert_eq!(issued, 2, "one order per host");
+
+    // Pebble's issuing root, from its management API (served with its own test cert).
+    let mgmt = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let root = mgmt
+        .get(format!("{}/roots/0", pebble.management))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for http1 in [true, false] {
+        let client = https_client(&root, tls_addr, &hosts, http1);
+        for host in hosts {
+            let r = client
+                .get(format!("https://{host}:{}/", tls_addr.port()))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{host} over HTTPS: {e}"));
+            assert_eq!(
+                r.version(),
+                if http1 {
+                    reqwest::Version::HTTP_11
+                } else {
+                    reqwest::Version::HTTP_2
+                }
+            );
+            assert_eq!(names_of(&r), [host], "the certificate for the SNI name");
+            assert_eq!(r.text().await.unwrap(), "<h1>secure</h1>");
+        }
+    }
+
+    // A restart on the same store: the certificates and the account are reused.
+    srv.stop().await;
+    let srv = TestServer::start_with(configure).await;
+    let tls_addr = srv.tls_addr.unwrap();
+    let issuer = srv.server.as_ref().unwrap().issuer.clone().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while certificates(&srv).await["data"]
+        .as_array()
+        .is_none_or(|d| d.iter().filter(|s| s["state"] == "valid").count() < 2)
+    {
+        assert!(Instant::now() < deadline, "stored certificates not loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(issuer.orders_made(), 0, "no new order after a restart");
+    let client = https_client(&root, tls_addr, &hosts, false);
+    let r = client
+        .get(format!("https://web.halo.test:{}/", tls_addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "<h1>secure</h1>");
+    srv.stop().await;
+    drop(pebble);
+}
