@@ -184,6 +184,7 @@ struct AcmeFile {
     directory_url: Option<String>,
     ca_roots: Option<PathBuf>,
     check_interval_secs: Option<u64>,
+    renew_before_days: Option<u64>,
 }
 
 /// Where blobs are stored.
@@ -436,6 +437,9 @@ fn acme(
         check_every: f
             .check_interval_secs
             .map_or(d.check_every, |s| Duration::from_secs(s.max(1))),
+        renew_before: f
+            .renew_before_days
+            .map(|days| Duration::from_secs(days * 86_400)),
         ..d
     }))
 }

@@ -173,6 +173,37 @@ fn https_client(root_pem: &str, addr: SocketAddr, hosts: &[&str], http1: bool) -
     b.build().unwrap()
 }
 
+/// Waits (bounded) until every one of `hosts` has a valid certificate.
+async fn wait_valid(srv: &TestServer, hosts: &[&str], log: &Path) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let c = certificates(srv).await;
+        let valid: Vec<&str> = c["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["state"] == "valid")
+            .map(|s| s["host"].as_str().unwrap())
+            .collect();
+        if hosts.iter().all(|h| valid.contains(h)) {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no certificates after 90 s: {c}\npebble: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The serial number of the served leaf certificate.
+fn serial_of(resp: &reqwest::Response) -> String {
+    let info = resp.extensions().get::<reqwest::tls::TlsInfo>().unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(info.peer_certificate().unwrap()).unwrap();
+    cert.raw_serial_as_string()
+}
+
 /// The DNS names the served leaf certificate covers.
 fn names_of(resp: &reqwest::Response) -> Vec<String> {
     let info = resp.extensions().get::<reqwest::tls::TlsInfo>().unwrap();
@@ -225,7 +256,8 @@ async fn hosts_get_certificates_by_http01_and_keep_them_across_a_restart() {
 
     let pid = srv.create_project("web").await;
     let site = BTreeMap::from([("index.html".to_owned(), b"<h1>secure</h1>".to_vec())]);
-    deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &site, "production").await;
+    let d = deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &site, "production").await;
+    let preview = common::host_of(&d);
     let r = srv
         .client
         .put(format!("{}/v1/aliases/www.example.test", srv.api))
@@ -237,28 +269,38 @@ async fn hosts_get_certificates_by_http01_and_keep_them_across_a_restart() {
     assert!(r.status().is_success(), "{:?}", r.text().await);
 
     let hosts = ["web.halo.test", "www.example.test"];
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let c = certificates(&srv).await;
-        let valid: Vec<&str> = c["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["state"] == "valid")
-            .map(|s| s["host"].as_str().unwrap())
-            .collect();
-        if hosts.iter().all(|h| valid.contains(h)) {
-            let text = c.to_string();
-            assert!(!text.contains("PRIVATE KEY"), "no key in API answers");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no certificates after 90 s: {c}\npebble: {}",
-            std::fs::read_to_string(work.path().join("pebble.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let c = wait_valid(&srv, &hosts, &work.path().join("pebble.log")).await;
+    assert!(
+        !c.to_string().contains("PRIVATE KEY"),
+        "no key in API answers"
+    );
+    // A handshake storm for names without a certificate — unknown ones, and a preview host
+    // that is in the alias table — orders nothing: only the issuer's own pass over
+    // production hosts and custom domains ever orders.
+    let mut storm = Vec::new();
+    for i in 0..200 {
+        let name = if i % 2 == 0 {
+            format!("unknown-{i}.example.test")
+        } else {
+            preview.clone()
+        };
+        storm.push(tokio::spawn(async move {
+            let c = reqwest::Client::builder()
+                .danger_accept_invalid_certs(true)
+                .resolve(&name, tls_addr)
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
+            c.get(format!("https://{name}:{}/", tls_addr.port()))
+                .send()
+                .await
+                .is_ok()
+        }));
     }
+    for t in storm {
+        assert!(!t.await.unwrap(), "no certificate, no handshake");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let issued = srv
         .server
         .as_ref()
@@ -326,4 +368,153 @@ async fn hosts_get_certificates_by_http01_and_keep_them_across_a_restart() {
     assert_eq!(r.text().await.unwrap(), "<h1>secure</h1>");
     srv.stop().await;
     drop(pebble);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewal_replaces_the_certificate_under_load_and_a_refusing_ca_keeps_the_old_one() {
+    if !installed("pebble") || !installed("pebble-challtestsrv") {
+        assert!(std::env::var_os("CI").is_none(), "pebble is not installed");
+        eprintln!("skipped: install the Debian package `pebble` to run the ACME tests");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let ca = pebble_tls(work.path());
+    let ports = PebblePorts {
+        acme: free_port(),
+        management: free_port(),
+        dns: free_port(),
+        dns_management: free_port(),
+    };
+    let directory = format!("https://127.0.0.1:{}/dir", ports.acme);
+    let srv = TestServer::start_with(|c| {
+        c.acme = Some(settings(&directory, &ca));
+        c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let tls_addr = srv.tls_addr.unwrap();
+    let pebble = start_pebble(work.path(), &ports, srv.edge_addr.port(), tls_addr.port());
+    let pid = srv.create_project("renew").await;
+    let site = BTreeMap::from([("index.html".to_owned(), b"steady".to_vec())]);
+    deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &site, "production").await;
+    let log = work.path().join("pebble.log");
+    wait_valid(&srv, &["renew.halo.test"], &log).await;
+    let root = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap()
+        .get(format!("{}/roots/0", pebble.management))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let url = format!("https://renew.halo.test:{}/", tls_addr.port());
+    let first = serial_of(
+        &https_client(&root, tls_addr, &["renew.halo.test"], true)
+            .get(&url)
+            .send()
+            .await
+            .unwrap(),
+    );
+
+    // Steady load on fresh connections (each a new handshake) while the certificate is
+    // replaced: no request may fail.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loader = {
+        let (stop, root, url) = (stop.clone(), root.clone(), url.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed, mut serials) =
+                (0u32, Vec::new(), std::collections::BTreeSet::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let c = https_client(&root, tls_addr, &["renew.halo.test"], true);
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        serials.insert(serial_of(&r));
+                        ok += 1;
+                    }
+                    other => failed.push(format!("{other:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (ok, failed, serials)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let renew = |srv: &TestServer| {
+        srv.client
+            .post(format!("{}/v1/certificates/renew.halo.test/renew", srv.api))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    assert_eq!(renew(&srv).await.unwrap().status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = https_client(&root, tls_addr, &["renew.halo.test"], true)
+            .get(&url)
+            .send()
+            .await
+            .unwrap();
+        if serial_of(&r) != first {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the certificate was never replaced"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed, serials) = loader.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(
+        serials.len() >= 2 && ok > 20,
+        "{ok} requests saw {serials:?}"
+    );
+
+    // The CA goes away: a renewal fails loudly, the current certificate keeps serving.
+    drop(pebble);
+    let second = serial_of(
+        &https_client(&root, tls_addr, &["renew.halo.test"], true)
+            .get(&url)
+            .send()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(renew(&srv).await.unwrap().status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let state = loop {
+        let c = certificates(&srv).await;
+        let s = c["data"][0].clone();
+        if s["last_error"].is_string() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failed renewal never showed: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(state["state"], "renewing", "{state}");
+    let r = https_client(&root, tls_addr, &["renew.halo.test"], false)
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        serial_of(&r),
+        second,
+        "the current certificate still serves"
+    );
+    assert_eq!(r.text().await.unwrap(), "steady");
+    let failures = common::metric(&srv.client, &srv.api, "halo_acme_order_failures_total").await;
+    assert!(failures >= 1.0);
+    srv.stop().await;
 }

@@ -44,6 +44,9 @@ pub struct AcmeSettings {
     pub backoff: Duration,
     /// Longest wait between attempts for a failing host.
     pub max_backoff: Duration,
+    /// Renew when less than this validity remains, instead of at two thirds of the
+    /// lifetime (operators who want a wider margin; tests force a renewal with it).
+    pub renew_before: Option<Duration>,
 }
 
 impl Default for AcmeSettings {
@@ -55,6 +58,7 @@ impl Default for AcmeSettings {
             check_every: Duration::from_secs(60),
             backoff: Duration::from_secs(60),
             max_backoff: Duration::from_secs(6 * 3600),
+            renew_before: None,
         }
     }
 }
@@ -91,6 +95,12 @@ pub struct Issuer {
     states: DashMap<String, CertState>,
     /// Orders made, ever (tests and metrics).
     orders: std::sync::atomic::AtomicU64,
+    /// Orders that failed.
+    failures: std::sync::atomic::AtomicU64,
+    /// Hosts an operator asked to renew now, whatever their validity.
+    forced: dashmap::DashSet<String>,
+    /// Wakes the run loop for a forced renewal.
+    wake: tokio::sync::Notify,
 }
 
 fn now_secs() -> i64 {
@@ -116,6 +126,9 @@ impl Issuer {
             account: tokio::sync::OnceCell::new(),
             states: DashMap::new(),
             orders: Default::default(),
+            failures: Default::default(),
+            forced: Default::default(),
+            wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -131,6 +144,50 @@ impl Issuer {
         self.orders.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Renews `host`'s certificate at once (`POST /v1/certificates/{host}/renew`); false
+    /// when automatic HTTPS does not cover the host.
+    pub fn force_renewal(&self, host: &str) -> bool {
+        if !self.states.contains_key(host) {
+            return false;
+        }
+        self.forced.insert(host.to_owned());
+        if let Some(mut s) = self.states.get_mut(host) {
+            s.retry_at = None;
+        }
+        self.wake.notify_one();
+        true
+    }
+
+    /// Prometheus lines: orders and failures, and each host's days to expiry (what an
+    /// alert on a failing renewal watches).
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let now = now_secs();
+        let _ = write!(
+            out,
+            "# HELP halo_acme_orders_total ACME orders made since start.\n\
+             # TYPE halo_acme_orders_total counter\n\
+             halo_acme_orders_total {}\n\
+             # HELP halo_acme_order_failures_total ACME orders that failed since start.\n\
+             # TYPE halo_acme_order_failures_total counter\n\
+             halo_acme_order_failures_total {}\n\
+             # HELP halo_acme_certificate_expiry_days Days until a host's certificate expires.\n\
+             # TYPE halo_acme_certificate_expiry_days gauge\n",
+            self.orders_made(),
+            self.failures.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        for st in self.states() {
+            if let Some(until) = st.not_after {
+                let _ = writeln!(
+                    out,
+                    "halo_acme_certificate_expiry_days{{host=\"{}\"}} {:.2}",
+                    st.host,
+                    (until - now) as f64 / 86_400.0
+                );
+            }
+        }
+    }
+
     /// Works until `stop`: on start, on every alias-table revision, and every
     /// `check_every`, brings every host that needs one a certificate.
     pub async fn run(
@@ -143,6 +200,7 @@ impl Issuer {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = revisions.changed() => {}
+                () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.settings.check_every) => {}
             }
         }
@@ -204,10 +262,20 @@ impl Issuer {
         if state.retry_at.is_some_and(|t| t > now) {
             return;
         }
+        let forced = self.forced.remove(host).is_some();
         if let (Some(from), Some(until)) = (state.not_before, state.not_after)
-            && now < renew_at(from, until)
+            && !forced
         {
-            return;
+            let due = match self.settings.renew_before {
+                Some(margin) => until - margin.as_secs() as i64,
+                None => renew_at(from, until),
+            };
+            if now < due {
+                return;
+            }
+            if state.last_error.is_none() {
+                tracing::info!(%host, not_after = until, "acme: certificate due for renewal");
+            }
         }
         self.order_and_store(host, state).await;
     }
@@ -251,6 +319,8 @@ impl Issuer {
     }
 
     fn failed(&self, host: &str, mut state: CertState, error: String) {
+        self.failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         state.failures += 1;
         let wait = self
             .settings

@@ -2,7 +2,8 @@
 //! validity, state, last error — never a key.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
+use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::auth::Caller;
@@ -33,4 +34,24 @@ pub async fn list(State(s): State<ApiState>, caller: Caller) -> Result<Json<Valu
         }));
     }
     Ok(Json(json!({ "acme": true, "data": data })))
+}
+
+/// `POST /v1/certificates/{host}/renew` (admin): order a new certificate for the host now;
+/// the current one keeps serving until the new one is in.
+pub async fn renew(
+    State(s): State<ApiState>,
+    Path(host): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let renewing = s.issuer.as_ref().is_some_and(|i| i.force_renewal(&host));
+    if !renewing {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("automatic HTTPS does not cover {host}"),
+        ));
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "host": host, "renewing": true })),
+    ))
 }

@@ -238,6 +238,12 @@ fn v1() -> Table {
         .add(post_.clone(), "/releases", AliasesWrite, a::release)
         .add(get_.clone(), "/routes", Admin, routes::stream)
         .add(get_, "/certificates", ProjectsRead, certificates::list)
+        .add(
+            post_.clone(),
+            "/certificates/{host}/renew",
+            Admin,
+            certificates::renew,
+        )
         .add(post_.clone(), "/gc", Admin, gc::run)
         .add(post_, "/scrub", Admin, scrub::run)
 }

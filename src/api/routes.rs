@@ -53,6 +53,9 @@ pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
     if let Some(edge) = &s.edge {
         edge.metrics.render(edge.cache.counters(), &mut body);
     }
+    if let Some(issuer) = &s.issuer {
+        issuer.render_metrics(&mut body);
+    }
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         body,
