@@ -185,6 +185,7 @@ struct AcmeFile {
     ca_roots: Option<PathBuf>,
     check_interval_secs: Option<u64>,
     renew_before_days: Option<u64>,
+    challenge: Option<crate::acme::issuer::Challenge>,
 }
 
 /// Where blobs are stored.
@@ -440,6 +441,7 @@ fn acme(
         renew_before: f
             .renew_before_days
             .map(|days| Duration::from_secs(days * 86_400)),
+        challenge: f.challenge.unwrap_or(d.challenge),
         ..d
     }))
 }

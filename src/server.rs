@@ -126,8 +126,10 @@ impl Server {
                 let resolver = Arc::new(edge::tls::Resolver {
                     dir,
                     acme: acme.as_ref().map(|(_, c, _)| c.clone()),
+                    challenges: acme.as_ref().map(|(ch, _, _)| ch.clone()),
                 });
-                let acceptor = edge::tls::acceptor(resolver).context("configuring TLS")?;
+                let acceptor =
+                    edge::tls::acceptor(resolver, acme.is_some()).context("configuring TLS")?;
                 tracing::info!(addr = %listener.local_addr()?, ?hosts, acme = acme.is_some(), "edge TLS listening");
                 Some(tokio::spawn(edge::server::serve_tls(
                     listener,

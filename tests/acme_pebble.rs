@@ -518,3 +518,55 @@ async fn a_renewal_replaces_the_certificate_under_load_and_a_refusing_ca_keeps_t
     assert!(failures >= 1.0);
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_alpn_01_issues_through_the_tls_listener_alone() {
+    if !installed("pebble") || !installed("pebble-challtestsrv") {
+        assert!(std::env::var_os("CI").is_none(), "pebble is not installed");
+        eprintln!("skipped: install the Debian package `pebble` to run the ACME tests");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let ca = pebble_tls(work.path());
+    let ports = PebblePorts {
+        acme: free_port(),
+        management: free_port(),
+        dns: free_port(),
+        dns_management: free_port(),
+    };
+    let directory = format!("https://127.0.0.1:{}/dir", ports.acme);
+    let srv = TestServer::start_with(|c| {
+        c.acme = Some(AcmeSettings {
+            challenge: halo::acme::issuer::Challenge::TlsAlpn01,
+            ..settings(&directory, &ca)
+        });
+        c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let tls_addr = srv.tls_addr.unwrap();
+    // HTTP-01 would reach a port nothing listens on: only TLS-ALPN-01 can succeed.
+    let _pebble = start_pebble(work.path(), &ports, free_port(), tls_addr.port());
+    let pid = srv.create_project("alpn").await;
+    let site = BTreeMap::from([("index.html".to_owned(), b"alpn".to_vec())]);
+    deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &site, "production").await;
+    wait_valid(&srv, &["alpn.halo.test"], &work.path().join("pebble.log")).await;
+    let root = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap()
+        .get(format!("https://127.0.0.1:{}/roots/0", ports.management))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = https_client(&root, tls_addr, &["alpn.halo.test"], false)
+        .get(format!("https://alpn.halo.test:{}/", tls_addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(names_of(&r), ["alpn.halo.test"]);
+    assert_eq!(r.text().await.unwrap(), "alpn");
+    srv.stop().await;
+}

@@ -44,6 +44,8 @@ pub struct AcmeSettings {
     pub backoff: Duration,
     /// Longest wait between attempts for a failing host.
     pub max_backoff: Duration,
+    /// The challenge to answer when the CA offers it (else the other one).
+    pub challenge: Challenge,
     /// Renew when less than this validity remains, instead of at two thirds of the
     /// lifetime (operators who want a wider margin; tests force a renewal with it).
     pub renew_before: Option<Duration>,
@@ -59,6 +61,34 @@ impl Default for AcmeSettings {
             backoff: Duration::from_secs(60),
             max_backoff: Duration::from_secs(6 * 3600),
             renew_before: None,
+            challenge: Challenge::Http01,
+        }
+    }
+}
+
+/// The challenge types the issuer answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum Challenge {
+    /// `http-01`: a file on the plain listener (port 80).
+    #[serde(rename = "http-01")]
+    Http01,
+    /// `tls-alpn-01`: a certificate on the TLS listener (port 443).
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+impl Challenge {
+    fn kind(self) -> ChallengeType {
+        match self {
+            Challenge::Http01 => ChallengeType::Http01,
+            Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+        }
+    }
+
+    fn other(self) -> Challenge {
+        match self {
+            Challenge::Http01 => Challenge::TlsAlpn01,
+            Challenge::TlsAlpn01 => Challenge::Http01,
         }
     }
 }
@@ -401,7 +431,7 @@ impl Issuer {
             .new_order(&NewOrder::new(&ids))
             .await
             .map_err(|e| format!("new order: {e}"))?;
-        let mut tokens = Vec::new();
+        let (mut tokens, mut alpn) = (Vec::new(), false);
         let result = async {
             let mut authorizations = order.authorizations();
             while let Some(a) = authorizations.next().await {
@@ -411,15 +441,31 @@ impl Issuer {
                     AuthorizationStatus::Valid => continue,
                     s => return Err(format!("authorization is {s:?}")),
                 }
+                let preferred = self.settings.challenge;
+                let kind = if a.challenges.iter().any(|c| c.r#type == preferred.kind()) {
+                    preferred
+                } else {
+                    preferred.other()
+                };
                 let mut ch = a
-                    .challenge(ChallengeType::Http01)
-                    .ok_or("the CA offers no HTTP-01 challenge")?;
+                    .challenge(kind.kind())
+                    .ok_or("the CA offers neither HTTP-01 nor TLS-ALPN-01")?;
                 let answer = ch.key_authorization();
-                self.challenges
-                    .open(&ch.token, answer.as_str())
-                    .await
-                    .map_err(|e| format!("publishing the challenge: {e}"))?;
-                tokens.push(ch.token.clone());
+                match kind {
+                    Challenge::Http01 => {
+                        self.challenges
+                            .open(&ch.token, answer.as_str())
+                            .await
+                            .map_err(|e| format!("publishing the challenge: {e}"))?;
+                        tokens.push(ch.token.clone());
+                    }
+                    Challenge::TlsAlpn01 => {
+                        self.challenges
+                            .open_alpn(host, answer.digest().as_ref())
+                            .map_err(|e| format!("making the challenge certificate: {e}"))?;
+                        alpn = true;
+                    }
+                }
                 ch.set_ready()
                     .await
                     .map_err(|e| format!("challenge: {e}"))?;
@@ -445,6 +491,9 @@ impl Issuer {
         .await;
         for t in tokens {
             self.challenges.close(&t).await;
+        }
+        if alpn {
+            self.challenges.close_alpn(host);
         }
         result
     }

@@ -25,12 +25,26 @@ use crate::store::{BlobStore, StoreError};
 
 /// The path prefix of HTTP-01 challenges (RFC 8555 §8.3).
 pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
+/// The ALPN protocol of TLS-ALPN-01 challenges (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
-/// HTTP-01 answers while challenges are open: in memory for the issuer in this process,
-/// in the store for edge nodes elsewhere.
+/// Answers while challenges are open. HTTP-01: in memory for the issuer in this process,
+/// in the store for edge nodes elsewhere. TLS-ALPN-01: a challenge certificate per host,
+/// in this process (the one running the issuer and the TLS listener).
 pub struct Challenges {
     open: DashMap<String, String>,
+    alpn: DashMap<String, Arc<CertifiedKey>>,
+    provider: Arc<CryptoProvider>,
     store: Arc<dyn BlobStore>,
+}
+
+impl std::fmt::Debug for Challenges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Challenges")
+            .field("http01_open", &self.open.len())
+            .field("tls_alpn01_open", &self.alpn.len())
+            .finish()
+    }
 }
 
 impl Challenges {
@@ -38,8 +52,43 @@ impl Challenges {
     pub fn new(store: Arc<dyn BlobStore>) -> Self {
         Challenges {
             open: DashMap::new(),
+            alpn: DashMap::new(),
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             store,
         }
+    }
+
+    /// Opens a TLS-ALPN-01 challenge for `host`: a handshake asking for `acme-tls/1` gets a
+    /// self-signed certificate for it carrying `digest` (the SHA-256 of the key
+    /// authorization) in a critical acmeIdentifier extension (RFC 8737 §3).
+    pub fn open_alpn(&self, host: &str, digest: &[u8]) -> Result<(), String> {
+        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+        let mut params =
+            rcgen::CertificateParams::new(vec![host.to_owned()]).map_err(|e| e.to_string())?;
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::new_acme_identifier(digest));
+        let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+        // Not `from_der`: its consistency check parses the certificate with webpki, which
+        // refuses the critical acmeIdentifier extension this certificate exists to carry.
+        let signing = self
+            .provider
+            .key_provider
+            .load_private_key(PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+            .map_err(|e| e.to_string())?;
+        let ck = CertifiedKey::new(vec![cert.der().clone()], signing);
+        self.alpn.insert(host.to_owned(), Arc::new(ck));
+        Ok(())
+    }
+
+    /// Closes a TLS-ALPN-01 challenge.
+    pub fn close_alpn(&self, host: &str) {
+        self.alpn.remove(host);
+    }
+
+    /// The challenge certificate for an `acme-tls/1` handshake naming `host`.
+    pub fn alpn_certificate(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+        self.alpn.get(host).map(|c| c.clone())
     }
 
     /// Opens a challenge: `token` is answered with `key_authorization` from now on, by this

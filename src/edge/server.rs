@@ -162,6 +162,12 @@ async fn run(
                                 acceptor.accept(stream),
                             );
                             match handshake.await {
+                                // A TLS-ALPN-01 validation ends with its handshake.
+                                Ok(Ok(mut s)) if s.get_ref().1.alpn_protocol()
+                                    == Some(crate::acme::ACME_TLS_ALPN) =>
+                                {
+                                    let _ = s.shutdown().await;
+                                }
                                 Ok(Ok(s)) => connection(s, conn, true).await,
                                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),

@@ -158,19 +158,27 @@ impl CertStore {
 
     /// A TLS acceptor choosing certificates from this store.
     pub fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, rustls::Error> {
-        acceptor(self.clone())
+        acceptor(self.clone(), false)
     }
 }
 
-/// A TLS acceptor (TLS 1.2 and 1.3, ALPN h2 then http/1.1) choosing certificates with
-/// `resolver`.
-pub fn acceptor(resolver: Arc<dyn ResolvesServerCert>) -> Result<TlsAcceptor, rustls::Error> {
+/// A TLS acceptor (TLS 1.2 and 1.3, ALPN h2 then http/1.1, and `acme-tls/1` for ACME
+/// challenges when `acme`) choosing certificates with `resolver`.
+pub fn acceptor(
+    resolver: Arc<dyn ResolvesServerCert>,
+    acme: bool,
+) -> Result<TlsAcceptor, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if acme {
+        config
+            .alpn_protocols
+            .push(crate::acme::ACME_TLS_ALPN.to_vec());
+    }
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -182,11 +190,22 @@ pub struct Resolver {
     pub dir: Option<Arc<CertStore>>,
     /// ACME's certificates, if automatic HTTPS is on.
     pub acme: Option<Arc<crate::acme::CertMap>>,
+    /// Open TLS-ALPN-01 challenges, if automatic HTTPS is on.
+    pub challenges: Option<Arc<crate::acme::Challenges>>,
 }
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let name = hello.server_name()?.to_ascii_lowercase();
+        // A CA validating TLS-ALPN-01 asks for `acme-tls/1` alone, and gets the challenge
+        // certificate or nothing (RFC 8737 §3).
+        if let Some(challenges) = &self.challenges
+            && hello
+                .alpn()
+                .is_some_and(|mut p| p.any(|p| p == crate::acme::ACME_TLS_ALPN))
+        {
+            return challenges.alpn_certificate(&name);
+        }
         self.dir
             .as_ref()
             .and_then(|d| d.lookup(&name))
