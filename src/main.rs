@@ -108,22 +108,31 @@ async fn edge_node(
     let edge_listener = bind(config.edge_listen, "edge").await?;
     let admin_listener = bind(args.admin_listen, "admin listener").await?;
     let store = halo::server::open_store(&config)?;
-    let edge = std::sync::Arc::new(halo::edge::Edge::new(
+    let shutdown = CancellationToken::new();
+    let mut edge = halo::edge::Edge::new(
         std::sync::Arc::default(),
-        store,
+        store.clone(),
         halo::edge::cache::BlobCache::new(config.cache_bytes),
-    ));
+    );
+    let tls = match config.tls_listen {
+        Some(addr) => Some((
+            bind(addr, "edge TLS listener").await?,
+            halo::server::edge_tls(&config, &store, &mut edge, &shutdown)?,
+        )),
+        None => None,
+    };
+    let edge = std::sync::Arc::new(edge);
     let follow = halo::edge::follow::FollowConfig {
         control_plane: args.control_plane.clone(),
         token,
         poll: std::time::Duration::from_secs(args.poll_secs.max(1)),
     };
-    let shutdown = CancellationToken::new();
     let node = halo::edge::node::EdgeNode::start(
         edge,
         follow,
         edge_listener,
         admin_listener,
+        tls,
         config.edge.clone(),
         shutdown.clone(),
     )

@@ -258,6 +258,46 @@ async fn periodic_gc(
     }
 }
 
+/// TLS for a stand-alone edge node: certificates from the directory (which win) and, with
+/// `[acme]`, those the control plane's issuer stored, followed from the store; HTTP-01
+/// challenges answered from the store.
+pub fn edge_tls(
+    config: &Config,
+    store: &Arc<dyn BlobStore>,
+    edge: &mut Edge,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let dir = match &config.tls_cert_dir {
+        Some(dir) => {
+            let certs = edge::tls::CertStore::open(dir)
+                .with_context(|| format!("reading the certificate directory {}", dir.display()))?;
+            certs.clone().watch(shutdown.clone());
+            Some(certs)
+        }
+        None => None,
+    };
+    let acme = config.acme.as_ref().map(|_| {
+        let certs = Arc::new(crate::acme::CertMap::default());
+        crate::acme::follow_certificates(
+            store.clone(),
+            certs.clone(),
+            crate::acme::FOLLOW_EVERY,
+            shutdown.clone(),
+        );
+        edge.acme = Some(Arc::new(crate::acme::Challenges::new(store.clone())));
+        certs
+    });
+    if dir.is_none() && acme.is_none() {
+        anyhow::bail!("a TLS listener needs tls_cert_dir or [acme]");
+    }
+    let resolver = Arc::new(edge::tls::Resolver {
+        dir,
+        acme,
+        challenges: None,
+    });
+    edge::tls::acceptor(resolver, false).context("configuring TLS")
+}
+
 /// Scrubs the store every `every`, at most `rate` bytes per second; findings are logged.
 async fn periodic_scrub(
     control: Arc<Control>,

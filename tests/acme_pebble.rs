@@ -345,6 +345,80 @@ async fn hosts_get_certificates_by_http01_and_keep_them_across_a_restart() {
         }
     }
 
+    // Two stand-alone edge nodes on the same store serve the certificates the control
+    // plane obtained, and answer HTTP-01 challenges the issuer publishes there.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let store: std::sync::Arc<dyn halo::store::BlobStore> =
+        std::sync::Arc::new(halo::store::fs::FsStore::open(data_dir.join("store")).unwrap());
+    let node_config = halo::config::Config {
+        acme: Some(settings(&directory, &ca)),
+        ..halo::config::Config::default()
+    };
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let mut edge = halo::edge::Edge::new(
+            std::sync::Arc::default(),
+            store.clone(),
+            halo::edge::cache::BlobCache::new(1 << 20),
+        );
+        let acceptor = halo::server::edge_tls(&node_config, &store, &mut edge, &shutdown).unwrap();
+        let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+        let node = halo::edge::node::EdgeNode::start(
+            std::sync::Arc::new(edge),
+            halo::edge::follow::FollowConfig {
+                control_plane: Some(srv.api.clone()),
+                token: Some(TOKEN.into()),
+                poll: Duration::from_secs(1),
+            },
+            bind().await.unwrap(),
+            bind().await.unwrap(),
+            Some((bind().await.unwrap(), acceptor)),
+            halo::edge::server::ServeOptions::default(),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        nodes.push(node);
+    }
+    let challenges = halo::acme::Challenges::new(store.clone());
+    challenges
+        .open("tok-from-the-issuer_1", "key-authorization")
+        .await
+        .unwrap();
+    for node in &nodes {
+        let addr = node.tls_addr.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let r = loop {
+            match https_client(&root, addr, &hosts, false)
+                .get(format!("https://web.halo.test:{}/", addr.port()))
+                .send()
+                .await
+            {
+                Ok(r) if r.status() == 200 => break r,
+                other => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "edge node never served HTTPS: {other:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        assert_eq!(names_of(&r), ["web.halo.test"]);
+        assert_eq!(r.text().await.unwrap(), "<h1>secure</h1>");
+        let r = reqwest::Client::new()
+            .get(format!(
+                "http://{}/.well-known/acme-challenge/tok-from-the-issuer_1",
+                node.edge_addr
+            ))
+            .header("host", "www.example.test")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.text().await.unwrap(), "key-authorization");
+    }
+    shutdown.cancel();
+
     // A restart on the same store: the certificates and the account are reused.
     srv.stop().await;
     let srv = TestServer::start_with(configure).await;

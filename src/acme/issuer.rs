@@ -319,6 +319,10 @@ impl Issuer {
                 if let Err(e) = bundle.save(&*self.store).await {
                     return self.failed(host, state, format!("storing the certificate: {e}"));
                 }
+                // Edge nodes poll the index; a failure here only delays them.
+                if let Err(e) = store::Index::record(&*self.store, &bundle).await {
+                    tracing::warn!(%host, error = %e, "acme: cannot update the certificate index");
+                }
                 tracing::info!(%host, not_after = bundle.not_after, issuer = %bundle.issuer, "acme: certificate issued");
                 self.serve(&bundle);
             }

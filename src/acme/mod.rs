@@ -25,6 +25,8 @@ use crate::store::{BlobStore, StoreError};
 
 /// The path prefix of HTTP-01 challenges (RFC 8555 §8.3).
 pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
+/// How often edge nodes look for certificates the issuer stored.
+pub const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// The ALPN protocol of TLS-ALPN-01 challenges (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
@@ -192,4 +194,49 @@ impl CertMap {
         });
         Ok(())
     }
+}
+
+/// Keeps `certs` in step with the certificates the issuer stored (edge nodes without the
+/// issuer): polls the index every `every` and loads the bundles whose version moved, until
+/// `stop`.
+pub fn follow_certificates(
+    store: Arc<dyn BlobStore>,
+    certs: Arc<CertMap>,
+    every: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut seen: HashMap<String, i64> = HashMap::new();
+        loop {
+            match store::Index::load(&*store).await {
+                Ok(index) => {
+                    for (host, version) in index.hosts {
+                        if seen.get(&host) == Some(&version) {
+                            continue;
+                        }
+                        match store::Bundle::load(&*store, &host).await {
+                            Ok(Some(b)) => match certs.insert(&b) {
+                                Ok(()) => {
+                                    tracing::info!(%host, not_after = b.not_after, "certificate loaded from the store");
+                                    seen.insert(host, version);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(%host, error = %e, "stored certificate does not load")
+                                }
+                            },
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(%host, error = %e, "cannot read a stored certificate")
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the certificate index"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    });
 }

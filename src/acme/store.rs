@@ -13,6 +13,41 @@ const VERSION: u32 = 1;
 /// The ACME account: created once, reused for every order.
 pub const ACCOUNT_KEY: &str = "tls/acme/account.json";
 
+/// Which hosts have a bundle, and which version: what edge nodes poll to pick up new
+/// certificates without reading every bundle.
+pub const INDEX_KEY: &str = "tls/certs/index.json";
+
+/// The index of stored bundles: host → the bundle's `not_after` (a new certificate for a
+/// host always moves it).
+#[derive(Default, Serialize, Deserialize)]
+pub struct Index {
+    /// Format version.
+    pub v: u32,
+    /// Host → version of its bundle.
+    pub hosts: std::collections::BTreeMap<String, i64>,
+}
+
+impl Index {
+    /// The stored index (empty when there is none or it is unreadable).
+    pub async fn load(store: &dyn BlobStore) -> Result<Index, StoreError> {
+        Ok(store
+            .get_object(INDEX_KEY)
+            .await?
+            .and_then(|raw| serde_json::from_slice::<Index>(&raw).ok())
+            .filter(|i| i.v == VERSION)
+            .unwrap_or_default())
+    }
+
+    /// Records `bundle` in the stored index (read, change, write: one issuer writes it).
+    pub async fn record(store: &dyn BlobStore, bundle: &Bundle) -> Result<(), StoreError> {
+        let mut index = Index::load(store).await?;
+        index.v = VERSION;
+        index.hosts.insert(bundle.host.clone(), bundle.not_after);
+        let raw = serde_json::to_vec(&index).expect("an index serialises");
+        store.put_object(INDEX_KEY, Bytes::from(raw)).await
+    }
+}
+
 /// Where a host's certificate bundle lives.
 pub fn bundle_key(host: &str) -> String {
     format!("tls/certs/{host}.json")

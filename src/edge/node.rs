@@ -29,6 +29,8 @@ pub struct EdgeNode {
     pub edge_addr: SocketAddr,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub admin_addr: SocketAddr,
+    /// Where HTTPS is served, if it is.
+    pub tls_addr: Option<SocketAddr>,
     task: JoinHandle<()>,
 }
 
@@ -46,6 +48,7 @@ impl EdgeNode {
         follow: FollowConfig,
         edge_listener: TcpListener,
         admin_listener: TcpListener,
+        tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
         opts: super::server::ServeOptions,
         shutdown: CancellationToken,
     ) -> std::io::Result<EdgeNode> {
@@ -65,6 +68,19 @@ impl EdgeNode {
         let admin_addr = admin_listener.local_addr()?;
         let table = edge.table.clone();
         let follow_task = tokio::spawn(follower.run(shutdown.clone()));
+        let tls_addr = match &tls {
+            Some((l, _)) => Some(l.local_addr()?),
+            None => None,
+        };
+        let tls_task = tls.map(|(listener, acceptor)| {
+            tokio::spawn(server::serve_tls(
+                listener,
+                edge.clone(),
+                shutdown.clone(),
+                opts.clone(),
+                acceptor,
+            ))
+        });
         let edge_task = tokio::spawn(server::serve(
             edge_listener,
             edge.clone(),
@@ -85,9 +101,15 @@ impl EdgeNode {
             }
         });
         tracing::info!(addr = %edge_addr, "edge listening");
+        if let Some(addr) = tls_addr {
+            tracing::info!(%addr, "edge TLS listening");
+        }
         tracing::info!(addr = %admin_addr, "admin listening");
         let task = tokio::spawn(async move {
             let _ = edge_task.await;
+            if let Some(t) = tls_task {
+                let _ = t.await;
+            }
             let _ = follow_task.await;
             let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
             tracing::info!("stopped");
@@ -96,6 +118,7 @@ impl EdgeNode {
             table,
             edge_addr,
             admin_addr,
+            tls_addr,
             task,
         })
     }
