@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// PEM file of an extra root to trust the ACME directory with (a test CA)
     #[arg(long, env = "HALO_ACME_CA_ROOTS")]
     pub acme_ca_roots: Option<PathBuf>,
+    /// Executable called as `HOOK add|remove <fqdn> <value>` to set DNS-01 TXT records:
+    /// one wildcard certificate then covers every host under the domain
+    #[arg(long, env = "HALO_ACME_DNS_HOOK")]
+    pub acme_dns_hook: Option<PathBuf>,
     /// Redirect plain-HTTP edge requests to HTTPS (needs --tls-listen)
     #[arg(long, env = "HALO_REDIRECT_HTTPS", num_args = 0..=1, default_missing_value = "true")]
     pub redirect_https: Option<bool>,
@@ -186,6 +190,9 @@ struct AcmeFile {
     check_interval_secs: Option<u64>,
     renew_before_days: Option<u64>,
     challenge: Option<crate::acme::issuer::Challenge>,
+    dns_hook: Option<PathBuf>,
+    dns_resolver: Option<SocketAddr>,
+    propagation_timeout_secs: Option<u64>,
 }
 
 /// Where blobs are stored.
@@ -442,6 +449,11 @@ fn acme(
             .renew_before_days
             .map(|days| Duration::from_secs(days * 86_400)),
         challenge: f.challenge.unwrap_or(d.challenge),
+        dns_hook: args.acme_dns_hook.clone().or(f.dns_hook),
+        dns_resolver: f.dns_resolver,
+        propagation_timeout: f
+            .propagation_timeout_secs
+            .map_or(d.propagation_timeout, Duration::from_secs),
         ..d
     }))
 }

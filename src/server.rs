@@ -92,7 +92,10 @@ impl Server {
             let challenges = Arc::new(crate::acme::Challenges::new(store.clone()));
             let certs = Arc::new(crate::acme::CertMap::default());
             let issuer = crate::acme::issuer::Issuer::new(
-                settings.clone(),
+                crate::acme::issuer::AcmeSettings {
+                    domain: Some(config.domain.clone()),
+                    ..settings.clone()
+                },
                 store.clone(),
                 meta.clone(),
                 challenges.clone(),

@@ -644,3 +644,105 @@ async fn tls_alpn_01_issues_through_the_tls_listener_alone() {
     assert_eq!(r.text().await.unwrap(), "alpn");
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_platform_wildcard_by_dns01_covers_new_preview_hosts_with_no_new_order() {
+    if !installed("pebble") || !installed("pebble-challtestsrv") {
+        assert!(std::env::var_os("CI").is_none(), "pebble is not installed");
+        eprintln!("skipped: install the Debian package `pebble` to run the ACME tests");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let ca = pebble_tls(work.path());
+    let ports = PebblePorts {
+        acme: free_port(),
+        management: free_port(),
+        dns: free_port(),
+        dns_management: free_port(),
+    };
+    // The operator's hook: sets and clears the TXT record through challtestsrv's API, as a
+    // real one would through a DNS provider's.
+    let hook = work.path().join("dns-hook");
+    std::fs::write(
+        &hook,
+        format!(
+            r#"#!/bin/sh
+exec python3 - "$@" <<'PY'
+import json, sys, urllib.request
+action, fqdn, value = sys.argv[1:4]
+host = fqdn.rstrip(".") + "."
+body = {{"host": host, "value": value}} if action == "add" else {{"host": host}}
+path = {{"add": "set-txt", "remove": "clear-txt"}}[action]
+req = urllib.request.Request("http://127.0.0.1:{}/" + path, data=json.dumps(body).encode(), method="POST")
+urllib.request.urlopen(req).read()
+PY
+"#,
+            ports.dns_management
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let directory = format!("https://127.0.0.1:{}/dir", ports.acme);
+    let srv = TestServer::start_with(|c| {
+        c.acme = Some(AcmeSettings {
+            dns_hook: Some(hook.clone()),
+            dns_resolver: Some(format!("127.0.0.1:{}", ports.dns).parse().unwrap()),
+            ..settings(&directory, &ca)
+        });
+        c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let tls_addr = srv.tls_addr.unwrap();
+    // Neither HTTP-01 nor TLS-ALPN-01 can succeed: only DNS-01 can.
+    let _pebble = start_pebble(work.path(), &ports, free_port(), free_port());
+    let pid = srv.create_project("wild").await;
+    let site = BTreeMap::from([("index.html".to_owned(), b"wild".to_vec())]);
+    let first = deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &site, "production").await;
+    let c = wait_valid(&srv, &["*.halo.test"], &work.path().join("pebble.log")).await;
+    assert_eq!(
+        c["data"].as_array().unwrap().len(),
+        1,
+        "one wildcard, no per-host certificate: {c}"
+    );
+    // (Orders made before Pebble was up failed and count too: compare from here.)
+    let issuer = srv.server.as_ref().unwrap().issuer.clone().unwrap();
+    let orders = issuer.orders_made();
+    let root = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap()
+        .get(format!("https://127.0.0.1:{}/roots/0", ports.management))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // A deployment made after the certificate: its new preview host is served at once.
+    let second = deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &site, "preview").await;
+    let hosts = [
+        "wild.halo.test".to_owned(),
+        common::host_of(&first),
+        common::host_of(&second),
+    ];
+    let names: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    let client = https_client(&root, tls_addr, &names, false);
+    for host in &hosts {
+        let r = client
+            .get(format!("https://{host}:{}/", tls_addr.port()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
+        let mut san = names_of(&r);
+        san.sort();
+        assert_eq!(san, ["*.halo.test", "halo.test"], "{host}");
+        assert_eq!(r.text().await.unwrap(), "wild");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        issuer.orders_made(),
+        orders,
+        "no order for a new preview host"
+    );
+    srv.stop().await;
+}

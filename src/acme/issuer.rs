@@ -19,6 +19,7 @@ use instant_acme::{
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::dns;
 use super::store::{self, Bundle, StoredAccount};
 use super::{CertMap, Challenges};
 use crate::meta::{AliasKind, MetaStore};
@@ -46,6 +47,15 @@ pub struct AcmeSettings {
     pub max_backoff: Duration,
     /// The challenge to answer when the CA offers it (else the other one).
     pub challenge: Challenge,
+    /// The DNS hook (`HOOK add|remove <fqdn> <value>`): with it, one wildcard certificate
+    /// by DNS-01 covers `*.{domain}` and `{domain}` (production and preview hosts).
+    pub dns_hook: Option<PathBuf>,
+    /// The name server propagation checks ask (`ip:port`); the system's when unset.
+    pub dns_resolver: Option<std::net::SocketAddr>,
+    /// Longest wait for a TXT record to become visible.
+    pub propagation_timeout: Duration,
+    /// The platform domain (set from the server's `domain`).
+    pub domain: Option<String>,
     /// Renew when less than this validity remains, instead of at two thirds of the
     /// lifetime (operators who want a wider margin; tests force a renewal with it).
     pub renew_before: Option<Duration>,
@@ -62,6 +72,10 @@ impl Default for AcmeSettings {
             max_backoff: Duration::from_secs(6 * 3600),
             renew_before: None,
             challenge: Challenge::Http01,
+            dns_hook: None,
+            dns_resolver: None,
+            propagation_timeout: Duration::from_secs(120),
+            domain: None,
         }
     }
 }
@@ -236,9 +250,22 @@ impl Issuer {
         }
     }
 
-    /// Production hosts and custom domains that serve a deployment now.
+    /// The platform wildcard (`*.{domain}`), when a DNS hook makes it possible.
+    fn wildcard(&self) -> Option<String> {
+        self.settings.dns_hook.as_ref()?;
+        Some(format!("*.{}", self.settings.domain.as_ref()?))
+    }
+
+    /// Production hosts and custom domains that serve a deployment now; with a DNS hook,
+    /// the platform wildcard instead of every host it covers.
     async fn wanted(&self) -> Result<Vec<String>, crate::meta::MetaError> {
-        let mut hosts = Vec::new();
+        let wildcard = self.wildcard();
+        let covered = |host: &str| {
+            let Some(w) = &wildcard else { return false };
+            host.strip_suffix(&w[1..])
+                .is_some_and(|label| !label.is_empty() && !label.contains('.'))
+        };
+        let mut hosts: Vec<String> = wildcard.iter().cloned().collect();
         let mut after: Option<String> = None;
         loop {
             let page = self
@@ -250,6 +277,7 @@ impl Issuer {
             hosts.extend(
                 page.into_iter()
                     .filter(|a| a.kind != AliasKind::Preview && a.deployment_id.is_some())
+                    .filter(|a| !covered(&a.host))
                     .map(|a| a.host),
             );
         }
@@ -430,12 +458,15 @@ impl Issuer {
     /// One order for `host` by HTTP-01, to a stored-ready bundle.
     async fn order(&self, host: &str) -> Result<Bundle, String> {
         let account = self.account().await?;
-        let ids = [Identifier::Dns(host.to_owned())];
+        // A wildcard also names its base domain; both are validated by DNS-01.
+        let base = host.strip_prefix("*.");
+        let mut ids = vec![Identifier::Dns(host.to_owned())];
+        ids.extend(base.map(|b| Identifier::Dns(b.to_owned())));
         let mut order = account
             .new_order(&NewOrder::new(&ids))
             .await
             .map_err(|e| format!("new order: {e}"))?;
-        let (mut tokens, mut alpn) = (Vec::new(), false);
+        let (mut tokens, mut alpn, mut records) = (Vec::new(), false, Vec::new());
         let result = async {
             let mut authorizations = order.authorizations();
             while let Some(a) = authorizations.next().await {
@@ -444,6 +475,23 @@ impl Issuer {
                     AuthorizationStatus::Pending => {}
                     AuthorizationStatus::Valid => continue,
                     s => return Err(format!("authorization is {s:?}")),
+                }
+                if let Some(base) = base {
+                    let hook = self.settings.dns_hook.as_ref().ok_or("no dns hook")?;
+                    let mut ch = a
+                        .challenge(ChallengeType::Dns01)
+                        .ok_or("the CA offers no DNS-01 challenge")?;
+                    let fqdn = format!("_acme-challenge.{base}");
+                    let value = ch.key_authorization().dns_value();
+                    dns::run_hook(hook, "add", &fqdn, &value).await?;
+                    records.push((fqdn.clone(), value.clone()));
+                    let resolver = dns::resolver(self.settings.dns_resolver)?;
+                    dns::wait_for_txt(&resolver, &fqdn, &value, self.settings.propagation_timeout)
+                        .await?;
+                    ch.set_ready()
+                        .await
+                        .map_err(|e| format!("challenge: {e}"))?;
+                    continue;
                 }
                 let preferred = self.settings.challenge;
                 let kind = if a.challenges.iter().any(|c| c.r#type == preferred.kind()) {
@@ -498,6 +546,13 @@ impl Issuer {
         }
         if alpn {
             self.challenges.close_alpn(host);
+        }
+        if let Some(hook) = &self.settings.dns_hook {
+            for (fqdn, value) in records {
+                if let Err(e) = dns::run_hook(hook, "remove", &fqdn, &value).await {
+                    tracing::warn!(%fqdn, error = %e, "acme: cannot remove a DNS-01 record");
+                }
+            }
         }
         result
     }

@@ -7,6 +7,7 @@
 //! [`issuer::Issuer`] (the control plane's one issuer: which hosts need a certificate, the
 //! orders, the state `GET /v1/certificates` shows).
 
+pub mod dns;
 pub mod issuer;
 pub mod store;
 
@@ -190,6 +191,10 @@ impl CertMap {
         self.certs.rcu(|old| {
             let mut next = HashMap::clone(old);
             next.insert(bundle.host.clone(), ck.clone());
+            // The platform wildcard also covers its base domain.
+            if let Some(base) = bundle.host.strip_prefix("*.") {
+                next.insert(base.to_owned(), ck.clone());
+            }
             next
         });
         Ok(())

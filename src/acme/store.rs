@@ -50,7 +50,10 @@ impl Index {
 
 /// Where a host's certificate bundle lives.
 pub fn bundle_key(host: &str) -> String {
-    format!("tls/certs/{host}.json")
+    match host.strip_prefix("*.") {
+        Some(base) => format!("tls/certs/_wildcard.{base}.json"),
+        None => format!("tls/certs/{host}.json"),
+    }
 }
 
 /// Where the answer to an HTTP-01 challenge lives while it is open.
