@@ -193,6 +193,7 @@ struct AcmeFile {
     dns_hook: Option<PathBuf>,
     dns_resolver: Option<SocketAddr>,
     propagation_timeout_secs: Option<u64>,
+    eab_kid: Option<String>,
 }
 
 /// Where blobs are stored.
@@ -454,6 +455,19 @@ fn acme(
         propagation_timeout: f
             .propagation_timeout_secs
             .map_or(d.propagation_timeout, Duration::from_secs),
+        eab: match (
+            std::env::var("HALO_ACME_EAB_KID").ok().or(f.eab_kid),
+            std::env::var("HALO_ACME_EAB_HMAC").ok(),
+        ) {
+            (Some(kid), Some(hmac)) => Some((kid, crate::acme::issuer::Redacted(hmac))),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "acme.eab_kid",
+                    reason: "External Account Binding needs both a key id and HALO_ACME_EAB_HMAC (env only)".into(),
+                });
+            }
+        },
         ..d
     }))
 }

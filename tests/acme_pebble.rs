@@ -89,7 +89,19 @@ fn wait_port(port: u16) {
 }
 
 fn start_pebble(dir: &Path, ports: &PebblePorts, http01: u16, tlsalpn01: u16) -> Pebble {
-    let config = json!({ "pebble": {
+    start_pebble_with(dir, ports, http01, tlsalpn01, None)
+}
+
+/// As [`start_pebble`]; with `eab` (key id, base64url HMAC), Pebble requires External
+/// Account Binding with that key.
+fn start_pebble_with(
+    dir: &Path,
+    ports: &PebblePorts,
+    http01: u16,
+    tlsalpn01: u16,
+    eab: Option<(&str, &str)>,
+) -> Pebble {
+    let mut config = json!({ "pebble": {
         "listenAddress": format!("127.0.0.1:{}", ports.acme),
         "managementListenAddress": format!("127.0.0.1:{}", ports.management),
         "certificate": dir.join("api-cert.pem"),
@@ -99,6 +111,10 @@ fn start_pebble(dir: &Path, ports: &PebblePorts, http01: u16, tlsalpn01: u16) ->
         "ocspResponderURL": "",
         "externalAccountBindingRequired": false,
     }});
+    if let Some((kid, hmac)) = eab {
+        config["pebble"]["externalAccountBindingRequired"] = json!(true);
+        config["pebble"]["externalAccountMACKeys"] = json!({ kid: hmac });
+    }
     std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
     let dns = Command::new("pebble-challtestsrv")
         .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
@@ -744,5 +760,64 @@ PY
         orders,
         "no order for a new preview host"
     );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ca_requiring_external_account_binding_is_served_with_the_configured_key() {
+    if !installed("pebble") || !installed("pebble-challtestsrv") {
+        assert!(std::env::var_os("CI").is_none(), "pebble is not installed");
+        eprintln!("skipped: install the Debian package `pebble` to run the ACME tests");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let ca = pebble_tls(work.path());
+    let ports = PebblePorts {
+        acme: free_port(),
+        management: free_port(),
+        dns: free_port(),
+        dns_management: free_port(),
+    };
+    let directory = format!("https://127.0.0.1:{}/dir", ports.acme);
+    let hmac = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let srv = TestServer::start_with(|c| {
+        c.acme = Some(AcmeSettings {
+            eab: Some(("kid-1".into(), halo::acme::issuer::Redacted(hmac.into()))),
+            ..settings(&directory, &ca)
+        });
+        c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let tls_addr = srv.tls_addr.unwrap();
+    let _pebble = start_pebble_with(
+        work.path(),
+        &ports,
+        srv.edge_addr.port(),
+        tls_addr.port(),
+        Some(("kid-1", hmac)),
+    );
+    let pid = srv.create_project("bound").await;
+    let site = BTreeMap::from([("index.html".to_owned(), b"bound".to_vec())]);
+    deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &site, "production").await;
+    let c = wait_valid(&srv, &["bound.halo.test"], &work.path().join("pebble.log")).await;
+    assert!(!c.to_string().contains(hmac), "the HMAC never shows");
+    // The alias view says which certificate serves the host.
+    let aliases: Value = srv
+        .client
+        .get(format!("{}/v1/aliases?project_id={pid}", srv.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let prod = aliases["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["host"] == "bound.halo.test")
+        .unwrap();
+    assert_eq!(prod["certificate"]["state"], "valid", "{prod}");
     srv.stop().await;
 }

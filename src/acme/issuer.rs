@@ -56,6 +56,9 @@ pub struct AcmeSettings {
     pub propagation_timeout: Duration,
     /// The platform domain (set from the server's `domain`).
     pub domain: Option<String>,
+    /// External Account Binding, for CAs that require it (ZeroSSL, Google, …): key id and
+    /// the base64url HMAC key. SECURITY: the HMAC comes from the environment only.
+    pub eab: Option<(String, Redacted)>,
     /// Renew when less than this validity remains, instead of at two thirds of the
     /// lifetime (operators who want a wider margin; tests force a renewal with it).
     pub renew_before: Option<Duration>,
@@ -76,6 +79,7 @@ impl Default for AcmeSettings {
             dns_resolver: None,
             propagation_timeout: Duration::from_secs(120),
             domain: None,
+            eab: None,
         }
     }
 }
@@ -104,6 +108,16 @@ impl Challenge {
             Challenge::Http01 => Challenge::TlsAlpn01,
             Challenge::TlsAlpn01 => Challenge::Http01,
         }
+    }
+}
+
+/// A secret that never shows in `Debug` output (logs of the configuration).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
     }
 }
 
@@ -181,6 +195,15 @@ impl Issuer {
         let mut v: Vec<CertState> = self.states.iter().map(|e| e.value().clone()).collect();
         v.sort_by(|a, b| a.host.cmp(&b.host));
         v
+    }
+
+    /// The certificate state covering `host`: its own, or the wildcard of its parent.
+    pub fn state_for(&self, host: &str) -> Option<CertState> {
+        if let Some(s) = self.states.get(host) {
+            return Some(s.clone());
+        }
+        let (_, parent) = host.split_once('.')?;
+        self.states.get(&format!("*.{parent}")).map(|s| s.clone())
     }
 
     /// Orders made since start.
@@ -430,6 +453,16 @@ impl Issuer {
                 }
                 let contact = self.settings.email.as_ref().map(|e| format!("mailto:{e}"));
                 let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+                let eab = match &self.settings.eab {
+                    Some((kid, hmac)) => {
+                        use base64::Engine;
+                        let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                            .decode(hmac.0.trim_end_matches('='))
+                            .map_err(|_| "the EAB HMAC key is not base64url".to_owned())?;
+                        Some(instant_acme::ExternalAccountKey::new(kid.clone(), &key))
+                    }
+                    None => None,
+                };
                 let (account, credentials) = builder()
                     .map_err(|e| e.to_string())?
                     .create(
@@ -439,7 +472,7 @@ impl Issuer {
                             only_return_existing: false,
                         },
                         dir.clone(),
-                        None,
+                        eab.as_ref(),
                     )
                     .await
                     .map_err(|e| format!("creating the ACME account: {e}"))?;

@@ -15,7 +15,7 @@ use super::auth::Caller;
 use super::json::{Body, query};
 use super::{ApiError, ApiState};
 use crate::control::aliases::normalize_alias_host;
-use crate::meta::{Alias, AliasOp, AliasTarget, HistoryFilter};
+use crate::meta::{Alias, AliasKind, AliasOp, AliasTarget, HistoryFilter};
 use crate::model::rfc3339;
 
 /// Most changes in one release.
@@ -55,6 +55,13 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 }
 
 fn alias_json(s: &ApiState, a: &Alias) -> Value {
+    // With automatic HTTPS: the certificate serving this host (its own or the platform
+    // wildcard), `pending` until the issuer has one; null for hosts it does not cover.
+    let certificate = s.issuer.as_ref().and_then(|i| match i.state_for(&a.host) {
+        Some(st) => Some(super::certificates::view(&st)),
+        None if a.kind != AliasKind::Preview => Some(json!({"host": a.host, "state": "pending"})),
+        None => None,
+    });
     json!({
         "host": a.host,
         "url": s.control.url_for(&a.host),
@@ -63,6 +70,7 @@ fn alias_json(s: &ApiState, a: &Alias) -> Value {
         "kind": a.kind,
         "target": if a.follows_production { "production" } else { "deployment" },
         "updated_at": rfc3339(a.updated_at),
+        "certificate": certificate,
     })
 }
 

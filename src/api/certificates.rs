@@ -22,18 +22,23 @@ pub async fn list(State(s): State<ApiState>, caller: Caller) -> Result<Json<Valu
                 continue;
             }
         }
-        data.push(json!({
-            "host": st.host,
-            "state": st.state,
-            "issuer": st.issuer,
-            "not_before": st.not_before.map(|t| crate::model::rfc3339(t * 1000)),
-            "not_after": st.not_after.map(|t| crate::model::rfc3339(t * 1000)),
-            "last_error": st.last_error,
-            "failures": st.failures,
-            "retry_at": st.retry_at.map(|t| crate::model::rfc3339(t * 1000)),
-        }));
+        data.push(view(&st));
     }
     Ok(Json(json!({ "acme": true, "data": data })))
+}
+
+/// The public view of a certificate state (never a key).
+pub(super) fn view(st: &crate::acme::issuer::CertState) -> Value {
+    json!({
+        "host": st.host,
+        "state": st.state,
+        "issuer": st.issuer,
+        "not_before": st.not_before.map(|t| crate::model::rfc3339(t * 1000)),
+        "not_after": st.not_after.map(|t| crate::model::rfc3339(t * 1000)),
+        "last_error": st.last_error,
+        "failures": st.failures,
+        "retry_at": st.retry_at.map(|t| crate::model::rfc3339(t * 1000)),
+    })
 }
 
 /// `POST /v1/certificates/{host}/renew` (admin): order a new certificate for the host now;
