@@ -32,7 +32,6 @@ fn free_port() -> u16 {
 /// Pebble and its DNS server, killed on drop.
 struct Pebble {
     children: Vec<Child>,
-    management: String,
 }
 
 impl Drop for Pebble {
@@ -50,6 +49,58 @@ struct PebblePorts {
     management: u16,
     dns: u16,
     dns_management: u16,
+}
+
+/// What every test starts from: Pebble's API certificate (and the CA Halo trusts it with),
+/// the ports Pebble will use, and its directory URL. `None` (the test is skipped) when
+/// Pebble is not installed, which CI never allows.
+struct Setup {
+    work: tempfile::TempDir,
+    ca: std::path::PathBuf,
+    ports: PebblePorts,
+    directory: String,
+}
+
+fn setup() -> Option<Setup> {
+    if !installed("pebble") || !installed("pebble-challtestsrv") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "pebble is not installed: .ci/run installs it (Debian package `pebble`)"
+        );
+        eprintln!("skipped: install the Debian package `pebble` to run the ACME tests");
+        return None;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let ca = pebble_tls(work.path());
+    let ports = PebblePorts {
+        acme: free_port(),
+        management: free_port(),
+        dns: free_port(),
+        dns_management: free_port(),
+    };
+    let directory = format!("https://127.0.0.1:{}/dir", ports.acme);
+    Some(Setup {
+        work,
+        ca,
+        ports,
+        directory,
+    })
+}
+
+/// Pebble's issuing root, from its management API (served with its own test cert, which
+/// `ca` issued).
+async fn pebble_root(ca: &Path, management_port: u16) -> String {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap())
+        .build()
+        .unwrap()
+        .get(format!("https://127.0.0.1:{management_port}/roots/0"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// Pebble's own TLS certificate (for its API), issued by a throwaway CA Halo is told to
@@ -142,7 +193,6 @@ fn start_pebble_with(
         .expect("pebble starts");
     let p = Pebble {
         children: vec![dns, pebble],
-        management: format!("https://127.0.0.1:{}", ports.management),
     };
     wait_port(ports.dns_management);
     wait_port(ports.acme);
@@ -242,23 +292,15 @@ fn names_of(resp: &reqwest::Response) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hosts_get_certificates_by_http01_and_keep_them_across_a_restart() {
-    if !installed("pebble") || !installed("pebble-challtestsrv") {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "pebble is not installed: .ci/run installs it (Debian package `pebble`)"
-        );
-        eprintln!("skipped: install the Debian package `pebble` to run the ACME tests");
+    let Some(Setup {
+        work,
+        ca,
+        ports,
+        directory,
+    }) = setup()
+    else {
         return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let ca = pebble_tls(work.path());
-    let ports = PebblePorts {
-        acme: free_port(),
-        management: free_port(),
-        dns: free_port(),
-        dns_management: free_port(),
     };
-    let directory = format!("https://127.0.0.1:{}/dir", ports.acme);
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().to_path_buf();
     let configure = |c: &mut halo::config::Config| {
@@ -327,19 +369,7 @@ async fn hosts_get_certificates_by_http01_and_keep_them_across_a_restart() {
         .orders_made();
     assert_eq!(issued, 2, "one order per host");
 
-    // Pebble's issuing root, from its management API (served with its own test cert).
-    let mgmt = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
-        .build()
-        .unwrap();
-    let root = mgmt
-        .get(format!("{}/roots/0", pebble.management))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let root = pebble_root(&ca, ports.management).await;
     for http1 in [true, false] {
         let client = https_client(&root, tls_addr, &hosts, http1);
         for host in hosts {
@@ -462,20 +492,15 @@ async fn hosts_get_certificates_by_http01_and_keep_them_across_a_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_renewal_replaces_the_certificate_under_load_and_a_refusing_ca_keeps_the_old_one() {
-    if !installed("pebble") || !installed("pebble-challtestsrv") {
-        assert!(std::env::var_os("CI").is_none(), "pebble is not installed");
-        eprintln!("skipped: install the Debian package `pebble` to run the ACME tests");
+    let Some(Setup {
+        work,
+        ca,
+        ports,
+        directory,
+    }) = setup()
+    else {
         return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let ca = pebble_tls(work.path());
-    let ports = PebblePorts {
-        acme: free_port(),
-        management: free_port(),
-        dns: free_port(),
-        dns_management: free_port(),
     };
-    let directory = format!("https://127.0.0.1:{}/dir", ports.acme);
     let srv = TestServer::start_with(|c| {
         c.acme = Some(settings(&directory, &ca));
         c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
@@ -488,17 +513,7 @@ async fn a_renewal_replaces_the_certificate_under_load_and_a_refusing_ca_keeps_t
     deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &site, "production").await;
     let log = work.path().join("pebble.log");
     wait_valid(&srv, &["renew.halo.test"], &log).await;
-    let root = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
-        .build()
-        .unwrap()
-        .get(format!("{}/roots/0", pebble.management))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let root = pebble_root(&ca, ports.management).await;
     let url = format!("https://renew.halo.test:{}/", tls_addr.port());
     let first = serial_of(
         &https_client(&root, tls_addr, &["renew.halo.test"], true)
@@ -611,20 +626,15 @@ async fn a_renewal_replaces_the_certificate_under_load_and_a_refusing_ca_keeps_t
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_alpn_01_issues_through_the_tls_listener_alone() {
-    if !installed("pebble") || !installed("pebble-challtestsrv") {
-        assert!(std::env::var_os("CI").is_none(), "pebble is not installed");
-        eprintln!("skipped: install the Debian package `pebble` to run the ACME tests");
+    let Some(Setup {
+        work,
+        ca,
+        ports,
+        directory,
+    }) = setup()
+    else {
         return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let ca = pebble_tls(work.path());
-    let ports = PebblePorts {
-        acme: free_port(),
-        management: free_port(),
-        dns: free_port(),
-        dns_management: free_port(),
     };
-    let directory = format!("https://127.0.0.1:{}/dir", ports.acme);
     let srv = TestServer::start_with(|c| {
         c.acme = Some(AcmeSettings {
             challenge: halo::acme::issuer::Challenge::TlsAlpn01,
@@ -640,17 +650,7 @@ async fn tls_alpn_01_issues_through_the_tls_listener_alone() {
     let site = BTreeMap::from([("index.html".to_owned(), b"alpn".to_vec())]);
     deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &site, "production").await;
     wait_valid(&srv, &["alpn.halo.test"], &work.path().join("pebble.log")).await;
-    let root = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
-        .build()
-        .unwrap()
-        .get(format!("https://127.0.0.1:{}/roots/0", ports.management))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let root = pebble_root(&ca, ports.management).await;
     let r = https_client(&root, tls_addr, &["alpn.halo.test"], false)
         .get(format!("https://alpn.halo.test:{}/", tls_addr.port()))
         .send()
@@ -663,18 +663,14 @@ async fn tls_alpn_01_issues_through_the_tls_listener_alone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_platform_wildcard_by_dns01_covers_new_preview_hosts_with_no_new_order() {
-    if !installed("pebble") || !installed("pebble-challtestsrv") {
-        assert!(std::env::var_os("CI").is_none(), "pebble is not installed");
-        eprintln!("skipped: install the Debian package `pebble` to run the ACME tests");
+    let Some(Setup {
+        work,
+        ca,
+        ports,
+        directory,
+    }) = setup()
+    else {
         return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let ca = pebble_tls(work.path());
-    let ports = PebblePorts {
-        acme: free_port(),
-        management: free_port(),
-        dns: free_port(),
-        dns_management: free_port(),
     };
     // The operator's hook: sets and clears the TXT record through challtestsrv's API, as a
     // real one would through a DNS provider's.
@@ -698,7 +694,6 @@ PY
     )
     .unwrap();
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let directory = format!("https://127.0.0.1:{}/dir", ports.acme);
     let srv = TestServer::start_with(|c| {
         c.acme = Some(AcmeSettings {
             dns_hook: Some(hook.clone()),
@@ -723,17 +718,7 @@ PY
     // (Orders made before Pebble was up failed and count too: compare from here.)
     let issuer = srv.server.as_ref().unwrap().issuer.clone().unwrap();
     let orders = issuer.orders_made();
-    let root = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
-        .build()
-        .unwrap()
-        .get(format!("https://127.0.0.1:{}/roots/0", ports.management))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let root = pebble_root(&ca, ports.management).await;
     // A deployment made after the certificate: its new preview host is served at once.
     let second = deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &site, "preview").await;
     let hosts = [
@@ -765,20 +750,15 @@ PY
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ca_requiring_external_account_binding_is_served_with_the_configured_key() {
-    if !installed("pebble") || !installed("pebble-challtestsrv") {
-        assert!(std::env::var_os("CI").is_none(), "pebble is not installed");
-        eprintln!("skipped: install the Debian package `pebble` to run the ACME tests");
+    let Some(Setup {
+        work,
+        ca,
+        ports,
+        directory,
+    }) = setup()
+    else {
         return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let ca = pebble_tls(work.path());
-    let ports = PebblePorts {
-        acme: free_port(),
-        management: free_port(),
-        dns: free_port(),
-        dns_management: free_port(),
     };
-    let directory = format!("https://127.0.0.1:{}/dir", ports.acme);
     let hmac = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
     let srv = TestServer::start_with(|c| {
         c.acme = Some(AcmeSettings {
