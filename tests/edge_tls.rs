@@ -139,3 +139,59 @@ async fn plain_http_redirects_to_https_when_asked() {
     );
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn hsts_is_a_per_project_setting_sent_over_https_only() {
+    let ca = ca();
+    let certs = tempfile::tempdir().unwrap();
+    write_leaf(&ca, certs.path(), "a.halo.test");
+    write_leaf(&ca, certs.path(), "b.halo.test");
+    let dir = certs.path().to_path_buf();
+    let srv = TestServer::start_with(|c| {
+        c.tls_cert_dir = Some(dir);
+        c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let http = reqwest::Client::new();
+    // `a` turns HSTS on; `b` keeps the default (off).
+    let a = common::create_project_over_http(&http, &srv.api, TOKEN, "a").await;
+    let r = http
+        .patch(format!("{}/v1/projects/{a}", srv.api))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"settings": {"hsts": {"max_age": 31536000, "include_subdomains": true}}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    let b = common::create_project_over_http(&http, &srv.api, TOKEN, "b").await;
+    for (pid, text) in [(&a, "site a"), (&b, "site b")] {
+        deploy_over_http(&http, &srv.api, TOKEN, pid, &one_page(text), "production").await;
+    }
+    let addr = srv.tls_addr.unwrap();
+    let want = "max-age=31536000; includeSubDomains";
+    for http1 in [true, false] {
+        let c = client(&ca, addr, http1);
+        // Twice: the second answer may come from the fast path's memo.
+        for path in ["/", "/", "/missing"] {
+            let r = c
+                .get(format!("https://a.halo.test:{}{path}", addr.port()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.headers()["strict-transport-security"], want, "{path}");
+            let r = c
+                .get(format!("https://b.halo.test:{}{path}", addr.port()))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.headers().get("strict-transport-security").is_none());
+        }
+    }
+    // Never over plain HTTP (RFC 6797 §7.2), memo or not.
+    for _ in 0..2 {
+        let r = srv.edge_get("a.halo.test", "/").await;
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().get("strict-transport-security").is_none());
+    }
+    srv.stop().await;
+}

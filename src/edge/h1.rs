@@ -127,6 +127,7 @@ pub(super) async fn serve<IO>(
     edge: &Edge,
     opts: &ServeOptions,
     shutdown: &CancellationToken,
+    secure: bool,
 ) -> Outcome<IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -198,7 +199,7 @@ where
         if memo
             && parsed.memoizable
             && let Some(entry) =
-                lookup(&buf, &parsed).and_then(|l| edge.memo.get(&l, &edge.table.load()))
+                lookup(&buf, &parsed, secure).and_then(|l| edge.memo.get(&l, &edge.table.load()))
         {
             buf.advance(parsed.len);
             edge.metrics.record(StatusCode::OK, entry.body.len() as u64);
@@ -214,12 +215,15 @@ where
             continue;
         }
         let request_bytes = buf.split_to(parsed.len).freeze();
-        let Some(req) = request(&request_bytes, parsed.head) else {
+        let Some(mut req) = request(&request_bytes, parsed.head) else {
             // Not a target hyper would take from us either; let it answer.
             let mut rest = BytesMut::from(&request_bytes[..]);
             rest.extend_from_slice(&buf);
             return handover(io, rest, Protocol::Http1);
         };
+        if secure {
+            req.extensions_mut().insert(super::Secure);
+        }
         let started = opts.access_log.then(Instant::now);
         let logged = started.map(|_| (req.method().clone(), req.uri().clone()));
         let host = started.and_then(|_| req.headers().get(http::header::HOST).cloned());
@@ -234,7 +238,7 @@ where
             return Outcome::Closed;
         };
         if let Some(m) = written.memo
-            && let Some(l) = lookup(&request_bytes, &parsed)
+            && let Some(l) = lookup(&request_bytes, &parsed, secure)
         {
             edge.memo.put(
                 &l,
@@ -262,12 +266,13 @@ fn handover<IO>(io: IO, buf: BytesMut, proto: Protocol) -> Outcome<IO> {
 }
 
 /// The memo's view of a parsed request (`None` if a piece is not UTF-8).
-fn lookup<'a>(buf: &'a [u8], p: &Parsed) -> Option<memo::Lookup<'a>> {
+fn lookup<'a>(buf: &'a [u8], p: &Parsed, secure: bool) -> Option<memo::Lookup<'a>> {
     let text = |(a, b): (usize, usize)| std::str::from_utf8(&buf[a..b]).ok();
     Some(memo::Lookup {
         host: text(p.host)?,
         target: text(p.target)?,
         accept_encoding: &buf[p.accept_encoding.0..p.accept_encoding.1],
+        secure,
     })
 }
 

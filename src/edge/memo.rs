@@ -30,6 +30,7 @@ struct Key {
     host: Box<str>,
     target: Box<str>,
     accept_encoding: Box<[u8]>,
+    secure: bool,
 }
 
 /// A request as the memo sees it, borrowed from the read buffer.
@@ -41,6 +42,8 @@ pub struct Lookup<'a> {
     pub target: &'a str,
     /// The `Accept-Encoding` value as sent (empty when absent).
     pub accept_encoding: &'a [u8],
+    /// Whether it came over TLS (HTTPS answers may carry headers plain ones do not).
+    pub secure: bool,
 }
 
 impl Equivalent<Key> for Lookup<'_> {
@@ -48,6 +51,7 @@ impl Equivalent<Key> for Lookup<'_> {
         *key.host == *self.host
             && *key.target == *self.target
             && *key.accept_encoding == *self.accept_encoding
+            && key.secure == self.secure
     }
 }
 
@@ -130,6 +134,7 @@ impl Memo {
             host: req.host.into(),
             target: req.target.into(),
             accept_encoding: req.accept_encoding.into(),
+            secure: req.secure,
         };
         let entry = Entry {
             site: Arc::downgrade(site),

@@ -45,6 +45,13 @@ use table::TableHandle;
 pub static X_HALO_DEPLOYMENT: HeaderName = HeaderName::from_static("x-halo-deployment");
 static X_ROBOTS_TAG: HeaderName = HeaderName::from_static("x-robots-tag");
 
+/// Marks a request that arrived over TLS (a request extension set by the TLS listener):
+/// only those answers carry a site's `Strict-Transport-Security`.
+#[derive(Debug, Clone, Copy)]
+pub struct Secure;
+
+static STRICT_TRANSPORT_SECURITY: HeaderName = http::header::STRICT_TRANSPORT_SECURITY;
+
 /// Response body: whole bytes for small content, a stream for large blobs.
 pub type EdgeBody = Either<Full<Bytes>, UnsyncBoxBody<Bytes, io::Error>>;
 
@@ -140,7 +147,13 @@ impl Edge {
 
     /// Answers one request. Never fails: every outcome is a response.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<EdgeBody> {
-        let resp = self.answer(req).await;
+        let secure = req.extensions().get::<Secure>().is_some();
+        let mut hsts = None;
+        let mut resp = self.answer(req, secure.then_some(&mut hsts)).await;
+        if let Some(v) = hsts {
+            resp.headers_mut()
+                .insert(STRICT_TRANSPORT_SECURITY.clone(), v);
+        }
         let len = hyper::body::Body::size_hint(resp.body())
             .exact()
             .or_else(|| {
@@ -152,7 +165,13 @@ impl Edge {
         resp
     }
 
-    async fn answer<B>(&self, req: Request<B>) -> Response<EdgeBody> {
+    /// The answer to `req`; over TLS (`hsts` given) the site's `Strict-Transport-Security`
+    /// value, if it has one, is left in `hsts` for every answer the site makes.
+    async fn answer<B>(
+        &self,
+        req: Request<B>,
+        hsts: Option<&mut Option<HeaderValue>>,
+    ) -> Response<EdgeBody> {
         // ACME HTTP-01 comes before any site routing, rules or redirects (RFC 8555 §8.3).
         if let Some(challenges) = &self.acme
             && let Some(token) = req.uri().path().strip_prefix(crate::acme::HTTP01_PREFIX)
@@ -181,7 +200,14 @@ impl Edge {
         // so a swap during the request cannot mix versions.
         let answer = {
             let table = self.table.load();
-            match resolve::resolve(&table, Some(host), req.uri().path(), req.uri().query()) {
+            let resolved =
+                resolve::resolve(&table, Some(host), req.uri().path(), req.uri().query());
+            if let Some(out) = hsts
+                && let Some(site) = resolved.site()
+            {
+                out.clone_from(&site.hsts);
+            }
+            match resolved {
                 Resolved::UnknownHost => {
                     tracing::debug!(host, "unknown host");
                     return plain(StatusCode::NOT_FOUND, UNKNOWN_HOST_BODY, None);

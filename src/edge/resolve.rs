@@ -54,6 +54,19 @@ pub enum Resolved<'t> {
     TooLong,
 }
 
+impl<'t> Resolved<'t> {
+    /// The site that answers, when a host was resolved to one.
+    pub fn site(&self) -> Option<&'t Arc<Site>> {
+        match self {
+            Resolved::File { site, .. }
+            | Resolved::Redirect(site, ..)
+            | Resolved::NotFound(site)
+            | Resolved::BadPath(site) => Some(site),
+            Resolved::UnknownHost | Resolved::TooLong => None,
+        }
+    }
+}
+
 /// Decodes a request path, refusing what no manifest path can be and what tries to be
 /// clever: invalid UTF-8, encoded `/` or `\\`, NUL, and `.`/`..` segments.
 pub fn decode_path(path: &str) -> Option<Cow<'_, str>> {

@@ -160,6 +160,7 @@ fn clean_urls_and_trailing_slash_policies() {
             clean_urls,
             trailing_slash,
             spa: false,
+            hsts: None,
         };
         let t = table_of(site_with(&files, settings, "", ""));
         for (req, want) in reqs {

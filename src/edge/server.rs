@@ -233,9 +233,12 @@ where
     };
     let svc_opts = opts.clone();
     let svc_edge = edge.clone();
-    let svc = service_fn(move |req: Request<Incoming>| {
+    let svc = service_fn(move |mut req: Request<Incoming>| {
         let edge = svc_edge.clone();
         let opts = svc_opts.clone();
+        if secure {
+            req.extensions_mut().insert(super::Secure);
+        }
         async move {
             if !secure
                 && let Some(port) = opts.redirect_https
@@ -260,7 +263,7 @@ where
     let fast = opts.http1_fast_path && (secure || opts.redirect_https.is_none());
     let served = async move {
         let (io, proto) = if fast {
-            match h1::serve(io, &edge, opts, &stop).await {
+            match h1::serve(io, &edge, opts, &stop, secure).await {
                 h1::Outcome::Closed => return Ok(()),
                 h1::Outcome::Handover(io, proto) => (io, proto),
             }

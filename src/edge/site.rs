@@ -45,6 +45,8 @@ pub struct Site {
     pub manifest: Sha256,
     /// URL conventions frozen at build time.
     pub settings: SiteSettings,
+    /// `Strict-Transport-Security` for HTTPS answers, built once (from `settings.hsts`).
+    pub hsts: Option<HeaderValue>,
     /// `_redirects` and `_headers`, compiled.
     pub rules: Rules,
     /// The deployment's preview host: responses there carry `X-Robots-Tag: noindex`.
@@ -175,6 +177,10 @@ impl Site {
                 .unwrap_or(HeaderValue::from_static("invalid")),
             deployment_id: manifest.deployment_id.clone(),
             settings: manifest.settings,
+            hsts: manifest
+                .settings
+                .hsts
+                .and_then(|h| HeaderValue::from_str(&h.header_value()).ok()),
             rules,
             preview_host: manifest.preview_host.as_deref().map(Into::into),
             last_modified: HeaderValue::from_str(&httpdate::fmt_http_date(modified))

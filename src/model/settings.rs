@@ -22,6 +22,34 @@ pub enum TrailingSlash {
     Never,
 }
 
+/// `Strict-Transport-Security` for a site's HTTPS answers (RFC 6797).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hsts {
+    /// Seconds browsers keep to HTTPS for the host.
+    pub max_age: u64,
+    /// The policy covers subdomains too.
+    #[serde(default)]
+    pub include_subdomains: bool,
+    /// Asks to be in browsers' preload lists (requires a long max-age and subdomains).
+    #[serde(default)]
+    pub preload: bool,
+}
+
+impl Hsts {
+    /// The header value.
+    pub fn header_value(&self) -> String {
+        let mut v = format!("max-age={}", self.max_age);
+        if self.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.preload {
+            v.push_str("; preload");
+        }
+        v
+    }
+}
+
 /// The conventions in force for one deployment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -32,6 +60,9 @@ pub struct SiteSettings {
     pub trailing_slash: TrailingSlash,
     /// Unknown paths serve `/index.html` with 200 (client-side routing) instead of a 404.
     pub spa: bool,
+    /// `Strict-Transport-Security` on HTTPS answers; off (`None`) by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<Hsts>,
 }
 
 /// A partial change of settings: a project update, or a deployment's `halo.json`.
@@ -47,6 +78,9 @@ pub struct SettingsPatch {
     /// See [`SiteSettings::spa`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spa: Option<bool>,
+    /// See [`SiteSettings::hsts`]; `{"max_age": 0}` turns it off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<Hsts>,
     /// JSON-schema reference editors add; ignored.
     #[serde(rename = "$schema", skip_serializing)]
     pub schema: Option<String>,
@@ -63,6 +97,9 @@ impl SiteSettings {
         }
         if let Some(v) = patch.spa {
             self.spa = v;
+        }
+        if let Some(h) = patch.hsts {
+            self.hsts = (h.max_age > 0).then_some(h);
         }
         self
     }
