@@ -194,6 +194,8 @@ struct AcmeFile {
     dns_resolver: Option<SocketAddr>,
     propagation_timeout_secs: Option<u64>,
     eab_kid: Option<String>,
+    on_demand_previews: Option<bool>,
+    certificates_per_week: Option<u32>,
 }
 
 /// Where blobs are stored.
@@ -455,6 +457,8 @@ fn acme(
         propagation_timeout: f
             .propagation_timeout_secs
             .map_or(d.propagation_timeout, Duration::from_secs),
+        on_demand_previews: f.on_demand_previews.unwrap_or(d.on_demand_previews),
+        certificates_per_week: f.certificates_per_week.unwrap_or(d.certificates_per_week),
         eab: match (
             std::env::var("HALO_ACME_EAB_KID").ok().or(f.eab_kid),
             std::env::var("HALO_ACME_EAB_HMAC").ok(),

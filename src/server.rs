@@ -130,6 +130,9 @@ impl Server {
                     dir,
                     acme: acme.as_ref().map(|(_, c, _)| c.clone()),
                     challenges: acme.as_ref().map(|(ch, _, _)| ch.clone()),
+                    on_demand: acme
+                        .as_ref()
+                        .map(|(_, _, issuer)| (issuer.clone(), control.table.clone())),
                 });
                 let acceptor =
                     edge::tls::acceptor(resolver, acme.is_some()).context("configuring TLS")?;
@@ -297,6 +300,7 @@ pub fn edge_tls(
         dir,
         acme,
         challenges: None,
+        on_demand: None,
     });
     edge::tls::acceptor(resolver, false).context("configuring TLS")
 }

@@ -801,3 +801,110 @@ async fn a_ca_requiring_external_account_binding_is_served_with_the_configured_k
     assert_eq!(prod["certificate"]["state"], "valid", "{prod}");
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preview_hosts_on_demand_one_order_per_storm_and_the_rate_limit_holds() {
+    let Some(Setup {
+        work,
+        ca,
+        ports,
+        directory,
+    }) = setup()
+    else {
+        return;
+    };
+    let srv = TestServer::start_with(|c| {
+        c.acme = Some(AcmeSettings {
+            on_demand_previews: true,
+            certificates_per_week: 2,
+            ..settings(&directory, &ca)
+        });
+        c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let tls_addr = srv.tls_addr.unwrap();
+    let _pebble = start_pebble(work.path(), &ports, srv.edge_addr.port(), tls_addr.port());
+    let log = work.path().join("pebble.log");
+    let pid = srv.create_project("od").await;
+    let site = BTreeMap::from([("index.html".to_owned(), b"on demand".to_vec())]);
+    deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &site, "production").await;
+    wait_valid(&srv, &["od.halo.test"], &log).await;
+    let issuer = srv.server.as_ref().unwrap().issuer.clone().unwrap();
+    let before = issuer.orders_made();
+    let preview = common::host_of(
+        &deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &site, "preview").await,
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        issuer.orders_made(),
+        before,
+        "previews are not ordered until asked for"
+    );
+
+    // A storm of handshakes for the preview host (and unknown names) makes one order.
+    let handshake = |name: String| async move {
+        reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .resolve(&name, tls_addr)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+            .get(format!("https://{name}:{}/", tls_addr.port()))
+            .send()
+            .await
+            .is_ok()
+    };
+    let mut storm = Vec::new();
+    for i in 0..100 {
+        let name = if i % 4 == 0 {
+            format!("stranger-{i}.halo.test")
+        } else {
+            preview.clone()
+        };
+        storm.push(tokio::spawn(handshake(name)));
+    }
+    for t in storm {
+        let _ = t.await.unwrap();
+    }
+    wait_valid(&srv, &["od.halo.test", &preview], &log).await;
+    assert_eq!(issuer.orders_made(), before + 1, "one order for the storm");
+    let root = pebble_root(&ca, ports.management).await;
+    let r = https_client(&root, tls_addr, &[&preview], false)
+        .get(format!("https://{preview}:{}/", tls_addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(names_of(&r), [preview.as_str()]);
+
+    // Two certificates this week for halo.test: the limit; the next preview is refused.
+    let next = common::host_of(
+        &deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &site, "preview").await,
+    );
+    assert!(!handshake(next.clone()).await);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let c = certificates(&srv).await;
+        let st = c["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["host"] == next.as_str())
+            .cloned();
+        if let Some(st) = st.filter(|s| s["last_error"].is_string()) {
+            assert_eq!(st["state"], "failed", "{st}");
+            assert!(
+                st["last_error"].as_str().unwrap().contains("rate limit"),
+                "{st}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refusal shown: {c}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        issuer.orders_made(),
+        before + 1,
+        "the refused order was not made"
+    );
+    srv.stop().await;
+}

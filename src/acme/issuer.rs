@@ -56,6 +56,12 @@ pub struct AcmeSettings {
     pub propagation_timeout: Duration,
     /// The platform domain (set from the server's `domain`).
     pub domain: Option<String>,
+    /// Preview hosts not covered by a wildcard get a certificate at their first TLS
+    /// handshake (opt-in: a certificate per deployment runs into CA rate limits).
+    pub on_demand_previews: bool,
+    /// Certificates the CA issues per registered domain per week (Let's Encrypt: 50);
+    /// an order that would exceed it is not made, and the state says so.
+    pub certificates_per_week: u32,
     /// External Account Binding, for CAs that require it (ZeroSSL, Google, …): key id and
     /// the base64url HMAC key. SECURITY: the HMAC comes from the environment only.
     pub eab: Option<(String, Redacted)>,
@@ -80,6 +86,8 @@ impl Default for AcmeSettings {
             propagation_timeout: Duration::from_secs(120),
             domain: None,
             eab: None,
+            on_demand_previews: false,
+            certificates_per_week: 50,
         }
     }
 }
@@ -142,6 +150,15 @@ pub struct CertState {
     pub retry_at: Option<i64>,
 }
 
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("directory", &self.settings.directory_url)
+            .field("hosts", &self.states.len())
+            .finish()
+    }
+}
+
 /// The issuer. One per control plane.
 pub struct Issuer {
     settings: AcmeSettings,
@@ -157,6 +174,8 @@ pub struct Issuer {
     failures: std::sync::atomic::AtomicU64,
     /// Hosts an operator asked to renew now, whatever their validity.
     forced: dashmap::DashSet<String>,
+    /// Preview hosts a TLS handshake asked for (on-demand issuance), each once.
+    on_demand: dashmap::DashSet<String>,
     /// Wakes the run loop for a forced renewal.
     wake: tokio::sync::Notify,
 }
@@ -186,6 +205,7 @@ impl Issuer {
             orders: Default::default(),
             failures: Default::default(),
             forced: Default::default(),
+            on_demand: Default::default(),
             wake: tokio::sync::Notify::new(),
         })
     }
@@ -209,6 +229,19 @@ impl Issuer {
     /// Orders made since start.
     pub fn orders_made(&self) -> u64 {
         self.orders.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A TLS handshake named `host`, a preview host without a certificate: with
+    /// on-demand issuance on, it is ordered (once, however many handshakes ask). The caller
+    /// checked that the alias table routes `host` to a deployment's preview.
+    pub fn request_on_demand(&self, host: &str) {
+        if self.settings.on_demand_previews
+            && !self.states.contains_key(host)
+            && self.on_demand.insert(host.to_owned())
+        {
+            tracing::info!(%host, "acme: on-demand certificate requested by a handshake");
+            self.wake.notify_one();
+        }
     }
 
     /// Renews `host`'s certificate at once (`POST /v1/certificates/{host}/renew`); false
@@ -289,6 +322,17 @@ impl Issuer {
                 .is_some_and(|label| !label.is_empty() && !label.contains('.'))
         };
         let mut hosts: Vec<String> = wildcard.iter().cloned().collect();
+        // On-demand preview hosts, while they are still previews in the alias table.
+        for host in self.on_demand.iter().map(|h| h.clone()).collect::<Vec<_>>() {
+            match self.meta.alias(&host).await? {
+                Some(a) if a.kind == AliasKind::Preview && a.deployment_id.is_some() => {
+                    hosts.push(host)
+                }
+                _ => {
+                    self.on_demand.remove(&host);
+                }
+            }
+        }
         let mut after: Option<String> = None;
         loop {
             let page = self
@@ -361,7 +405,40 @@ impl Issuer {
         self.order_and_store(host, state).await;
     }
 
+    /// Certificates issued for `host`'s registered domain (its last two labels) in the last
+    /// week, from the store's index (so every process counts the same).
+    async fn issued_this_week(&self, host: &str) -> Result<u32, String> {
+        let registered = |h: &str| {
+            let labels: Vec<&str> = h.trim_start_matches("*.").rsplit('.').take(2).collect();
+            labels.join(".")
+        };
+        let domain = registered(host);
+        let since = now_secs() - 7 * 86_400;
+        let index = store::Index::load(&*self.store)
+            .await
+            .map_err(|e| format!("reading the certificate index: {e}"))?;
+        Ok(index
+            .hosts
+            .iter()
+            .filter(|(h, e)| e.issued_at >= since && registered(h) == domain)
+            .count() as u32)
+    }
+
     async fn order_and_store(&self, host: &str, state: CertState) {
+        match self.issued_this_week(host).await {
+            Ok(n) if n >= self.settings.certificates_per_week => {
+                return self.failed(
+                    host,
+                    state,
+                    format!(
+                        "rate limit: {n} certificates for this registered domain in the last 7 days (limit {}); not ordered",
+                        self.settings.certificates_per_week
+                    ),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return self.failed(host, state, e),
+        }
         self.orders
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(%host, "acme: ordering a certificate");

@@ -211,7 +211,7 @@ pub fn follow_certificates(
     stop: tokio_util::sync::CancellationToken,
 ) {
     tokio::spawn(async move {
-        let mut seen: HashMap<String, i64> = HashMap::new();
+        let mut seen: HashMap<String, store::IndexEntry> = HashMap::new();
         loop {
             match store::Index::load(&*store).await {
                 Ok(index) => {

@@ -17,14 +17,23 @@ pub const ACCOUNT_KEY: &str = "tls/acme/account.json";
 /// certificates without reading every bundle.
 pub const INDEX_KEY: &str = "tls/certs/index.json";
 
-/// The index of stored bundles: host → the bundle's `not_after` (a new certificate for a
-/// host always moves it).
+/// The index of stored bundles, by host.
 #[derive(Default, Serialize, Deserialize)]
 pub struct Index {
     /// Format version.
     pub v: u32,
-    /// Host → version of its bundle.
-    pub hosts: std::collections::BTreeMap<String, i64>,
+    /// Host → its bundle's entry.
+    pub hosts: std::collections::BTreeMap<String, IndexEntry>,
+}
+
+/// One host's bundle in the index.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    /// The certificate's `not_after`: a new certificate for a host always moves it, so it
+    /// doubles as the bundle's version.
+    pub not_after: i64,
+    /// When it was issued (seconds since the epoch): what CA rate limits count.
+    pub issued_at: i64,
 }
 
 impl Index {
@@ -42,7 +51,13 @@ impl Index {
     pub async fn record(store: &dyn BlobStore, bundle: &Bundle) -> Result<(), StoreError> {
         let mut index = Index::load(store).await?;
         index.v = VERSION;
-        index.hosts.insert(bundle.host.clone(), bundle.not_after);
+        index.hosts.insert(
+            bundle.host.clone(),
+            IndexEntry {
+                not_after: bundle.not_after,
+                issued_at: crate::model::now_millis() / 1000,
+            },
+        );
         let raw = serde_json::to_vec(&index).expect("an index serialises");
         store.put_object(INDEX_KEY, Bytes::from(raw)).await
     }

@@ -192,6 +192,12 @@ pub struct Resolver {
     pub acme: Option<Arc<crate::acme::CertMap>>,
     /// Open TLS-ALPN-01 challenges, if automatic HTTPS is on.
     pub challenges: Option<Arc<crate::acme::Challenges>>,
+    /// On-demand issuance: the issuer to ask, and the table that says whether a name is a
+    /// preview host (only those; a handshake for any other name never orders).
+    pub on_demand: Option<(
+        Arc<crate::acme::issuer::Issuer>,
+        Arc<super::table::TableHandle>,
+    )>,
 }
 
 impl ResolvesServerCert for Resolver {
@@ -206,10 +212,21 @@ impl ResolvesServerCert for Resolver {
         {
             return challenges.alpn_certificate(&name);
         }
-        self.dir
+        let found = self
+            .dir
             .as_ref()
             .and_then(|d| d.lookup(&name))
-            .or_else(|| self.acme.as_ref()?.resolve(&name))
+            .or_else(|| self.acme.as_ref()?.resolve(&name));
+        if found.is_none()
+            && let Some((issuer, table)) = &self.on_demand
+            && table
+                .load()
+                .site(&name)
+                .is_some_and(|s| s.preview_host.as_deref() == Some(name.as_str()))
+        {
+            issuer.request_on_demand(&name);
+        }
+        found
     }
 }
 
