@@ -89,7 +89,7 @@ impl Server {
         // Automatic HTTPS: one issuer here; the edge answers its challenges and serves its
         // certificates.
         let acme = config.acme.as_ref().map(|settings| {
-            let challenges = Arc::new(crate::acme::Challenges::new(store.clone()));
+            let challenges = Arc::new(crate::acme::Challenges::with_issuer(store.clone()));
             let certs = Arc::new(crate::acme::CertMap::default());
             let issuer = crate::acme::issuer::Issuer::new(
                 crate::acme::issuer::AcmeSettings {

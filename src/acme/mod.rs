@@ -35,6 +35,10 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// in the store for edge nodes elsewhere. TLS-ALPN-01: a challenge certificate per host,
 /// in this process (the one running the issuer and the TLS listener).
 pub struct Challenges {
+    /// Whether unknown tokens are looked up in the store: on edge nodes, whose challenges
+    /// another process opened; not next to the issuer, which has all of them in memory
+    /// (so requests for made-up tokens cost no store read there).
+    ask_store: bool,
     open: DashMap<String, String>,
     alpn: DashMap<String, Arc<CertifiedKey>>,
     provider: Arc<CryptoProvider>,
@@ -51,9 +55,19 @@ impl std::fmt::Debug for Challenges {
 }
 
 impl Challenges {
-    /// Answers kept in memory and in `store`.
+    /// Challenges of an issuer in another process: answered from `store`.
     pub fn new(store: Arc<dyn BlobStore>) -> Self {
         Challenges {
+            ask_store: true,
+            ..Self::with_issuer(store)
+        }
+    }
+
+    /// Challenges of the issuer in this process: kept in memory and published to `store`
+    /// for edge nodes.
+    pub fn with_issuer(store: Arc<dyn BlobStore>) -> Self {
+        Challenges {
+            ask_store: false,
             open: DashMap::new(),
             alpn: DashMap::new(),
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
@@ -120,6 +134,9 @@ impl Challenges {
     pub async fn answer(&self, token: &str) -> Option<String> {
         if let Some(a) = self.open.get(token) {
             return Some(a.clone());
+        }
+        if !self.ask_store {
+            return None;
         }
         // Tokens are base64url; anything else cannot name a stored answer.
         if token.is_empty()
