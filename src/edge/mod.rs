@@ -378,11 +378,20 @@ impl Edge {
         let counters = self.cache.counters.clone();
         let digest = entry.digest;
         let body = match blob.body {
-            BlobBody::Full(bytes) if whole && Sha256::of(&bytes) != digest => {
-                counters.corrupt_blob(&digest, &Sha256::of(&bytes));
-                return unavailable(&site, &entry, &"stored bytes do not match the address");
+            BlobBody::Full(bytes) => {
+                if whole {
+                    let actual = Sha256::of(&bytes);
+                    if actual != digest {
+                        counters.corrupt_blob(&digest, &actual);
+                        return unavailable(
+                            &site,
+                            &entry,
+                            &"stored bytes do not match the address",
+                        );
+                    }
+                }
+                full(bytes)
             }
-            BlobBody::Full(bytes) => full(bytes),
             // A whole blob is hashed while it streams; on a mismatch the last chunk is
             // never sent and the connection is aborted (a range cannot be checked alone:
             // `halo scrub` covers those bytes).
