@@ -5,6 +5,8 @@
 #
 #   bash benches/edge_vs_nginx.sh            ROUNDS=3 DUR=10 RATE=20000 to change the defaults
 #
+# Protocol rows (PROTO_ROWS=0 skips them): HTTPS over HTTP/1.1 and h2 and h2c, by oha.
+#
 # Before and after in one run: HALO_BASELINE=/path/to/older/halo adds that binary as the
 # server `halo-base`, deployed and measured like `halo`. HALO_BIN=/path/to/halo measures a
 # given binary instead of building this tree. SERVERS="halo halo-base nginx" limits the set.
@@ -49,20 +51,27 @@ PY
 chmod 755 "$work"
 chmod -R a+rX "$work/site"
 
+# One certificate (ECDSA P-256) for every server's TLS listener.
+mkdir -p "$work/certs"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=$HOST" \
+    -addext "subjectAltName=DNS:$HOST" -keyout "$work/certs/$HOST.key" -out "$work/certs/$HOST.crt" 2>/dev/null
+chmod -R a+rX "$work/certs"
+
 # Halo: fs backend, deployed to production with the real client.
-api=$(port); hedge=$(port)
+api=$(port); hedge=$(port); htls=$(port)
 HALO_ADMIN_TOKEN=bench-token-0123456789 taskset -c 1 "$halo" serve --data-dir "$work/halo" \
-    --api-listen "127.0.0.1:$api" --edge-listen "127.0.0.1:$hedge" > "$work/halo.log" 2>&1 &
+    --api-listen "127.0.0.1:$api" --edge-listen "127.0.0.1:$hedge" \
+    --tls-listen "127.0.0.1:$htls" --tls-cert-dir "$work/certs" > "$work/halo.log" 2>&1 &
 pids+=($!); halo_pid=$!
 wait_port "$api"
 HALO_API=http://127.0.0.1:$api HALO_TOKEN=bench-token-0123456789 XDG_CACHE_HOME=$work/cache \
     "$halo" deploy "$work/site" --project bench --prod > /dev/null 2>&1
 if [ -n "${HALO_BASELINE:-}" ]; then
-    bapi=$(port); bedge=$(port)
+    bapi=$(port); bedge=$(port); btls=$(port)
     # From the work directory: an older binary must not read this tree's config/halo.toml.
     (cd "$work" && HALO_ADMIN_TOKEN=bench-token-0123456789 exec taskset -c 1 "$HALO_BASELINE" serve \
         --data-dir "$work/halo-base" --api-listen "127.0.0.1:$bapi" --edge-listen "127.0.0.1:$bedge" \
-        > "$work/halo-base.log" 2>&1) &
+        --tls-listen "127.0.0.1:$btls" --tls-cert-dir "$work/certs" > "$work/halo-base.log" 2>&1) &
     pids+=($!); base_pid=$!
     wait_port "$bapi"
     HALO_API=http://127.0.0.1:$bapi HALO_TOKEN=bench-token-0123456789 XDG_CACHE_HOME=$work/cache-base \
@@ -71,7 +80,7 @@ fi
 
 # nginx as a competent operator configures it, twice: sendfile on, and sendfile off with
 # large output buffers (faster over loopback for big files).
-nginx_conf() { # name port sendfile
+nginx_conf() { # name port sendfile tls-port h2c-port
     mkdir -p "$work/$1"
     cat > "$work/$1/nginx.conf" <<NGINX
 worker_processes 1;
@@ -93,20 +102,27 @@ http {
     uwsgi_temp_path $work/$1; scgi_temp_path $work/$1;
     server { listen 127.0.0.1:$2 default_server; return 404; }
     server { listen 127.0.0.1:$2; server_name $HOST; root $work/site; }
+    server { listen 127.0.0.1:$4 ssl http2; server_name $HOST; root $work/site;
+             ssl_certificate $work/certs/$HOST.crt; ssl_certificate_key $work/certs/$HOST.key;
+             ssl_protocols TLSv1.3; ssl_session_cache off; ssl_session_tickets off; }
+    server { listen 127.0.0.1:$5 http2; server_name $HOST; root $work/site; }
 }
 NGINX
     taskset -c 1 nginx -c "$work/$1/nginx.conf" -g 'daemon off;' &
     pids+=($!)
     wait_port "$2"
 }
-ngx=$(port); ngx_nosf=$(port)
-nginx_conf nginx "$ngx" on
-nginx_conf nginx-nosendfile "$ngx_nosf" off
+ngx=$(port); ngx_nosf=$(port); ngx_tls=$(port); ngx_h2c=$(port)
+nginx_conf nginx "$ngx" on "$ngx_tls" "$ngx_h2c"
+nginx_conf nginx-nosendfile "$ngx_nosf" off "$(port)" "$(port)"
 declare -A url=([halo]="http://127.0.0.1:$hedge" [nginx]="http://127.0.0.1:$ngx" [nginx-nosendfile]="http://127.0.0.1:$ngx_nosf")
+# TLS (h1 and h2 by ALPN) and h2c ports, for the protocol rows.
+declare -A tls_port=([halo]=$htls [nginx]=$ngx_tls) h2c_port=([halo]=$hedge [nginx]=$ngx_h2c)
 declare -A pidof=([halo]=$halo_pid [nginx]="$(cat "$work/nginx/nginx.pid")" [nginx-nosendfile]="$(cat "$work/nginx-nosendfile/nginx.pid")")
 servers=(halo nginx nginx-nosendfile)
 if [ -n "${HALO_BASELINE:-}" ]; then
     url[halo-base]="http://127.0.0.1:$bedge"; pidof[halo-base]=$base_pid; servers+=(halo-base)
+    tls_port[halo-base]=$btls; h2c_port[halo-base]=$bedge
 fi
 if need static-web-server; then
     sws=$(port)
@@ -186,6 +202,36 @@ print(json.dumps({"phase": "fixed_rate", "server": s, "file": f, "round": int(r)
     "rps": o["summary"]["requestsPerSec"]}))
 PY
         done
+        # HTTPS (TLS 1.3, ECDSA P-256) over HTTP/1.1 and h2, and h2c: CPU per request at a
+        # fixed rate (16 connections, 4 streams each on h2) and saturation. (Handshakes per
+        # second need a client that never resumes; oha's may, so they are not measured here.)
+        [ "${PROTO_ROWS:-1}" = 1 ] && [ -n "${tls_port[$s]:-}" ] || continue
+        for spec in "https-h1 page-7.html" "https-h2 page-7.html" "h2c page-7.html" "https-h2 assets/img-5.png"; do
+            set -- $spec
+            case $1 in
+                h2c) p=${h2c_port[$s]}; scheme=http; flags=(--http2 -p 4 -c 16) ;;
+                https-h2) p=${tls_port[$s]}; scheme=https; flags=(--insecure --http2 -p 4 -c 16) ;;
+                https-h1) p=${tls_port[$s]}; scheme=https; flags=(--insecure -c 16) ;;
+            esac
+            target="$scheme://$HOST:$p/$2"
+            common=(--no-tui -z "${DUR}s" --disable-compression --connect-to "$HOST:$p:127.0.0.1:$p" --output-format json)
+            for phase in fixed_rate saturation; do
+                rate=(); [ "$phase" = fixed_rate ] && rate=(-q "$RATE")
+                before=$(cpu_ticks "${pidof[$s]}")
+                out=$(taskset -c 0 oha "${common[@]}" "${flags[@]}" "${rate[@]}" "$target")
+                after=$(cpu_ticks "${pidof[$s]}")
+                python3 - "$s" "$1 $2" "$round" "$before" "$after" "$(getconf CLK_TCK)" "$phase" "$out" >> "$results" <<'PY'
+import json, sys
+s, f, r, b, a, hz, phase, out = sys.argv[1:]
+o = json.loads(out)
+ok = sum(v for k, v in o.get("statusCodeDistribution", {}).items() if k.startswith("2"))
+cpu_us = (int(a) - int(b)) / int(hz) * 1e6
+print(json.dumps({"phase": "proto_" + phase, "server": s, "file": f, "round": int(r), "requests": ok,
+    "cpu_us_per_req": cpu_us / ok if ok else None, "p99_us": o["latencyPercentiles"]["p99"] * 1e6,
+    "rps": o["summary"]["requestsPerSec"], "errors": ok == 0}))
+PY
+            done
+        done
     done
 done
 
@@ -210,5 +256,8 @@ show("MBps", "saturation", ["file", "conns"], "MB/s", "{:.0f}")
 show("p99_us", "saturation", ["file", "conns"], "µs")
 show("cpu_us_per_req", "fixed_rate", ["file"], "µs CPU/req", "{:.2f}")
 show("p99_us", "fixed_rate", ["file"], "µs p99")
+show("cpu_us_per_req", "proto_fixed_rate", ["file"], "µs CPU/req", "{:.2f}")
+show("rps", "proto_saturation", ["file"], "req/s", "{:.0f}")
+show("cpu_us_per_req", "proto_saturation", ["file"], "µs CPU/req", "{:.2f}")
 if any(r.get("errors") for r in rows): print("WARNING: some wrk runs reported errors")
 PY
