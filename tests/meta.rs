@@ -161,14 +161,17 @@ async fn builds_interrupted_by_a_crash_resume_on_start() {
     let control = Control::open(store, meta.clone(), "halo.test".into(), 80)
         .await
         .unwrap();
+    // Ready is committed first and the table swapped right after (under the release
+    // lock): wait for both rather than read the table in between.
     for _ in 0..500 {
-        if meta.deployment("dpl_c").await.unwrap().unwrap().status == Status::Ready {
-            assert!(control.table.load().site("dpl_c.halo.test").is_some());
+        if meta.deployment("dpl_c").await.unwrap().unwrap().status == Status::Ready
+            && control.table.load().site("dpl_c.halo.test").is_some()
+        {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    panic!("interrupted build was not resumed");
+    panic!("interrupted build was not resumed and served");
 }
 
 #[tokio::test]
