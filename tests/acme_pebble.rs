@@ -210,6 +210,21 @@ fn settings(pebble_dir: &str, ca: &Path) -> AcmeSettings {
     }
 }
 
+/// Halo in-process with automatic HTTPS on (`adjust` changes the test's ACME settings) and
+/// a TLS listener.
+async fn acme_server(
+    directory: &str,
+    ca: &Path,
+    adjust: impl FnOnce(AcmeSettings) -> AcmeSettings,
+) -> TestServer {
+    let acme = adjust(settings(directory, ca));
+    TestServer::start_with(|c| {
+        c.acme = Some(acme);
+        c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await
+}
+
 async fn certificates(srv: &TestServer) -> Value {
     srv.client
         .get(format!("{}/v1/certificates", srv.api))
@@ -501,11 +516,7 @@ async fn a_renewal_replaces_the_certificate_under_load_and_a_refusing_ca_keeps_t
     else {
         return;
     };
-    let srv = TestServer::start_with(|c| {
-        c.acme = Some(settings(&directory, &ca));
-        c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
-    })
-    .await;
+    let srv = acme_server(&directory, &ca, |s| s).await;
     let tls_addr = srv.tls_addr.unwrap();
     let pebble = start_pebble(work.path(), &ports, srv.edge_addr.port(), tls_addr.port());
     let pid = srv.create_project("renew").await;
@@ -635,12 +646,9 @@ async fn tls_alpn_01_issues_through_the_tls_listener_alone() {
     else {
         return;
     };
-    let srv = TestServer::start_with(|c| {
-        c.acme = Some(AcmeSettings {
-            challenge: halo::acme::issuer::Challenge::TlsAlpn01,
-            ..settings(&directory, &ca)
-        });
-        c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    let srv = acme_server(&directory, &ca, |s| AcmeSettings {
+        challenge: halo::acme::issuer::Challenge::TlsAlpn01,
+        ..s
     })
     .await;
     let tls_addr = srv.tls_addr.unwrap();
@@ -694,13 +702,10 @@ PY
     )
     .unwrap();
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let srv = TestServer::start_with(|c| {
-        c.acme = Some(AcmeSettings {
-            dns_hook: Some(hook.clone()),
-            dns_resolver: Some(format!("127.0.0.1:{}", ports.dns).parse().unwrap()),
-            ..settings(&directory, &ca)
-        });
-        c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    let srv = acme_server(&directory, &ca, |s| AcmeSettings {
+        dns_hook: Some(hook.clone()),
+        dns_resolver: Some(format!("127.0.0.1:{}", ports.dns).parse().unwrap()),
+        ..s
     })
     .await;
     let tls_addr = srv.tls_addr.unwrap();
@@ -760,12 +765,9 @@ async fn a_ca_requiring_external_account_binding_is_served_with_the_configured_k
         return;
     };
     let hmac = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
-    let srv = TestServer::start_with(|c| {
-        c.acme = Some(AcmeSettings {
-            eab: Some(("kid-1".into(), halo::acme::issuer::Redacted(hmac.into()))),
-            ..settings(&directory, &ca)
-        });
-        c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    let srv = acme_server(&directory, &ca, |s| AcmeSettings {
+        eab: Some(("kid-1".into(), halo::acme::issuer::Redacted(hmac.into()))),
+        ..s
     })
     .await;
     let tls_addr = srv.tls_addr.unwrap();
@@ -813,13 +815,10 @@ async fn preview_hosts_on_demand_one_order_per_storm_and_the_rate_limit_holds() 
     else {
         return;
     };
-    let srv = TestServer::start_with(|c| {
-        c.acme = Some(AcmeSettings {
-            on_demand_previews: true,
-            certificates_per_week: 2,
-            ..settings(&directory, &ca)
-        });
-        c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    let srv = acme_server(&directory, &ca, |s| AcmeSettings {
+        on_demand_previews: true,
+        certificates_per_week: 2,
+        ..s
     })
     .await;
     let tls_addr = srv.tls_addr.unwrap();
