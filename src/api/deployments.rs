@@ -123,6 +123,10 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<DeploymentView>, ApiError> {
     let d = visible(&s, &caller, &id).await?;
+    // "ready" means served: answer it only once its table swap is done.
+    if d.status == Status::Ready {
+        s.control.settled().await;
+    }
     let events = s.control.events(&d.id, 0, 1000).await?;
     let phases = crate::control::events::phases(&events);
     Ok(Json(

@@ -254,6 +254,13 @@ impl Control {
             .ok_or_else(|| ControlError::NotFound(format!("deployment {id}")))
     }
 
+    /// Waits until no alias change is between its commit and its table swap, so that a
+    /// `ready` read from the database is also served: a reader that saw the commit returns
+    /// only after the swap.
+    pub async fn settled(&self) {
+        drop(self.release.lock().await);
+    }
+
     /// A deployment by its number within a project (named by id or name).
     pub async fn deployment_by_number(
         &self,
