@@ -203,9 +203,37 @@ print(json.dumps({"phase": "fixed_rate", "server": s, "file": f, "round": int(r)
 PY
         done
         # HTTPS (TLS 1.3, ECDSA P-256) over HTTP/1.1 and h2, and h2c: CPU per request at a
-        # fixed rate (16 connections, 4 streams each on h2) and saturation. (Handshakes per
-        # second need a client that never resumes; oha's may, so they are not measured here.)
+        # fixed rate (16 connections, 4 streams each on h2) and saturation.
         [ "${PROTO_ROWS:-1}" = 1 ] && [ -n "${tls_port[$s]:-}" ] || continue
+        # New TLS 1.3 handshakes, never resumed (Python's ssl resumes only when told to; the
+        # client counts any resumption, which must stay 0): server CPU per handshake, and
+        # handshakes per second per core from it. One client on core 0, back to back.
+        before=$(cpu_ticks "${pidof[$s]}")
+        out=$(taskset -c 0 python3 - "${tls_port[$s]}" "$DUR" "$HOST" <<'PY'
+import socket, ssl, sys, time
+port, dur, host = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+n = resumed = 0
+end = time.time() + dur
+while time.time() < end:
+    t = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname=host)
+    resumed += t.session_reused
+    t.close()
+    n += 1
+print(n, resumed)
+PY
+)
+        after=$(cpu_ticks "${pidof[$s]}")
+        python3 - "$s" "$round" "$before" "$after" "$(getconf CLK_TCK)" $out >> "$results" <<'PY'
+import json, sys
+s, r, b, a, hz, n, resumed = sys.argv[1:]
+cpu_us = (int(a) - int(b)) / int(hz) * 1e6 / int(n)
+print(json.dumps({"phase": "handshake", "server": s, "file": "tls13-new", "round": int(r),
+    "cpu_us_per_hs": cpu_us, "hs_per_core_s": 1e6 / cpu_us if cpu_us else None,
+    "errors": int(resumed) > 0}))
+PY
         for spec in "https-h1 page-7.html" "https-h2 page-7.html" "h2c page-7.html" "https-h2 assets/img-5.png"; do
             set -- $spec
             case $1 in
@@ -259,5 +287,7 @@ show("p99_us", "fixed_rate", ["file"], "µs p99")
 show("cpu_us_per_req", "proto_fixed_rate", ["file"], "µs CPU/req", "{:.2f}")
 show("rps", "proto_saturation", ["file"], "req/s", "{:.0f}")
 show("cpu_us_per_req", "proto_saturation", ["file"], "µs CPU/req", "{:.2f}")
-if any(r.get("errors") for r in rows): print("WARNING: some wrk runs reported errors")
+show("cpu_us_per_hs", "handshake", ["file"], "µs CPU/handshake")
+show("hs_per_core_s", "handshake", ["file"], "handshakes/s/core", "{:.0f}")
+if any(r.get("errors") for r in rows): print("WARNING: some runs reported errors (or a resumed handshake)")
 PY

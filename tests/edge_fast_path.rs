@@ -289,3 +289,189 @@ async fn fast_path_answers_byte_for_byte_like_hyper_and_memo_follows_promotes() 
     assert!(got.contains(d2["id"].as_str().unwrap()), "{got}");
     assert!(got.ends_with("<!doctype html><title>v2</title>"), "{got}");
 }
+
+/// An h2 request: method, host (`:authority`), path, headers.
+type H2Case<'a> = (&'a str, String, &'a str, Vec<(&'a str, &'a str)>);
+
+/// One h2 response: status, headers (without `Date`) sorted, body length and SHA-256.
+async fn h2_get(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Raw {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{host}{path}"));
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let (resp, _) = client
+        .send_request(req.body(()).unwrap(), true)
+        .expect("stream opens");
+    let resp = resp.await.expect("h2 response");
+    let status = resp.status().as_u16().to_string();
+    let mut lines: Vec<String> = resp
+        .headers()
+        .iter()
+        .filter(|(n, _)| *n != http::header::DATE)
+        .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+        .collect();
+    lines.sort();
+    let mut body = resp.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        bytes.extend_from_slice(&chunk);
+    }
+    Raw {
+        status,
+        headers: lines,
+        body: (bytes.len(), Sha256::of(&bytes).to_string()),
+    }
+}
+
+/// An h2c connection with prior knowledge and a small window, so that large bodies wait on
+/// flow control.
+async fn h2_connect(addr: SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(16 * 1024)
+        .handshake(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.ready().await.unwrap()
+}
+
+/// HTTP/2 (served on `h2` directly, small files from the memo) answers as hyper's HTTP/1.1
+/// does, connection headers aside; the memo fills from h2 alone, and a promote makes its
+/// h2 hits miss at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_answers_like_http1_from_the_edge_and_from_the_memo() {
+    let srv = TestServer::start_with(|c| c.cache_bytes = 1 << 20).await;
+    let server = srv.server.as_ref().unwrap();
+    let pid = srv.create_project("shop").await;
+    let files = site();
+    let d = deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &files, "production").await;
+    let preview = host_of(&d);
+    let hyper_addr = srv.serve_hyper_only(ServeOptions::default()).await;
+
+    // The memo fills from h2 alone.
+    let mut h2c = h2_connect(srv.edge_addr).await;
+    assert!(server.edge.memo.is_empty());
+    let first = h2_get(&mut h2c, "GET", HOST, "/", &[]).await;
+    assert_eq!(first.status, "200");
+    assert_eq!(server.edge.memo.len(), 1, "an h2 answer was memoized");
+    assert_eq!(h2_get(&mut h2c, "GET", HOST, "/", &[]).await, first);
+
+    let etag = format!("\"{}\"", Sha256::of(&files["style.css"]));
+    let cases: Vec<H2Case> = vec![
+        ("GET", HOST.into(), "/", vec![]),
+        ("GET", HOST.into(), "/index.html", vec![("user-agent", "t")]),
+        ("GET", "SHOP.halo.test:80".into(), "/about?x=1", vec![]),
+        (
+            "GET",
+            HOST.into(),
+            "/style.css",
+            vec![("accept-encoding", "gzip")],
+        ),
+        (
+            "GET",
+            HOST.into(),
+            "/style.css",
+            vec![("accept-encoding", "gzip, deflate, br, zstd")],
+        ),
+        (
+            "GET",
+            HOST.into(),
+            "/style.css",
+            vec![("accept-encoding", "identity")],
+        ),
+        (
+            "GET",
+            HOST.into(),
+            "/style.css",
+            vec![("accept-encoding", "br"), ("accept-encoding", "gzip")],
+        ),
+        (
+            "GET",
+            HOST.into(),
+            "/style.css",
+            vec![("if-none-match", etag.as_str())],
+        ),
+        (
+            "GET",
+            HOST.into(),
+            "/style.css",
+            vec![("if-modified-since", "Fri, 01 Jan 2100 00:00:00 GMT")],
+        ),
+        (
+            "GET",
+            HOST.into(),
+            "/style.css",
+            vec![("range", "bytes=0-9")],
+        ),
+        (
+            "GET",
+            HOST.into(),
+            "/style.css",
+            vec![("range", "bytes=999999-")],
+        ),
+        ("GET", HOST.into(), "/app.3f9a2c1b7e.js", vec![]),
+        ("GET", HOST.into(), "/big.bin", vec![]),
+        (
+            "GET",
+            HOST.into(),
+            "/big.bin",
+            vec![("range", "bytes=100000-100099")],
+        ),
+        ("HEAD", HOST.into(), "/index.html", vec![]),
+        ("HEAD", HOST.into(), "/nope", vec![]),
+        ("GET", HOST.into(), "/nope", vec![]),
+        ("GET", HOST.into(), "/old", vec![]),
+        ("GET", HOST.into(), "/go", vec![]),
+        ("GET", HOST.into(), "/a/%2e%2e/b", vec![]),
+        ("GET", preview.clone(), "/", vec![]),
+        ("GET", "nobody.example".into(), "/", vec![]),
+        ("POST", HOST.into(), "/", vec![]),
+    ];
+    for (method, host, path, headers) in &cases {
+        let mut wire = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
+        for (n, v) in headers {
+            wire.push_str(&format!("{n}: {v}\r\n"));
+        }
+        wire.push_str("Connection: close\r\n\r\n");
+        let mut h1 = exchange(hyper_addr, &wire, &[*method == "HEAD"])
+            .await
+            .remove(0);
+        h1.status = h1.status.split(' ').nth(1).unwrap().to_owned();
+        h1.headers.retain(|h| h != "connection: close");
+        // Three times: made by the edge, then (where it may) from the memo, on one
+        // connection and on a new one.
+        let mut fresh = h2_connect(srv.edge_addr).await;
+        for round in 0..3 {
+            let client = if round < 2 { &mut h2c } else { &mut fresh };
+            let got = h2_get(client, method, host, path, headers).await;
+            assert_eq!(got, h1, "{method} {host}{path} {headers:?} (round {round})");
+        }
+    }
+
+    // A promote: the memoized home page misses at once on a kept-alive h2 connection.
+    let mut next = files.clone();
+    next.insert(
+        "index.html".into(),
+        b"<!doctype html><title>v2</title>".to_vec(),
+    );
+    let d2 = deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &next, "production").await;
+    let got = h2_get(&mut h2c, "GET", HOST, "/", &[]).await;
+    let v2 = b"<!doctype html><title>v2</title>";
+    assert_eq!(got.body, (v2.len(), Sha256::of(v2).to_string()));
+    let id = d2["id"].as_str().unwrap();
+    assert!(
+        got.headers.contains(&format!("x-halo-deployment: {id}")),
+        "{got:?}"
+    );
+}

@@ -36,13 +36,13 @@ const MAX_HEADERS: usize = 48;
 /// (see [`super::conditional::plan`]): requests carrying any are never answered from the
 /// memo. The two `-match`/`-unmodified` ones are listed although the edge ignores them
 /// today, so that honouring them later cannot serve a stale memo.
-const CONDITIONAL: [&[u8]; 6] = [
-    b"if-none-match",
-    b"if-modified-since",
-    b"range",
-    b"if-range",
-    b"if-match",
-    b"if-unmodified-since",
+pub(super) const CONDITIONAL: [&str; 6] = [
+    "if-none-match",
+    "if-modified-since",
+    "range",
+    "if-range",
+    "if-match",
+    "if-unmodified-since",
 ];
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4): only ever valid as a connection's first
@@ -240,13 +240,7 @@ where
         if let Some(m) = written.memo
             && let Some(l) = lookup(&request_bytes, &parsed, secure)
         {
-            edge.memo.put(
-                &l,
-                &edge.table.load(),
-                m.deployment.as_bytes(),
-                m.head,
-                m.body,
-            );
+            edge.memo.put(&l, &edge.table.load(), m.headers, m.body);
         }
         if close || !written.keep_alive {
             let _ = io.shutdown().await;
@@ -331,7 +325,7 @@ fn parse(buf: &[u8], opts: &ServeOptions) -> Step {
             }
         } else if is(b"transfer-encoding") || is(b"upgrade") || is(b"expect") {
             return Step::Hyper;
-        } else if CONDITIONAL.iter().any(|c| is(c)) {
+        } else if CONDITIONAL.iter().any(|c| is(c.as_bytes())) {
             conditional = true;
         }
     }
@@ -379,9 +373,8 @@ struct Written {
 }
 
 struct Memoized {
-    head: Bytes,
+    headers: http::HeaderMap,
     body: Bytes,
-    deployment: HeaderValue,
 }
 
 /// Writes one response. With `keep`, a 200 whose whole body is in memory and small comes
@@ -427,9 +420,14 @@ where
         out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let memo_head =
-        (keep && status == StatusCode::OK && length.is_some_and(|n| n as usize <= memo::MAX_BODY))
-            .then(|| Bytes::copy_from_slice(out));
+    let memo_headers = match length {
+        Some(n) if keep && status == StatusCode::OK && n as usize <= memo::MAX_BODY => {
+            let mut h = parts.headers.clone();
+            h.entry(CONTENT_LENGTH).or_insert_with(|| n.into());
+            Some(h)
+        }
+        _ => None,
+    };
     finish_head(out, close || delimited_by_close, date);
     let keep_alive = !delimited_by_close;
     if head || bodiless {
@@ -452,14 +450,10 @@ where
         io.write_all_buf(&mut data).await?;
     }
     io.flush().await?;
-    let memo = match (memo_head, parts.headers.get(&super::X_HALO_DEPLOYMENT)) {
-        (Some(head), Some(deployment)) if whole => Some(Memoized {
-            head,
-            body: first,
-            deployment: deployment.clone(),
-        }),
-        _ => None,
-    };
+    let memo = memo_headers.filter(|_| whole).map(|headers| Memoized {
+        headers,
+        body: first,
+    });
     Ok(Written { keep_alive, memo })
 }
 
@@ -500,20 +494,31 @@ async fn next_data(body: &mut super::EdgeBody) -> std::io::Result<Bytes> {
 
 /// The `Date` value, formatted once a second.
 #[derive(Default)]
-struct DateCache {
+pub(super) struct DateCache {
     second: u64,
-    value: Vec<u8>,
+    value: Option<HeaderValue>,
 }
 
 impl DateCache {
     fn now(&mut self) -> &[u8] {
+        self.header_ref().as_bytes()
+    }
+
+    /// The value as a header (a shared-bytes clone).
+    pub(super) fn header(&mut self) -> HeaderValue {
+        self.header_ref().clone()
+    }
+
+    fn header_ref(&mut self) -> &HeaderValue {
         let now = SystemTime::now();
         let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        if second != self.second || self.value.is_empty() {
+        if second != self.second || self.value.is_none() {
             self.second = second;
-            self.value = httpdate::fmt_http_date(now).into_bytes();
+            let text = Bytes::from(httpdate::fmt_http_date(now));
+            self.value =
+                Some(HeaderValue::from_maybe_shared(text).expect("an HTTP date is a valid value"));
         }
-        &self.value
+        self.value.as_ref().expect("set above")
     }
 }
 

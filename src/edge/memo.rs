@@ -1,5 +1,6 @@
-//! Memoized small-file responses for the HTTP/1.1 fast path: the serialized head and the
-//! body of a 200 that [`super::Edge::handle`] produced, replayed for the same request.
+//! Memoized small-file responses for the HTTP/1.1 fast path and HTTP/2: the headers (as a
+//! map for h2, serialized for HTTP/1.1) and the body of a 200 that [`super::Edge::handle`]
+//! produced, replayed for the same request on either protocol.
 //!
 //! A response depends on the site the host resolves to, the request target, the
 //! `Accept-Encoding` value, and the conditional and range headers (requests carrying those
@@ -13,6 +14,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use quick_cache::sync::{Cache, DefaultLifecycle};
 use quick_cache::{DefaultHashBuilder, Equivalent, OptionsBuilder, Weighter};
 
@@ -58,8 +60,10 @@ impl Equivalent<Key> for Lookup<'_> {
 /// One memoized response.
 pub struct Entry {
     site: Weak<Site>,
-    /// Status line and headers, each line ending in CRLF, without `Date`.
+    /// Status line and headers, each line ending in CRLF, without `Date` (HTTP/1.1).
     pub head: Bytes,
+    /// The same headers as a map, `Content-Length` included, without `Date` (h2).
+    pub headers: HeaderMap,
     /// The whole body.
     pub body: Bytes,
 }
@@ -70,7 +74,8 @@ struct Weight;
 impl Weighter<Key, Arc<Entry>> for Weight {
     fn weight(&self, key: &Key, e: &Arc<Entry>) -> u64 {
         (key.host.len() + key.target.len() + key.accept_encoding.len()) as u64
-            + (e.head.len() + e.body.len()) as u64
+            // The header map holds about what the serialized head does.
+            + (2 * e.head.len() + e.body.len()) as u64
             + ENTRY_OVERHEAD
     }
 }
@@ -109,17 +114,11 @@ impl Memo {
         (Weak::as_ptr(&entry.site) == Arc::as_ptr(site)).then_some(entry)
     }
 
-    /// Remembers a 200 made for `req` by `deployment`, if `table` routes the host to that
-    /// deployment now. A response made from a table that has changed since names another
-    /// deployment than the current site, and is not kept.
-    pub fn put(
-        &self,
-        req: &Lookup<'_>,
-        table: &AliasTable,
-        deployment: &[u8],
-        head: Bytes,
-        body: Bytes,
-    ) {
+    /// Remembers a 200 with `headers` (`Content-Length` included) and `body` made for `req`,
+    /// if `table` routes the host to the deployment the answer names now. A response made
+    /// from a table that has changed since names another deployment than the current site,
+    /// and is not kept.
+    pub fn put(&self, req: &Lookup<'_>, table: &AliasTable, headers: HeaderMap, body: Bytes) {
         let Some(cache) = &self.cache else { return };
         if body.len() > MAX_BODY {
             return;
@@ -127,9 +126,10 @@ impl Memo {
         let Some(site) = super::resolve::site_at(table, Some(req.host)) else {
             return;
         };
-        if site.deployment_header.as_bytes() != deployment {
+        if headers.get(&super::X_HALO_DEPLOYMENT) != Some(&site.deployment_header) {
             return;
         }
+        let head = http1_head(&headers);
         let key = Key {
             host: req.host.into(),
             target: req.target.into(),
@@ -139,6 +139,7 @@ impl Memo {
         let entry = Entry {
             site: Arc::downgrade(site),
             head,
+            headers,
             body,
         };
         cache.insert(key, Arc::new(entry));
@@ -153,4 +154,17 @@ impl Memo {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The HTTP/1.1 head of a 200 with `headers`, up to (not including) `Date`.
+fn http1_head(headers: &HeaderMap) -> Bytes {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.into()
 }

@@ -8,6 +8,7 @@ pub mod compress;
 pub mod conditional;
 pub mod follow;
 mod h1;
+mod h2;
 pub mod host;
 pub mod memo;
 pub mod metrics;

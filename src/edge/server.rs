@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::{Edge, EdgeBody, h1};
+use super::{Edge, EdgeBody, h1, h2};
 
 /// Limits and behaviour of the edge's listeners.
 #[derive(Debug, Clone)]
@@ -88,13 +88,8 @@ pub async fn serve_tls(
     run(listener, edge, shutdown, opts, Some(tls)).await;
 }
 
-/// hyper's two protocol builders; the connection's first bytes (or the fast path) choose.
-struct Builders {
-    http1: http1::Builder,
-    http2: http2::Builder<TokioExecutor>,
-}
-
-fn builders(opts: &ServeOptions) -> Builders {
+/// hyper's HTTP/1.1 builder, for what the fast path hands over (HTTP/2 is [`h2`]'s).
+fn http1_builder(opts: &ServeOptions) -> http1::Builder {
     let mut h1 = http1::Builder::new();
     h1.timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
@@ -106,16 +101,7 @@ fn builders(opts: &ServeOptions) -> Builders {
         // A client that sends its request and then shuts down its write half (`nc -N`,
         // HTTP/1.0 tools, health checkers) still gets the whole answer, then the close.
         .half_close(true);
-    let mut h2 = http2::Builder::new(TokioExecutor::new());
-    h2.timer(TokioTimer::new())
-        .max_header_list_size(opts.max_header_bytes as u32)
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(opts.idle_timeout))
-        .keep_alive_timeout(Duration::from_secs(20));
-    Builders {
-        http1: h1,
-        http2: h2,
-    }
+    h1
 }
 
 async fn run(
@@ -125,7 +111,7 @@ async fn run(
     opts: ServeOptions,
     tls: Option<TlsAcceptor>,
 ) {
-    let builder = Arc::new(builders(&opts));
+    let builder = Arc::new(http1_builder(&opts));
     let opts = Arc::new(opts);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(opts.max_connections));
@@ -206,7 +192,7 @@ async fn refuse(mut stream: TcpStream) {
 /// What one connection is served with.
 struct Conn<'a> {
     edge: Arc<Edge>,
-    builder: &'a Builders,
+    builder: &'a http1::Builder,
     opts: &'a Arc<ServeOptions>,
     graceful: Watcher,
     stop: CancellationToken,
@@ -233,32 +219,10 @@ where
     };
     let svc_opts = opts.clone();
     let svc_edge = edge.clone();
-    let svc = service_fn(move |mut req: Request<Incoming>| {
+    let svc = service_fn(move |req: Request<Incoming>| {
         let edge = svc_edge.clone();
         let opts = svc_opts.clone();
-        if secure {
-            req.extensions_mut().insert(super::Secure);
-        }
-        async move {
-            if !secure
-                && let Some(port) = opts.redirect_https
-                && !req.uri().path().starts_with(crate::acme::HTTP01_PREFIX)
-            {
-                return Ok::<_, Infallible>(to_https(&req, port));
-            }
-            if !opts.access_log {
-                return Ok(edge.handle(req).await);
-            }
-            let started = Instant::now();
-            let (method, uri, host) = (
-                req.method().clone(),
-                req.uri().clone(),
-                req.headers().get(http::header::HOST).cloned(),
-            );
-            let resp = edge.handle(req).await;
-            log_access(&method, &uri, host.as_ref(), &resp, started);
-            Ok(resp)
-        }
+        async move { Ok::<_, Infallible>(answer(&edge, &opts, req, secure).await) }
     });
     let fast = opts.http1_fast_path && (secure || opts.redirect_https.is_none());
     let served = async move {
@@ -273,17 +237,18 @@ where
                 Some(v) => v,
             }
         };
-        let io = TokioIo::new(io);
         match proto {
-            h1::Protocol::Http1 => {
-                graceful
-                    .watch(builder.http1.serve_connection(io, svc))
-                    .await
-            }
+            h1::Protocol::Http1 => graceful
+                .watch(builder.serve_connection(TokioIo::new(io), svc))
+                .await
+                .map_err(|e| e.to_string()),
             h1::Protocol::Http2 => {
-                graceful
-                    .watch(builder.http2.serve_connection(io, svc))
+                // The drain waits for this watcher to drop; `stop` makes the connection go
+                // away gracefully.
+                let _graceful = graceful;
+                h2::serve(io, edge, opts.clone(), stop, secure)
                     .await
+                    .map_err(|e| e.to_string())
             }
         }
     };
@@ -315,6 +280,35 @@ where
     }
 }
 
+/// The answer to one request on every path but the memo: the HTTPS redirect on the plain
+/// listener (ACME's HTTP-01 excepted), the edge, the access log.
+pub(super) async fn answer<B>(
+    edge: &Edge,
+    opts: &ServeOptions,
+    mut req: Request<B>,
+    secure: bool,
+) -> Response<EdgeBody> {
+    if secure {
+        req.extensions_mut().insert(super::Secure);
+    } else if let Some(port) = opts.redirect_https
+        && !req.uri().path().starts_with(crate::acme::HTTP01_PREFIX)
+    {
+        return to_https(&req, port);
+    }
+    if !opts.access_log {
+        return edge.handle(req).await;
+    }
+    let started = Instant::now();
+    let (method, uri, host) = (
+        req.method().clone(),
+        req.uri().clone(),
+        req.headers().get(http::header::HOST).cloned(),
+    );
+    let resp = edge.handle(req).await;
+    log_access(&method, &uri, host.as_ref(), &resp, started);
+    resp
+}
+
 /// One `halo::access` line at info for a request (both HTTP/1.1 paths and h2 share it).
 pub(super) fn log_access(
     method: &http::Method,
@@ -342,11 +336,9 @@ pub(super) fn log_access(
 }
 
 /// 308 to the same host and path on HTTPS.
-fn to_https(req: &Request<Incoming>, port: u16) -> Response<EdgeBody> {
-    let host = req
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
+fn to_https<B>(req: &Request<B>, port: u16) -> Response<EdgeBody> {
+    let host = super::request_host(req)
+        .filter(|h| !h.is_empty())
         .and_then(super::host::normalize_host);
     let Some(host) = host else {
         return super::plain(StatusCode::BAD_REQUEST, "400 Bad Request\n", None);
