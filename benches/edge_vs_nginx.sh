@@ -4,6 +4,7 @@
 # core 0, one worker each, servers in shuffled order every round. See benches/README.md.
 #
 #   bash benches/edge_vs_nginx.sh            ROUNDS=3 DUR=10 RATE=20000 to change the defaults
+#                                            (BASE_ROWS=0: only the protocol rows below)
 #
 # Protocol rows (PROTO_ROWS=0 skips them): HTTPS over HTTP/1.1 and h2 and h2c, by oha.
 #
@@ -170,7 +171,8 @@ idle_ok() {
 for round in $(seq 1 "$ROUNDS"); do
     for s in $(printf '%s\n' "${servers[@]}" | shuf); do
         idle_ok
-        for spec in "page-7.html 64" "page-7.html 256" "assets/img-5.png 64"; do
+        # BASE_ROWS=0 skips the HTTP/1.1 rows (wrk saturation, oha fixed rate).
+        [ "${BASE_ROWS:-1}" = 1 ] && for spec in "page-7.html 64" "page-7.html 256" "assets/img-5.png 64"; do
             set -- $spec
             out=$(taskset -c 0 wrk -t1 -c"$2" -d"${DUR}s" --latency -H "Host: $HOST" -H 'Accept-Encoding: identity' "${url[$s]}/$1")
             python3 - "$s" "$1" "$2" "$round" "$out" >> "$results" <<'PY'
@@ -187,7 +189,7 @@ print(json.dumps({"phase": "saturation", "server": s, "file": f, "conns": int(c)
     "p50_us": lat(50), "p99_us": lat(99), "errors": "Non-2xx" in out or "Socket errors" in out}))
 PY
         done
-        for f in page-7.html assets/app-3.js; do
+        [ "${BASE_ROWS:-1}" = 1 ] && for f in page-7.html assets/app-3.js; do
             before=$(cpu_ticks "${pidof[$s]}")
             out=$(taskset -c 0 oha --no-tui -z "${DUR}s" -q "$RATE" -c 64 --disable-compression -H "Host: $HOST" --output-format json "${url[$s]}/$f")
             after=$(cpu_ticks "${pidof[$s]}")

@@ -4,8 +4,9 @@
 //!
 //! Only hosts present in the alias table are ever ordered for, one order at a time (so a
 //! host has at most one order in flight), with backoff after a failure; a certificate is
-//! renewed when two thirds of its lifetime have passed. A failed renewal keeps serving the
-//! current certificate until it expires.
+//! renewed at a time the CA suggests (ACME Renewal Information, RFC 9773) when it offers
+//! that, else when two thirds of its lifetime have passed. A failed renewal keeps serving
+//! the current certificate until it expires.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -178,6 +179,23 @@ pub struct Issuer {
     on_demand: dashmap::DashSet<String>,
     /// Wakes the run loop for a forced renewal.
     wake: tokio::sync::Notify,
+    /// Per host, the renewal time picked in the CA's suggested window (ARI).
+    ari: DashMap<String, AriPick>,
+    /// The CA's directory has no `renewalInfo`: renewal by lifetime alone.
+    ari_unsupported: std::sync::atomic::AtomicBool,
+}
+
+/// A renewal time picked in a CA's suggested window, for one certificate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct AriPick {
+    /// The certificate it is for (its validity end).
+    not_after: i64,
+    /// The suggested window (seconds since the epoch).
+    window: (i64, i64),
+    /// When to renew.
+    due: i64,
+    /// When to ask the CA again (its `Retry-After`).
+    recheck_at: i64,
 }
 
 fn now_secs() -> i64 {
@@ -207,6 +225,8 @@ impl Issuer {
             forced: Default::default(),
             on_demand: Default::default(),
             wake: tokio::sync::Notify::new(),
+            ari: DashMap::new(),
+            ari_unsupported: Default::default(),
         })
     }
 
@@ -393,7 +413,10 @@ impl Issuer {
         {
             let due = match self.settings.renew_before {
                 Some(margin) => until - margin.as_secs() as i64,
-                None => renew_at(from, until),
+                None => match self.ari_due(host, until, now).await {
+                    Some(due) => due,
+                    None => renew_at(from, until),
+                },
             };
             if now < due {
                 return;
@@ -403,6 +426,70 @@ impl Issuer {
             }
         }
         self.order_and_store(host, state).await;
+    }
+
+    /// When to renew `host`'s certificate (valid until `not_after`) by the CA's Renewal
+    /// Information, asked again when the CA's `Retry-After` has passed; `None` when the CA
+    /// offers none or cannot be asked now (the lifetime rule applies).
+    async fn ari_due(&self, host: &str, not_after: i64, now: i64) -> Option<i64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.ari_unsupported.load(Relaxed) {
+            return None;
+        }
+        let previous = self
+            .ari
+            .get(host)
+            .map(|p| *p)
+            .filter(|p| p.not_after == not_after);
+        if let Some(p) = previous
+            && now < p.recheck_at
+        {
+            return Some(p.due);
+        }
+        let account = self.account().await.ok()?;
+        let bundle = Bundle::load(&*self.store, host).await.ok()??;
+        let id = match bundle.renewal_id() {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::debug!(%host, error = %e, "acme: no renewal information for this certificate");
+                return None;
+            }
+        };
+        match account.renewal_info(&id).await {
+            Ok((info, retry_after)) => {
+                let window = (
+                    info.suggested_window.start.unix_timestamp(),
+                    info.suggested_window.end.unix_timestamp(),
+                );
+                let pick = ari_pick(
+                    previous,
+                    not_after,
+                    window,
+                    retry_after,
+                    now,
+                    rand::random(),
+                );
+                if previous.is_some_and(|p| p.window != window) {
+                    tracing::info!(%host, start = window.0, end = window.1, explanation = ?info.explanation_url, "acme: the CA moved the renewal window");
+                }
+                self.ari.insert(host.to_owned(), pick);
+                Some(pick.due)
+            }
+            Err(instant_acme::Error::Unsupported(_)) => {
+                self.ari_unsupported.store(true, Relaxed);
+                None
+            }
+            Err(e) => {
+                // Keep the last pick (if any) and ask again in an hour.
+                tracing::warn!(%host, error = %e, "acme: cannot fetch renewal information");
+                let pick = previous.map(|p| AriPick {
+                    recheck_at: now + 3600,
+                    ..p
+                })?;
+                self.ari.insert(host.to_owned(), pick);
+                Some(pick.due)
+            }
+        }
     }
 
     /// Certificates issued for `host`'s registered domain (its last two labels) in the last
@@ -572,8 +659,23 @@ impl Issuer {
         let base = host.strip_prefix("*.");
         let mut ids = vec![Identifier::Dns(host.to_owned())];
         ids.extend(base.map(|b| Identifier::Dns(b.to_owned())));
+        // A renewal the CA scheduled names the certificate it replaces (RFC 9773 §5), which
+        // lets the CA exempt it from rate limits.
+        let replaces = match self.ari.contains_key(host) {
+            true => Bundle::load(&*self.store, host)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|b| b.renewal_id().ok()),
+            false => None,
+        };
+        let new_order = NewOrder::new(&ids);
+        let new_order = match replaces {
+            Some(id) => new_order.replaces(id),
+            None => new_order,
+        };
         let mut order = account
-            .new_order(&NewOrder::new(&ids))
+            .new_order(&new_order)
             .await
             .map_err(|e| format!("new order: {e}"))?;
         let (mut tokens, mut alpn, mut records) = (Vec::new(), false, Vec::new());
@@ -681,8 +783,78 @@ fn pending(host: &str) -> CertState {
     }
 }
 
+/// The renewal time in a CA's suggested `window` (RFC 9773 §4.2: a uniformly random point
+/// in it, `unit` in [0, 1)); kept while the window stays the same, so asking again does not
+/// move the renewal. A window already open means now.
+fn ari_pick(
+    previous: Option<AriPick>,
+    not_after: i64,
+    window: (i64, i64),
+    retry_after: Duration,
+    now: i64,
+    unit: f64,
+) -> AriPick {
+    let (start, end) = (window.0, window.1.max(window.0));
+    let due = match previous {
+        Some(p) if p.window == window => p.due,
+        _ if start <= now => now,
+        _ => start + ((end - start) as f64 * unit.clamp(0.0, 1.0)) as i64,
+    };
+    // A server's hint outside a minute..a day is not followed blindly.
+    let recheck = retry_after.as_secs().clamp(60, 86_400) as i64;
+    AriPick {
+        not_after,
+        window,
+        due,
+        recheck_at: now + recheck,
+    }
+}
+
 /// When a certificate valid from `from` until `until` is renewed: once two thirds of its
 /// lifetime have passed (Let's Encrypt's advice without ARI).
 fn renew_at(from: i64, until: i64) -> i64 {
     from + (until - from) * 2 / 3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400;
+
+    #[test]
+    fn lifetime_rule_renews_at_two_thirds() {
+        assert_eq!(renew_at(0, 90 * DAY), 60 * DAY);
+    }
+
+    #[test]
+    fn ari_picks_a_point_in_a_future_window_and_keeps_it() {
+        let now = 1_000 * DAY;
+        let window = (now + 10 * DAY, now + 12 * DAY);
+        let hour = Duration::from_secs(3600);
+        let first = ari_pick(None, 7, window, hour, now, 0.25);
+        assert_eq!(first.due, window.0 + DAY / 2);
+        assert_eq!(first.recheck_at, now + 3600);
+        for unit in [0.0, 0.5, 0.999] {
+            let p = ari_pick(None, 7, window, hour, now, unit);
+            assert!((window.0..=window.1).contains(&p.due), "{p:?}");
+        }
+        // Asked again, same window: the same time, whatever the new draw.
+        let again = ari_pick(Some(first), 7, window, hour, now + 3600, 0.9);
+        assert_eq!(again.due, first.due);
+        // The CA moved the window (say, a revocation ahead): a new point in the new one.
+        let moved = (now, now + DAY);
+        let p = ari_pick(Some(first), 7, moved, hour, now + 7200, 0.5);
+        assert_eq!(p.due, now + 7200, "an open window means now");
+    }
+
+    #[test]
+    fn ari_retry_after_is_bounded() {
+        let w = (10 * DAY, 11 * DAY);
+        assert_eq!(ari_pick(None, 1, w, Duration::ZERO, 0, 0.0).recheck_at, 60);
+        let long = Duration::from_secs(30 * DAY as u64);
+        assert_eq!(ari_pick(None, 1, w, long, 0, 0.0).recheck_at, DAY);
+        // An inverted window is read as a point.
+        assert_eq!(ari_pick(None, 1, (5 * DAY, DAY), long, 0, 0.7).due, 5 * DAY);
+    }
 }

@@ -129,6 +129,18 @@ impl Bundle {
         })
     }
 
+    /// The leaf's identifier for ACME Renewal Information (RFC 9773 §4.1).
+    pub fn renewal_id(&self) -> Result<instant_acme::CertificateIdentifier<'static>, String> {
+        let leaf = rustls_pki_types::pem::PemObject::pem_slice_iter(self.chain_pem.as_bytes())
+            .next()
+            .ok_or("the chain holds no certificate")?
+            .map_err(|e| format!("the chain is not PEM: {e}"))?;
+        let leaf: rustls_pki_types::CertificateDer<'_> = leaf;
+        instant_acme::CertificateIdentifier::try_from(&leaf)
+            .map(|id| id.into_owned())
+            .map_err(|e| format!("no renewal identifier: {e}"))
+    }
+
     /// Reads a host's bundle; `None` when there is none (or it is unreadable: logged).
     pub async fn load(store: &dyn BlobStore, host: &str) -> Result<Option<Bundle>, StoreError> {
         let Some(raw) = store.get_object(&bundle_key(host)).await? else {

@@ -11,19 +11,23 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
-use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, DATE};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::header::{
+    ACCEPT_ENCODING, CONTENT_LENGTH, DATE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, RANGE,
+};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::h1::{CONDITIONAL, DateCache};
+use super::h1::DateCache;
 use super::server::{ServeOptions, answer};
 use super::{Edge, EdgeBody, memo};
 
@@ -62,40 +66,24 @@ where
     loop {
         tokio::select! {
             next = conn.accept() => {
-                let (req, respond) = match next {
-                    None => return Ok(()),
-                    Some(Err(e)) => return Err(e),
-                    Some(Ok(v)) => v,
-                };
-                let key = memo.then(|| MemoKey::of(&req)).flatten();
-                if let Some(key) = &key
-                    && let Some(entry) = key.lookup(&req, secure, |l| {
-                        edge.memo.get(l, &edge.table.load())
-                    })
-                {
-                    edge.metrics.record(StatusCode::OK, entry.body.len() as u64);
-                    edge.cache.counters().hits.fetch_add(1, Ordering::Relaxed);
-                    send_memoized(respond, &entry, &mut date);
-                    continue;
-                }
-                let (edge, opts) = (edge.clone(), opts.clone());
-                streams.spawn(async move {
-                    let lookup = key.map(|k| (k, request_view(&req)));
-                    let head = req.method() == Method::HEAD;
-                    let resp = answer(&edge, &opts, req, secure).await;
-                    let Ok(Some(memo)) = send(respond, resp, head, lookup.is_some()).await else {
-                        return;
-                    };
-                    if let Some((key, (host, target))) = lookup {
-                        let l = memo::Lookup {
-                            host: &host,
-                            target: &target,
-                            accept_encoding: &key.accept_encoding,
-                            secure,
-                        };
-                        edge.memo.put(&l, &edge.table.load(), memo.0, memo.1);
+                let Some(next) = next else { return Ok(()) };
+                let (req, respond) = next?;
+                answer_stream(&edge, &opts, &mut streams, &mut date, memo, secure, req, respond);
+                // PERF: take every request already decoded before the connection is polled
+                // again, since each poll flushes what was answered: a batch of requests
+                // read together is answered in one write (one TLS record, one syscall)
+                // instead of one each.
+                loop {
+                    let next = std::future::poll_fn(|cx| Poll::Ready(conn.poll_accept(cx))).await;
+                    match next {
+                        Poll::Pending => break,
+                        Poll::Ready(None) => return Ok(()),
+                        Poll::Ready(Some(next)) => {
+                            let (req, respond) = next?;
+                            answer_stream(&edge, &opts, &mut streams, &mut date, memo, secure, req, respond);
+                        }
                     }
-                });
+                }
             }
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
             () = stop.cancelled(), if !stopping => {
@@ -106,47 +94,100 @@ where
     }
 }
 
-/// What of a request, besides host and target, decides whether the memo may answer it.
-struct MemoKey {
-    accept_encoding: Bytes,
+/// Answers one stream: from the memo at once, else in a task of its own (which remembers
+/// a small 200 in the memo).
+#[allow(clippy::too_many_arguments)]
+fn answer_stream(
+    edge: &Arc<Edge>,
+    opts: &Arc<ServeOptions>,
+    streams: &mut JoinSet<()>,
+    date: &mut DateCache,
+    memo: bool,
+    secure: bool,
+    req: Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+) {
+    let accept_encoding = memo.then(|| MemoKey::of(&req)).flatten();
+    if let Some(ae) = accept_encoding
+        && let Some(entry) = memo_lookup(edge, &req, ae, secure)
+    {
+        edge.metrics.record(StatusCode::OK, entry.body.len() as u64);
+        edge.cache.counters().hits.fetch_add(1, Ordering::Relaxed);
+        send_memoized(respond, &entry, date);
+        return;
+    }
+    // Owned for the task: only a miss pays for the copy.
+    let key = accept_encoding.map(Bytes::copy_from_slice);
+    let (edge, opts) = (edge.clone(), opts.clone());
+    streams.spawn(async move {
+        let lookup = key.map(|k| (k, request_view(&req)));
+        let head = req.method() == Method::HEAD;
+        let resp = answer(&edge, &opts, req, secure).await;
+        let Ok(Some(memo)) = send(respond, resp, head, lookup.is_some()).await else {
+            return;
+        };
+        if let Some((key, (host, target))) = lookup {
+            let l = memo::Lookup {
+                host: &host,
+                target: &target,
+                accept_encoding: &key,
+                secure,
+            };
+            edge.memo.put(&l, &edge.table.load(), memo.0, memo.1);
+        }
+    });
 }
 
+/// Request headers that can change a file response besides Host and `Accept-Encoding`
+/// (the HTTP/1.1 path's `h1::CONDITIONAL`, as header names: a lookup without parsing).
+const CONDITIONAL_NAMES: [HeaderName; 6] = [
+    IF_NONE_MATCH,
+    IF_MODIFIED_SINCE,
+    RANGE,
+    IF_RANGE,
+    IF_MATCH,
+    IF_UNMODIFIED_SINCE,
+];
+
+/// A GET the memo may answer: no conditional or range header, at most one
+/// `Accept-Encoding` (its value, or empty).
+struct MemoKey;
+
 impl MemoKey {
-    /// `Some` for a GET the memo may answer: no conditional or range header, at most one
-    /// `Accept-Encoding`.
-    fn of<B>(req: &Request<B>) -> Option<MemoKey> {
+    /// The request's `Accept-Encoding` (empty when absent) if the memo may answer it.
+    fn of<B>(req: &Request<B>) -> Option<&[u8]> {
         if req.method() != Method::GET {
             return None;
         }
         let headers = req.headers();
-        if CONDITIONAL.iter().any(|name| headers.contains_key(*name)) {
+        if CONDITIONAL_NAMES
+            .iter()
+            .any(|name| headers.contains_key(name))
+        {
             return None;
         }
         let mut encodings = headers.get_all(ACCEPT_ENCODING).iter();
-        let accept_encoding = encodings
-            .next()
-            .map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.as_bytes()));
-        encodings
-            .next()
-            .is_none()
-            .then_some(MemoKey { accept_encoding })
+        let accept_encoding = encodings.next().map_or(&b""[..], |v| v.as_bytes());
+        encodings.next().is_none().then_some(accept_encoding)
     }
+}
 
-    fn lookup<B, T>(
-        &self,
-        req: &Request<B>,
-        secure: bool,
-        get: impl FnOnce(&memo::Lookup<'_>) -> Option<T>,
-    ) -> Option<T> {
-        let host = super::request_host(req)?;
-        let target = req.uri().path_and_query()?.as_str();
-        get(&memo::Lookup {
-            host,
-            target,
-            accept_encoding: &self.accept_encoding,
-            secure,
-        })
-    }
+/// The memo's entry for `req` (whose `Accept-Encoding` is `accept_encoding`), if any.
+fn memo_lookup<B>(
+    edge: &Edge,
+    req: &Request<B>,
+    accept_encoding: &[u8],
+    secure: bool,
+) -> Option<Arc<memo::Entry>> {
+    let host = super::request_host(req)?;
+    let target = req.uri().path_and_query()?.as_str();
+    let lookup = memo::Lookup {
+        host,
+        target,
+        accept_encoding,
+        secure,
+    };
+    edge.memo.get(&lookup, &edge.table.load())
 }
 
 /// Host and target of a request, kept for the memo while the request itself is consumed
@@ -247,4 +288,13 @@ async fn pipe(stream: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Res
         stream.send_data(piece, end && data.is_empty())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn both_paths_know_the_same_conditional_headers() {
+        let names = super::CONDITIONAL_NAMES.map(|n| n.as_str().to_owned());
+        assert_eq!(names, super::super::h1::CONDITIONAL.map(str::to_owned));
+    }
 }
