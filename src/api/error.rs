@@ -7,7 +7,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use crate::control::ControlError;
-use crate::meta::MetaError;
+use crate::meta::{MetaError, Refusal};
 use crate::store::StoreError;
 
 /// Marker inside an `io::Error` from the upload body: the body passed the size limit.
@@ -121,10 +121,23 @@ impl From<MetaError> for ApiError {
             MetaError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             MetaError::NotFound(m) => Self::not_found(&m),
             MetaError::InvalidState(m) => Self::new(StatusCode::CONFLICT, "invalid_state", m),
-            MetaError::Refused { code, message } => Self::new(StatusCode::CONFLICT, code, message),
+            MetaError::Refused(r) => r.into(),
             MetaError::StaleRevision { current } => Self::stale(current),
             other => Self::internal(&other),
         }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        let code = match &r {
+            Refusal::NotCancelable { .. } => "not_cancelable",
+            Refusal::DeploymentIsProduction { .. } => "deployment_is_production",
+            Refusal::DeploymentNotReady { .. } => "deployment_not_ready",
+            Refusal::AliasReserved { .. } => "alias_reserved",
+            Refusal::HostTaken { .. } => "host_taken",
+        };
+        Self::new(StatusCode::CONFLICT, code, r.to_string())
     }
 }
 

@@ -88,9 +88,6 @@ impl Control {
             .alias_ops(ops, expected, actor, action)
             .await
             .map_err(|e| match e {
-                MetaError::Refused { code, message } => ControlError::Conflict { code, message },
-                MetaError::NotFound(what) => ControlError::NotFound(what),
-                MetaError::StaleRevision { current } => ControlError::StaleRevision(current),
                 MetaError::InvalidState(message) => ControlError::Conflict {
                     code: "deployment_not_ready",
                     message,

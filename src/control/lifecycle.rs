@@ -55,7 +55,6 @@ pub(super) fn validate_owner(a: &Attribution, m: &Metadata) -> Result<(), Contro
 
 fn refused(e: MetaError) -> ControlError {
     match e {
-        MetaError::Refused { code, message } => ControlError::Conflict { code, message },
         MetaError::NotFound(what) => ControlError::NotFound(what),
         e => e.into(),
     }

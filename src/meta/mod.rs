@@ -4,9 +4,13 @@
 //! the same trait. Every call that returns `Ok` has made its change durable.
 
 mod group_commit;
+pub mod postgres;
 mod records;
+pub mod rules;
 mod schema;
 pub mod sqlite;
+
+pub use rules::Refusal;
 
 pub use records::{
     Actor, Alias, AliasKind, AliasOp, AliasTarget, Event, GcCandidate, HistoryEntry, HistoryFilter,
@@ -211,14 +215,9 @@ pub enum MetaError {
     /// The operation does not fit the record's state (e.g. promoting a deployment not ready).
     #[error("invalid state: {0}")]
     InvalidState(String),
-    /// The operation is refused for a reason with its own stable code.
-    #[error("{message}")]
-    Refused {
-        /// Stable error code.
-        code: &'static str,
-        /// Human explanation.
-        message: String,
-    },
+    /// A domain rule refuses the operation (see [`rules`]).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// A compare-and-swap found the alias table at another revision.
     #[error("the alias table is at revision {current}")]
     StaleRevision {
@@ -228,9 +227,15 @@ pub enum MetaError {
     /// The database was written by a newer Halo, or holds something unreadable.
     #[error("metadata is unreadable: {0}")]
     Corrupt(String),
-    /// The database failed.
+    /// The database failed (SQLite).
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
+    /// The database failed (PostgreSQL).
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No database connection could be had, or the database URL is unusable.
+    #[error("database unavailable: {0}")]
+    Pool(String),
     /// The blocking worker running the query failed.
     #[error("database worker failed: {0}")]
     Worker(String),

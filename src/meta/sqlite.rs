@@ -11,7 +11,7 @@ use super::group_commit::{StoredReply, StoredRows, group_committer};
 use super::{
     Actor, Alias, AliasChange, AliasOp, Deployment, DeploymentFilter, DeploymentPage, Event,
     GcCandidate, HistoryEntry, HistoryFilter, IdemClaim, MetaError, MetaStore, NewDeployment,
-    Progress, Project, ProjectFilter, ProjectUpdate, Route, StoredResponse, Token,
+    Progress, Project, ProjectFilter, ProjectUpdate, Route, StoredResponse, Token, rules,
 };
 use crate::digest::Sha256;
 use crate::model::owner::{Attribution, Metadata};
@@ -455,19 +455,19 @@ impl MetaStore for SqliteMeta {
         let id = id.to_owned();
         self.run(move |c| {
             let tx = c.transaction()?;
-            let d = get_deployment(&tx, &id)?.ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
-            if d.status.is_terminal() {
-                return Err(MetaError::Refused {
-                    code: "not_cancelable",
-                    message: format!("deployment {id} is {}; only a queued or building deployment can be canceled", d.status),
-                });
-            }
+            let d = get_deployment(&tx, &id)?
+                .ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
+            rules::cancelable(&d)?;
             tx.execute(
                 "UPDATE deployments SET status = 'canceled', canceled_at = ?2 WHERE id = ?1",
                 params![id, now_millis()],
             )?;
-            tx.execute("DELETE FROM deployment_missing WHERE deployment_id = ?1", [&id])?;
-            let d = get_deployment(&tx, &id)?.ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
+            tx.execute(
+                "DELETE FROM deployment_missing WHERE deployment_id = ?1",
+                [&id],
+            )?;
+            let d = get_deployment(&tx, &id)?
+                .ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
             tx.commit()?;
             Ok(d)
         })

@@ -549,3 +549,33 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// A fresh, empty database on the test PostgreSQL cluster named by `HALO_TEST_DATABASE_URL`
+/// (see `.ci/postgres.sh`); its URL. `None` (test skipped) without a cluster, except on CI.
+#[allow(dead_code)]
+pub async fn pg_database() -> Option<String> {
+    let Ok(admin) = std::env::var("HALO_TEST_DATABASE_URL") else {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "CI must run the PostgreSQL tests: HALO_TEST_DATABASE_URL is not set (.ci/run starts a cluster)"
+            );
+        }
+        eprintln!(
+            "skipping PostgreSQL test: no cluster. Start one with `.ci/postgres.sh start /tmp/halo-pg` and `source /tmp/halo-pg/env`"
+        );
+        return None;
+    };
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("the test cluster accepts connections");
+    tokio::spawn(conn);
+    let name = halo::model::names::random_id("t")
+        .to_lowercase()
+        .replace('-', "_");
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create a test database");
+    let base = admin.rsplit_once('/').expect("a database URL has a path").0;
+    Some(format!("{base}/{name}"))
+}

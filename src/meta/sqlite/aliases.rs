@@ -4,35 +4,39 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{KIND_CUSTOM, KIND_PREVIEW, KIND_PRODUCTION, bump_revision, get_deployment};
+use crate::meta::rules::{self, AliasRow};
 use crate::meta::{
     Actor, Alias, AliasChange, AliasKind, AliasOp, AliasTarget, HistoryEntry, HistoryFilter,
     MetaError, Route,
 };
 use crate::model::{Status, now_millis};
 
-/// An alias row as read inside a transaction.
-struct Row {
-    project_id: String,
-    deployment_id: Option<String>,
-    kind: String,
-    follows_production: bool,
+fn kind_of(kind: &str) -> Result<AliasKind, MetaError> {
+    match kind {
+        KIND_PREVIEW => Ok(AliasKind::Preview),
+        KIND_PRODUCTION => Ok(AliasKind::Production),
+        KIND_CUSTOM => Ok(AliasKind::Custom),
+        other => Err(MetaError::Corrupt(format!("alias kind {other:?}"))),
+    }
 }
 
-fn alias_row(tx: &Transaction<'_>, host: &str) -> Result<Option<Row>, MetaError> {
-    Ok(tx
+fn alias_row(tx: &Transaction<'_>, host: &str) -> Result<Option<AliasRow>, MetaError> {
+    let row: Option<(String, Option<String>, String, bool)> = tx
         .query_row(
             "SELECT project_id, deployment_id, kind, follows_production FROM aliases WHERE host = ?1",
             [host],
-            |r| {
-                Ok(Row {
-                    project_id: r.get(0)?,
-                    deployment_id: r.get(1)?,
-                    kind: r.get(2)?,
-                    follows_production: r.get(3)?,
-                })
-            },
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
-        .optional()?)
+        .optional()?;
+    row.map(|(project_id, deployment_id, kind, follows_production)| {
+        Ok(AliasRow {
+            project_id,
+            deployment_id,
+            kind: kind_of(&kind)?,
+            follows_production,
+        })
+    })
+    .transpose()
 }
 
 /// The current alias-table revision.
@@ -129,15 +133,7 @@ impl Changes {
 fn ready_deployment(tx: &Transaction<'_>, id: &str) -> Result<crate::meta::Deployment, MetaError> {
     let d =
         get_deployment(tx, id)?.ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
-    if d.status != Status::Ready {
-        return Err(MetaError::Refused {
-            code: "deployment_not_ready",
-            message: format!(
-                "deployment {id} is {}; only a ready deployment can be served",
-                d.status
-            ),
-        });
-    }
+    rules::servable(&d)?;
     Ok(d)
 }
 
@@ -206,36 +202,13 @@ pub(super) fn apply_ops(
             AliasOp::Remove { host } => {
                 let row = alias_row(tx, host)?
                     .ok_or_else(|| MetaError::NotFound(format!("alias {host}")))?;
-                if row.kind != KIND_CUSTOM {
-                    return Err(reserved(host, &row.kind));
-                }
+                rules::remove(host, &row)?;
                 tx.execute("DELETE FROM aliases WHERE host = ?1", [host])?;
                 changes.push(host, &row.project_id, "delete", row.deployment_id, None);
             }
         }
     }
     Ok(())
-}
-
-fn reserved(host: &str, kind: &str) -> MetaError {
-    MetaError::Refused {
-        code: "alias_reserved",
-        message: format!(
-            "{host} is a {kind} host: it moves with its {}",
-            if kind == KIND_PREVIEW {
-                "deployment"
-            } else {
-                "project's promotions"
-            }
-        ),
-    }
-}
-
-fn taken(host: &str) -> MetaError {
-    MetaError::Refused {
-        code: "host_taken",
-        message: format!("{host} is already an alias of another project"),
-    }
 }
 
 fn point(
@@ -247,10 +220,13 @@ fn point(
     changes: &mut Changes,
 ) -> Result<(), MetaError> {
     let row = alias_row(tx, host)?;
-    let (project_id, deployment_id, follows) = match target {
+    let resolved = match target {
         AliasTarget::Deployment(id) => {
             let d = ready_deployment(tx, id)?;
-            (d.project_id, Some(d.id), false)
+            rules::Resolved {
+                project_id: d.project_id,
+                deployment_id: Some(d.id),
+            }
         }
         AliasTarget::Production(project) => {
             let current: Option<String> = tx
@@ -261,33 +237,37 @@ fn point(
                 )
                 .optional()?
                 .ok_or_else(|| MetaError::NotFound(format!("project {project}")))?;
-            (project.clone(), current, true)
+            rules::Resolved {
+                project_id: project.clone(),
+                deployment_id: current,
+            }
         }
     };
-    match row {
-        Some(r) if r.project_id != project_id => Err(taken(host)),
-        Some(r) if r.kind == KIND_PRODUCTION => match target {
-            // Pointing a production host at a deployment is a promote of that deployment.
-            AliasTarget::Deployment(id) => promote(tx, id, action, changes),
-            AliasTarget::Production(_) => Ok(()),
-        },
-        Some(r) if r.kind != KIND_CUSTOM => Err(reserved(host, &r.kind)),
-        Some(r) => {
-            if r.deployment_id == deployment_id && r.follows_production == follows {
-                return Ok(());
-            }
+    let project_id = resolved.project_id.clone();
+    match rules::point(host, row.as_ref(), target, resolved)? {
+        rules::Point::Nothing => Ok(()),
+        rules::Point::Promote(id) => promote(tx, &id, action, changes),
+        rules::Point::Move {
+            from,
+            to,
+            follows_production,
+        } => {
             tx.execute(
                 "UPDATE aliases SET deployment_id = ?2, follows_production = ?3, updated_at = ?4 WHERE host = ?1",
-                params![host, deployment_id, follows, now],
+                params![host, to, follows_production, now],
             )?;
-            changes.push(host, &project_id, action, r.deployment_id, deployment_id);
+            changes.push(host, &project_id, action, from, to);
             Ok(())
         }
-        None => {
+        rules::Point::Create {
+            project_id,
+            deployment_id,
+            follows_production,
+        } => {
             tx.execute(
                 "INSERT INTO aliases (host, project_id, deployment_id, kind, updated_at, follows_production)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![host, project_id, deployment_id, KIND_CUSTOM, now, follows],
+                params![host, project_id, deployment_id, KIND_CUSTOM, now, follows_production],
             )?;
             changes.push(host, &project_id, "create", None, deployment_id);
             Ok(())
@@ -304,19 +284,13 @@ pub(super) fn delete_deployment(
 ) -> Result<(), MetaError> {
     let d =
         get_deployment(tx, id)?.ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
-    if d.status == Status::Deleted {
-        return Ok(());
-    }
     let production: Option<String> = tx.query_row(
         "SELECT production_deployment_id FROM projects WHERE id = ?1",
         [&d.project_id],
         |r| r.get(0),
     )?;
-    if production.as_deref() == Some(id) {
-        return Err(MetaError::Refused {
-            code: "deployment_is_production",
-            message: format!("deployment {id} serves production; promote another deployment first"),
-        });
+    if !rules::deletable(&d, production.as_deref())? {
+        return Ok(());
     }
     let now = now_millis();
     tx.execute(
@@ -335,10 +309,11 @@ pub(super) fn delete_deployment(
             .collect::<Result<_, _>>()?
     };
     for (host, kind) in pinned {
-        if kind == KIND_CUSTOM {
+        let kind = kind_of(&kind)?;
+        if kind == AliasKind::Custom {
             tx.execute("DELETE FROM aliases WHERE host = ?1", [&host])?;
         }
-        if d.status == Status::Ready || kind == KIND_CUSTOM {
+        if rules::unrouted_by_delete(kind, d.status) {
             changes.push(&host, &d.project_id, "delete", Some(id.to_owned()), None);
         }
     }
@@ -375,18 +350,13 @@ pub(super) fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<Alias>, Meta
     let mut rows = stmt.query(rusqlite::params_from_iter(q.args))?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        let kind: String = r.get(3)?;
+        let kind = kind_of(&r.get::<_, String>(3)?)?;
         out.push(Alias {
             host: r.get(0)?,
             project_id: r.get(1)?,
             deployment_id: r.get(2)?,
-            kind: match kind.as_str() {
-                KIND_PREVIEW => AliasKind::Preview,
-                KIND_PRODUCTION => AliasKind::Production,
-                KIND_CUSTOM => AliasKind::Custom,
-                other => return Err(MetaError::Corrupt(format!("alias kind {other:?}"))),
-            },
-            follows_production: r.get::<_, bool>(4)? || kind == KIND_PRODUCTION,
+            kind,
+            follows_production: r.get::<_, bool>(4)? || kind == AliasKind::Production,
             updated_at: r.get(5)?,
         });
     }

@@ -4,7 +4,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::json_col;
 use crate::digest::Sha256;
-use crate::meta::{Event, GcCandidate, IdemClaim, MetaError, Progress, StoredResponse, Token};
+use crate::meta::{
+    Event, GcCandidate, IdemClaim, MetaError, Progress, StoredResponse, Token, rules,
+};
 use crate::model::Millis;
 
 pub(super) const TOKEN_COLS: &str =
@@ -175,21 +177,43 @@ pub(super) fn gc_forget(
 
 /// Deployments retention deletes now (see the trait's documentation).
 pub(super) fn retention_expired(c: &Connection, now: Millis) -> Result<Vec<String>, MetaError> {
+    // The rows the rule needs, project by project, oldest first; the rule decides.
     let mut stmt = c.prepare(
-        "SELECT d.id FROM deployments d JOIN projects p ON p.id = d.project_id
-         WHERE d.status IN ('ready', 'error', 'canceled')
-           AND p.retention_keep_last IS NOT NULL
-           AND d.id IS NOT p.production_deployment_id
-           AND NOT EXISTS (SELECT 1 FROM aliases a WHERE a.deployment_id = d.id AND a.kind = 'custom')
-           AND (SELECT COUNT(*) FROM deployments n WHERE n.project_id = d.project_id
-                  AND n.status = 'ready' AND n.seq > d.seq) >= p.retention_keep_last
-           AND (p.retention_keep_days IS NULL OR NOT EXISTS
-                (SELECT 1 FROM promotions pr WHERE pr.deployment_id = d.id
-                   AND pr.at >= ?1 - p.retention_keep_days * 86400000))
-         ORDER BY d.seq",
+        "SELECT p.id, p.retention_keep_last, p.retention_keep_days, d.id, d.status,
+                d.id IS p.production_deployment_id,
+                EXISTS (SELECT 1 FROM aliases a WHERE a.deployment_id = d.id AND a.kind = 'custom'),
+                (SELECT MAX(pr.at) FROM promotions pr WHERE pr.deployment_id = d.id)
+         FROM projects p JOIN deployments d ON d.project_id = p.id
+         WHERE p.retention_keep_last IS NOT NULL AND d.status != 'deleted'
+         ORDER BY p.id, d.seq",
     )?;
-    let ids = stmt
-        .query_map([now], |r| r.get(0))?
-        .collect::<Result<Vec<String>, _>>()?;
-    Ok(ids)
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    let mut project: Option<(String, u32, Option<u32>)> = None;
+    let mut batch: Vec<rules::RetentionRow> = Vec::new();
+    let flush = |project: &Option<(String, u32, Option<u32>)>,
+                 batch: &mut Vec<rules::RetentionRow>,
+                 out: &mut Vec<String>| {
+        if let Some((_, keep_last, keep_days)) = project {
+            out.extend(rules::retention_expired(batch, *keep_last, *keep_days, now));
+        }
+        batch.clear();
+    };
+    while let Some(r) = rows.next()? {
+        let pid: String = r.get(0)?;
+        if project.as_ref().map(|p| &p.0) != Some(&pid) {
+            flush(&project, &mut batch, &mut out);
+            project = Some((pid, r.get(1)?, r.get(2)?));
+        }
+        let status: String = r.get(4)?;
+        batch.push(rules::RetentionRow {
+            id: r.get(3)?,
+            status: super::parse_col(status, "deployment status")?,
+            production: r.get(5)?,
+            custom_alias: r.get(6)?,
+            last_promoted: r.get(7)?,
+        });
+    }
+    flush(&project, &mut batch, &mut out);
+    Ok(out)
 }

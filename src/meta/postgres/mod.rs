@@ -1,0 +1,1048 @@
+//! The PostgreSQL metadata store: the same `MetaStore` as SQLite (one conformance suite
+//! proves it), for several `halo api` replicas on one database.
+//!
+//! Concurrency: every transaction that changes what the alias table routes locks the
+//! revision counter first, so such changes serialise across replicas and each gets the
+//! next revision (a compare-and-swap release reads the revision under that lock). Blob
+//! arrivals lock the deployments they complete, so two replicas storing a deployment's last
+//! two blobs at once still start it, once.
+
+mod aliases;
+mod rows;
+mod schema;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::GenericClient;
+
+use self::aliases::{Changes, KIND_PREVIEW, KIND_PRODUCTION};
+use self::rows::*;
+use super::{
+    Actor, Alias, AliasChange, AliasOp, Deployment, DeploymentFilter, DeploymentPage, Event,
+    GcCandidate, HistoryEntry, HistoryFilter, IdemClaim, MetaError, MetaStore, NewDeployment,
+    Progress, Project, ProjectFilter, ProjectUpdate, Route, StoredResponse, Token, rules,
+};
+use crate::digest::Sha256;
+use crate::model::owner::{Attribution, Metadata};
+use crate::model::{Millis, Status, now_millis};
+
+pub use schema::SCHEMA_VERSION;
+
+const BOOTSTRAP_TOKEN_ID: &str = "tok_bootstrap";
+
+/// Connections per process: enough for the API's concurrency, few enough that several
+/// replicas fit a default `max_connections` (100).
+const POOL_SIZE: usize = 16;
+
+/// Blobs are GC candidates unless a live deployment references them (as a file or as its
+/// manifest) or they were stored or touched since `$1` (the same rule as SQLite's).
+const COLLECTABLE: &str = "NOT EXISTS (SELECT 1 FROM deployment_files f JOIN deployments d ON d.id = f.deployment_id
+                             WHERE f.sha256 = b.sha256 AND d.status <> 'deleted')
+     AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.manifest = b.sha256 AND d.status <> 'deleted')
+     AND COALESCE(b.touched_at, b.stored_at) < $1";
+
+impl From<deadpool_postgres::PoolError> for MetaError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        MetaError::Pool(e.to_string())
+    }
+}
+
+/// Metadata in PostgreSQL.
+pub struct PgMeta {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgMeta")
+            .field("pool", &self.pool.status())
+            .finish()
+    }
+}
+
+impl PgMeta {
+    /// Connects to `url` (`postgres://user@host:port/db?sslmode=…`; the password from the
+    /// URL, which the caller reads from the environment or a file), runs the migrations
+    /// under an advisory lock, and keeps a pool. TLS by rustls with the system's roots and
+    /// `HALO_DATABASE_CA` (a PEM file) when `sslmode` asks for it.
+    pub async fn connect(url: &str) -> Result<Self, MetaError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| MetaError::Pool(format!("the database URL is invalid: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            tls()?,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| MetaError::Pool(e.to_string()))?;
+        let mut client = pool.get().await?;
+        schema::migrate(&mut client).await?;
+        Ok(PgMeta { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, MetaError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, MetaError> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = std::env::var_os("HALO_DATABASE_CA") {
+        use rustls_pki_types::pem::PemObject;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(&path)
+            .map_err(|e| MetaError::Pool(format!("HALO_DATABASE_CA: {e}")))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| MetaError::Pool(format!("HALO_DATABASE_CA: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| MetaError::Pool(format!("HALO_DATABASE_CA: {e}")))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+async fn claim(
+    tx: &impl GenericClient,
+    claim: Option<&IdemClaim>,
+    effect: &str,
+) -> Result<(), MetaError> {
+    let Some(c) = claim else {
+        return Ok(());
+    };
+    tx.execute(
+        "INSERT INTO idempotency_keys (token_id, key, fingerprint, status, content_type, body, created_at, effect)
+         VALUES ($1, $2, $3, 0, NULL, ''::bytea, $4, $5)
+         ON CONFLICT (token_id, key) DO UPDATE SET fingerprint = excluded.fingerprint, status = 0,
+           content_type = NULL, body = excluded.body, created_at = excluded.created_at, effect = excluded.effect",
+        &[&c.token_id, &c.key, &c.fingerprint, &now_millis(), &effect],
+    )
+    .await?;
+    Ok(())
+}
+
+fn conflict(e: tokio_postgres::Error, message: String) -> MetaError {
+    if is_unique_violation(&e) {
+        MetaError::Conflict(message)
+    } else {
+        e.into()
+    }
+}
+
+fn hexes(blobs: &[Sha256]) -> Vec<String> {
+    blobs.iter().map(Sha256::to_hex).collect()
+}
+
+#[async_trait]
+impl MetaStore for PgMeta {
+    async fn create_project(
+        &self,
+        p: &Project,
+        host: &str,
+        idem: Option<&IdemClaim>,
+    ) -> Result<(), MetaError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let taken = || {
+            MetaError::Conflict(format!(
+                "the name {:?} is taken (host {host} is already in use)",
+                p.name
+            ))
+        };
+        let a = &p.attribution;
+        tx.execute(
+            "INSERT INTO projects (id, name, env, created_at, settings, workspace_id, external_workspace_id,
+               external_user_id, external_project_id, metadata, retention_keep_last, retention_keep_days)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            &[
+                &p.id, &p.name, &to_json(&p.env), &p.created_at, &to_json(&p.settings),
+                &a.workspace_id, &a.external_workspace_id, &a.external_user_id,
+                &a.external_project_id, &to_json(&p.metadata),
+                &p.retention.keep_last.map(|v| v as i32), &p.retention.keep_days.map(|v| v as i32),
+            ],
+        )
+        .await
+        .map_err(|e| conflict(e, taken().to_string()))?;
+        tx.execute(
+            "INSERT INTO aliases (host, project_id, deployment_id, kind, updated_at) VALUES ($1, $2, NULL, $3, $4)",
+            &[&host, &p.id, &KIND_PRODUCTION, &p.created_at],
+        )
+        .await
+        .map_err(|e| conflict(e, taken().to_string()))?;
+        claim(&*tx, idem, &format!("project:{}", p.id)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn project(&self, id: &str) -> Result<Option<Project>, MetaError> {
+        get_project(&**self.client().await?, id).await
+    }
+
+    async fn projects(&self, f: &ProjectFilter) -> Result<Vec<Project>, MetaError> {
+        let mut q = Query::new(&format!("SELECT {PROJECT_COLS} FROM projects"));
+        q.attribution(&f.attribution);
+        q.projects("id", f.project_ids.as_deref());
+        q.sql.push_str(" ORDER BY created_at, id");
+        let c = self.client().await?;
+        c.query(&q.sql, &q.params())
+            .await?
+            .iter()
+            .map(read_project)
+            .collect()
+    }
+
+    async fn update_project(&self, id: &str, u: &ProjectUpdate) -> Result<Project, MetaError> {
+        let c = self.client().await?;
+        let a = &u.attribution;
+        let n = c
+            .execute(
+                "UPDATE projects SET settings = $2, workspace_id = $3, external_workspace_id = $4,
+                   external_user_id = $5, external_project_id = $6, metadata = $7,
+                   retention_keep_last = $8, retention_keep_days = $9
+                 WHERE id = $1",
+                &[
+                    &id,
+                    &to_json(&u.settings),
+                    &a.workspace_id,
+                    &a.external_workspace_id,
+                    &a.external_user_id,
+                    &a.external_project_id,
+                    &to_json(&u.metadata),
+                    &u.retention.keep_last.map(|v| v as i32),
+                    &u.retention.keep_days.map(|v| v as i32),
+                ],
+            )
+            .await?;
+        if n == 0 {
+            return Err(MetaError::NotFound(format!("project {id}")));
+        }
+        get_project(&**c, id)
+            .await?
+            .ok_or_else(|| MetaError::NotFound(format!("project {id}")))
+    }
+
+    async fn create_deployment(
+        &self,
+        new: NewDeployment,
+        idem: Option<&IdemClaim>,
+    ) -> Result<Deployment, MetaError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let status = if new.missing.is_empty() {
+            Status::Building
+        } else {
+            Status::Queued
+        };
+        let building_at = new.missing.is_empty().then_some(new.created_at);
+        tx.execute(
+            "INSERT INTO aliases (host, project_id, deployment_id, kind, updated_at) VALUES ($1, $2, $3, $4, $5)",
+            &[&new.preview_host, &new.project_id, &new.id, &KIND_PREVIEW, &new.created_at],
+        )
+        .await
+        .map_err(|e| conflict(e, format!("host {} is taken", new.preview_host)))?;
+        // The project's counter, under its row lock: gap-free under concurrent creates on
+        // any replica, never reused (a delete keeps it).
+        let number: i64 = tx
+            .query_opt(
+                "UPDATE projects SET deployment_count = deployment_count + 1 WHERE id = $1 RETURNING deployment_count",
+                &[&new.project_id],
+            )
+            .await?
+            .ok_or_else(|| MetaError::NotFound(format!("project {}", new.project_id)))?
+            .get(0);
+        let a = &new.attribution;
+        tx.execute(
+            "INSERT INTO deployments (id, project_id, target, status, env, file_count, preview_host, created_at,
+               building_at, workspace_id, external_workspace_id, external_user_id, external_project_id,
+               metadata, created_by, number)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            &[
+                &new.id, &new.project_id, &new.target.as_str(), &status.as_str(), &to_json(&new.env),
+                &(new.files.len() as i64), &new.preview_host, &new.created_at, &building_at,
+                &a.workspace_id, &a.external_workspace_id, &a.external_user_id,
+                &a.external_project_id, &to_json(&new.metadata), &new.created_by, &number,
+            ],
+        )
+        .await?;
+        // PERF: files and missing blobs go in as arrays, one statement each.
+        let (paths, digests): (Vec<&str>, Vec<String>) = new
+            .files
+            .iter()
+            .map(|(p, d)| (p.as_str(), d.to_hex()))
+            .unzip();
+        tx.execute(
+            "INSERT INTO deployment_files (deployment_id, path, sha256)
+             SELECT $1, p, s FROM UNNEST($2::text[], $3::text[]) AS t(p, s)",
+            &[&new.id, &paths, &digests],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO deployment_missing (deployment_id, sha256)
+             SELECT DISTINCT $1, s FROM UNNEST($2::text[]) AS t(s) ON CONFLICT DO NOTHING",
+            &[&new.id, &hexes(&new.missing)],
+        )
+        .await?;
+        claim(&*tx, idem, &format!("deployment:{}", new.id)).await?;
+        let d = get_deployment(&*tx, &new.id)
+            .await?
+            .ok_or_else(|| MetaError::NotFound(new.id.clone()))?;
+        tx.commit().await?;
+        Ok(d)
+    }
+
+    async fn deployment(&self, id: &str) -> Result<Option<Deployment>, MetaError> {
+        get_deployment(&**self.client().await?, id).await
+    }
+
+    async fn deployment_by_number(
+        &self,
+        project: &str,
+        number: u64,
+    ) -> Result<Option<Deployment>, MetaError> {
+        let sql = format!(
+            "SELECT {DEPLOYMENT_COLS} FROM deployments d JOIN projects p ON p.id = d.project_id
+             WHERE (p.id = $1 OR p.name = $1) AND d.number = $2"
+        );
+        let c = self.client().await?;
+        match c.query_opt(&sql, &[&project, &(number as i64)]).await? {
+            Some(r) => Ok(Some(read_deployment(&r)?.1)),
+            None => Ok(None),
+        }
+    }
+
+    async fn deployments(&self, f: &DeploymentFilter) -> Result<DeploymentPage, MetaError> {
+        let mut q = Query::new(&format!("SELECT {DEPLOYMENT_COLS} FROM deployments d"));
+        q.and_some("d.project_id =", f.project_id.clone());
+        q.and_some("d.target =", f.target.map(|t| t.as_str().to_owned()));
+        match f.status {
+            Some(s) => q.and("d.status =", s.as_str().to_owned()),
+            None => q.sql.push_str(" AND d.status <> 'deleted'"),
+        }
+        q.and_some("d.created_at >", f.created_after);
+        q.and_some("d.created_at <", f.created_before);
+        q.and_some("d.number =", f.number.map(|n| n as i64));
+        q.and_some("d.seq <", f.cursor);
+        for (col, v) in f.attribution.fields() {
+            q.and_some(&format!("d.{col} ="), v.clone());
+        }
+        q.projects("d.project_id", f.project_ids.as_deref());
+        // One more than asked tells whether a next page exists.
+        q.sql.push_str(&format!(
+            " ORDER BY d.seq DESC LIMIT {}",
+            i64::from(f.limit) + 1
+        ));
+        let c = self.client().await?;
+        let rows = c.query(&q.sql, &q.params()).await?;
+        let more = rows.len() > f.limit as usize;
+        let mut data = Vec::new();
+        let mut last_seq = None;
+        for r in rows.iter().take(f.limit as usize) {
+            let (seq, d) = read_deployment(r)?;
+            last_seq = Some(seq);
+            data.push(d);
+        }
+        Ok(DeploymentPage {
+            data,
+            next_cursor: if more { last_seq } else { None },
+        })
+    }
+
+    async fn deployment_missing(&self, id: &str) -> Result<Vec<Sha256>, MetaError> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT sha256 FROM deployment_missing WHERE deployment_id = $1 ORDER BY sha256",
+            &[&id],
+        )
+        .await?
+        .iter()
+        .map(|r| parse_col(r.get(0), "missing hash"))
+        .collect()
+    }
+
+    async fn deployment_files(&self, id: &str) -> Result<Vec<(String, Sha256)>, MetaError> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT path, sha256 FROM deployment_files WHERE deployment_id = $1 ORDER BY path COLLATE \"C\"",
+            &[&id],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.get(0), parse_col(r.get(1), "file hash")?)))
+        .collect()
+    }
+
+    async fn interrupted_builds(&self) -> Result<Vec<String>, MetaError> {
+        let c = self.client().await?;
+        Ok(c.query(
+            "SELECT id FROM deployments WHERE status = 'building' ORDER BY seq",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+    }
+
+    async fn mark_ready(
+        &self,
+        id: &str,
+        manifest: &Sha256,
+        total_bytes: u64,
+    ) -> Result<AliasChange, MetaError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let revision = lock_revision(&*tx).await?;
+        let n = tx
+            .execute(
+                "UPDATE deployments SET status = 'ready', manifest = $2, total_bytes = $3, ready_at = $4
+                 WHERE id = $1 AND status = 'building'",
+                &[&id, &manifest.to_hex(), &(total_bytes as i64), &now_millis()],
+            )
+            .await?;
+        if n != 1 {
+            return Err(MetaError::InvalidState(format!(
+                "deployment {id} is not building"
+            )));
+        }
+        // The preview host starts serving and, for a production target, the production
+        // hosts move to it: one transaction and one revision (as on SQLite).
+        let d = get_deployment(&*tx, id)
+            .await?
+            .ok_or_else(|| MetaError::NotFound(id.to_owned()))?;
+        let actor = match &d.created_by {
+            Some(t) => Actor {
+                id: t.clone(),
+                name: tx
+                    .query_opt("SELECT name FROM tokens WHERE id = $1", &[t])
+                    .await?
+                    .map(|r| r.get(0))
+                    .unwrap_or_default(),
+            },
+            None => Actor::system("deployment target production"),
+        };
+        let mut changes = Changes::default();
+        changes.push(
+            &d.preview_host,
+            &d.project_id,
+            "preview",
+            None,
+            Some(id.to_owned()),
+        );
+        if d.target == crate::model::Target::Production {
+            aliases::promote(&tx, id, "promote", &mut changes).await?;
+        }
+        let change = changes.commit(&tx, revision, &actor).await?;
+        tx.commit().await?;
+        Ok(change)
+    }
+
+    async fn mark_error(&self, id: &str, message: &str) -> Result<bool, MetaError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE deployments SET status = 'error', error = $2, errored_at = $3
+                 WHERE id = $1 AND status IN ('queued', 'building')",
+                &[&id, &message, &now_millis()],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn promote(
+        &self,
+        deployment_id: &str,
+        actor: &Actor,
+        idem: Option<&IdemClaim>,
+    ) -> Result<AliasChange, MetaError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let revision = lock_revision(&*tx).await?;
+        let mut changes = Changes::default();
+        aliases::promote(&tx, deployment_id, "promote", &mut changes).await?;
+        let change = changes.commit(&tx, revision, actor).await?;
+        claim(&*tx, idem, &format!("promote:{deployment_id}")).await?;
+        tx.commit().await?;
+        Ok(change)
+    }
+
+    async fn update_deployment(
+        &self,
+        id: &str,
+        a: &Attribution,
+        metadata: &Metadata,
+    ) -> Result<Deployment, MetaError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE deployments SET workspace_id = $2, external_workspace_id = $3,
+                   external_user_id = $4, external_project_id = $5, metadata = $6 WHERE id = $1",
+                &[
+                    &id,
+                    &a.workspace_id,
+                    &a.external_workspace_id,
+                    &a.external_user_id,
+                    &a.external_project_id,
+                    &to_json(metadata),
+                ],
+            )
+            .await?;
+        if n == 0 {
+            return Err(MetaError::NotFound(format!("deployment {id}")));
+        }
+        get_deployment(&**c, id)
+            .await?
+            .ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))
+    }
+
+    async fn cancel_deployment(&self, id: &str) -> Result<Deployment, MetaError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let missing = || MetaError::NotFound(format!("deployment {id}"));
+        tx.query_opt("SELECT 1 FROM deployments WHERE id = $1 FOR UPDATE", &[&id])
+            .await?
+            .ok_or_else(missing)?;
+        let d = get_deployment(&*tx, id).await?.ok_or_else(missing)?;
+        rules::cancelable(&d)?;
+        tx.execute(
+            "UPDATE deployments SET status = 'canceled', canceled_at = $2 WHERE id = $1",
+            &[&id, &now_millis()],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM deployment_missing WHERE deployment_id = $1",
+            &[&id],
+        )
+        .await?;
+        let d = get_deployment(&*tx, id).await?.ok_or_else(missing)?;
+        tx.commit().await?;
+        Ok(d)
+    }
+
+    async fn delete_deployment(&self, id: &str, actor: &Actor) -> Result<AliasChange, MetaError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let revision = lock_revision(&*tx).await?;
+        let mut changes = Changes::default();
+        aliases::delete_deployment(&tx, id, &mut changes).await?;
+        let change = changes.commit(&tx, revision, actor).await?;
+        tx.commit().await?;
+        Ok(change)
+    }
+
+    async fn create_token(&self, t: &Token, secret_hash: &Sha256) -> Result<(), MetaError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO tokens (id, name, secret_sha256, created_at, scopes, project_ids, expires_at, created_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &t.id,
+                &t.name,
+                &secret_hash.to_hex(),
+                &t.created_at,
+                &to_json(&t.scopes),
+                &t.project_ids.as_ref().map(to_json),
+                &t.expires_at,
+                &t.created_by,
+            ],
+        )
+        .await
+        .map_err(|e| conflict(e, format!("token {} exists", t.id)))?;
+        Ok(())
+    }
+
+    async fn token_by_secret(&self, secret_hash: &Sha256) -> Result<Option<Token>, MetaError> {
+        let sql = format!("SELECT {TOKEN_COLS} FROM tokens WHERE secret_sha256 = $1");
+        let c = self.client().await?;
+        c.query_opt(&sql, &[&secret_hash.to_hex()])
+            .await?
+            .map(|r| read_token(&r))
+            .transpose()
+    }
+
+    async fn tokens(&self) -> Result<Vec<Token>, MetaError> {
+        let sql = format!("SELECT {TOKEN_COLS} FROM tokens ORDER BY created_at, id");
+        let c = self.client().await?;
+        c.query(&sql, &[]).await?.iter().map(read_token).collect()
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<Token>, MetaError> {
+        let sql = format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = $1");
+        let c = self.client().await?;
+        c.query_opt(&sql, &[&id])
+            .await?
+            .map(|r| read_token(&r))
+            .transpose()
+    }
+
+    async fn delete_token(&self, id: &str) -> Result<bool, MetaError> {
+        let c = self.client().await?;
+        Ok(c.execute("DELETE FROM tokens WHERE id = $1", &[&id])
+            .await?
+            == 1)
+    }
+
+    async fn aliases(
+        &self,
+        project_id: Option<&str>,
+        project_ids: Option<&[String]>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Alias>, MetaError> {
+        let filter = aliases::ListFilter {
+            project_id: project_id.map(str::to_owned),
+            project_ids: project_ids.map(<[String]>::to_vec),
+            host: None,
+            after: after.map(str::to_owned),
+            limit,
+        };
+        aliases::list(&**self.client().await?, &filter).await
+    }
+
+    async fn alias(&self, host: &str) -> Result<Option<Alias>, MetaError> {
+        let filter = aliases::ListFilter {
+            host: Some(host.to_owned()),
+            limit: 1,
+            ..Default::default()
+        };
+        Ok(aliases::list(&**self.client().await?, &filter).await?.pop())
+    }
+
+    async fn alias_ops(
+        &self,
+        ops: &[AliasOp],
+        expected_revision: Option<u64>,
+        actor: &Actor,
+        action: &str,
+    ) -> Result<AliasChange, MetaError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let revision = lock_revision(&*tx).await?;
+        let mut changes = Changes::default();
+        aliases::apply_ops(&tx, ops, expected_revision, revision, action, &mut changes).await?;
+        let change = changes.commit(&tx, revision, actor).await?;
+        tx.commit().await?;
+        Ok(change)
+    }
+
+    async fn alias_history(
+        &self,
+        filter: &HistoryFilter,
+    ) -> Result<(Vec<HistoryEntry>, Option<i64>), MetaError> {
+        aliases::history(&**self.client().await?, filter).await
+    }
+
+    async fn append_event(
+        &self,
+        deployment_id: &str,
+        kind: &str,
+        data: &serde_json::Value,
+    ) -> Result<i64, MetaError> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                "INSERT INTO deployment_events (deployment_id, at, kind, data) VALUES ($1, $2, $3, $4) RETURNING seq",
+                &[&deployment_id, &now_millis(), &kind, &data.to_string()],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    async fn events(
+        &self,
+        deployment_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>, MetaError> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT seq, at, kind, data FROM deployment_events
+             WHERE deployment_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            &[&deployment_id, &after, &i64::from(limit)],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Event {
+                seq: r.get(0),
+                at: r.get(1),
+                kind: r.get(2),
+                data: json_col(r.get(3), "event")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn progress(&self, deployment_id: &str) -> Result<Progress, MetaError> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                "SELECT COUNT(*), COUNT(m.sha256) FROM deployment_files f
+                 LEFT JOIN deployment_missing m ON m.deployment_id = f.deployment_id AND m.sha256 = f.sha256
+                 WHERE f.deployment_id = $1",
+                &[&deployment_id],
+            )
+            .await?;
+        let (total, pending): (i64, i64) = (row.get(0), row.get(1));
+        let bytes: i64 = c
+            .query_one(
+                "SELECT COALESCE(SUM(b.size), 0)::BIGINT FROM blobs b
+                 WHERE b.sha256 IN (SELECT sha256 FROM deployment_files WHERE deployment_id = $1)
+                   AND b.sha256 NOT IN (SELECT sha256 FROM deployment_missing WHERE deployment_id = $1)",
+                &[&deployment_id],
+            )
+            .await?
+            .get(0);
+        Ok(Progress {
+            files_total: total as u64,
+            files_received: (total - pending) as u64,
+            bytes_received: bytes as u64,
+        })
+    }
+
+    async fn idempotent_response(
+        &self,
+        token_id: &str,
+        key: &str,
+        since: Millis,
+    ) -> Result<Option<StoredResponse>, MetaError> {
+        let c = self.client().await?;
+        Ok(c
+            .query_opt(
+                "SELECT fingerprint, status, content_type, body, created_at, effect FROM idempotency_keys
+                 WHERE token_id = $1 AND key = $2 AND created_at >= $3",
+                &[&token_id, &key, &since],
+            )
+            .await?
+            .map(|r| StoredResponse {
+                fingerprint: r.get(0),
+                status: r.get::<_, i32>(1) as u16,
+                content_type: r.get(2),
+                body: r.get(3),
+                created_at: r.get(4),
+                effect: r.get(5),
+            }))
+    }
+
+    async fn store_idempotent_response(
+        &self,
+        token_id: &str,
+        key: &str,
+        r: &StoredResponse,
+        expire_before: Millis,
+    ) -> Result<(), MetaError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            "DELETE FROM idempotency_keys WHERE created_at < $1",
+            &[&expire_before],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO idempotency_keys (token_id, key, fingerprint, status, content_type, body, created_at, effect)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)
+             ON CONFLICT (token_id, key) DO UPDATE SET fingerprint = excluded.fingerprint,
+               status = excluded.status, content_type = excluded.content_type, body = excluded.body,
+               created_at = excluded.created_at, effect = NULL",
+            &[
+                &token_id,
+                &key,
+                &r.fingerprint,
+                &i32::from(r.status),
+                &r.content_type,
+                &r.body,
+                &r.created_at,
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn touch_blobs(&self, blobs: &[Sha256]) -> Result<(), MetaError> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE blobs SET touched_at = $2 WHERE sha256 = ANY($1)",
+            &[&hexes(blobs), &now_millis()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn retention_expired(&self, now: Millis) -> Result<Vec<String>, MetaError> {
+        // The rows the rule needs, project by project, oldest first; the rule decides.
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT p.id, p.retention_keep_last, p.retention_keep_days, d.id, d.status,
+                        d.id IS NOT DISTINCT FROM p.production_deployment_id,
+                        EXISTS (SELECT 1 FROM aliases a WHERE a.deployment_id = d.id AND a.kind = 'custom'),
+                        (SELECT MAX(pr.at) FROM promotions pr WHERE pr.deployment_id = d.id)
+                 FROM projects p JOIN deployments d ON d.project_id = p.id
+                 WHERE p.retention_keep_last IS NOT NULL AND d.status <> 'deleted'
+                 ORDER BY p.id, d.seq",
+                &[],
+            )
+            .await?;
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < rows.len() {
+            let pid: &str = rows[i].get(0);
+            let keep_last = rows[i].get::<_, i32>(1) as u32;
+            let keep_days = rows[i].get::<_, Option<i32>>(2).map(|v| v as u32);
+            let mut batch = Vec::new();
+            while i < rows.len() && rows[i].get::<_, &str>(0) == pid {
+                let r = &rows[i];
+                batch.push(rules::RetentionRow {
+                    id: r.get(3),
+                    status: parse_col(r.get(4), "deployment status")?,
+                    production: r.get(5),
+                    custom_alias: r.get(6),
+                    last_promoted: r.get(7),
+                });
+                i += 1;
+            }
+            out.extend(rules::retention_expired(&batch, keep_last, keep_days, now));
+        }
+        Ok(out)
+    }
+
+    async fn gc_candidates(&self, cutoff: Millis) -> Result<Vec<GcCandidate>, MetaError> {
+        let sql = format!("SELECT sha256, size FROM blobs b WHERE {COLLECTABLE} ORDER BY sha256");
+        let c = self.client().await?;
+        c.query(&sql, &[&cutoff])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(GcCandidate {
+                    digest: parse_col(r.get(0), "blob hash")?,
+                    size: r.get::<_, Option<i64>>(1).map(|s| s as u64),
+                })
+            })
+            .collect()
+    }
+
+    async fn gc_forget(&self, blobs: &[Sha256], cutoff: Millis) -> Result<Vec<Sha256>, MetaError> {
+        let sql = format!(
+            "DELETE FROM blobs AS b WHERE b.sha256 = ANY($2) AND {COLLECTABLE} RETURNING sha256"
+        );
+        let c = self.client().await?;
+        c.query(&sql, &[&cutoff, &hexes(blobs)])
+            .await?
+            .iter()
+            .map(|r| parse_col(r.get(0), "blob hash"))
+            .collect()
+    }
+
+    async fn gc_manifests(&self) -> Result<Vec<(String, Sha256)>, MetaError> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT id, manifest FROM deployments WHERE status = 'deleted' AND manifest IS NOT NULL ORDER BY seq",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.get(0), parse_col(r.get(1), "manifest hash")?)))
+        .collect()
+    }
+
+    async fn gc_manifest_collected(&self, deployment_id: &str) -> Result<(), MetaError> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE deployments SET manifest = NULL WHERE id = $1 AND status = 'deleted'",
+            &[&deployment_id],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn promotions(
+        &self,
+        project_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, Millis)>, MetaError> {
+        let c = self.client().await?;
+        Ok(c
+            .query(
+                "SELECT deployment_id, at FROM promotions WHERE project_id = $1 ORDER BY seq DESC LIMIT $2",
+                &[&project_id, &i64::from(limit)],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    async fn routes(&self) -> Result<AliasChange, MetaError> {
+        // One snapshot: the revision and the routes agree.
+        let mut c = self.client().await?;
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let revision: i64 = tx
+            .query_one(
+                "SELECT value FROM counters WHERE name = 'alias_revision'",
+                &[],
+            )
+            .await?
+            .get(0);
+        let routes = tx
+            .query(
+                "SELECT a.host, a.deployment_id FROM aliases a JOIN deployments d ON d.id = a.deployment_id
+                 WHERE d.status = 'ready' ORDER BY a.host",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| Route {
+                host: r.get(0),
+                deployment_id: r.get(1),
+            })
+            .collect();
+        tx.commit().await?;
+        Ok(AliasChange {
+            revision: revision as u64,
+            routes,
+            removed: Vec::new(),
+        })
+    }
+
+    async fn blobs_stored(
+        &self,
+        blobs: &[(Sha256, Option<u64>)],
+    ) -> Result<Vec<String>, MetaError> {
+        // One row per blob (an upsert may not touch a row twice); a known size wins.
+        let mut unique: std::collections::BTreeMap<String, Option<i64>> = Default::default();
+        for (d, size) in blobs {
+            let slot = unique.entry(d.to_hex()).or_default();
+            *slot = slot.or(size.map(|v| v as i64));
+        }
+        let (digests, sizes): (Vec<String>, Vec<Option<i64>>) = unique.into_iter().unzip();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            "INSERT INTO blobs (sha256, size, stored_at)
+             SELECT s, z, $3 FROM UNNEST($1::text[], $2::bigint[]) AS t(s, z)
+             ON CONFLICT (sha256) DO UPDATE SET size = COALESCE(blobs.size, excluded.size),
+               touched_at = excluded.stored_at",
+            &[&digests, &sizes, &now_millis()],
+        )
+        .await?;
+        let touched: Vec<String> = tx
+            .query(
+                "DELETE FROM deployment_missing WHERE sha256 = ANY($1) RETURNING deployment_id",
+                &[&digests],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut touched: Vec<String> = touched;
+        touched.sort();
+        touched.dedup();
+        // Lock the deployments this may complete (in id order: no deadlock), then look at
+        // what is missing with a fresh snapshot: a concurrent arrival of another of their
+        // blobs committed before the lock was granted is seen, so the last arrival starts
+        // the build whichever replica stored it.
+        tx.execute(
+            "SELECT 1 FROM deployments WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&touched],
+        )
+        .await?;
+        let started = tx
+            .query(
+                "UPDATE deployments d SET status = 'building', building_at = $2
+                 WHERE d.id = ANY($1) AND d.status = 'queued'
+                   AND NOT EXISTS (SELECT 1 FROM deployment_missing m WHERE m.deployment_id = d.id)
+                 RETURNING d.id",
+                &[&touched, &now_millis()],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        tx.commit().await?;
+        Ok(started)
+    }
+
+    async fn known_blobs(
+        &self,
+        blobs: &[Sha256],
+    ) -> Result<HashMap<Sha256, Option<u64>>, MetaError> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT sha256, size FROM blobs WHERE sha256 = ANY($1)",
+            &[&hexes(blobs)],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                parse_col(r.get(0), "blob hash")?,
+                r.get::<_, Option<i64>>(1).map(|v| v as u64),
+            ))
+        })
+        .collect()
+    }
+
+    async fn indexed_blobs(
+        &self,
+        after: Option<&Sha256>,
+        limit: u32,
+    ) -> Result<Vec<(Sha256, Option<u64>)>, MetaError> {
+        let after = after.map(Sha256::to_hex).unwrap_or_default();
+        let c = self.client().await?;
+        c.query(
+            "SELECT sha256, size FROM blobs WHERE sha256 > $1 ORDER BY sha256 LIMIT $2",
+            &[&after, &i64::from(limit)],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                parse_col(r.get(0), "blob hash")?,
+                r.get::<_, Option<i64>>(1).map(|s| s as u64),
+            ))
+        })
+        .collect()
+    }
+
+    async fn stored_manifests(&self) -> Result<Vec<(String, Sha256)>, MetaError> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT id, manifest FROM deployments WHERE manifest IS NOT NULL ORDER BY seq",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.get(0), parse_col(r.get(1), "manifest hash")?)))
+        .collect()
+    }
+
+    async fn set_bootstrap_token(&self, secret_hash: &Sha256) -> Result<(), MetaError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO tokens (id, name, secret_sha256, created_at, scopes) VALUES ($1, 'bootstrap admin', $2, $3, '[\"admin\"]')
+             ON CONFLICT (id) DO UPDATE SET secret_sha256 = excluded.secret_sha256",
+            &[&BOOTSTRAP_TOKEN_ID, &secret_hash.to_hex(), &now_millis()],
+        )
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,363 @@
+//! The metadata layer's domain rules, backend-neutral: pure decisions over plain rows that
+//! every backend reads inside its transaction and then carries out. A backend stores; the
+//! rules here decide, and [`Refusal`] names each "no" (`api/error.rs` alone turns it into a
+//! status and a code).
+
+use crate::model::{Millis, Status};
+
+use super::{AliasKind, AliasTarget, Deployment};
+
+/// Why an operation is refused by a domain rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Only a queued or building deployment can be canceled.
+    #[error("deployment {id} is {status}; only a queued or building deployment can be canceled")]
+    NotCancelable {
+        /// The deployment.
+        id: String,
+        /// Its status.
+        status: Status,
+    },
+    /// The project's production deployment cannot be deleted.
+    #[error("deployment {id} serves production; promote another deployment first")]
+    DeploymentIsProduction {
+        /// The deployment.
+        id: String,
+    },
+    /// Only a ready deployment can be pointed at (an alias) or promoted.
+    #[error("deployment {id} is {status}; only a ready deployment can be served")]
+    DeploymentNotReady {
+        /// The deployment.
+        id: String,
+        /// Its status.
+        status: Status,
+    },
+    /// Preview and production hosts move with their deployment or project, not by hand.
+    #[error("{host} is a {} host: it moves with its {}", kind_name(*kind), moves_with(*kind))]
+    AliasReserved {
+        /// The host.
+        host: String,
+        /// What it is.
+        kind: AliasKind,
+    },
+    /// The host is another project's.
+    #[error("{host} is already an alias of another project")]
+    HostTaken {
+        /// The host.
+        host: String,
+    },
+}
+
+fn kind_name(kind: AliasKind) -> &'static str {
+    match kind {
+        AliasKind::Preview => "preview",
+        AliasKind::Production => "production",
+        AliasKind::Custom => "custom",
+    }
+}
+
+fn moves_with(kind: AliasKind) -> &'static str {
+    match kind {
+        AliasKind::Preview => "deployment",
+        _ => "project's promotions",
+    }
+}
+
+/// An alias as the rules see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasRow {
+    /// Owning project.
+    pub project_id: String,
+    /// What it points at now.
+    pub deployment_id: Option<String>,
+    /// Preview, production or custom.
+    pub kind: AliasKind,
+    /// A custom alias that moves with every promote.
+    pub follows_production: bool,
+}
+
+/// What pointing a host at a target comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Point {
+    /// Nothing changes.
+    Nothing,
+    /// A production host pointed at a deployment: promote that deployment.
+    Promote(String),
+    /// Create the custom alias.
+    Create {
+        /// Owning project.
+        project_id: String,
+        /// What it serves (none while the project has no production).
+        deployment_id: Option<String>,
+        /// Whether it follows production.
+        follows_production: bool,
+    },
+    /// Move the existing custom alias.
+    Move {
+        /// What it served.
+        from: Option<String>,
+        /// What it serves now.
+        to: Option<String>,
+        /// Whether it follows production.
+        follows_production: bool,
+    },
+}
+
+/// The target of a point, resolved by the backend: the project it belongs to, the
+/// deployment it means now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The project owning the target.
+    pub project_id: String,
+    /// The deployment it serves now (a project's production may have none yet).
+    pub deployment_id: Option<String>,
+}
+
+/// Pointing `host` (now `row`) at `target` (resolved as `resolved`).
+pub fn point(
+    host: &str,
+    row: Option<&AliasRow>,
+    target: &AliasTarget,
+    resolved: Resolved,
+) -> Result<Point, Refusal> {
+    let follows = matches!(target, AliasTarget::Production(_));
+    let Some(row) = row else {
+        return Ok(Point::Create {
+            project_id: resolved.project_id,
+            deployment_id: resolved.deployment_id,
+            follows_production: follows,
+        });
+    };
+    if row.project_id != resolved.project_id {
+        return Err(Refusal::HostTaken {
+            host: host.to_owned(),
+        });
+    }
+    match (row.kind, target) {
+        // Pointing a production host at a deployment is a promote of that deployment.
+        (AliasKind::Production, AliasTarget::Deployment(id)) => Ok(Point::Promote(id.clone())),
+        (AliasKind::Production, AliasTarget::Production(_)) => Ok(Point::Nothing),
+        (AliasKind::Preview, _) => Err(Refusal::AliasReserved {
+            host: host.to_owned(),
+            kind: row.kind,
+        }),
+        (AliasKind::Custom, _) => {
+            if row.deployment_id == resolved.deployment_id && row.follows_production == follows {
+                return Ok(Point::Nothing);
+            }
+            Ok(Point::Move {
+                from: row.deployment_id.clone(),
+                to: resolved.deployment_id,
+                follows_production: follows,
+            })
+        }
+    }
+}
+
+/// Removing `host`: only a custom alias can go.
+pub fn remove(host: &str, row: &AliasRow) -> Result<(), Refusal> {
+    match row.kind {
+        AliasKind::Custom => Ok(()),
+        kind => Err(Refusal::AliasReserved {
+            host: host.to_owned(),
+            kind,
+        }),
+    }
+}
+
+/// A deployment an alias may point at: ready.
+pub fn servable(d: &Deployment) -> Result<(), Refusal> {
+    match d.status {
+        Status::Ready => Ok(()),
+        status => Err(Refusal::DeploymentNotReady {
+            id: d.id.clone(),
+            status,
+        }),
+    }
+}
+
+/// Whether `d` may be canceled: only while queued or building.
+pub fn cancelable(d: &Deployment) -> Result<(), Refusal> {
+    if d.status.is_terminal() {
+        return Err(Refusal::NotCancelable {
+            id: d.id.clone(),
+            status: d.status,
+        });
+    }
+    Ok(())
+}
+
+/// What deleting `d` does, its project's production being `production`: `false` when it
+/// is already deleted (nothing to do).
+pub fn deletable(d: &Deployment, production: Option<&str>) -> Result<bool, Refusal> {
+    if d.status == Status::Deleted {
+        return Ok(false);
+    }
+    if production == Some(d.id.as_str()) {
+        return Err(Refusal::DeploymentIsProduction { id: d.id.clone() });
+    }
+    Ok(true)
+}
+
+/// Whether a host of `kind` that served `d` (status before the delete) stops routing when
+/// `d` is deleted; custom aliases pinned to it are removed outright.
+pub fn unrouted_by_delete(kind: AliasKind, was: Status) -> bool {
+    was == Status::Ready || kind == AliasKind::Custom
+}
+
+/// One project's deployment, as retention sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionRow {
+    /// The deployment.
+    pub id: String,
+    /// Its status.
+    pub status: Status,
+    /// Whether it is the project's production.
+    pub production: bool,
+    /// Whether a custom alias points at it.
+    pub custom_alias: bool,
+    /// When it was last promoted.
+    pub last_promoted: Option<Millis>,
+}
+
+/// The deployments retention deletes now, from one project's `rows` oldest first: older
+/// than the project's newest `keep_last` ready ones and not promoted within `keep_days`,
+/// never a production one nor one a custom alias points at, never one still building.
+pub fn retention_expired(
+    rows: &[RetentionRow],
+    keep_last: u32,
+    keep_days: Option<u32>,
+    now: Millis,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, d) in rows.iter().enumerate() {
+        if !matches!(d.status, Status::Ready | Status::Error | Status::Canceled)
+            || d.production
+            || d.custom_alias
+        {
+            continue;
+        }
+        let newer_ready = rows[i + 1..]
+            .iter()
+            .filter(|n| n.status == Status::Ready)
+            .count();
+        if newer_ready < keep_last as usize {
+            continue;
+        }
+        let recently_promoted = match (keep_days, d.last_promoted) {
+            (Some(days), Some(at)) => at >= now - i64::from(days) * 86_400_000,
+            _ => false,
+        };
+        if !recently_promoted {
+            out.push(d.id.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(kind: AliasKind, project: &str, at: Option<&str>, follows: bool) -> AliasRow {
+        AliasRow {
+            project_id: project.into(),
+            deployment_id: at.map(Into::into),
+            kind,
+            follows_production: follows,
+        }
+    }
+
+    fn resolved(project: &str, d: Option<&str>) -> Resolved {
+        Resolved {
+            project_id: project.into(),
+            deployment_id: d.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn pointing_hosts() {
+        let to_d2 = AliasTarget::Deployment("d2".into());
+        let prod = AliasTarget::Production("p".into());
+        assert_eq!(
+            point("new.example", None, &prod, resolved("p", Some("d1"))),
+            Ok(Point::Create {
+                project_id: "p".into(),
+                deployment_id: Some("d1".into()),
+                follows_production: true
+            })
+        );
+        let custom = row(AliasKind::Custom, "p", Some("d1"), false);
+        assert_eq!(
+            point("c", Some(&custom), &to_d2, resolved("p", Some("d2"))),
+            Ok(Point::Move {
+                from: Some("d1".into()),
+                to: Some("d2".into()),
+                follows_production: false
+            })
+        );
+        let same = AliasTarget::Deployment("d1".into());
+        assert_eq!(
+            point("c", Some(&custom), &same, resolved("p", Some("d1"))),
+            Ok(Point::Nothing)
+        );
+        let production = row(AliasKind::Production, "p", Some("d1"), true);
+        assert_eq!(
+            point(
+                "p.example",
+                Some(&production),
+                &to_d2,
+                resolved("p", Some("d2"))
+            ),
+            Ok(Point::Promote("d2".into()))
+        );
+        let preview = row(AliasKind::Preview, "p", Some("d1"), false);
+        assert!(matches!(
+            point(
+                "d1.example",
+                Some(&preview),
+                &to_d2,
+                resolved("p", Some("d2"))
+            ),
+            Err(Refusal::AliasReserved { .. })
+        ));
+        assert!(matches!(
+            point("c", Some(&custom), &to_d2, resolved("other", Some("d9"))),
+            Err(Refusal::HostTaken { .. })
+        ));
+        assert!(remove("c", &custom).is_ok());
+        assert!(remove("p.example", &production).is_err());
+    }
+
+    fn r(id: &str, status: Status) -> RetentionRow {
+        RetentionRow {
+            id: id.into(),
+            status,
+            production: false,
+            custom_alias: false,
+            last_promoted: None,
+        }
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_ready_production_and_pinned() {
+        let day = 86_400_000;
+        let now = 100 * day;
+        let mut rows = vec![
+            r("d1", Status::Ready),
+            r("d2", Status::Error),
+            r("d3", Status::Ready),
+            r("d4", Status::Ready),
+            r("d5", Status::Building),
+            r("d6", Status::Ready),
+        ];
+        assert_eq!(retention_expired(&rows, 2, None, now), ["d1", "d2", "d3"]);
+        rows[0].production = true;
+        rows[2].custom_alias = true;
+        assert_eq!(retention_expired(&rows, 2, None, now), ["d2"]);
+        rows[1].last_promoted = Some(now - day);
+        assert!(retention_expired(&rows, 2, Some(7), now).is_empty());
+        assert_eq!(retention_expired(&rows, 2, Some(0), now), ["d2"]);
+        assert_eq!(retention_expired(&rows, 0, None, now), ["d2", "d4", "d6"]);
+    }
+}
