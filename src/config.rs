@@ -58,6 +58,14 @@ pub struct ServeArgs {
     /// Path-style addressing (endpoint/bucket/key), needed by most self-hosted servers
     #[arg(long, env = "HALO_S3_FORCE_PATH_STYLE", num_args = 0..=1, default_missing_value = "true")]
     pub s3_force_path_style: Option<bool>,
+    /// Metadata in PostgreSQL (`postgres://user@host:port/db?sslmode=require`) instead of
+    /// SQLite under the data dir; the password from HALO_DATABASE_PASSWORD or
+    /// --database-password-file, never in a file [default: SQLite]
+    #[arg(long, env = "HALO_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// File holding the PostgreSQL password (one line)
+    #[arg(long, env = "HALO_DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<PathBuf>,
     /// Address of the edge's TLS listener (HTTPS, h2 by ALPN) [default: none]
     #[arg(long, env = "HALO_TLS_LISTEN")]
     pub tls_listen: Option<SocketAddr>,
@@ -162,6 +170,7 @@ struct EdgeFile {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     data_dir: Option<PathBuf>,
+    database_url: Option<String>,
     api_listen: Option<SocketAddr>,
     edge_listen: Option<SocketAddr>,
     domain: Option<String>,
@@ -198,6 +207,16 @@ struct AcmeFile {
     certificates_per_week: Option<u32>,
 }
 
+/// Where metadata is kept.
+#[derive(Debug, Clone, Default)]
+pub enum Database {
+    /// SQLite, `<data_dir>/halo.db` (the embedded default).
+    #[default]
+    Sqlite,
+    /// PostgreSQL: the parsed URL with the password applied (its `Debug` redacts it).
+    Postgres(Box<tokio_postgres::Config>),
+}
+
 /// Where blobs are stored.
 #[derive(Debug, Clone)]
 pub enum Storage {
@@ -226,6 +245,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Blob store backend.
     pub storage: Storage,
+    /// Metadata backend.
+    pub database: Database,
     /// Bytes of hot blobs the edge keeps in memory (0: no cache).
     pub cache_bytes: u64,
     /// Limits and behaviour of the edge listeners.
@@ -257,6 +278,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             admin_token: None,
             storage: Storage::Fs,
+            database: Database::Sqlite,
             cache_bytes: 256 * 1024 * 1024,
             edge: ServeOptions::default(),
             tls_listen: None,
@@ -338,6 +360,7 @@ impl Config {
                 .or(file.cache_bytes)
                 .unwrap_or(d.cache_bytes),
             storage: storage(args, file.storage.unwrap_or_default())?,
+            database: database(args, file.database_url)?,
             edge: ServeOptions::default(),
             tls_listen: None,
             tls_cert_dir: None,
@@ -413,6 +436,49 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The metadata backend: PostgreSQL when a URL is given (flag, env or file), its password
+/// from `HALO_DATABASE_PASSWORD` or a password file; a password inside a URL read from the
+/// config file is refused (secrets stay out of files that get committed).
+fn database(args: &ServeArgs, file_url: Option<String>) -> Result<Database, ConfigError> {
+    let from_file = args.database_url.is_none() && file_url.is_some();
+    let Some(url) = args.database_url.clone().or(file_url) else {
+        return Ok(Database::Sqlite);
+    };
+    let invalid = |reason: String| ConfigError::Invalid {
+        key: "database_url",
+        reason,
+    };
+    let mut parsed: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| invalid(format!("not a PostgreSQL URL: {e}")))?;
+    if from_file && parsed.get_password().is_some() {
+        return Err(invalid(
+            "the config file must not hold the password: set HALO_DATABASE_PASSWORD or --database-password-file"
+                .into(),
+        ));
+    }
+    let password = match (
+        &args.database_password_file,
+        std::env::var("HALO_DATABASE_PASSWORD"),
+    ) {
+        (Some(path), _) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Invalid {
+                    key: "database_password_file",
+                    reason: format!("{}: {e}", path.display()),
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        ),
+        (None, Ok(p)) if !p.is_empty() => Some(p),
+        _ => None,
+    };
+    if let Some(p) = password {
+        parsed.password(p);
+    }
+    Ok(Database::Postgres(Box::new(parsed)))
 }
 
 /// The `[acme]` settings: on with `enabled = true` or a contact address (`--acme-email`).

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
-use crate::config::{Config, Storage};
+use crate::config::{Config, Database, Storage};
 use crate::control::Control;
 use crate::digest::Sha256;
 use crate::edge::cache::BlobCache;
@@ -67,9 +67,16 @@ impl Server {
         std::fs::create_dir_all(data)
             .with_context(|| format!("creating data directory {}", data.display()))?;
         let store = open_store(config)?;
-        let meta = Arc::new(
-            SqliteMeta::open(&data.join("halo.db")).context("opening the metadata database")?,
-        );
+        let meta: Arc<dyn MetaStore> = match &config.database {
+            Database::Sqlite => Arc::new(
+                SqliteMeta::open(&data.join("halo.db")).context("opening the metadata database")?,
+            ),
+            Database::Postgres(pg) => Arc::new(
+                crate::meta::postgres::PgMeta::connect_with((**pg).clone())
+                    .await
+                    .context("connecting to the PostgreSQL metadata database")?,
+            ),
+        };
         bootstrap_admin_token(config, &*meta).await?;
         let api_addr = api.local_addr()?;
         let edge_addr = match &edge {

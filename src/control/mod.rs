@@ -142,7 +142,7 @@ pub struct Control {
     /// [`Control::put_blob`]).
     gc_epoch: std::sync::atomic::AtomicU64,
     /// Tokens already authenticated, by secret hash (see [`Control::authenticate`]).
-    tokens: DashMap<Sha256, Arc<crate::meta::Token>>,
+    tokens: DashMap<Sha256, (Arc<crate::meta::Token>, std::time::Instant)>,
     /// Bumped by every revocation.
     token_epoch: std::sync::atomic::AtomicU64,
 }
@@ -180,6 +180,9 @@ impl Control {
             control.table.clone(),
             control.revision.subscribe(),
         ));
+        if let Some(feed) = control.meta.feed() {
+            tokio::spawn(follow_replicas(Arc::downgrade(&control), feed));
+        }
         for id in control.meta.interrupted_builds().await? {
             tracing::info!(deployment = %id, "resuming interrupted build");
             control.spawn_build(id);
@@ -716,6 +719,19 @@ impl Control {
         }
     }
 
+    /// Serves the table at `revision` (or newer) when another replica committed it: the
+    /// whole table is read again, under `release`, unless this process got there first.
+    async fn catch_up(&self, revision: u64) {
+        if self.table.load().revision >= revision {
+            return;
+        }
+        let _release = self.release.lock().await;
+        if self.table.load().revision >= revision {
+            return;
+        }
+        self.rebuild_until_done().await;
+    }
+
     /// The loaded site of a ready deployment, reading its manifest when not cached.
     async fn site(&self, deployment_id: &str) -> Result<Arc<Site>, ControlError> {
         if let Some(s) = self.sites.get(deployment_id) {
@@ -729,5 +745,26 @@ impl Control {
         let site = Arc::new(crate::edge::site::load(&*self.store, &digest).await?);
         self.sites.insert(deployment_id.to_owned(), site.clone());
         Ok(site)
+    }
+}
+
+/// Follows what other replicas sharing the metadata commit: their alias changes are served
+/// here too (this process's edge and route stream), their events wake this process's
+/// event streams. Ends with the control plane.
+async fn follow_replicas(
+    control: std::sync::Weak<Control>,
+    mut feed: tokio::sync::watch::Receiver<crate::meta::Feed>,
+) {
+    let mut events = 0;
+    while feed.changed().await.is_ok() {
+        let seen = *feed.borrow_and_update();
+        let Some(control) = control.upgrade() else {
+            return;
+        };
+        if seen.events != events {
+            events = seen.events;
+            control.events.send_modify(|e| *e += 1);
+        }
+        control.catch_up(seen.revision).await;
     }
 }

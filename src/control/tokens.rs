@@ -25,6 +25,11 @@ pub struct TokenRequest {
     pub expires_at: Option<Millis>,
 }
 
+/// How long an authenticated token is trusted without reading it again: the bound on how
+/// late a revocation through another replica takes effect here (documented in
+/// `docs/api.md`).
+pub const TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn invalid(message: impl Into<String>) -> ControlError {
     ControlError::Invalid {
         code: "invalid_field",
@@ -41,7 +46,13 @@ impl Control {
     /// unknown secrets are not cached, so guessing cannot fill memory.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<Arc<Token>>, ControlError> {
         let hash = Sha256::of(secret.as_bytes());
-        let cached = self.tokens.get(&hash).map(|t| t.clone());
+        // A cached token is trusted for [`TOKEN_TTL`]: a revocation made through another
+        // replica (which cannot clear this cache) takes effect here within that bound.
+        let cached = self
+            .tokens
+            .get(&hash)
+            .filter(|e| e.1.elapsed() < TOKEN_TTL)
+            .map(|e| e.0.clone());
         let token = match cached {
             Some(t) => Some(t),
             None => {
@@ -49,7 +60,8 @@ impl Control {
                 match self.meta.token_by_secret(&hash).await? {
                     Some(t) => {
                         let t = Arc::new(t);
-                        self.tokens.insert(hash, t.clone());
+                        self.tokens
+                            .insert(hash, (t.clone(), std::time::Instant::now()));
                         // A revocation that committed after our read bumped the epoch:
                         // take back what we cached (it may be the revoked token).
                         if self.token_epoch.load(Ordering::SeqCst) != epoch {
@@ -126,7 +138,7 @@ impl Control {
         // After the delete commits: bump the epoch, then drop cached copies, so no lookup
         // that read the token before the commit can leave it cached (see `authenticate`).
         self.token_epoch.fetch_add(1, Ordering::SeqCst);
-        self.tokens.retain(|_, t| t.id != id);
+        self.tokens.retain(|_, t| t.0.id != id);
         if deleted {
             tracing::info!(token = %id, "token revoked");
             Ok(())

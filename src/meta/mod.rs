@@ -434,4 +434,19 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Sets the bootstrap admin token's hash, replacing (revoking) any previous one.
     async fn set_bootstrap_token(&self, secret_hash: &Sha256) -> Result<(), MetaError>;
+
+    /// What other processes sharing this database commit, as it happens (`None`: no other
+    /// process can write it, as with SQLite).
+    fn feed(&self) -> Option<tokio::sync::watch::Receiver<Feed>> {
+        None
+    }
+}
+
+/// Changes committed by any process sharing the database, as counters that only grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Feed {
+    /// The newest alias-table revision known.
+    pub revision: u64,
+    /// Bumped when deployment events or uploads were committed (event streams wake).
+    pub events: u64,
 }

@@ -88,6 +88,15 @@ impl Changes {
             });
         }
         let revision = bump_revision(tx).await?;
+        // Delivered to every replica when this transaction commits.
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[
+                &super::feed::CHANNEL,
+                &super::feed::revision_payload(revision),
+            ],
+        )
+        .await?;
         let now = now_millis();
         let mut change = AliasChange {
             revision,

@@ -8,6 +8,7 @@
 //! two blobs at once still start it, once.
 
 mod aliases;
+mod feed;
 mod rows;
 mod schema;
 
@@ -52,6 +53,8 @@ impl From<deadpool_postgres::PoolError> for MetaError {
 /// Metadata in PostgreSQL.
 pub struct PgMeta {
     pool: Pool,
+    /// What other replicas commit ([`feed`]).
+    feed: tokio::sync::watch::Receiver<super::Feed>,
 }
 
 impl std::fmt::Debug for PgMeta {
@@ -71,8 +74,13 @@ impl PgMeta {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| MetaError::Pool(format!("the database URL is invalid: {e}")))?;
+        Self::connect_with(config).await
+    }
+
+    /// As [`PgMeta::connect`], from a parsed configuration.
+    pub async fn connect_with(config: tokio_postgres::Config) -> Result<Self, MetaError> {
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             tls()?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -85,7 +93,9 @@ impl PgMeta {
             .map_err(|e| MetaError::Pool(e.to_string()))?;
         let mut client = pool.get().await?;
         schema::migrate(&mut client).await?;
-        Ok(PgMeta { pool })
+        let (tx, feed) = tokio::sync::watch::channel(super::Feed::default());
+        tokio::spawn(feed::follow(config, tls()?, tx));
+        Ok(PgMeta { pool, feed })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, MetaError> {
@@ -652,10 +662,20 @@ impl MetaStore for PgMeta {
         data: &serde_json::Value,
     ) -> Result<i64, MetaError> {
         let c = self.client().await?;
+        // The notification goes with the insert (one statement): replicas' event streams
+        // wake at its commit.
         let row = c
             .query_one(
-                "INSERT INTO deployment_events (deployment_id, at, kind, data) VALUES ($1, $2, $3, $4) RETURNING seq",
-                &[&deployment_id, &now_millis(), &kind, &data.to_string()],
+                "WITH e AS (INSERT INTO deployment_events (deployment_id, at, kind, data)
+                            VALUES ($1, $2, $3, $4) RETURNING seq)
+                 SELECT seq, pg_notify($5, 'events') FROM e",
+                &[
+                    &deployment_id,
+                    &now_millis(),
+                    &kind,
+                    &data.to_string(),
+                    &feed::CHANNEL,
+                ],
             )
             .await?;
         Ok(row.get(0))
@@ -977,6 +997,8 @@ impl MetaStore for PgMeta {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        tx.execute("SELECT pg_notify($1, 'events')", &[&feed::CHANNEL])
+            .await?;
         tx.commit().await?;
         Ok(started)
     }
@@ -1033,6 +1055,10 @@ impl MetaStore for PgMeta {
         .iter()
         .map(|r| Ok((r.get(0), parse_col(r.get(1), "manifest hash")?)))
         .collect()
+    }
+
+    fn feed(&self) -> Option<tokio::sync::watch::Receiver<super::Feed>> {
+        Some(self.feed.clone())
     }
 
     async fn set_bootstrap_token(&self, secret_hash: &Sha256) -> Result<(), MetaError> {

@@ -1,0 +1,277 @@
+//! Several control-plane replicas, black box: PostgreSQL, a real S3 server (Garage), two
+//! `halo api` processes on one database and one bucket, and a `halo edge` following each.
+//! Any replica answers any request: a deployment made through A is promoted through B and
+//! both edges serve it; releases racing on A and B with one `If-Match` give one 200 and
+//! one 412; an `Idempotency-Key` retried on the other replica replays; a token revoked
+//! through one replica stops working on the other within the documented bound.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::process::Proc;
+use common::{fixture, pg_database, s3_settings};
+use serde_json::json;
+
+const TOKEN: &str = "replicas-admin-token-0123";
+
+async fn served_by(client: &reqwest::Client, edge: &str, host: &str) -> Option<String> {
+    let r = client
+        .get(format!("{edge}/"))
+        .header("host", host)
+        .send()
+        .await
+        .ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    Some(
+        r.headers()
+            .get("x-halo-deployment")?
+            .to_str()
+            .ok()?
+            .to_owned(),
+    )
+}
+
+/// Waits until every edge serves `want` at `host`; returns how long that took.
+async fn until_all_serve(
+    client: &reqwest::Client,
+    edges: &[String],
+    host: &str,
+    want: &str,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let mut all = true;
+        for e in edges {
+            if served_by(client, e, host).await.as_deref() != Some(want) {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "edges did not serve {want} at {host}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_replica_answers_any_request() {
+    let Some(s3) = s3_settings() else { return };
+    let Some(database) = pg_database().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let shared: Vec<String> = [
+        "--storage-backend",
+        "s3",
+        "--s3-endpoint",
+        s3.endpoint.as_deref().unwrap(),
+        "--s3-region",
+        &s3.region,
+        "--s3-bucket",
+        &s3.bucket,
+        "--s3-prefix",
+        &s3.prefix,
+        "--s3-force-path-style",
+        "--domain",
+        "halo.test",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let env = vec![
+        ("AWS_ACCESS_KEY_ID", s3.access_key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.clone()),
+        ("HALO_ADMIN_TOKEN", TOKEN.to_owned()),
+    ];
+    let replica = |name: &str| {
+        let mut a: Vec<String> = [
+            "api",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &database,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend([
+            "--data-dir".to_owned(),
+            tmp.path().join(name).to_str().unwrap().to_owned(),
+        ]);
+        a.extend(shared.clone());
+        Proc::spawn(&a, &env, &["api listening"])
+    };
+    let a = replica("a");
+    let b = replica("b");
+    let (api_a, api_b) = (a.url("api listening"), b.url("api listening"));
+    let edge = |n: usize, api: &str| {
+        let mut args: Vec<String> = [
+            "edge",
+            "--edge-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--token",
+            TOKEN,
+            "--control-plane",
+            api,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend([
+            "--data-dir".to_owned(),
+            tmp.path()
+                .join(format!("edge{n}"))
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        ]);
+        args.extend(shared.clone());
+        Proc::spawn(&args, &env, &["edge listening", "admin listening"])
+    };
+    let e1 = edge(1, &api_a);
+    let e2 = edge(2, &api_b);
+    let edges = vec![e1.url("edge listening"), e2.url("edge listening")];
+    let client = reqwest::Client::new();
+
+    // A project and a production deployment through A: the edge following B serves it too.
+    let pid = common::create_project_over_http(&client, &api_a, TOKEN, "shop").await;
+    let blue =
+        common::deploy_over_http(&client, &api_a, TOKEN, &pid, &fixture("blue"), "production")
+            .await;
+    let green =
+        common::deploy_over_http(&client, &api_a, TOKEN, &pid, &fixture("green"), "preview").await;
+    let (blue_id, green_id) = (
+        blue["id"].as_str().unwrap().to_owned(),
+        green["id"].as_str().unwrap().to_owned(),
+    );
+    until_all_serve(&client, &edges, "shop.halo.test", &blue_id).await;
+
+    // Promotes alternate between the replicas; both edges follow every one.
+    let mut latencies = Vec::new();
+    for (i, id) in [&green_id, &blue_id, &green_id, &blue_id]
+        .into_iter()
+        .enumerate()
+    {
+        let api = if i % 2 == 0 { &api_b } else { &api_a };
+        common::promote_over_http(&client, api, TOKEN, id).await;
+        latencies.push(until_all_serve(&client, &edges, "shop.halo.test", id).await);
+    }
+    latencies.sort();
+    eprintln!(
+        "promote through one replica → served by both edges: median {:?}, max {:?}",
+        latencies[latencies.len() / 2],
+        latencies.last().unwrap()
+    );
+
+    // Releases racing on A and B with the same If-Match: one wins, one is told it lost.
+    let routes: serde_json::Value = client
+        .get(format!("{api_b}/v1/aliases?project_id={pid}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let etag = client
+        .get(format!("{api_a}/v1/aliases"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .headers()
+        .get("etag")
+        .expect("the alias list carries the revision")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(routes["data"].is_array(), "{routes}");
+    let release = |api: &str, host: &str| {
+        client
+            .post(format!("{api}/v1/releases"))
+            .bearer_auth(TOKEN)
+            .header("if-match", etag.clone())
+            .json(&json!({"changes": [{"host": host, "deployment_id": green_id}]}))
+            .send()
+    };
+    let (ra, rb) = tokio::join!(
+        release(&api_a, "www.example.com"),
+        release(&api_b, "shop.example.com")
+    );
+    let mut codes = [ra.unwrap().status().as_u16(), rb.unwrap().status().as_u16()];
+    codes.sort();
+    assert_eq!(codes, [200, 412], "exactly one release wins the revision");
+
+    // An Idempotency-Key retried on the other replica replays the first answer.
+    let create = |api: &str| {
+        client
+            .post(format!("{api}/v1/projects"))
+            .bearer_auth(TOKEN)
+            .header("idempotency-key", "replicas-1")
+            .json(&json!({"name": "blog"}))
+            .send()
+    };
+    let first = create(&api_a).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: serde_json::Value = first.json().await.unwrap();
+    let again = create(&api_b).await.unwrap();
+    assert_eq!(again.status(), 201, "replayed, not a 409");
+    assert!(again.headers().get("idempotent-replayed").is_some());
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(first["id"], again["id"]);
+
+    // A token minted on A works on B; revoked on B, it stops working on A within the
+    // documented bound (halo::control::tokens::TOKEN_TTL).
+    let minted: serde_json::Value = client
+        .post(format!("{api_a}/v1/tokens"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "ci", "scopes": ["projects:read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = minted["token"].as_str().unwrap().to_owned();
+    let id = minted["data"]["id"]
+        .as_str()
+        .or(minted["id"].as_str())
+        .expect("the minted token's id")
+        .to_owned();
+    let read = |api: &str| {
+        client
+            .get(format!("{api}/v1/projects"))
+            .bearer_auth(secret.clone())
+            .send()
+    };
+    assert_eq!(read(&api_a).await.unwrap().status(), 200);
+    assert_eq!(read(&api_b).await.unwrap().status(), 200);
+    let revoked = client
+        .delete(format!("{api_b}/v1/tokens/{id}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    assert_eq!(
+        read(&api_b).await.unwrap().status(),
+        401,
+        "at once where revoked"
+    );
+    tokio::time::sleep(halo::control::tokens::TOKEN_TTL + Duration::from_millis(200)).await;
+    assert_eq!(
+        read(&api_a).await.unwrap().status(),
+        401,
+        "within the bound elsewhere"
+    );
+}
