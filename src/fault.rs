@@ -3,7 +3,8 @@
 //! name. Unset, a point costs one load of a value read once.
 //!
 //! Points: `idempotency.after_effect` (a mutating request's effect has committed, its
-//! response is not yet stored or sent).
+//! response is not yet stored or sent); `build.before_ready` (a build's manifest is stored,
+//! the deployment is not yet ready: another replica must finish it).
 
 use std::sync::OnceLock;
 

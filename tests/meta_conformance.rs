@@ -519,6 +519,32 @@ mod suite {
         assert_eq!(progress.files_total, 2);
     }
 
+    pub async fn leases_have_one_holder_until_they_expire(m: &dyn MetaStore) {
+        assert!(m.lease("gc", "a", 60_000).await.unwrap());
+        assert!(!m.lease("gc", "b", 60_000).await.unwrap());
+        assert!(
+            m.lease("gc", "a", 60_000).await.unwrap(),
+            "renewed by its holder"
+        );
+        m.release_lease("gc", "b").await.unwrap();
+        assert!(
+            !m.lease("gc", "b", 60_000).await.unwrap(),
+            "not b's to release"
+        );
+        assert!(
+            m.lease("publisher", "b", 60_000).await.unwrap(),
+            "leases are by name"
+        );
+        m.release_lease("gc", "a").await.unwrap();
+        assert!(m.lease("gc", "b", 1).await.unwrap(), "released: free");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        assert!(
+            m.lease("gc", "a", 60_000).await.unwrap(),
+            "expired: the next asker's"
+        );
+        assert!(!m.lease("gc", "b", 60_000).await.unwrap());
+    }
+
     pub async fn gc_spares_referenced_and_recent_blobs(m: &dyn MetaStore) {
         let pid = ready(m, "shop", &[]).await;
         // Blobs 1 and 2 are files of a live deployment; 3 is referenced by nothing.
@@ -544,10 +570,15 @@ mod suite {
         assert_eq!(c, vec![blob(3)]);
         // Touched since the cutoff: spared when forgetting, checked again.
         let cutoff = now_millis() - 1;
-        m.touch_blobs(&[blob(3)]).await.unwrap();
+        assert_eq!(
+            m.touch_blobs(&[blob(3), blob(9)]).await.unwrap(),
+            vec![blob(3)]
+        );
         assert!(m.gc_forget(&[blob(3)], cutoff).await.unwrap().is_empty());
         assert_eq!(m.gc_forget(&[blob(3)], later).await.unwrap(), vec![blob(3)]);
         assert!(m.known_blobs(&[blob(3)]).await.unwrap().is_empty());
+        // Forgotten: touching it no longer reports it present.
+        assert!(m.touch_blobs(&[blob(3)]).await.unwrap().is_empty());
         let page = m.indexed_blobs(None, 10).await.unwrap();
         assert_eq!(page.len(), 2);
     }
@@ -580,6 +611,7 @@ macro_rules! conformance {
             case!(idempotency_keys_commit_with_their_effect);
             case!(events_append_in_order);
             case!(gc_spares_referenced_and_recent_blobs);
+            case!(leases_have_one_holder_until_they_expire);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_promotes_get_distinct_increasing_revisions() {

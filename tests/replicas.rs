@@ -3,7 +3,9 @@
 //! Any replica answers any request: a deployment made through A is promoted through B and
 //! both edges serve it; releases racing on A and B with one `If-Match` give one 200 and
 //! one 412; an `Idempotency-Key` retried on the other replica replays; a token revoked
-//! through one replica stops working on the other within the documented bound.
+//! through one replica stops working on the other within the documented bound; a build
+//! whose replica dies is finished by another; the snapshot publisher dies and the other
+//! replica takes over, so an edge cold-starting from the store serves the newest table.
 
 mod common;
 
@@ -91,7 +93,7 @@ async fn any_replica_answers_any_request() {
         ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.clone()),
         ("HALO_ADMIN_TOKEN", TOKEN.to_owned()),
     ];
-    let replica = |name: &str| {
+    let replica_env = |name: &str, extra: &[(&'static str, String)]| {
         let mut a: Vec<String> = [
             "api",
             "--api-listen",
@@ -107,10 +109,12 @@ async fn any_replica_answers_any_request() {
             tmp.path().join(name).to_str().unwrap().to_owned(),
         ]);
         a.extend(shared.clone());
+        let mut env = env.clone();
+        env.extend(extra.iter().cloned());
         Proc::spawn(&a, &env, &["api listening"])
     };
-    let a = replica("a");
-    let b = replica("b");
+    let mut a = replica_env("a", &[]);
+    let b = replica_env("b", &[]);
     let (api_a, api_b) = (a.url("api listening"), b.url("api listening"));
     let edge = |n: usize, api: &str| {
         let mut args: Vec<String> = [
@@ -274,4 +278,164 @@ async fn any_replica_answers_any_request() {
         401,
         "within the bound elsewhere"
     );
+
+    // A replica dies in the middle of a build (a fault point aborts it between the stored
+    // manifest and `ready`): another replica's sweep takes the expired build lease over.
+    let mut c = replica_env(
+        "c",
+        &[("HALO_FAULT_POINT", "build.before_ready".to_owned())],
+    );
+    let api_c = c.url("api listening");
+    let site = fixture("green");
+    let _ = client
+        .post(format!("{api_c}/v1/deployments"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "project_id": pid, "files": common::manifest(&site), "target": "preview" }))
+        .send()
+        .await;
+    let status = c.wait_exit();
+    assert!(
+        !status.success(),
+        "the fault point aborted replica C: {status:?}"
+    );
+    let orphan: serde_json::Value = client
+        .get(format!("{api_b}/v1/deployments?project_id={pid}&limit=1"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let orphan_id = orphan["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(orphan["data"][0]["status"], "building", "{orphan}");
+    let t = Instant::now();
+    loop {
+        let d: serde_json::Value = client
+            .get(format!("{api_a}/v1/deployments/{orphan_id}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if d["status"] == "ready" {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the orphaned build was never resumed: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "a build orphaned by its replica was finished by another after {:?}",
+        t.elapsed()
+    );
+
+    // The replica publishing routing snapshots dies: the other takes the lease over.
+    let a_publishes = a.logged("this replica publishes routing snapshots");
+    let (mut dead, survivor, dead_api) = if a_publishes {
+        (a, b, api_a)
+    } else {
+        (b, a, api_b)
+    };
+    let survivor_api = survivor.url("api listening");
+    dead.kill();
+    common::promote_over_http(&client, &survivor_api, TOKEN, &green_id).await;
+    let newest = common::metric(&client, &survivor_api, "halo_alias_table_revision ").await as u64;
+    let store = halo::store::s3::S3Store::new(&s3);
+    let t = Instant::now();
+    loop {
+        use halo::store::BlobStore;
+        let pointer = store
+            .get_object(halo::model::snapshot::POINTER_KEY)
+            .await
+            .unwrap()
+            .map(|b| halo::model::snapshot::SnapshotPointer::from_bytes(&b).unwrap());
+        if pointer.is_some_and(|p| p.revision >= newest) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no replica published revision {newest} after the publisher died"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "snapshot publisher died: revision {newest} in the store after {:?}",
+        t.elapsed()
+    );
+    // An edge whose control plane is the dead replica cold-starts from the store.
+    let cold = edge(3, &dead_api);
+    let cold_url = cold.url("edge listening");
+    assert_eq!(
+        served_by(&client, &cold_url, "shop.halo.test")
+            .await
+            .as_deref(),
+        Some(green_id.as_str())
+    );
+
+    // The CLI and an edge given both replicas' URLs fail over to the one alive.
+    let both = format!("{dead_api},{survivor_api}");
+    let follower = edge(4, &both);
+    let follower_url = follower.url("edge listening");
+    let site_dir = tmp.path().join("site");
+    for (path, bytes) in fixture("blue") {
+        let file = site_dir.join(&path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, bytes).unwrap();
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_halo"))
+        .args([
+            "deploy",
+            site_dir.to_str().unwrap(),
+            "--project",
+            "shop",
+            "--prod",
+        ])
+        .env("HALO_API", &both)
+        .env("HALO_TOKEN", TOKEN)
+        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+        .env("XDG_CONFIG_HOME", tmp.path().join("config"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "halo deploy through {both}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let newest: serde_json::Value = client
+        .get(format!(
+            "{survivor_api}/v1/deployments?project_id={pid}&limit=1"
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let newest_id = newest["data"][0]["id"].as_str().unwrap().to_owned();
+    until_all_serve(&client, &[follower_url], "shop.halo.test", &newest_id).await;
+    let metrics = client
+        .get(format!("{}/metrics", follower.url("admin listening")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let from_plane = metrics
+        .lines()
+        .find(|l| l.starts_with("halo_edge_snapshots_applied_total{source=\"control_plane\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        from_plane >= 1.0,
+        "the edge followed the live replica:\n{metrics}"
+    );
+    drop(survivor);
 }

@@ -2,6 +2,8 @@
 //! to retry (network errors, 5xx, 408, 429) with exponential backoff and jitter.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -18,7 +20,8 @@ const GZIP_OVER: usize = 256 * 1024;
 /// Where the API is and how to authenticate; each also an env var.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientArgs {
-    /// Halo API URL [default: http://127.0.0.1:7070]
+    /// Halo API URL, or several replicas' separated by commas (the next is tried when one
+    /// cannot be reached) [default: http://127.0.0.1:7070]
     #[arg(long, env = "HALO_API", global = true)]
     pub api: Option<String>,
     /// API token [default: HALO_TOKEN, else the admin token of a local `halo serve`]
@@ -79,7 +82,11 @@ fn config_home() -> Option<PathBuf> {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    /// The API's URL, or several replicas' (any answers any request).
+    bases: Arc<[String]>,
+    /// The replica used now; moved on when it cannot be reached (shared by clones, so
+    /// concurrent uploads move together).
+    current: Arc<AtomicUsize>,
     token: String,
 }
 
@@ -127,10 +134,44 @@ impl Client {
             .user_agent(concat!("halo-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client builds");
+        let mut bases: Vec<String> = base
+            .split(',')
+            .map(|b| b.trim().trim_end_matches('/').to_owned())
+            .filter(|b| !b.is_empty())
+            .collect();
+        if bases.is_empty() {
+            bases.push(String::new());
+        }
         Client {
             http,
-            base: base.trim_end_matches('/').to_owned(),
+            bases: bases.into(),
+            current: Arc::new(AtomicUsize::new(0)),
             token: token.to_owned(),
+        }
+    }
+
+    /// `path` on the replica used now.
+    fn url(&self, path: &str) -> String {
+        let i = self.current.load(Ordering::Relaxed) % self.bases.len();
+        format!("{}{path}", self.bases[i])
+    }
+
+    /// A network failure on `url`: the next try goes to the next replica (if any).
+    fn network(&self, url: &str, detail: String) -> ClientError {
+        if self.bases.len() > 1 {
+            let i = self.current.load(Ordering::Relaxed) % self.bases.len();
+            if url.starts_with(&self.bases[i]) {
+                let _ = self.current.compare_exchange(
+                    i,
+                    (i + 1) % self.bases.len(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        ClientError::Network {
+            url: url.to_owned(),
+            detail,
         }
     }
 
@@ -141,7 +182,7 @@ impl Client {
         body: Option<&Value>,
         idempotency_key: Option<&str>,
     ) -> Result<Value, ClientError> {
-        let url = format!("{}{path}", self.base);
+        let url = self.url(path);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(k) = idempotency_key {
             req = req.header("idempotency-key", k);
@@ -160,10 +201,10 @@ impl Client {
                 req.body(raw)
             };
         }
-        let resp = req.send().await.map_err(|e| ClientError::Network {
-            url: url.clone(),
-            detail: e.to_string(),
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.network(&url, e.to_string()))?;
         decode(&url, resp).await
     }
 
@@ -199,11 +240,8 @@ impl Client {
         body: &Value,
         mut line: impl FnMut(&Value),
     ) -> Result<Value, ClientError> {
-        let url = format!("{}{path}", self.base);
-        let net = |e: reqwest::Error| ClientError::Network {
-            url: url.clone(),
-            detail: e.to_string(),
-        };
+        let url = self.url(path);
+        let net = |e: reqwest::Error| self.network(&url, e.to_string());
         let mut resp = self
             .http
             .post(&url)
@@ -237,8 +275,8 @@ impl Client {
         path: &Path,
         size: u64,
     ) -> Result<bool, ClientError> {
-        let url = format!("{}/v1/files/{digest}", self.base);
         retry(|| async {
+            let url = self.url(&format!("/v1/files/{digest}"));
             let file = tokio::fs::File::open(path)
                 .await
                 .map_err(|e| ClientError::Local(format!("{}: {e}", path.display())))?;
@@ -254,10 +292,7 @@ impl Client {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| ClientError::Network {
-                    url: url.clone(),
-                    detail: e.to_string(),
-                })?;
+                .map_err(|e| self.network(&url, e.to_string()))?;
             let status = resp.status().as_u16();
             decode(&url, resp).await?;
             Ok(status == 201)

@@ -51,7 +51,21 @@ pub struct GcReport {
 
 impl Control {
     /// Applies retention, then collects unreferenced blobs older than the grace period.
+    /// One replica at a time (a lease): `Conflict(gc_running)` while another collects.
     pub async fn gc(&self, opts: GcOptions, actor: &Actor) -> Result<GcReport, ControlError> {
+        let ttl = std::time::Duration::from_secs(300);
+        self.leases
+            .with("gc", ttl, self.gc_held(opts, actor))
+            .await
+            .unwrap_or_else(|| {
+                Err(ControlError::Conflict {
+                    code: "gc_running",
+                    message: "another replica is collecting garbage now; try again later".into(),
+                })
+            })
+    }
+
+    async fn gc_held(&self, opts: GcOptions, actor: &Actor) -> Result<GcReport, ControlError> {
         let mut report = GcReport {
             dry_run: opts.dry_run,
             ..Default::default()
@@ -62,7 +76,10 @@ impl Control {
                 match self.delete_deployment(&id, actor).await {
                     Ok(_) => {}
                     // Promoted or aliased since the query: retention keeps it after all.
-                    Err(ControlError::Conflict { .. }) => continue,
+                    Err(
+                        ControlError::Conflict { .. }
+                        | ControlError::Meta(crate::meta::MetaError::Refused(_)),
+                    ) => continue,
                     Err(e) => return Err(e),
                 }
             }

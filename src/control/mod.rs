@@ -27,6 +27,7 @@ use crate::store::{BlobStore, ByteStream, PutOutcome, StoreError, put_bytes};
 pub mod aliases;
 pub mod events;
 pub mod gc;
+pub mod leases;
 mod lifecycle;
 mod publish;
 pub mod scrub;
@@ -145,7 +146,13 @@ pub struct Control {
     tokens: DashMap<Sha256, (Arc<crate::meta::Token>, std::time::Instant)>,
     /// Bumped by every revocation.
     token_epoch: std::sync::atomic::AtomicU64,
+    /// Work one replica at a time does (snapshots, GC, builds).
+    leases: Arc<leases::Leases>,
 }
+
+/// How long a build's lease lasts without renewal: a build whose replica died is resumed
+/// by another within about this long (and half of it, the sweep's period).
+const BUILD_LEASE: std::time::Duration = std::time::Duration::from_secs(20);
 
 impl Control {
     /// Starts the control plane: builds the edge table from the metadata store and resumes
@@ -158,7 +165,6 @@ impl Control {
     ) -> Result<Arc<Self>, ControlError> {
         let control = Arc::new(Control {
             store,
-            meta,
             table: Arc::new(TableHandle::default()),
             domain,
             edge_port,
@@ -172,6 +178,8 @@ impl Control {
             gc_epoch: Default::default(),
             tokens: DashMap::new(),
             token_epoch: Default::default(),
+            leases: Arc::new(leases::Leases::new(meta.clone())),
+            meta,
         });
         // At start-up, before the edge serves; later changes go through `apply_change`.
         control.rebuild_table().await?;
@@ -179,6 +187,7 @@ impl Control {
             control.store.clone(),
             control.table.clone(),
             control.revision.subscribe(),
+            control.leases.clone(),
         ));
         if let Some(feed) = control.meta.feed() {
             tokio::spawn(follow_replicas(Arc::downgrade(&control), feed));
@@ -186,6 +195,9 @@ impl Control {
         for id in control.meta.interrupted_builds().await? {
             tracing::info!(deployment = %id, "resuming interrupted build");
             control.spawn_build(id);
+        }
+        if control.leases.shared() {
+            tokio::spawn(resume_orphaned_builds(Arc::downgrade(&control)));
         }
         Ok(control)
     }
@@ -377,10 +389,14 @@ impl Control {
         touch: bool,
     ) -> Result<Vec<Sha256>, ControlError> {
         let unique = crate::store::dedup(digests);
-        let known = self.meta.known_blobs(&unique).await?;
+        let mut known = self.meta.known_blobs(&unique).await?;
         if touch && !known.is_empty() {
             let present: Vec<Sha256> = known.keys().copied().collect();
-            self.meta.touch_blobs(&present).await?;
+            // A blob a GC (on any replica) forgot since the read above is not touched:
+            // it is not reported present on the index's word, the store is asked.
+            let touched: std::collections::HashSet<Sha256> =
+                self.meta.touch_blobs(&present).await?.into_iter().collect();
+            known.retain(|d, _| touched.contains(d));
         }
         let unknown: Vec<Sha256> = unique
             .into_iter()
@@ -456,8 +472,11 @@ impl Control {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = this.build(&id).await {
-                this.build_failed(&id, &e).await;
+            let lease = format!("build:{id}");
+            match this.leases.with(&lease, BUILD_LEASE, this.build(&id)).await {
+                None => tracing::debug!(deployment = %id, "another replica is building it"),
+                Some(Err(e)) => this.build_failed(&id, &e).await,
+                Some(Ok(())) => {}
             }
             this.building.remove(&id);
         });
@@ -514,6 +533,7 @@ impl Control {
             self.phase_event(id, Phase::Promote, "in_progress", None, None)
                 .await;
         }
+        crate::fault::point("build.before_ready");
         {
             let _release = self.release.lock().await;
             let change = match self
@@ -766,5 +786,26 @@ async fn follow_replicas(
             control.events.send_modify(|e| *e += 1);
         }
         control.catch_up(seen.revision).await;
+    }
+}
+
+/// With replicas: builds left `building` by a replica that died (its lease expired) are
+/// taken over, looked for every half lease. Ends with the control plane.
+async fn resume_orphaned_builds(control: std::sync::Weak<Control>) {
+    loop {
+        tokio::time::sleep(BUILD_LEASE / 2).await;
+        let Some(control) = control.upgrade() else {
+            return;
+        };
+        match control.meta.interrupted_builds().await {
+            Ok(ids) => {
+                for id in ids {
+                    if !control.building.contains_key(&id) {
+                        control.spawn_build(id);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look for orphaned builds"),
+        }
     }
 }

@@ -8,17 +8,24 @@ use crate::edge::table::TableHandle;
 /// Least time between two snapshot publications.
 const PUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// The publisher's lease (one replica publishes; another takes over when it dies).
+const LEASE: &str = "routing-snapshots";
+const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(6);
+
 /// How many revisions back routing snapshots are kept in the store.
 const SNAPSHOTS_KEPT: usize = 8;
 
 /// Writes the table to the store as a routing snapshot, then the pointer to it, every time
 /// the revision moves. One writer, in revision order; a burst of changes is written once,
 /// as its newest state. Failures are retried with backoff: edge nodes that cold-start from
-/// the store may lag while it is down, never see an older table than before.
+/// the store may lag while it is down, never see an older table than before. With
+/// replicas, only the holder of the publisher's lease writes; the others keep asking for
+/// it, and the one that gets it writes its (current) table at once.
 pub(super) async fn publish_snapshots(
     store: Arc<dyn crate::store::BlobStore>,
     table: Arc<TableHandle>,
     mut revisions: tokio::sync::watch::Receiver<u64>,
+    leases: Arc<super::leases::Leases>,
 ) {
     use crate::model::snapshot::POINTER_KEY;
     let mut published = None;
@@ -27,7 +34,16 @@ pub(super) async fn publish_snapshots(
     let mut backoff = std::time::Duration::from_millis(100);
     loop {
         let current = table.snapshot();
-        if published != Some(current.revision) {
+        let holder = leases.hold(LEASE, LEASE_TTL).await;
+        if holder && published.is_none() && leases.shared() {
+            tracing::info!(
+                revision = current.revision,
+                "this replica publishes routing snapshots"
+            );
+        }
+        if !holder {
+            published = None;
+        } else if published != Some(current.revision) {
             let snapshot = current.snapshot();
             let bytes = snapshot.to_bytes();
             let pointer =
@@ -64,8 +80,12 @@ pub(super) async fn publish_snapshots(
                 }
             }
         }
-        if revisions.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = revisions.changed() => if changed.is_err() {
+                return;
+            },
+            // Renew the lease, or ask for it again.
+            () = tokio::time::sleep(LEASE_TTL / 3), if leases.shared() => {}
         }
         // PERF: a promote storm would otherwise write two objects per promote. A change
         // after a quiet spell is written at once; within a burst, writes are at least

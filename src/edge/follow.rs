@@ -25,7 +25,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Where an edge node learns about alias changes.
 #[derive(Debug, Clone)]
 pub struct FollowConfig {
-    /// The control plane's API URL; `None`: follow the store only.
+    /// The control plane's API URL, or several replicas' separated by commas (tried in
+    /// turn when one cannot be reached); `None`: follow the store only.
     pub control_plane: Option<String>,
     /// Token for the control plane.
     pub token: Option<String>,
@@ -173,16 +174,37 @@ impl Follower {
     /// Follows changes until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut backoff = BACKOFF_MIN;
+        let planes: Vec<String> = self
+            .config
+            .control_plane
+            .iter()
+            .flat_map(|list| list.split(','))
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        // The replica followed now, and how many failed in a row.
+        let (mut current, mut failed) = (0, 0);
         loop {
             let step = async {
-                match self.config.control_plane.clone() {
+                match planes.get(current).cloned() {
                     Some(base) => match self.poll_control_plane(&base).await {
                         Ok(_) => {
                             backoff = BACKOFF_MIN;
+                            failed = 0;
+                            Duration::ZERO
+                        }
+                        Err(e) if failed + 1 < planes.len() => {
+                            // Another replica may answer: at once, no backoff.
+                            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                            failed += 1;
+                            current = (current + 1) % planes.len();
+                            tracing::warn!(error = %e, next = %planes[current], "control plane unreachable; trying the next replica");
                             Duration::ZERO
                         }
                         Err(e) => {
                             self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                            failed = 0;
+                            current = (current + 1) % planes.len();
                             tracing::warn!(error = %e, "control plane unreachable; reading the store's snapshot");
                             if let Err(e) = self.load_from_store().await {
                                 self.stats.errors.fetch_add(1, Ordering::Relaxed);

@@ -386,8 +386,10 @@ pub trait MetaStore: Send + Sync + 'static {
         expire_before: Millis,
     ) -> Result<(), MetaError>;
 
-    /// Marks blobs as just reported present, so GC spares them for its grace period.
-    async fn touch_blobs(&self, blobs: &[Sha256]) -> Result<(), MetaError>;
+    /// Marks blobs as just reported present, so GC spares them for its grace period;
+    /// returns those still indexed (one GC removed meanwhile, perhaps on another replica,
+    /// is not among them, and must not be reported present).
+    async fn touch_blobs(&self, blobs: &[Sha256]) -> Result<Vec<Sha256>, MetaError>;
     /// Deployments retention says to delete now: older than each project's newest
     /// `keep_last` ready ones and not promoted within `keep_days`, never a production one
     /// nor one a custom alias points at.
@@ -434,6 +436,14 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Sets the bootstrap admin token's hash, replacing (revoking) any previous one.
     async fn set_bootstrap_token(&self, secret_hash: &Sha256) -> Result<(), MetaError>;
+
+    /// Takes, or renews, the lease `name` for `owner` until `ttl_millis` from now; true
+    /// when `owner` holds it after the call. A lease its holder stopped renewing expires
+    /// and goes to the next asker: how work one replica at a time does (publishing routing
+    /// snapshots, GC, a build) moves to another when its replica dies.
+    async fn lease(&self, name: &str, owner: &str, ttl_millis: i64) -> Result<bool, MetaError>;
+    /// Gives up a lease `owner` holds (nothing when it holds none).
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), MetaError>;
 
     /// What other processes sharing this database commit, as it happens (`None`: no other
     /// process can write it, as with SQLite).

@@ -181,6 +181,15 @@ const MIGRATIONS: &[&str] = &[
         (SELECT COUNT(*) FROM deployments d WHERE d.project_id = projects.id);
     CREATE UNIQUE INDEX deployments_by_number ON deployments (project_id, number);
     "#,
+    // 7: leases, so work done by one process at a time (snapshot publishing, GC, a build)
+    // has an owner that expires when it stops renewing (the same table as PostgreSQL's).
+    r#"
+    CREATE TABLE leases (
+        name  TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        until INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

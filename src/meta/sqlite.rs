@@ -30,6 +30,13 @@ const KIND_CUSTOM: &str = "custom";
 /// The bootstrap admin token's fixed id: setting it again replaces the secret.
 const BOOTSTRAP_TOKEN_ID: &str = "tok_bootstrap";
 
+/// Takes a free or expired lease, or renews one's own; a row comes back when `owner`
+/// holds it (the same statement as PostgreSQL's).
+const LEASE_SQL: &str = "INSERT INTO leases (name, owner, until) VALUES (?1, ?2, ?3)
+     ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until
+     WHERE leases.owner = excluded.owner OR leases.until < ?4
+     RETURNING owner";
+
 /// Metadata in a SQLite file.
 #[derive(Clone)]
 pub struct SqliteMeta {
@@ -743,19 +750,46 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn touch_blobs(&self, blobs: &[Sha256]) -> Result<(), MetaError> {
-        let digests: Vec<String> = blobs.iter().map(Sha256::to_hex).collect();
+    async fn touch_blobs(&self, blobs: &[Sha256]) -> Result<Vec<Sha256>, MetaError> {
+        let blobs = blobs.to_vec();
         self.run(move |c| {
             let tx = c.transaction()?;
+            let mut touched = Vec::with_capacity(blobs.len());
             {
                 let mut stmt =
                     tx.prepare_cached("UPDATE blobs SET touched_at = ?2 WHERE sha256 = ?1")?;
                 let now = now_millis();
-                for d in digests {
-                    stmt.execute(params![d, now])?;
+                for d in blobs {
+                    if stmt.execute(params![d.to_hex(), now])? == 1 {
+                        touched.push(d);
+                    }
                 }
             }
             tx.commit()?;
+            Ok(touched)
+        })
+        .await
+    }
+
+    async fn lease(&self, name: &str, owner: &str, ttl_millis: i64) -> Result<bool, MetaError> {
+        let (name, owner) = (name.to_owned(), owner.to_owned());
+        self.run(move |c| {
+            let now = now_millis();
+            Ok(c.prepare_cached(LEASE_SQL)?
+                .query_row(params![name, owner, now + ttl_millis, now], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), MetaError> {
+        let (name, owner) = (name.to_owned(), owner.to_owned());
+        self.run(move |c| {
+            c.execute(
+                "DELETE FROM leases WHERE name = ?1 AND owner = ?2",
+                params![name, owner],
+            )?;
             Ok(())
         })
         .await

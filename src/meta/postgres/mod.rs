@@ -792,11 +792,37 @@ impl MetaStore for PgMeta {
         Ok(())
     }
 
-    async fn touch_blobs(&self, blobs: &[Sha256]) -> Result<(), MetaError> {
+    async fn touch_blobs(&self, blobs: &[Sha256]) -> Result<Vec<Sha256>, MetaError> {
+        let c = self.client().await?;
+        c.query(
+            "UPDATE blobs SET touched_at = $2 WHERE sha256 = ANY($1) RETURNING sha256",
+            &[&hexes(blobs), &now_millis()],
+        )
+        .await?
+        .iter()
+        .map(|r| parse_col(r.get(0), "blob hash"))
+        .collect()
+    }
+
+    async fn lease(&self, name: &str, owner: &str, ttl_millis: i64) -> Result<bool, MetaError> {
+        let now = now_millis();
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            "INSERT INTO leases (name, owner, until) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until
+             WHERE leases.owner = excluded.owner OR leases.until < $4
+             RETURNING owner",
+            &[&name, &owner, &(now + ttl_millis), &now],
+        )
+        .await?
+        .is_some())
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), MetaError> {
         let c = self.client().await?;
         c.execute(
-            "UPDATE blobs SET touched_at = $2 WHERE sha256 = ANY($1)",
-            &[&hexes(blobs), &now_millis()],
+            "DELETE FROM leases WHERE name = $1 AND owner = $2",
+            &[&name, &owner],
         )
         .await?;
         Ok(())

@@ -157,6 +157,15 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
     "#,
+    // 2: leases, so work done by one replica at a time (snapshot publishing, GC, a build)
+    // has an owner that expires when it stops renewing.
+    r#"
+    CREATE TABLE leases (
+        name  TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        until BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.
