@@ -52,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::Edge(args) => Config::resolve(&args.serve)
             .map_err(anyhow::Error::from)
             .and_then(|config| runtime.block_on(edge_node(config, &args, cli.client.token.clone()))),
+        Command::Meta { command } => runtime.block_on(halo::cli::meta(command)),
         command => runtime.block_on(async {
             tokio::select! {
                 r = halo::cli::run(command, &cli.client) => r.map_err(anyhow::Error::from),

@@ -60,6 +60,12 @@ pub enum Command {
         #[arg(long)]
         grace_secs: Option<u64>,
     },
+    /// Metadata maintenance on this machine (moving SQLite to PostgreSQL).
+    Meta {
+        /// What to do.
+        #[command(subcommand)]
+        command: MetaCommand,
+    },
     /// Re-hash every stored blob and version manifest; report corrupt and missing ones,
     /// and restore them from a second copy with --repair-from. Exit 1 if any stay bad.
     Scrub {
@@ -71,6 +77,49 @@ pub enum Command {
         #[arg(long)]
         bytes_per_sec: Option<u64>,
     },
+}
+
+/// `halo meta …`: metadata maintenance, run on the machine with the database files.
+#[derive(Debug, clap::Subcommand)]
+pub enum MetaCommand {
+    /// Copy an installation's metadata from SQLite into an empty PostgreSQL database, then
+    /// compare every row of every table (stop `halo serve` first). The password comes from
+    /// HALO_DATABASE_PASSWORD when the URL has none.
+    Copy {
+        /// The SQLite database: `sqlite:PATH` (e.g. sqlite:./halo-data/halo.db)
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database: postgres://user@host:port/db
+        #[arg(long)]
+        to: String,
+    },
+}
+
+/// Runs `halo meta …`.
+pub async fn meta(command: MetaCommand) -> anyhow::Result<()> {
+    match command {
+        MetaCommand::Copy { from, to } => {
+            let path = from.strip_prefix("sqlite:").unwrap_or(&from);
+            if !std::path::Path::new(path).exists() {
+                anyhow::bail!("no SQLite database at {path}");
+            }
+            let mut config: tokio_postgres::Config = to
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--to is not a PostgreSQL URL: {e}"))?;
+            if config.get_password().is_none()
+                && let Ok(p) = std::env::var("HALO_DATABASE_PASSWORD")
+            {
+                config.password(p);
+            }
+            let report =
+                crate::meta::copy::sqlite_to_postgres(std::path::Path::new(path), config).await?;
+            for (table, rows) in &report.tables {
+                println!("{table:<20} {rows:>9} rows");
+            }
+            println!("copied and verified: every row of every table is the same on both sides");
+            Ok(())
+        }
+    }
 }
 
 /// `halo edge` arguments: the storage, cache and edge settings of `serve`, plus where to
@@ -185,8 +234,8 @@ fn s(v: &Value) -> &str {
 pub async fn run(command: Command, args: &ClientArgs) -> Result<(), ClientError> {
     let client = Client::from_args(args)?;
     match command {
-        Command::Serve(_) | Command::Api(_) | Command::Edge(_) => {
-            unreachable!("servers are not client commands")
+        Command::Serve(_) | Command::Api(_) | Command::Edge(_) | Command::Meta { .. } => {
+            unreachable!("servers and local maintenance are not client commands")
         }
         Command::Deploy(a) => deploy::run(&client, a).await,
         Command::Projects {

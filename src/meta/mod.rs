@@ -3,6 +3,7 @@
 //! The embedded default is SQLite ([`sqlite::SqliteMeta`]); a networked database can implement
 //! the same trait. Every call that returns `Ok` has made its change durable.
 
+pub mod copy;
 mod group_commit;
 pub mod postgres;
 mod records;

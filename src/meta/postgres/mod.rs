@@ -103,7 +103,18 @@ impl PgMeta {
     }
 }
 
-fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, MetaError> {
+pub(crate) fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, MetaError> {
+    // The roots first: they install the process's crypto provider the builder needs.
+    let roots = roots()?;
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// The roots a database's certificate is checked against: the system's, and the PEM file
+/// `HALO_DATABASE_CA` when set.
+fn roots() -> Result<rustls::RootCertStore, MetaError> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
@@ -120,10 +131,7 @@ fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, MetaError> {
                 .map_err(|e| MetaError::Pool(format!("HALO_DATABASE_CA: {e}")))?;
         }
     }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    Ok(roots)
 }
 
 async fn claim(
