@@ -7,6 +7,8 @@
 #   bash benches/deploy_large.sh [FILES] [BIG_FILES]   defaults: 50000 files, 100 of 1 MiB
 #   SITE=/path/to/tree bash benches/deploy_large.sh    a real tree instead, e.g. the Rust docs:
 #       SITE=$(rustc --print sysroot)/share/doc/rust/html (when the toolchain ships them)
+#   BACKENDS="sqlite pg" bash benches/deploy_large.sh  both metadata backends, side by side
+#       (pg: a fresh database on the cluster of HALO_TEST_DATABASE_URL, see .ci/postgres.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 files=${1:-50000}
@@ -38,9 +40,19 @@ fi
 bytes=$(du -sb "$work/site" | cut -f1)
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+for backend in ${BACKENDS:-sqlite}; do
+db_args=()
+if [ "$backend" = pg ]; then
+    : "${HALO_TEST_DATABASE_URL:?pg needs HALO_TEST_DATABASE_URL (bash .ci/postgres.sh start DIR)}"
+    name=bench_$(date +%s%N)
+    psql "$HALO_TEST_DATABASE_URL" -qc "CREATE DATABASE $name"
+    db_args=(--database-url "${HALO_TEST_DATABASE_URL%/*}/$name")
+fi
+rm -rf "$work/data" "$work/cache"
+echo "== metadata: $backend"
 api=127.0.0.1:$(port)
 edge=127.0.0.1:$(port)
-HALO_ADMIN_TOKEN=bench-token-0123456789 "$halo" serve --data-dir "$work/data" \
+HALO_ADMIN_TOKEN=bench-token-0123456789 "$halo" serve --data-dir "$work/data" "${db_args[@]}" \
     --api-listen "$api" --edge-listen "$edge" > "$work/server.log" 2>&1 &
 server=$!
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/${api%:*}/${api#*:}") 2>/dev/null && break; sleep 0.1; done
@@ -67,11 +79,17 @@ if r["hashed_bytes"] and t["hash"]:
 PY
 }
 run --no-hash-cache; report "first deploy  "
-echo "changed" >> "$(find "$work/site" -type f | sort | head -1)"
+first=$(find "$work/site" -type f | sort | head -1)
+size=$(stat -c %s "$first")
+echo "changed" >> "$first"
 run; report "one changed   "
 run --no-hash-cache; report "rehash, no-op "
 
 echo "server peak RSS: $(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$server/status")"
+kill "$server"; wait "$server" 2>/dev/null || true
+# Restore the changed file so every backend deploys the same trees.
+truncate -s "$size" "$first"
+done
 echo "OpenSSL SHA-256 over the same bytes, one core (cat | openssl dgst; the SHA-NI yardstick):"
 t0=$(date +%s%N)
 find "$work/site" -type f -print0 | xargs -0 cat | openssl dgst -sha256 > /dev/null

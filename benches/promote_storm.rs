@@ -5,13 +5,20 @@
 //! deployment named in `x-halo-deployment` (no mixed responses).
 //!
 //! `cargo bench --bench promote_storm` (STORM_SECS=10 CLIENTS=16 to change the defaults).
+//!
+//! Metadata backends side by side in one run: `BACKENDS="sqlite pg pg2"` (PostgreSQL with
+//! one replica, and with two `halo api` replicas on one database, each with its edge; the
+//! database from `HALO_TEST_DATABASE_URL`, a fresh one per backend, as `.ci/postgres.sh`
+//! starts it). Per backend: promote latency to every edge (median, p99), then the load
+//! quiet and with promotes at a steady `RATE` per second (default 50; 0: as fast as one
+//! client can), through the replicas in turn.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use halo::config::Config;
+use halo::config::{Config, Database};
 use halo::server::Server;
 use serde_json::{Value, json};
 
@@ -33,11 +40,11 @@ struct Counts {
 }
 
 async fn load(
-    edge: String,
+    edges: Vec<String>,
     versions: Versions,
     clients: usize,
     secs: u64,
-    storm: Option<(String, [String; 2])>,
+    storm: Option<(Vec<String>, [String; 2], u32)>,
 ) -> (f64, u64, u64, f64) {
     let counts = Arc::new(Counts {
         ok: AtomicU64::new(0),
@@ -47,8 +54,12 @@ async fn load(
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let (edge, versions, counts, stop) =
-            (edge.clone(), versions.clone(), counts.clone(), stop.clone());
+        let (edge, versions, counts, stop) = (
+            edges[i % edges.len()].clone(),
+            versions.clone(),
+            counts.clone(),
+            stop.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let c = reqwest::Client::new();
             let paths = ["/", "/about/", "/assets/app.js"];
@@ -98,12 +109,21 @@ async fn load(
         }));
     }
     let promotes = Arc::new(AtomicU64::new(0));
-    let promoter = storm.map(|(api, ids)| {
+    let promoter = storm.map(|(apis, ids, rate)| {
         let (stop, promotes) = (stop.clone(), promotes.clone());
         tokio::spawn(async move {
             let c = reqwest::Client::new();
+            let mut tick = (rate > 0).then(|| {
+                let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            });
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
+                if let Some(t) = &mut tick {
+                    t.tick().await;
+                }
+                let api = &apis[i % apis.len()];
                 let r = c
                     .post(format!("{api}/v1/deployments/{}/promote", ids[i % 2]))
                     .bearer_auth(TOKEN)
@@ -135,38 +155,131 @@ async fn load(
     )
 }
 
-fn main() {
-    let secs: u64 = std::env::var("STORM_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let clients: usize = std::env::var("CLIENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(16);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config { data_dir: dir.path().to_path_buf(), domain: "halo.test".into(), admin_token: Some(TOKEN.into()), ..Config::default() };
+/// The deployment an edge serves at the production host.
+async fn served(c: &reqwest::Client, edge: &str) -> Option<String> {
+    let r = c
+        .get(format!("{edge}/"))
+        .header("host", "storm.halo.test")
+        .send()
+        .await
+        .ok()?;
+    Some(
+        r.headers()
+            .get("x-halo-deployment")?
+            .to_str()
+            .ok()?
+            .to_owned(),
+    )
+}
+
+/// Promote → served by every edge, `n` times, through the replicas in turn: (median, p99).
+async fn promote_latency(
+    apis: &[String],
+    edges: &[String],
+    ids: &[String; 2],
+    n: usize,
+) -> (Duration, Duration) {
+    let c = reqwest::Client::new();
+    let mut all = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = &ids[i % 2];
+        let start = Instant::now();
+        let r = c
+            .post(format!(
+                "{}/v1/deployments/{id}/promote",
+                apis[i % apis.len()]
+            ))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        for e in edges {
+            while served(&c, e).await.as_deref() != Some(id.as_str()) {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+        all.push(start.elapsed());
+    }
+    all.sort();
+    (all[n / 2], all[(n * 99 / 100).min(n - 1)])
+}
+
+/// One backend's servers: (API URLs, edge URLs, their shutdown).
+async fn start(
+    backend: &str,
+    dir: &std::path::Path,
+) -> (Vec<String>, Vec<String>, Vec<Server>, CancellationToken) {
+    let replicas = if backend == "pg2" { 2 } else { 1 };
+    let database = match backend {
+        "sqlite" => Database::Sqlite,
+        "pg" | "pg2" => {
+            let url = common::pg_database().await.expect(
+                "BACKENDS with pg needs HALO_TEST_DATABASE_URL (.ci/postgres.sh start DIR)",
+            );
+            Database::Postgres(Box::new(url.parse().unwrap()))
+        }
+        other => panic!("unknown backend {other}: sqlite, pg or pg2"),
+    };
+    let config = Config {
+        data_dir: dir.to_path_buf(),
+        domain: "halo.test".into(),
+        admin_token: Some(TOKEN.into()),
+        database,
+        ..Config::default()
+    };
+    let shutdown = CancellationToken::new();
+    let (mut apis, mut edges, mut servers) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..replicas {
         let api_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let edge_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let shutdown = CancellationToken::new();
-        let server = Server::start(&config, api_l, Some(edge_l), shutdown.clone()).await.unwrap();
-        let (api, edge) = (format!("http://{}", server.api_addr), format!("http://{}", server.edge_addr));
-        let c = reqwest::Client::new();
-        let p: Value = c.post(format!("{api}/v1/projects")).bearer_auth(TOKEN).json(&json!({"name": "storm"})).send().await.unwrap().json().await.unwrap();
-        let pid = p["id"].as_str().unwrap().to_owned();
-        let (blue, green) = (fixture("blue"), fixture("green"));
-        let a = common::deploy_over_http(&c, &api, TOKEN, &pid, &blue, "preview").await["id"].as_str().unwrap().to_owned();
-        let b = common::deploy_over_http(&c, &api, TOKEN, &pid, &green, "preview").await["id"].as_str().unwrap().to_owned();
-        c.post(format!("{api}/v1/deployments/{a}/promote")).bearer_auth(TOKEN).send().await.unwrap();
-        let versions = Arc::new(vec![(a.clone(), blue), (b.clone(), green)]);
-        let quiet = load(edge.clone(), versions.clone(), clients, secs, None).await;
-        let storm = load(edge, versions, clients, secs, Some((api, [b, a]))).await;
-        println!("promote storm ({clients} verifying clients, {secs} s each, in-process server and clients on 2 cores):");
-        println!("  quiet: {:.0} req/s, failed {}, mixed {}", quiet.0, quiet.1, quiet.2);
-        println!("  storm: {:.0} req/s ({:.2}× quiet) while promoting {:.0}/s; failed {}, mixed {}", storm.0, storm.0 / quiet.0, storm.3, storm.1, storm.2);
-        shutdown.cancel();
-        server.wait().await;
+        let server = Server::start(&config, api_l, Some(edge_l), shutdown.clone())
+            .await
+            .unwrap();
+        apis.push(format!("http://{}", server.api_addr));
+        edges.push(format!("http://{}", server.edge_addr));
+        servers.push(server);
+    }
+    (apis, edges, servers, shutdown)
+}
+
+fn main() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let secs = env("STORM_SECS", 10);
+    let clients = env("CLIENTS", 16) as usize;
+    let rate = env("RATE", 50) as u32;
+    let backends = std::env::var("BACKENDS").unwrap_or_else(|_| "sqlite".into());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for backend in backends.split_whitespace() {
+            let dir = tempfile::tempdir().unwrap();
+            let (apis, edges, servers, shutdown) = start(backend, dir.path()).await;
+            let api = apis[0].clone();
+            let c = reqwest::Client::new();
+            let p: Value = c.post(format!("{api}/v1/projects")).bearer_auth(TOKEN).json(&json!({"name": "storm"})).send().await.unwrap().json().await.unwrap();
+            let pid = p["id"].as_str().unwrap().to_owned();
+            let (blue, green) = (fixture("blue"), fixture("green"));
+            let a = common::deploy_over_http(&c, &api, TOKEN, &pid, &blue, "preview").await["id"].as_str().unwrap().to_owned();
+            let b = common::deploy_over_http(&c, &api, TOKEN, &pid, &green, "preview").await["id"].as_str().unwrap().to_owned();
+            c.post(format!("{api}/v1/deployments/{a}/promote")).bearer_auth(TOKEN).send().await.unwrap();
+            let (median, p99) = promote_latency(&apis, &edges, &[b.clone(), a.clone()], 100).await;
+            c.post(format!("{api}/v1/deployments/{a}/promote")).bearer_auth(TOKEN).send().await.unwrap();
+            let versions = Arc::new(vec![(a.clone(), blue), (b.clone(), green)]);
+            let quiet = load(edges.clone(), versions.clone(), clients, secs, None).await;
+            let storm = load(edges.clone(), versions, clients, secs, Some((apis.clone(), [b, a], rate))).await;
+            println!("{backend}: {} replica(s), {} edge(s); {clients} verifying clients, {secs} s each, in-process, 2 cores:", apis.len(), edges.len());
+            println!("  promote → served by every edge: median {median:?}, p99 {p99:?} (100 promotes)");
+            println!("  quiet: {:.0} req/s, failed {}, mixed {}", quiet.0, quiet.1, quiet.2);
+            println!("  storm: {:.0} req/s ({:.3}× quiet) while promoting {:.1}/s; failed {}, mixed {}", storm.0, storm.0 / quiet.0, storm.3, storm.1, storm.2);
+            shutdown.cancel();
+            for s in servers {
+                s.wait().await;
+            }
+        }
     });
 }

@@ -3,9 +3,9 @@
 //! which took the revision lock first ([`super::rows::lock_revision`]); the rules decide
 //! ([`crate::meta::rules`]), these functions read and write.
 
-use tokio_postgres::{GenericClient, Transaction};
+use deadpool_postgres::{GenericClient, Transaction};
 
-use super::rows::{Query, bump_revision, get_deployment};
+use super::rows::{Query, bump_revision, execute, get_deployment, query, query_one, query_opt};
 use crate::meta::rules::{self, AliasRow};
 use crate::meta::{
     Actor, Alias, AliasChange, AliasKind, AliasOp, AliasTarget, HistoryEntry, HistoryFilter,
@@ -27,8 +27,7 @@ fn kind_of(kind: &str) -> Result<AliasKind, MetaError> {
 }
 
 async fn alias_row(tx: &Transaction<'_>, host: &str) -> Result<Option<AliasRow>, MetaError> {
-    let row = tx
-        .query_opt(
+    let row = query_opt(tx,
             "SELECT project_id, deployment_id, kind, follows_production FROM aliases WHERE host = $1 FOR UPDATE",
             &[&host],
         )
@@ -89,7 +88,8 @@ impl Changes {
         }
         let revision = bump_revision(tx).await?;
         // Delivered to every replica when this transaction commits.
-        tx.execute(
+        execute(
+            tx,
             "SELECT pg_notify($1, $2)",
             &[
                 &super::feed::CHANNEL,
@@ -103,39 +103,59 @@ impl Changes {
             routes: Vec::new(),
             removed: Vec::new(),
         };
-        let log = tx
-            .prepare(
-                "INSERT INTO alias_history (at, revision, host, project_id, action, from_deployment, to_deployment, actor_id, actor_name)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .await?;
+        // PERF: the audit rows in one statement, and which targets are ready in one query
+        // (not one round trip per host).
+        let n = self.moved.len();
+        let (mut hosts, mut projects, mut actions) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut froms, mut tos) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for (host, project, action, from, to) in self.moved {
-            tx.execute(
-                &log,
-                &[
-                    &now,
-                    &(revision as i64),
-                    &host,
-                    &project,
-                    &action,
-                    &from,
-                    &to,
-                    &actor.id,
-                    &actor.name,
-                ],
-            )
-            .await?;
-            let ready = match &to {
-                Some(d) => get_deployment(tx, d)
-                    .await?
-                    .is_some_and(|d| d.status == Status::Ready),
-                None => false,
-            };
+            hosts.push(host);
+            projects.push(project);
+            actions.push(action);
+            froms.push(from);
+            tos.push(to);
+        }
+        execute(
+            tx,
+            "INSERT INTO alias_history (at, revision, host, project_id, action, from_deployment, to_deployment, actor_id, actor_name)
+             SELECT $1, $2, h, p, a, f, t, $8, $9
+             FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY AS m(h, p, a, f, t, i)
+             ORDER BY i",
+            &[
+                &now,
+                &(revision as i64),
+                &hosts,
+                &projects,
+                &actions,
+                &froms,
+                &tos,
+                &actor.id,
+                &actor.name,
+            ],
+        )
+        .await?;
+        let targets: Vec<&str> = tos.iter().flatten().map(String::as_str).collect();
+        let ready: std::collections::HashSet<String> = query(
+            tx,
+            "SELECT id FROM deployments WHERE id = ANY($1) AND status = 'ready'",
+            &[&targets],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+        for (host, to) in hosts.into_iter().zip(tos) {
             match to {
-                Some(deployment_id) if ready => change.routes.push(Route {
-                    host,
-                    deployment_id,
-                }),
+                Some(deployment_id) if ready.contains(&deployment_id) => {
+                    change.routes.push(Route {
+                        host,
+                        deployment_id,
+                    })
+                }
                 _ => change.removed.push(host),
             }
         }
@@ -161,25 +181,28 @@ pub(super) async fn promote(
         )));
     }
     let now = now_millis();
-    let hosts = tx
-        .query(
-            "SELECT host, deployment_id FROM aliases
+    let hosts = query(
+        tx,
+        "SELECT host, deployment_id FROM aliases
              WHERE project_id = $1 AND (kind = $2 OR follows_production) ORDER BY host",
-            &[&d.project_id, &KIND_PRODUCTION],
-        )
-        .await?;
-    tx.execute(
+        &[&d.project_id, &KIND_PRODUCTION],
+    )
+    .await?;
+    execute(
+        tx,
         "UPDATE aliases SET deployment_id = $1, updated_at = $3
          WHERE project_id = $2 AND (kind = $4 OR follows_production)",
         &[&id, &d.project_id, &now, &KIND_PRODUCTION],
     )
     .await?;
-    tx.execute(
+    execute(
+        tx,
         "UPDATE projects SET production_deployment_id = $1 WHERE id = $2",
         &[&id, &d.project_id],
     )
     .await?;
-    tx.execute(
+    execute(
+        tx,
         "INSERT INTO promotions (project_id, deployment_id, at) VALUES ($1, $2, $3)",
         &[&d.project_id, &id, &now],
     )
@@ -221,8 +244,7 @@ pub(super) async fn apply_ops(
                     .await?
                     .ok_or_else(|| MetaError::NotFound(format!("alias {host}")))?;
                 rules::remove(host, &row)?;
-                tx.execute("DELETE FROM aliases WHERE host = $1", &[host])
-                    .await?;
+                execute(tx, "DELETE FROM aliases WHERE host = $1", &[host]).await?;
                 changes.push(host, &row.project_id, "delete", row.deployment_id, None);
             }
         }
@@ -251,14 +273,14 @@ async fn point(
             }
         }
         AliasTarget::Production(project) => {
-            let current: Option<String> = tx
-                .query_opt(
-                    "SELECT production_deployment_id FROM projects WHERE id = $1",
-                    &[project],
-                )
-                .await?
-                .ok_or_else(|| MetaError::NotFound(format!("project {project}")))?
-                .get(0);
+            let current: Option<String> = query_opt(
+                tx,
+                "SELECT production_deployment_id FROM projects WHERE id = $1",
+                &[project],
+            )
+            .await?
+            .ok_or_else(|| MetaError::NotFound(format!("project {project}")))?
+            .get(0);
             rules::Resolved {
                 project_id: project.clone(),
                 deployment_id: current,
@@ -274,7 +296,7 @@ async fn point(
             to,
             follows_production,
         } => {
-            tx.execute(
+            execute(tx,
                 "UPDATE aliases SET deployment_id = $2, follows_production = $3, updated_at = $4 WHERE host = $1",
                 &[&host, &to, &follows_production, &now],
             )
@@ -287,7 +309,7 @@ async fn point(
             deployment_id,
             follows_production,
         } => {
-            tx.execute(
+            execute(tx,
                 "INSERT INTO aliases (host, project_id, deployment_id, kind, updated_at, follows_production)
                  VALUES ($1, $2, $3, $4, $5, $6)",
                 &[&host, &project_id, &deployment_id, &KIND_CUSTOM, &now, &follows_production],
@@ -309,38 +331,39 @@ pub(super) async fn delete_deployment(
     let d = get_deployment(tx, id)
         .await?
         .ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
-    let production: Option<String> = tx
-        .query_one(
-            "SELECT production_deployment_id FROM projects WHERE id = $1",
-            &[&d.project_id],
-        )
-        .await?
-        .get(0);
+    let production: Option<String> = query_one(
+        tx,
+        "SELECT production_deployment_id FROM projects WHERE id = $1",
+        &[&d.project_id],
+    )
+    .await?
+    .get(0);
     if !rules::deletable(&d, production.as_deref())? {
         return Ok(());
     }
-    tx.execute(
+    execute(
+        tx,
         "UPDATE deployments SET status = 'deleted', deleted_at = $2 WHERE id = $1",
         &[&id, &now_millis()],
     )
     .await?;
-    tx.execute(
+    execute(
+        tx,
         "DELETE FROM deployment_missing WHERE deployment_id = $1",
         &[&id],
     )
     .await?;
-    let pinned = tx
-        .query(
-            "SELECT host, kind FROM aliases WHERE deployment_id = $1 ORDER BY host",
-            &[&id],
-        )
-        .await?;
+    let pinned = query(
+        tx,
+        "SELECT host, kind FROM aliases WHERE deployment_id = $1 ORDER BY host",
+        &[&id],
+    )
+    .await?;
     for r in pinned {
         let host: String = r.get(0);
         let kind = kind_of(r.get(1))?;
         if kind == AliasKind::Custom {
-            tx.execute("DELETE FROM aliases WHERE host = $1", &[&host])
-                .await?;
+            execute(tx, "DELETE FROM aliases WHERE host = $1", &[&host]).await?;
         }
         if rules::unrouted_by_delete(kind, d.status) {
             changes.push(&host, &d.project_id, "delete", Some(id.to_owned()), None);
@@ -370,12 +393,12 @@ pub(super) async fn list(c: &impl GenericClient, f: &ListFilter) -> Result<Vec<A
     q.and_some("host >", f.after.clone());
     q.projects("project_id", f.project_ids.as_deref());
     // A deleted deployment's preview host is reserved but serves nothing: not an alias.
-    q.sql.push_str(&format!(
+    q.sql.push_str(
         " AND NOT (kind = 'preview' AND EXISTS (SELECT 1 FROM deployments d WHERE d.id = a.deployment_id AND d.status = 'deleted'))
-         ORDER BY host LIMIT {}",
-        f.limit
-    ));
-    let rows = c.query(&q.sql, &q.params()).await?;
+         ORDER BY host",
+    );
+    q.limit(i64::from(f.limit));
+    let rows = query(c, &q.sql, &q.params()).await?;
     rows.iter()
         .map(|r| {
             let kind = kind_of(r.get(3))?;
@@ -404,11 +427,9 @@ pub(super) async fn history(
     q.and_some("project_id =", f.project_id.clone());
     q.and_some("seq <", f.cursor);
     q.projects("project_id", f.project_ids.as_deref());
-    q.sql.push_str(&format!(
-        " ORDER BY seq DESC LIMIT {}",
-        i64::from(f.limit) + 1
-    ));
-    let rows = c.query(&q.sql, &q.params()).await?;
+    q.sql.push_str(" ORDER BY seq DESC");
+    q.limit(i64::from(f.limit) + 1);
+    let rows = query(c, &q.sql, &q.params()).await?;
     let more = rows.len() > f.limit as usize;
     let out: Vec<HistoryEntry> = rows
         .iter()

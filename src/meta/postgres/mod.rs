@@ -15,8 +15,7 @@ mod schema;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::GenericClient;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 
 use self::aliases::{Changes, KIND_PREVIEW, KIND_PRODUCTION};
 use self::rows::*;
@@ -142,7 +141,7 @@ async fn claim(
     let Some(c) = claim else {
         return Ok(());
     };
-    tx.execute(
+    execute(tx,
         "INSERT INTO idempotency_keys (token_id, key, fingerprint, status, content_type, body, created_at, effect)
          VALUES ($1, $2, $3, 0, NULL, ''::bytea, $4, $5)
          ON CONFLICT (token_id, key) DO UPDATE SET fingerprint = excluded.fingerprint, status = 0,
@@ -153,11 +152,10 @@ async fn claim(
     Ok(())
 }
 
-fn conflict(e: tokio_postgres::Error, message: String) -> MetaError {
-    if is_unique_violation(&e) {
-        MetaError::Conflict(message)
-    } else {
-        e.into()
+fn conflict(e: MetaError, message: String) -> MetaError {
+    match e {
+        MetaError::Postgres(e) if is_unique_violation(&e) => MetaError::Conflict(message),
+        e => e,
     }
 }
 
@@ -182,7 +180,7 @@ impl MetaStore for PgMeta {
             ))
         };
         let a = &p.attribution;
-        tx.execute(
+        execute(&tx,
             "INSERT INTO projects (id, name, env, created_at, settings, workspace_id, external_workspace_id,
                external_user_id, external_project_id, metadata, retention_keep_last, retention_keep_days)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -195,19 +193,19 @@ impl MetaStore for PgMeta {
         )
         .await
         .map_err(|e| conflict(e, taken().to_string()))?;
-        tx.execute(
+        execute(&tx,
             "INSERT INTO aliases (host, project_id, deployment_id, kind, updated_at) VALUES ($1, $2, NULL, $3, $4)",
             &[&host, &p.id, &KIND_PRODUCTION, &p.created_at],
         )
         .await
         .map_err(|e| conflict(e, taken().to_string()))?;
-        claim(&*tx, idem, &format!("project:{}", p.id)).await?;
+        claim(&tx, idem, &format!("project:{}", p.id)).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn project(&self, id: &str) -> Result<Option<Project>, MetaError> {
-        get_project(&**self.client().await?, id).await
+        get_project(&self.client().await?, id).await
     }
 
     async fn projects(&self, f: &ProjectFilter) -> Result<Vec<Project>, MetaError> {
@@ -216,7 +214,7 @@ impl MetaStore for PgMeta {
         q.projects("id", f.project_ids.as_deref());
         q.sql.push_str(" ORDER BY created_at, id");
         let c = self.client().await?;
-        c.query(&q.sql, &q.params())
+        query(&c, &q.sql, &q.params())
             .await?
             .iter()
             .map(read_project)
@@ -226,29 +224,29 @@ impl MetaStore for PgMeta {
     async fn update_project(&self, id: &str, u: &ProjectUpdate) -> Result<Project, MetaError> {
         let c = self.client().await?;
         let a = &u.attribution;
-        let n = c
-            .execute(
-                "UPDATE projects SET settings = $2, workspace_id = $3, external_workspace_id = $4,
+        let n = execute(
+            &c,
+            "UPDATE projects SET settings = $2, workspace_id = $3, external_workspace_id = $4,
                    external_user_id = $5, external_project_id = $6, metadata = $7,
                    retention_keep_last = $8, retention_keep_days = $9
                  WHERE id = $1",
-                &[
-                    &id,
-                    &to_json(&u.settings),
-                    &a.workspace_id,
-                    &a.external_workspace_id,
-                    &a.external_user_id,
-                    &a.external_project_id,
-                    &to_json(&u.metadata),
-                    &u.retention.keep_last.map(|v| v as i32),
-                    &u.retention.keep_days.map(|v| v as i32),
-                ],
-            )
-            .await?;
+            &[
+                &id,
+                &to_json(&u.settings),
+                &a.workspace_id,
+                &a.external_workspace_id,
+                &a.external_user_id,
+                &a.external_project_id,
+                &to_json(&u.metadata),
+                &u.retention.keep_last.map(|v| v as i32),
+                &u.retention.keep_days.map(|v| v as i32),
+            ],
+        )
+        .await?;
         if n == 0 {
             return Err(MetaError::NotFound(format!("project {id}")));
         }
-        get_project(&**c, id)
+        get_project(&c, id)
             .await?
             .ok_or_else(|| MetaError::NotFound(format!("project {id}")))
     }
@@ -266,7 +264,7 @@ impl MetaStore for PgMeta {
             Status::Queued
         };
         let building_at = new.missing.is_empty().then_some(new.created_at);
-        tx.execute(
+        execute(&tx,
             "INSERT INTO aliases (host, project_id, deployment_id, kind, updated_at) VALUES ($1, $2, $3, $4, $5)",
             &[&new.preview_host, &new.project_id, &new.id, &KIND_PREVIEW, &new.created_at],
         )
@@ -274,8 +272,7 @@ impl MetaStore for PgMeta {
         .map_err(|e| conflict(e, format!("host {} is taken", new.preview_host)))?;
         // The project's counter, under its row lock: gap-free under concurrent creates on
         // any replica, never reused (a delete keeps it).
-        let number: i64 = tx
-            .query_opt(
+        let number: i64 = query_opt(&tx,
                 "UPDATE projects SET deployment_count = deployment_count + 1 WHERE id = $1 RETURNING deployment_count",
                 &[&new.project_id],
             )
@@ -283,7 +280,7 @@ impl MetaStore for PgMeta {
             .ok_or_else(|| MetaError::NotFound(format!("project {}", new.project_id)))?
             .get(0);
         let a = &new.attribution;
-        tx.execute(
+        execute(&tx,
             "INSERT INTO deployments (id, project_id, target, status, env, file_count, preview_host, created_at,
                building_at, workspace_id, external_workspace_id, external_user_id, external_project_id,
                metadata, created_by, number)
@@ -302,20 +299,22 @@ impl MetaStore for PgMeta {
             .iter()
             .map(|(p, d)| (p.as_str(), d.to_hex()))
             .unzip();
-        tx.execute(
+        execute(
+            &tx,
             "INSERT INTO deployment_files (deployment_id, path, sha256)
              SELECT $1, p, s FROM UNNEST($2::text[], $3::text[]) AS t(p, s)",
             &[&new.id, &paths, &digests],
         )
         .await?;
-        tx.execute(
+        execute(
+            &tx,
             "INSERT INTO deployment_missing (deployment_id, sha256)
              SELECT DISTINCT $1, s FROM UNNEST($2::text[]) AS t(s) ON CONFLICT DO NOTHING",
             &[&new.id, &hexes(&new.missing)],
         )
         .await?;
-        claim(&*tx, idem, &format!("deployment:{}", new.id)).await?;
-        let d = get_deployment(&*tx, &new.id)
+        claim(&tx, idem, &format!("deployment:{}", new.id)).await?;
+        let d = get_deployment(&tx, &new.id)
             .await?
             .ok_or_else(|| MetaError::NotFound(new.id.clone()))?;
         tx.commit().await?;
@@ -323,7 +322,7 @@ impl MetaStore for PgMeta {
     }
 
     async fn deployment(&self, id: &str) -> Result<Option<Deployment>, MetaError> {
-        get_deployment(&**self.client().await?, id).await
+        get_deployment(&self.client().await?, id).await
     }
 
     async fn deployment_by_number(
@@ -336,7 +335,7 @@ impl MetaStore for PgMeta {
              WHERE (p.id = $1 OR p.name = $1) AND d.number = $2"
         );
         let c = self.client().await?;
-        match c.query_opt(&sql, &[&project, &(number as i64)]).await? {
+        match query_opt(&c, &sql, &[&project, &(number as i64)]).await? {
             Some(r) => Ok(Some(read_deployment(&r)?.1)),
             None => Ok(None),
         }
@@ -359,12 +358,10 @@ impl MetaStore for PgMeta {
         }
         q.projects("d.project_id", f.project_ids.as_deref());
         // One more than asked tells whether a next page exists.
-        q.sql.push_str(&format!(
-            " ORDER BY d.seq DESC LIMIT {}",
-            i64::from(f.limit) + 1
-        ));
+        q.sql.push_str(" ORDER BY d.seq DESC");
+        q.limit(i64::from(f.limit) + 1);
         let c = self.client().await?;
-        let rows = c.query(&q.sql, &q.params()).await?;
+        let rows = query(&c, &q.sql, &q.params()).await?;
         let more = rows.len() > f.limit as usize;
         let mut data = Vec::new();
         let mut last_seq = None;
@@ -381,7 +378,8 @@ impl MetaStore for PgMeta {
 
     async fn deployment_missing(&self, id: &str) -> Result<Vec<Sha256>, MetaError> {
         let c = self.client().await?;
-        c.query(
+        query(
+            &c,
             "SELECT sha256 FROM deployment_missing WHERE deployment_id = $1 ORDER BY sha256",
             &[&id],
         )
@@ -393,7 +391,7 @@ impl MetaStore for PgMeta {
 
     async fn deployment_files(&self, id: &str) -> Result<Vec<(String, Sha256)>, MetaError> {
         let c = self.client().await?;
-        c.query(
+        query(&c,
             "SELECT path, sha256 FROM deployment_files WHERE deployment_id = $1 ORDER BY path COLLATE \"C\"",
             &[&id],
         )
@@ -405,7 +403,8 @@ impl MetaStore for PgMeta {
 
     async fn interrupted_builds(&self) -> Result<Vec<String>, MetaError> {
         let c = self.client().await?;
-        Ok(c.query(
+        Ok(query(
+            &c,
             "SELECT id FROM deployments WHERE status = 'building' ORDER BY seq",
             &[],
         )
@@ -423,9 +422,8 @@ impl MetaStore for PgMeta {
     ) -> Result<AliasChange, MetaError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let revision = lock_revision(&*tx).await?;
-        let n = tx
-            .execute(
+        let revision = lock_revision(&tx).await?;
+        let n = execute(&tx,
                 "UPDATE deployments SET status = 'ready', manifest = $2, total_bytes = $3, ready_at = $4
                  WHERE id = $1 AND status = 'building'",
                 &[&id, &manifest.to_hex(), &(total_bytes as i64), &now_millis()],
@@ -438,14 +436,13 @@ impl MetaStore for PgMeta {
         }
         // The preview host starts serving and, for a production target, the production
         // hosts move to it: one transaction and one revision (as on SQLite).
-        let d = get_deployment(&*tx, id)
+        let d = get_deployment(&tx, id)
             .await?
             .ok_or_else(|| MetaError::NotFound(id.to_owned()))?;
         let actor = match &d.created_by {
             Some(t) => Actor {
                 id: t.clone(),
-                name: tx
-                    .query_opt("SELECT name FROM tokens WHERE id = $1", &[t])
+                name: query_opt(&tx, "SELECT name FROM tokens WHERE id = $1", &[t])
                     .await?
                     .map(|r| r.get(0))
                     .unwrap_or_default(),
@@ -470,13 +467,13 @@ impl MetaStore for PgMeta {
 
     async fn mark_error(&self, id: &str, message: &str) -> Result<bool, MetaError> {
         let c = self.client().await?;
-        let n = c
-            .execute(
-                "UPDATE deployments SET status = 'error', error = $2, errored_at = $3
+        let n = execute(
+            &c,
+            "UPDATE deployments SET status = 'error', error = $2, errored_at = $3
                  WHERE id = $1 AND status IN ('queued', 'building')",
-                &[&id, &message, &now_millis()],
-            )
-            .await?;
+            &[&id, &message, &now_millis()],
+        )
+        .await?;
         Ok(n == 1)
     }
 
@@ -488,11 +485,11 @@ impl MetaStore for PgMeta {
     ) -> Result<AliasChange, MetaError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let revision = lock_revision(&*tx).await?;
+        let revision = lock_revision(&tx).await?;
         let mut changes = Changes::default();
         aliases::promote(&tx, deployment_id, "promote", &mut changes).await?;
         let change = changes.commit(&tx, revision, actor).await?;
-        claim(&*tx, idem, &format!("promote:{deployment_id}")).await?;
+        claim(&tx, idem, &format!("promote:{deployment_id}")).await?;
         tx.commit().await?;
         Ok(change)
     }
@@ -504,24 +501,24 @@ impl MetaStore for PgMeta {
         metadata: &Metadata,
     ) -> Result<Deployment, MetaError> {
         let c = self.client().await?;
-        let n = c
-            .execute(
-                "UPDATE deployments SET workspace_id = $2, external_workspace_id = $3,
+        let n = execute(
+            &c,
+            "UPDATE deployments SET workspace_id = $2, external_workspace_id = $3,
                    external_user_id = $4, external_project_id = $5, metadata = $6 WHERE id = $1",
-                &[
-                    &id,
-                    &a.workspace_id,
-                    &a.external_workspace_id,
-                    &a.external_user_id,
-                    &a.external_project_id,
-                    &to_json(metadata),
-                ],
-            )
-            .await?;
+            &[
+                &id,
+                &a.workspace_id,
+                &a.external_workspace_id,
+                &a.external_user_id,
+                &a.external_project_id,
+                &to_json(metadata),
+            ],
+        )
+        .await?;
         if n == 0 {
             return Err(MetaError::NotFound(format!("deployment {id}")));
         }
-        get_deployment(&**c, id)
+        get_deployment(&c, id)
             .await?
             .ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))
     }
@@ -530,22 +527,28 @@ impl MetaStore for PgMeta {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let missing = || MetaError::NotFound(format!("deployment {id}"));
-        tx.query_opt("SELECT 1 FROM deployments WHERE id = $1 FOR UPDATE", &[&id])
-            .await?
-            .ok_or_else(missing)?;
-        let d = get_deployment(&*tx, id).await?.ok_or_else(missing)?;
+        query_opt(
+            &tx,
+            "SELECT 1 FROM deployments WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await?
+        .ok_or_else(missing)?;
+        let d = get_deployment(&tx, id).await?.ok_or_else(missing)?;
         rules::cancelable(&d)?;
-        tx.execute(
+        execute(
+            &tx,
             "UPDATE deployments SET status = 'canceled', canceled_at = $2 WHERE id = $1",
             &[&id, &now_millis()],
         )
         .await?;
-        tx.execute(
+        execute(
+            &tx,
             "DELETE FROM deployment_missing WHERE deployment_id = $1",
             &[&id],
         )
         .await?;
-        let d = get_deployment(&*tx, id).await?.ok_or_else(missing)?;
+        let d = get_deployment(&tx, id).await?.ok_or_else(missing)?;
         tx.commit().await?;
         Ok(d)
     }
@@ -553,7 +556,7 @@ impl MetaStore for PgMeta {
     async fn delete_deployment(&self, id: &str, actor: &Actor) -> Result<AliasChange, MetaError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let revision = lock_revision(&*tx).await?;
+        let revision = lock_revision(&tx).await?;
         let mut changes = Changes::default();
         aliases::delete_deployment(&tx, id, &mut changes).await?;
         let change = changes.commit(&tx, revision, actor).await?;
@@ -563,7 +566,7 @@ impl MetaStore for PgMeta {
 
     async fn create_token(&self, t: &Token, secret_hash: &Sha256) -> Result<(), MetaError> {
         let c = self.client().await?;
-        c.execute(
+        execute(&c,
             "INSERT INTO tokens (id, name, secret_sha256, created_at, scopes, project_ids, expires_at, created_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
@@ -585,7 +588,7 @@ impl MetaStore for PgMeta {
     async fn token_by_secret(&self, secret_hash: &Sha256) -> Result<Option<Token>, MetaError> {
         let sql = format!("SELECT {TOKEN_COLS} FROM tokens WHERE secret_sha256 = $1");
         let c = self.client().await?;
-        c.query_opt(&sql, &[&secret_hash.to_hex()])
+        query_opt(&c, &sql, &[&secret_hash.to_hex()])
             .await?
             .map(|r| read_token(&r))
             .transpose()
@@ -594,13 +597,13 @@ impl MetaStore for PgMeta {
     async fn tokens(&self) -> Result<Vec<Token>, MetaError> {
         let sql = format!("SELECT {TOKEN_COLS} FROM tokens ORDER BY created_at, id");
         let c = self.client().await?;
-        c.query(&sql, &[]).await?.iter().map(read_token).collect()
+        query(&c, &sql, &[]).await?.iter().map(read_token).collect()
     }
 
     async fn token(&self, id: &str) -> Result<Option<Token>, MetaError> {
         let sql = format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = $1");
         let c = self.client().await?;
-        c.query_opt(&sql, &[&id])
+        query_opt(&c, &sql, &[&id])
             .await?
             .map(|r| read_token(&r))
             .transpose()
@@ -608,9 +611,7 @@ impl MetaStore for PgMeta {
 
     async fn delete_token(&self, id: &str) -> Result<bool, MetaError> {
         let c = self.client().await?;
-        Ok(c.execute("DELETE FROM tokens WHERE id = $1", &[&id])
-            .await?
-            == 1)
+        Ok(execute(&c, "DELETE FROM tokens WHERE id = $1", &[&id]).await? == 1)
     }
 
     async fn aliases(
@@ -627,7 +628,7 @@ impl MetaStore for PgMeta {
             after: after.map(str::to_owned),
             limit,
         };
-        aliases::list(&**self.client().await?, &filter).await
+        aliases::list(&self.client().await?, &filter).await
     }
 
     async fn alias(&self, host: &str) -> Result<Option<Alias>, MetaError> {
@@ -636,7 +637,7 @@ impl MetaStore for PgMeta {
             limit: 1,
             ..Default::default()
         };
-        Ok(aliases::list(&**self.client().await?, &filter).await?.pop())
+        Ok(aliases::list(&self.client().await?, &filter).await?.pop())
     }
 
     async fn alias_ops(
@@ -648,7 +649,7 @@ impl MetaStore for PgMeta {
     ) -> Result<AliasChange, MetaError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let revision = lock_revision(&*tx).await?;
+        let revision = lock_revision(&tx).await?;
         let mut changes = Changes::default();
         aliases::apply_ops(&tx, ops, expected_revision, revision, action, &mut changes).await?;
         let change = changes.commit(&tx, revision, actor).await?;
@@ -660,7 +661,7 @@ impl MetaStore for PgMeta {
         &self,
         filter: &HistoryFilter,
     ) -> Result<(Vec<HistoryEntry>, Option<i64>), MetaError> {
-        aliases::history(&**self.client().await?, filter).await
+        aliases::history(&self.client().await?, filter).await
     }
 
     async fn append_event(
@@ -672,20 +673,20 @@ impl MetaStore for PgMeta {
         let c = self.client().await?;
         // The notification goes with the insert (one statement): replicas' event streams
         // wake at its commit.
-        let row = c
-            .query_one(
-                "WITH e AS (INSERT INTO deployment_events (deployment_id, at, kind, data)
+        let row = query_one(
+            &c,
+            "WITH e AS (INSERT INTO deployment_events (deployment_id, at, kind, data)
                             VALUES ($1, $2, $3, $4) RETURNING seq)
                  SELECT seq, pg_notify($5, 'events') FROM e",
-                &[
-                    &deployment_id,
-                    &now_millis(),
-                    &kind,
-                    &data.to_string(),
-                    &feed::CHANNEL,
-                ],
-            )
-            .await?;
+            &[
+                &deployment_id,
+                &now_millis(),
+                &kind,
+                &data.to_string(),
+                &feed::CHANNEL,
+            ],
+        )
+        .await?;
         Ok(row.get(0))
     }
 
@@ -696,7 +697,8 @@ impl MetaStore for PgMeta {
         limit: u32,
     ) -> Result<Vec<Event>, MetaError> {
         let c = self.client().await?;
-        c.query(
+        query(
+            &c,
             "SELECT seq, at, kind, data FROM deployment_events
              WHERE deployment_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
             &[&deployment_id, &after, &i64::from(limit)],
@@ -716,8 +718,7 @@ impl MetaStore for PgMeta {
 
     async fn progress(&self, deployment_id: &str) -> Result<Progress, MetaError> {
         let c = self.client().await?;
-        let row = c
-            .query_one(
+        let row = query_one(&c,
                 "SELECT COUNT(*), COUNT(m.sha256) FROM deployment_files f
                  LEFT JOIN deployment_missing m ON m.deployment_id = f.deployment_id AND m.sha256 = f.sha256
                  WHERE f.deployment_id = $1",
@@ -725,8 +726,7 @@ impl MetaStore for PgMeta {
             )
             .await?;
         let (total, pending): (i64, i64) = (row.get(0), row.get(1));
-        let bytes: i64 = c
-            .query_one(
+        let bytes: i64 = query_one(&c,
                 "SELECT COALESCE(SUM(b.size), 0)::BIGINT FROM blobs b
                  WHERE b.sha256 IN (SELECT sha256 FROM deployment_files WHERE deployment_id = $1)
                    AND b.sha256 NOT IN (SELECT sha256 FROM deployment_missing WHERE deployment_id = $1)",
@@ -748,8 +748,7 @@ impl MetaStore for PgMeta {
         since: Millis,
     ) -> Result<Option<StoredResponse>, MetaError> {
         let c = self.client().await?;
-        Ok(c
-            .query_opt(
+        Ok(query_opt(&c,
                 "SELECT fingerprint, status, content_type, body, created_at, effect FROM idempotency_keys
                  WHERE token_id = $1 AND key = $2 AND created_at >= $3",
                 &[&token_id, &key, &since],
@@ -774,12 +773,13 @@ impl MetaStore for PgMeta {
     ) -> Result<(), MetaError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        tx.execute(
+        execute(
+            &tx,
             "DELETE FROM idempotency_keys WHERE created_at < $1",
             &[&expire_before],
         )
         .await?;
-        tx.execute(
+        execute(&tx,
             "INSERT INTO idempotency_keys (token_id, key, fingerprint, status, content_type, body, created_at, effect)
              VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)
              ON CONFLICT (token_id, key) DO UPDATE SET fingerprint = excluded.fingerprint,
@@ -802,7 +802,8 @@ impl MetaStore for PgMeta {
 
     async fn touch_blobs(&self, blobs: &[Sha256]) -> Result<Vec<Sha256>, MetaError> {
         let c = self.client().await?;
-        c.query(
+        query(
+            &c,
             "UPDATE blobs SET touched_at = $2 WHERE sha256 = ANY($1) RETURNING sha256",
             &[&hexes(blobs), &now_millis()],
         )
@@ -815,7 +816,8 @@ impl MetaStore for PgMeta {
     async fn lease(&self, name: &str, owner: &str, ttl_millis: i64) -> Result<bool, MetaError> {
         let now = now_millis();
         let c = self.client().await?;
-        Ok(c.query_opt(
+        Ok(query_opt(
+            &c,
             "INSERT INTO leases (name, owner, until) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until
              WHERE leases.owner = excluded.owner OR leases.until < $4
@@ -828,7 +830,8 @@ impl MetaStore for PgMeta {
 
     async fn release_lease(&self, name: &str, owner: &str) -> Result<(), MetaError> {
         let c = self.client().await?;
-        c.execute(
+        execute(
+            &c,
             "DELETE FROM leases WHERE name = $1 AND owner = $2",
             &[&name, &owner],
         )
@@ -839,8 +842,7 @@ impl MetaStore for PgMeta {
     async fn retention_expired(&self, now: Millis) -> Result<Vec<String>, MetaError> {
         // The rows the rule needs, project by project, oldest first; the rule decides.
         let c = self.client().await?;
-        let rows = c
-            .query(
+        let rows = query(&c,
                 "SELECT p.id, p.retention_keep_last, p.retention_keep_days, d.id, d.status,
                         d.id IS NOT DISTINCT FROM p.production_deployment_id,
                         EXISTS (SELECT 1 FROM aliases a WHERE a.deployment_id = d.id AND a.kind = 'custom'),
@@ -877,7 +879,7 @@ impl MetaStore for PgMeta {
     async fn gc_candidates(&self, cutoff: Millis) -> Result<Vec<GcCandidate>, MetaError> {
         let sql = format!("SELECT sha256, size FROM blobs b WHERE {COLLECTABLE} ORDER BY sha256");
         let c = self.client().await?;
-        c.query(&sql, &[&cutoff])
+        query(&c, &sql, &[&cutoff])
             .await?
             .iter()
             .map(|r| {
@@ -894,7 +896,7 @@ impl MetaStore for PgMeta {
             "DELETE FROM blobs AS b WHERE b.sha256 = ANY($2) AND {COLLECTABLE} RETURNING sha256"
         );
         let c = self.client().await?;
-        c.query(&sql, &[&cutoff, &hexes(blobs)])
+        query(&c, &sql, &[&cutoff, &hexes(blobs)])
             .await?
             .iter()
             .map(|r| parse_col(r.get(0), "blob hash"))
@@ -903,7 +905,7 @@ impl MetaStore for PgMeta {
 
     async fn gc_manifests(&self) -> Result<Vec<(String, Sha256)>, MetaError> {
         let c = self.client().await?;
-        c.query(
+        query(&c,
             "SELECT id, manifest FROM deployments WHERE status = 'deleted' AND manifest IS NOT NULL ORDER BY seq",
             &[],
         )
@@ -915,7 +917,8 @@ impl MetaStore for PgMeta {
 
     async fn gc_manifest_collected(&self, deployment_id: &str) -> Result<(), MetaError> {
         let c = self.client().await?;
-        c.execute(
+        execute(
+            &c,
             "UPDATE deployments SET manifest = NULL WHERE id = $1 AND status = 'deleted'",
             &[&deployment_id],
         )
@@ -929,8 +932,7 @@ impl MetaStore for PgMeta {
         limit: u32,
     ) -> Result<Vec<(String, Millis)>, MetaError> {
         let c = self.client().await?;
-        Ok(c
-            .query(
+        Ok(query(&c,
                 "SELECT deployment_id, at FROM promotions WHERE project_id = $1 ORDER BY seq DESC LIMIT $2",
                 &[&project_id, &i64::from(limit)],
             )
@@ -949,15 +951,14 @@ impl MetaStore for PgMeta {
             .read_only(true)
             .start()
             .await?;
-        let revision: i64 = tx
-            .query_one(
-                "SELECT value FROM counters WHERE name = 'alias_revision'",
-                &[],
-            )
-            .await?
-            .get(0);
-        let routes = tx
-            .query(
+        let revision: i64 = query_one(
+            &tx,
+            "SELECT value FROM counters WHERE name = 'alias_revision'",
+            &[],
+        )
+        .await?
+        .get(0);
+        let routes = query(&tx,
                 "SELECT a.host, a.deployment_id FROM aliases a JOIN deployments d ON d.id = a.deployment_id
                  WHERE d.status = 'ready' ORDER BY a.host",
                 &[],
@@ -990,7 +991,8 @@ impl MetaStore for PgMeta {
         let (digests, sizes): (Vec<String>, Vec<Option<i64>>) = unique.into_iter().unzip();
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        tx.execute(
+        execute(
+            &tx,
             "INSERT INTO blobs (sha256, size, stored_at)
              SELECT s, z, $3 FROM UNNEST($1::text[], $2::bigint[]) AS t(s, z)
              ON CONFLICT (sha256) DO UPDATE SET size = COALESCE(blobs.size, excluded.size),
@@ -998,15 +1000,15 @@ impl MetaStore for PgMeta {
             &[&digests, &sizes, &now_millis()],
         )
         .await?;
-        let touched: Vec<String> = tx
-            .query(
-                "DELETE FROM deployment_missing WHERE sha256 = ANY($1) RETURNING deployment_id",
-                &[&digests],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let touched: Vec<String> = query(
+            &tx,
+            "DELETE FROM deployment_missing WHERE sha256 = ANY($1) RETURNING deployment_id",
+            &[&digests],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
         let mut touched: Vec<String> = touched;
         touched.sort();
         touched.dedup();
@@ -1014,25 +1016,25 @@ impl MetaStore for PgMeta {
         // what is missing with a fresh snapshot: a concurrent arrival of another of their
         // blobs committed before the lock was granted is seen, so the last arrival starts
         // the build whichever replica stored it.
-        tx.execute(
+        execute(
+            &tx,
             "SELECT 1 FROM deployments WHERE id = ANY($1) ORDER BY id FOR UPDATE",
             &[&touched],
         )
         .await?;
-        let started = tx
-            .query(
-                "UPDATE deployments d SET status = 'building', building_at = $2
+        let started = query(
+            &tx,
+            "UPDATE deployments d SET status = 'building', building_at = $2
                  WHERE d.id = ANY($1) AND d.status = 'queued'
                    AND NOT EXISTS (SELECT 1 FROM deployment_missing m WHERE m.deployment_id = d.id)
                  RETURNING d.id",
-                &[&touched, &now_millis()],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        tx.execute("SELECT pg_notify($1, 'events')", &[&feed::CHANNEL])
-            .await?;
+            &[&touched, &now_millis()],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+        execute(&tx, "SELECT pg_notify($1, 'events')", &[&feed::CHANNEL]).await?;
         tx.commit().await?;
         Ok(started)
     }
@@ -1042,7 +1044,8 @@ impl MetaStore for PgMeta {
         blobs: &[Sha256],
     ) -> Result<HashMap<Sha256, Option<u64>>, MetaError> {
         let c = self.client().await?;
-        c.query(
+        query(
+            &c,
             "SELECT sha256, size FROM blobs WHERE sha256 = ANY($1)",
             &[&hexes(blobs)],
         )
@@ -1064,7 +1067,8 @@ impl MetaStore for PgMeta {
     ) -> Result<Vec<(Sha256, Option<u64>)>, MetaError> {
         let after = after.map(Sha256::to_hex).unwrap_or_default();
         let c = self.client().await?;
-        c.query(
+        query(
+            &c,
             "SELECT sha256, size FROM blobs WHERE sha256 > $1 ORDER BY sha256 LIMIT $2",
             &[&after, &i64::from(limit)],
         )
@@ -1081,7 +1085,8 @@ impl MetaStore for PgMeta {
 
     async fn stored_manifests(&self) -> Result<Vec<(String, Sha256)>, MetaError> {
         let c = self.client().await?;
-        c.query(
+        query(
+            &c,
             "SELECT id, manifest FROM deployments WHERE manifest IS NOT NULL ORDER BY seq",
             &[],
         )
@@ -1097,7 +1102,7 @@ impl MetaStore for PgMeta {
 
     async fn set_bootstrap_token(&self, secret_hash: &Sha256) -> Result<(), MetaError> {
         let c = self.client().await?;
-        c.execute(
+        execute(&c,
             "INSERT INTO tokens (id, name, secret_sha256, created_at, scopes) VALUES ($1, 'bootstrap admin', $2, $3, '[\"admin\"]')
              ON CONFLICT (id) DO UPDATE SET secret_sha256 = excluded.secret_sha256",
             &[&BOOTSTRAP_TOKEN_ID, &secret_hash.to_hex(), &now_millis()],

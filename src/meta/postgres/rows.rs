@@ -1,14 +1,56 @@
 //! Row mapping and shared SQL helpers of the PostgreSQL metadata store: reading projects,
 //! deployments and tokens, filters, the alias revision counter.
 
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{GenericClient, Row};
 
 use crate::meta::{Deployment, Env, MetaError, Project, Retention, Token};
 use crate::model::owner::Attribution;
 
 /// A parameter owned by a [`Query`].
 pub(super) type Param = Box<dyn ToSql + Sync + Send>;
+
+/// `sql` with `params`, from the connection's statement cache (prepared once per
+/// connection): one round trip per query instead of two.
+pub(super) async fn query(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, MetaError> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.query(&statement, params).await?)
+}
+
+/// [`query`] for exactly one row.
+pub(super) async fn query_one(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Row, MetaError> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.query_one(&statement, params).await?)
+}
+
+/// [`query`] for at most one row.
+pub(super) async fn query_opt(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, MetaError> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.query_opt(&statement, params).await?)
+}
+
+/// [`query`] for a statement's row count.
+pub(super) async fn execute(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, MetaError> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.execute(&statement, params).await?)
+}
 
 pub(super) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
@@ -38,22 +80,22 @@ fn env_col(s: &str) -> Result<Env, MetaError> {
 /// changes what the alias table routes takes this lock first, so such changes serialise
 /// (as on SQLite's single writer) and get distinct, increasing revisions.
 pub(super) async fn lock_revision(c: &impl GenericClient) -> Result<u64, MetaError> {
-    let row = c
-        .query_one(
-            "SELECT value FROM counters WHERE name = 'alias_revision' FOR UPDATE",
-            &[],
-        )
-        .await?;
+    let row = query_one(
+        c,
+        "SELECT value FROM counters WHERE name = 'alias_revision' FOR UPDATE",
+        &[],
+    )
+    .await?;
     Ok(row.get::<_, i64>(0) as u64)
 }
 
 pub(super) async fn bump_revision(c: &impl GenericClient) -> Result<u64, MetaError> {
-    let row = c
-        .query_one(
-            "UPDATE counters SET value = value + 1 WHERE name = 'alias_revision' RETURNING value",
-            &[],
-        )
-        .await?;
+    let row = query_one(
+        c,
+        "UPDATE counters SET value = value + 1 WHERE name = 'alias_revision' RETURNING value",
+        &[],
+    )
+    .await?;
     Ok(row.get::<_, i64>(0) as u64)
 }
 
@@ -92,7 +134,7 @@ pub(super) async fn get_project(
     id: &str,
 ) -> Result<Option<Project>, MetaError> {
     let sql = format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1");
-    c.query_opt(&sql, &[&id])
+    query_opt(c, &sql, &[&id])
         .await?
         .map(|r| read_project(&r))
         .transpose()
@@ -145,7 +187,7 @@ pub(super) async fn get_deployment(
     id: &str,
 ) -> Result<Option<Deployment>, MetaError> {
     let sql = format!("SELECT {DEPLOYMENT_COLS} FROM deployments d WHERE d.id = $1");
-    match c.query_opt(&sql, &[&id]).await? {
+    match query_opt(c, &sql, &[&id]).await? {
         Some(r) => Ok(Some(read_deployment(&r)?.1)),
         None => Ok(None),
     }
@@ -213,6 +255,12 @@ impl Query {
             self.sql
                 .push_str(&format!(" AND {col} = ANY(${})", self.args.len()));
         }
+    }
+
+    /// `LIMIT $n`: a parameter, so pages of any size share one cached statement.
+    pub(super) fn limit(&mut self, n: i64) {
+        self.args.push(Box::new(n));
+        self.sql.push_str(&format!(" LIMIT ${}", self.args.len()));
     }
 
     /// The arguments as the driver takes them.
