@@ -79,7 +79,7 @@ if r["hashed_bytes"] and t["hash"]:
 PY
 }
 run --no-hash-cache; report "first deploy  "
-first=$(find "$work/site" -type f | sort | head -1)
+first=$(find "$work/site" -type f | sort | head -1 || true)
 size=$(stat -c %s "$first")
 echo "changed" >> "$first"
 run; report "one changed   "

@@ -216,6 +216,29 @@ async fn any_replica_answers_any_request() {
     codes.sort();
     assert_eq!(codes, [200, 412], "exactly one release wins the revision");
 
+    // Changes committed on both replicas at the same time: each replica serves its own
+    // and the other's (a replica whose own commit jumps past another's applies both).
+    for round in 0..10 {
+        let (promote, pin) = (
+            if round % 2 == 0 { &green_id } else { &blue_id },
+            if round % 2 == 0 { &blue_id } else { &green_id },
+        );
+        let promoted = client
+            .post(format!("{api_a}/v1/deployments/{promote}/promote"))
+            .bearer_auth(TOKEN)
+            .send();
+        let pinned = client
+            .post(format!("{api_b}/v1/releases"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"changes": [{"host": "pinned.example.com", "deployment_id": pin}]}))
+            .send();
+        let (promoted, pinned) = tokio::join!(promoted, pinned);
+        assert_eq!(promoted.unwrap().status(), 200);
+        assert_eq!(pinned.unwrap().status(), 200);
+        until_all_serve(&client, &edges, "shop.halo.test", promote).await;
+        until_all_serve(&client, &edges, "pinned.example.com", pin).await;
+    }
+
     // An Idempotency-Key retried on the other replica replays the first answer.
     let create = |api: &str| {
         client

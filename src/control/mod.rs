@@ -687,6 +687,17 @@ impl Control {
         if change.routes.is_empty() && change.removed.is_empty() {
             return;
         }
+        let local = self.table.load().revision;
+        if change.revision > local + 1 && self.leases.shared() {
+            // Another replica committed between this table and this change: what it moved
+            // must be served too, so apply everything since this table.
+            return self.catch_up_from(local).await;
+        }
+        self.apply_exact(change).await;
+    }
+
+    /// Applies a change that is everything between the table's revision and its own.
+    async fn apply_exact(&self, change: AliasChange) {
         let mut changes = Vec::with_capacity(change.routes.len() + change.removed.len());
         for r in change.routes {
             match self.site(&r.deployment_id).await {
@@ -739,17 +750,33 @@ impl Control {
         }
     }
 
-    /// Serves the table at `revision` (or newer) when another replica committed it: the
-    /// whole table is read again, under `release`, unless this process got there first.
+    /// Serves the table at `revision` (or newer) when another replica committed it, under
+    /// `release`, unless this process got there first: the hosts moved since this table's
+    /// revision are applied (from the audit log), or, when that cannot be had, the whole
+    /// table is read again.
     async fn catch_up(&self, revision: u64) {
         if self.table.load().revision >= revision {
             return;
         }
         let _release = self.release.lock().await;
-        if self.table.load().revision >= revision {
+        let local = self.table.load().revision;
+        if local >= revision {
             return;
         }
-        self.rebuild_until_done().await;
+        self.catch_up_from(local).await;
+    }
+
+    /// Serves every change committed after revision `local` (callers hold `release`).
+    async fn catch_up_from(&self, local: u64) {
+        match self.meta.alias_changes_since(local).await {
+            Ok(Some(change)) if change.revision > local => self.apply_exact(change).await,
+            Ok(Some(_)) => {}
+            Ok(None) => self.rebuild_until_done().await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the alias changes; reading the whole table");
+                self.rebuild_until_done().await;
+            }
+        }
     }
 
     /// The loaded site of a ready deployment, reading its manifest when not cached.

@@ -446,6 +446,15 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Gives up a lease `owner` holds (nothing when it holds none).
     async fn release_lease(&self, name: &str, owner: &str) -> Result<(), MetaError>;
 
+    /// How the alias table changed after revision `after`, up to the current revision,
+    /// from the audit log: every host moved since, with where it routes now (`None`: the
+    /// backend cannot tell cheaply, or too much changed; read the whole table instead).
+    /// How a replica follows another's change without reading every route.
+    async fn alias_changes_since(&self, after: u64) -> Result<Option<AliasChange>, MetaError> {
+        let _ = after;
+        Ok(None)
+    }
+
     /// What other processes sharing this database commit, as it happens (`None`: no other
     /// process can write it, as with SQLite).
     fn feed(&self) -> Option<tokio::sync::watch::Receiver<Feed>> {

@@ -1096,6 +1096,67 @@ impl MetaStore for PgMeta {
         .collect()
     }
 
+    async fn alias_changes_since(&self, after: u64) -> Result<Option<AliasChange>, MetaError> {
+        // Most hosts one catch-up applies; past that, reading the whole table is cheaper.
+        const MOST: i64 = 10_000;
+        let mut c = self.client().await?;
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let revision: i64 = query_one(
+            &tx,
+            "SELECT value FROM counters WHERE name = 'alias_revision'",
+            &[],
+        )
+        .await?
+        .get(0);
+        let moved = query(
+            &tx,
+            "SELECT DISTINCT ON (host) host, to_deployment FROM alias_history
+             WHERE revision > $1 ORDER BY host, seq DESC LIMIT $2",
+            &[&(after as i64), &(MOST + 1)],
+        )
+        .await?;
+        if moved.len() as i64 > MOST {
+            return Ok(None);
+        }
+        let targets: Vec<String> = moved
+            .iter()
+            .filter_map(|r| r.get::<_, Option<String>>(1))
+            .collect();
+        let ready: std::collections::HashSet<String> = query(
+            &tx,
+            "SELECT id FROM deployments WHERE id = ANY($1) AND status = 'ready'",
+            &[&targets],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+        tx.commit().await?;
+        let mut change = AliasChange {
+            revision: revision as u64,
+            routes: Vec::new(),
+            removed: Vec::new(),
+        };
+        for r in moved {
+            let host: String = r.get(0);
+            match r.get::<_, Option<String>>(1) {
+                Some(deployment_id) if ready.contains(&deployment_id) => {
+                    change.routes.push(Route {
+                        host,
+                        deployment_id,
+                    })
+                }
+                _ => change.removed.push(host),
+            }
+        }
+        Ok(Some(change))
+    }
+
     fn feed(&self) -> Option<tokio::sync::watch::Receiver<super::Feed>> {
         Some(self.feed.clone())
     }
