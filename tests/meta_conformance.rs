@@ -273,6 +273,39 @@ mod suite {
         assert_eq!(revisions, (base + 1..=base + 8).collect::<Vec<_>>());
     }
 
+    pub async fn concurrent_blob_arrivals_start_each_deployment_once(m: Arc<dyn MetaStore>) {
+        let p = project("shop");
+        m.create_project(&p, "shop.halo.test", None).await.unwrap();
+        // Four deployments waiting on the same 32 blobs, which arrive one per call, all at
+        // once: each deployment starts exactly once, reported to exactly one caller.
+        let blobs: Vec<Sha256> = (10..42).map(blob).collect();
+        for i in 0..4 {
+            m.create_deployment(
+                new_deployment(&format!("dpl_{i}"), &p.id, blobs.clone()),
+                None,
+            )
+            .await
+            .unwrap();
+        }
+        let calls: Vec<_> = blobs
+            .iter()
+            .map(|b| {
+                let (m, b) = (m.clone(), *b);
+                tokio::spawn(async move { m.blobs_stored(&[(b, Some(1))]).await.unwrap() })
+            })
+            .collect();
+        let mut started = Vec::new();
+        for c in calls {
+            started.extend(c.await.unwrap());
+        }
+        started.sort();
+        assert_eq!(started, ["dpl_0", "dpl_1", "dpl_2", "dpl_3"]);
+        for i in 0..4 {
+            let d = m.deployment(&format!("dpl_{i}")).await.unwrap().unwrap();
+            assert_eq!((d.status, d.missing_count), (Status::Building, 0));
+        }
+    }
+
     pub async fn alias_changes_compare_and_swap(m: &dyn MetaStore) {
         let pid = ready(m, "shop", &["dpl_1", "dpl_2"]).await;
         m.promote("dpl_1", &actor(), None).await.unwrap();
@@ -612,6 +645,14 @@ macro_rules! conformance {
             case!(events_append_in_order);
             case!(gc_spares_referenced_and_recent_blobs);
             case!(leases_have_one_holder_until_they_expire);
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_blob_arrivals_start_each_deployment_once() {
+                let Some((_guard, m)) = $make.await else {
+                    return;
+                };
+                suite::concurrent_blob_arrivals_start_each_deployment_once(m).await;
+            }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_promotes_get_distinct_increasing_revisions() {

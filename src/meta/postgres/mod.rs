@@ -9,6 +9,7 @@
 
 mod aliases;
 mod feed;
+mod group_commit;
 mod rows;
 mod schema;
 
@@ -54,6 +55,8 @@ pub struct PgMeta {
     pool: Pool,
     /// What other replicas commit ([`feed`]).
     feed: tokio::sync::watch::Receiver<super::Feed>,
+    /// Blob arrivals, committed in groups ([`group_commit`]).
+    stored: tokio::sync::mpsc::UnboundedSender<group_commit::Request>,
 }
 
 impl std::fmt::Debug for PgMeta {
@@ -94,7 +97,9 @@ impl PgMeta {
         schema::migrate(&mut client).await?;
         let (tx, feed) = tokio::sync::watch::channel(super::Feed::default());
         tokio::spawn(feed::follow(config, tls()?, tx));
-        Ok(PgMeta { pool, feed })
+        let (stored, requests) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(group_commit::run(pool.clone(), requests));
+        Ok(PgMeta { pool, feed, stored })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, MetaError> {
@@ -982,61 +987,13 @@ impl MetaStore for PgMeta {
         &self,
         blobs: &[(Sha256, Option<u64>)],
     ) -> Result<Vec<String>, MetaError> {
-        // One row per blob (an upsert may not touch a row twice); a known size wins.
-        let mut unique: std::collections::BTreeMap<String, Option<i64>> = Default::default();
-        for (d, size) in blobs {
-            let slot = unique.entry(d.to_hex()).or_default();
-            *slot = slot.or(size.map(|v| v as i64));
-        }
-        let (digests, sizes): (Vec<String>, Vec<Option<i64>>) = unique.into_iter().unzip();
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        execute(
-            &tx,
-            "INSERT INTO blobs (sha256, size, stored_at)
-             SELECT s, z, $3 FROM UNNEST($1::text[], $2::bigint[]) AS t(s, z)
-             ON CONFLICT (sha256) DO UPDATE SET size = COALESCE(blobs.size, excluded.size),
-               touched_at = excluded.stored_at",
-            &[&digests, &sizes, &now_millis()],
-        )
-        .await?;
-        let touched: Vec<String> = query(
-            &tx,
-            "DELETE FROM deployment_missing WHERE sha256 = ANY($1) RETURNING deployment_id",
-            &[&digests],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-        let mut touched: Vec<String> = touched;
-        touched.sort();
-        touched.dedup();
-        // Lock the deployments this may complete (in id order: no deadlock), then look at
-        // what is missing with a fresh snapshot: a concurrent arrival of another of their
-        // blobs committed before the lock was granted is seen, so the last arrival starts
-        // the build whichever replica stored it.
-        execute(
-            &tx,
-            "SELECT 1 FROM deployments WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-            &[&touched],
-        )
-        .await?;
-        let started = query(
-            &tx,
-            "UPDATE deployments d SET status = 'building', building_at = $2
-                 WHERE d.id = ANY($1) AND d.status = 'queued'
-                   AND NOT EXISTS (SELECT 1 FROM deployment_missing m WHERE m.deployment_id = d.id)
-                 RETURNING d.id",
-            &[&touched, &now_millis()],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-        execute(&tx, "SELECT pg_notify($1, 'events')", &[&feed::CHANNEL]).await?;
-        tx.commit().await?;
-        Ok(started)
+        let (reply, result) = tokio::sync::oneshot::channel();
+        self.stored
+            .send((blobs.to_vec(), reply))
+            .map_err(|_| MetaError::Pool("the blob committer has stopped".into()))?;
+        result
+            .await
+            .map_err(|_| MetaError::Pool("the blob committer dropped a request".into()))?
     }
 
     async fn known_blobs(
