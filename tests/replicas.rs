@@ -12,55 +12,24 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::process::Proc;
-use common::{fixture, pg_database, s3_settings};
+use common::{fixture, pg_database, s3_settings, served_by, until_all_serve};
 use serde_json::json;
 
 const TOKEN: &str = "replicas-admin-token-0123";
+/// How long an edge may take to follow a change before the test fails.
+const LIMIT: Duration = Duration::from_secs(15);
 
-async fn served_by(client: &reqwest::Client, edge: &str, host: &str) -> Option<String> {
-    let r = client
-        .get(format!("{edge}/"))
-        .header("host", host)
+/// GET with the admin token, as JSON.
+async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
+    client
+        .get(url)
+        .bearer_auth(TOKEN)
         .send()
         .await
-        .ok()?;
-    if r.status() != 200 {
-        return None;
-    }
-    Some(
-        r.headers()
-            .get("x-halo-deployment")?
-            .to_str()
-            .ok()?
-            .to_owned(),
-    )
-}
-
-/// Waits until every edge serves `want` at `host`; returns how long that took.
-async fn until_all_serve(
-    client: &reqwest::Client,
-    edges: &[String],
-    host: &str,
-    want: &str,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        let mut all = true;
-        for e in edges {
-            if served_by(client, e, host).await.as_deref() != Some(want) {
-                all = false;
-                break;
-            }
-        }
-        if all {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "edges did not serve {want} at {host}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,29 +39,7 @@ async fn any_replica_answers_any_request() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let shared: Vec<String> = [
-        "--storage-backend",
-        "s3",
-        "--s3-endpoint",
-        s3.endpoint.as_deref().unwrap(),
-        "--s3-region",
-        &s3.region,
-        "--s3-bucket",
-        &s3.bucket,
-        "--s3-prefix",
-        &s3.prefix,
-        "--s3-force-path-style",
-        "--domain",
-        "halo.test",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let env = vec![
-        ("AWS_ACCESS_KEY_ID", s3.access_key_id.clone()),
-        ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.clone()),
-        ("HALO_ADMIN_TOKEN", TOKEN.to_owned()),
-    ];
+    let (shared, env) = common::s3_process_args(&s3, TOKEN);
     let replica_env = |name: &str, extra: &[(&'static str, String)]| {
         let mut a: Vec<String> = [
             "api",
@@ -158,7 +105,7 @@ async fn any_replica_answers_any_request() {
         blue["id"].as_str().unwrap().to_owned(),
         green["id"].as_str().unwrap().to_owned(),
     );
-    until_all_serve(&client, &edges, "shop.halo.test", &blue_id).await;
+    until_all_serve(&client, &edges, "shop.halo.test", &blue_id, LIMIT).await;
 
     // Promotes alternate between the replicas; both edges follow every one.
     let mut latencies = Vec::new();
@@ -168,7 +115,7 @@ async fn any_replica_answers_any_request() {
     {
         let api = if i % 2 == 0 { &api_b } else { &api_a };
         common::promote_over_http(&client, api, TOKEN, id).await;
-        latencies.push(until_all_serve(&client, &edges, "shop.halo.test", id).await);
+        latencies.push(until_all_serve(&client, &edges, "shop.halo.test", id, LIMIT).await);
     }
     latencies.sort();
     eprintln!(
@@ -178,15 +125,8 @@ async fn any_replica_answers_any_request() {
     );
 
     // Releases racing on A and B with the same If-Match: one wins, one is told it lost.
-    let routes: serde_json::Value = client
-        .get(format!("{api_b}/v1/aliases?project_id={pid}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let routes: serde_json::Value =
+        get_json(&client, format!("{api_b}/v1/aliases?project_id={pid}")).await;
     let etag = client
         .get(format!("{api_a}/v1/aliases"))
         .bearer_auth(TOKEN)
@@ -235,8 +175,8 @@ async fn any_replica_answers_any_request() {
         let (promoted, pinned) = tokio::join!(promoted, pinned);
         assert_eq!(promoted.unwrap().status(), 200);
         assert_eq!(pinned.unwrap().status(), 200);
-        until_all_serve(&client, &edges, "shop.halo.test", promote).await;
-        until_all_serve(&client, &edges, "pinned.example.com", pin).await;
+        until_all_serve(&client, &edges, "shop.halo.test", promote, LIMIT).await;
+        until_all_serve(&client, &edges, "pinned.example.com", pin, LIMIT).await;
     }
 
     // An Idempotency-Key retried on the other replica replays the first answer.
@@ -321,28 +261,17 @@ async fn any_replica_answers_any_request() {
         !status.success(),
         "the fault point aborted replica C: {status:?}"
     );
-    let orphan: serde_json::Value = client
-        .get(format!("{api_b}/v1/deployments?project_id={pid}&limit=1"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let orphan: serde_json::Value = get_json(
+        &client,
+        format!("{api_b}/v1/deployments?project_id={pid}&limit=1"),
+    )
+    .await;
     let orphan_id = orphan["data"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(orphan["data"][0]["status"], "building", "{orphan}");
     let t = Instant::now();
     loop {
-        let d: serde_json::Value = client
-            .get(format!("{api_a}/v1/deployments/{orphan_id}"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let d: serde_json::Value =
+            get_json(&client, format!("{api_a}/v1/deployments/{orphan_id}")).await;
         if d["status"] == "ready" {
             break;
         }
@@ -369,27 +298,8 @@ async fn any_replica_answers_any_request() {
     common::promote_over_http(&client, &survivor_api, TOKEN, &green_id).await;
     let newest = common::metric(&client, &survivor_api, "halo_alias_table_revision ").await as u64;
     let store = halo::store::s3::S3Store::new(&s3);
-    let t = Instant::now();
-    loop {
-        use halo::store::BlobStore;
-        let pointer = store
-            .get_object(halo::model::snapshot::POINTER_KEY)
-            .await
-            .unwrap()
-            .map(|b| halo::model::snapshot::SnapshotPointer::from_bytes(&b).unwrap());
-        if pointer.is_some_and(|p| p.revision >= newest) {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "no replica published revision {newest} after the publisher died"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    eprintln!(
-        "snapshot publisher died: revision {newest} in the store after {:?}",
-        t.elapsed()
-    );
+    let lag = common::until_store_revision(&store, newest, Duration::from_secs(30)).await;
+    eprintln!("snapshot publisher died: revision {newest} in the store after {lag:?}");
     // An edge whose control plane is the dead replica cold-starts from the store.
     let cold = edge(3, &dead_api);
     let cold_url = cold.url("edge listening");
@@ -429,19 +339,20 @@ async fn any_replica_answers_any_request() {
         "halo deploy through {both}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let newest: serde_json::Value = client
-        .get(format!(
-            "{survivor_api}/v1/deployments?project_id={pid}&limit=1"
-        ))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let newest: serde_json::Value = get_json(
+        &client,
+        format!("{survivor_api}/v1/deployments?project_id={pid}&limit=1"),
+    )
+    .await;
     let newest_id = newest["data"][0]["id"].as_str().unwrap().to_owned();
-    until_all_serve(&client, &[follower_url], "shop.halo.test", &newest_id).await;
+    until_all_serve(
+        &client,
+        &[follower_url],
+        "shop.halo.test",
+        &newest_id,
+        LIMIT,
+    )
+    .await;
     let metrics = client
         .get(format!("{}/metrics", follower.url("admin listening")))
         .send()

@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::process::Proc;
-use common::{fixture, s3_settings};
+use common::{fixture, s3_settings, served_by, until_all_serve};
 
 const TOKEN: &str = "scale-out-admin-token-0123";
 
@@ -20,80 +20,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn served_by(client: &reqwest::Client, edge: &str, host: &str) -> Option<String> {
-    let r = client
-        .get(format!("{edge}/"))
-        .header("host", host)
-        .send()
-        .await
-        .ok()?;
-    if r.status() != 200 {
-        return None;
-    }
-    Some(
-        r.headers()
-            .get("x-halo-deployment")?
-            .to_str()
-            .ok()?
-            .to_owned(),
-    )
-}
-
-/// Waits until every edge serves `want` at `host`; returns how long that took.
-async fn until_all_serve(
-    client: &reqwest::Client,
-    edges: &[String],
-    host: &str,
-    want: &str,
-    limit: Duration,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        let mut all = true;
-        for e in edges {
-            if served_by(client, e, host).await.as_deref() != Some(want) {
-                all = false;
-                break;
-            }
-        }
-        if all {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "edges did not serve {want} at {host} within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edges_follow_promotes_survive_the_control_plane_and_cold_start_from_s3() {
     let Some(s3) = s3_settings() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let storage: Vec<String> = [
-        "--storage-backend",
-        "s3",
-        "--s3-endpoint",
-        s3.endpoint.as_deref().unwrap(),
-        "--s3-region",
-        &s3.region,
-        "--s3-bucket",
-        &s3.bucket,
-        "--s3-prefix",
-        &s3.prefix,
-        "--s3-force-path-style",
-        "--domain",
-        "halo.test",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let env = vec![
-        ("AWS_ACCESS_KEY_ID", s3.access_key_id.clone()),
-        ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.clone()),
-        ("HALO_ADMIN_TOKEN", TOKEN.to_owned()),
-    ];
+    let (storage, env) = common::s3_process_args(&s3, TOKEN);
     let api_port = free_port();
     let api_args = |data: &std::path::Path| -> Vec<String> {
         let mut a: Vec<String> = ["api", "--api-listen", &format!("127.0.0.1:{api_port}")]
@@ -184,27 +115,8 @@ async fn edges_follow_promotes_survive_the_control_plane_and_cold_start_from_s3(
     // report the lag) so the cold start below can be checked against the newest table.
     let store = halo::store::s3::S3Store::new(&s3);
     let cp_rev = common::metric(&client, &api, "halo_alias_table_revision ").await as u64;
-    let t = Instant::now();
-    loop {
-        use halo::store::BlobStore;
-        let bytes = store
-            .get_object(halo::model::snapshot::POINTER_KEY)
-            .await
-            .unwrap();
-        let p = bytes.map(|b| halo::model::snapshot::SnapshotPointer::from_bytes(&b).unwrap());
-        if p.is_some_and(|p| p.revision >= cp_rev) {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the store's snapshot never reached revision {cp_rev}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    eprintln!(
-        "store snapshot caught up with revision {cp_rev} {:?} after the last check",
-        t.elapsed()
-    );
+    let lag = common::until_store_revision(&store, cp_rev, Duration::from_secs(10)).await;
+    eprintln!("store snapshot caught up with revision {cp_rev} {lag:?} after the last check");
 
     // Control plane killed: both edges keep serving every host.
     cp.kill();

@@ -63,6 +63,37 @@ fn moves_with(kind: AliasKind) -> &'static str {
     }
 }
 
+/// One host an alias change moved: host, project, action, from, to.
+pub type Moved = (String, String, String, Option<String>, Option<String>);
+
+/// What one alias-changing transaction moved, gathered before its revision is known (each
+/// backend then bumps the revision, logs the moves and reports the routing change).
+#[derive(Debug, Default)]
+pub struct Moves {
+    /// In the order they were made.
+    pub moved: Vec<Moved>,
+}
+
+impl Moves {
+    /// Notes that `host` (of `project`) moved from `from` to `to` by `action`.
+    pub fn push(
+        &mut self,
+        host: &str,
+        project: &str,
+        action: &str,
+        from: Option<String>,
+        to: Option<String>,
+    ) {
+        self.moved.push((
+            host.to_owned(),
+            project.to_owned(),
+            action.to_owned(),
+            from,
+            to,
+        ));
+    }
+}
+
 /// An alias as the rules see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AliasRow {

@@ -391,7 +391,7 @@ impl MetaStore for SqliteMeta {
             if d.target == crate::model::Target::Production {
                 aliases::promote(&tx, &id, "promote", &mut changes)?;
             }
-            let change = changes.commit(&tx, &actor)?;
+            let change = aliases::commit(changes, &tx, &actor)?;
             tx.commit()?;
             Ok(change)
         })
@@ -422,7 +422,7 @@ impl MetaStore for SqliteMeta {
             let tx = c.transaction()?;
             let mut changes = aliases::Changes::default();
             aliases::promote(&tx, &id, "promote", &mut changes)?;
-            let change = changes.commit(&tx, &actor)?;
+            let change = aliases::commit(changes, &tx, &actor)?;
             records::claim(&tx, claim.as_ref(), &format!("promote:{id}"))?;
             tx.commit()?;
             Ok(change)
@@ -487,7 +487,7 @@ impl MetaStore for SqliteMeta {
             let tx = c.transaction()?;
             let mut changes = aliases::Changes::default();
             aliases::delete_deployment(&tx, &id, &mut changes)?;
-            let change = changes.commit(&tx, &actor)?;
+            let change = aliases::commit(changes, &tx, &actor)?;
             tx.commit()?;
             Ok(change)
         })
@@ -669,7 +669,7 @@ impl MetaStore for SqliteMeta {
             let tx = c.transaction()?;
             let mut changes = aliases::Changes::default();
             aliases::apply_ops(&tx, &ops, expected_revision, &action, &mut changes)?;
-            let change = changes.commit(&tx, &actor)?;
+            let change = aliases::commit(changes, &tx, &actor)?;
             tx.commit()?;
             Ok(change)
         })

@@ -579,3 +579,112 @@ pub async fn pg_database() -> Option<String> {
     let base = admin.rsplit_once('/').expect("a database URL has a path").0;
     Some(format!("{base}/{name}"))
 }
+
+/// The deployment an edge serves at `host` (`None`: not a 200, or unreachable).
+#[allow(dead_code)]
+pub async fn served_by(client: &reqwest::Client, edge: &str, host: &str) -> Option<String> {
+    let r = client
+        .get(format!("{edge}/"))
+        .header("host", host)
+        .send()
+        .await
+        .ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    Some(
+        r.headers()
+            .get("x-halo-deployment")?
+            .to_str()
+            .ok()?
+            .to_owned(),
+    )
+}
+
+/// Waits until every edge serves `want` at `host`; returns how long that took.
+#[allow(dead_code)]
+pub async fn until_all_serve(
+    client: &reqwest::Client,
+    edges: &[String],
+    host: &str,
+    want: &str,
+    limit: Duration,
+) -> Duration {
+    let start = std::time::Instant::now();
+    loop {
+        let mut all = true;
+        for e in edges {
+            if served_by(client, e, host).await.as_deref() != Some(want) {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "edges did not serve {want} at {host} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// `halo api`/`halo edge` flags for the S3 test server and the `halo.test` domain, and the
+/// environment with its credentials and the admin `token`.
+#[allow(dead_code)]
+pub fn s3_process_args(
+    s3: &halo::store::s3::S3Settings,
+    token: &str,
+) -> (Vec<String>, Vec<(&'static str, String)>) {
+    let args = [
+        "--storage-backend",
+        "s3",
+        "--s3-endpoint",
+        s3.endpoint.as_deref().unwrap(),
+        "--s3-region",
+        &s3.region,
+        "--s3-bucket",
+        &s3.bucket,
+        "--s3-prefix",
+        &s3.prefix,
+        "--s3-force-path-style",
+        "--domain",
+        "halo.test",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let env = vec![
+        ("AWS_ACCESS_KEY_ID", s3.access_key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.clone()),
+        ("HALO_ADMIN_TOKEN", token.to_owned()),
+    ];
+    (args, env)
+}
+
+/// Waits until the store's routing-snapshot pointer names `revision` or a newer one;
+/// returns how long that took.
+#[allow(dead_code)]
+pub async fn until_store_revision(
+    store: &dyn halo::store::BlobStore,
+    revision: u64,
+    limit: Duration,
+) -> Duration {
+    let t = std::time::Instant::now();
+    loop {
+        let pointer = store
+            .get_object(halo::model::snapshot::POINTER_KEY)
+            .await
+            .unwrap()
+            .map(|b| halo::model::snapshot::SnapshotPointer::from_bytes(&b).unwrap());
+        if pointer.is_some_and(|p| p.revision >= revision) {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < limit,
+            "the store's snapshot never reached revision {revision} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -43,83 +43,59 @@ async fn alias_row(tx: &Transaction<'_>, host: &str) -> Result<Option<AliasRow>,
     .transpose()
 }
 
-/// One host moved: host, project, action, from, to.
-type Moved = (String, String, String, Option<String>, Option<String>);
+/// What one transaction moved (see [`rules::Moves`]).
+pub(super) type Changes = rules::Moves;
 
-/// What one transaction changed, gathered before the revision is known.
-#[derive(Default)]
-pub(super) struct Changes {
-    moved: Vec<Moved>,
-}
-
-impl Changes {
-    pub(super) fn push(
-        &mut self,
-        host: &str,
-        project: &str,
-        action: &str,
-        from: Option<String>,
-        to: Option<String>,
-    ) {
-        self.moved.push((
-            host.to_owned(),
-            project.to_owned(),
-            action.to_owned(),
-            from,
-            to,
-        ));
-    }
-
-    /// Bumps the revision (unless nothing moved), writes the audit log, and returns the
-    /// routing change: hosts now served by a ready deployment are routes; the others are
-    /// removed. `revision` is the one the caller's lock read.
-    pub(super) async fn commit(
-        self,
-        tx: &Transaction<'_>,
-        revision: u64,
-        actor: &Actor,
-    ) -> Result<AliasChange, MetaError> {
-        if self.moved.is_empty() {
-            return Ok(AliasChange {
-                revision,
-                routes: Vec::new(),
-                removed: Vec::new(),
-            });
-        }
-        let revision = bump_revision(tx).await?;
-        // Delivered to every replica when this transaction commits.
-        execute(
-            tx,
-            "SELECT pg_notify($1, $2)",
-            &[
-                &super::feed::CHANNEL,
-                &super::feed::revision_payload(revision),
-            ],
-        )
-        .await?;
-        let now = now_millis();
-        let mut change = AliasChange {
+/// Bumps the revision (unless nothing moved), writes the audit log, and returns the
+/// routing change: hosts now served by a ready deployment are routes; the others are
+/// removed. `revision` is the one the caller's lock read.
+pub(super) async fn commit(
+    changes: Changes,
+    tx: &Transaction<'_>,
+    revision: u64,
+    actor: &Actor,
+) -> Result<AliasChange, MetaError> {
+    if changes.moved.is_empty() {
+        return Ok(AliasChange {
             revision,
             routes: Vec::new(),
             removed: Vec::new(),
-        };
-        // PERF: the audit rows in one statement, and which targets are ready in one query
-        // (not one round trip per host).
-        let n = self.moved.len();
-        let (mut hosts, mut projects, mut actions) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut froms, mut tos) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for (host, project, action, from, to) in self.moved {
-            hosts.push(host);
-            projects.push(project);
-            actions.push(action);
-            froms.push(from);
-            tos.push(to);
-        }
-        execute(
+        });
+    }
+    let revision = bump_revision(tx).await?;
+    // Delivered to every replica when this transaction commits.
+    execute(
+        tx,
+        "SELECT pg_notify($1, $2)",
+        &[
+            &super::feed::CHANNEL,
+            &super::feed::revision_payload(revision),
+        ],
+    )
+    .await?;
+    let now = now_millis();
+    let mut change = AliasChange {
+        revision,
+        routes: Vec::new(),
+        removed: Vec::new(),
+    };
+    // PERF: the audit rows in one statement, and which targets are ready in one query
+    // (not one round trip per host).
+    let n = changes.moved.len();
+    let (mut hosts, mut projects, mut actions) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut froms, mut tos) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for (host, project, action, from, to) in changes.moved {
+        hosts.push(host);
+        projects.push(project);
+        actions.push(action);
+        froms.push(from);
+        tos.push(to);
+    }
+    execute(
             tx,
             "INSERT INTO alias_history (at, revision, host, project_id, action, from_deployment, to_deployment, actor_id, actor_name)
              SELECT $1, $2, h, p, a, f, t, $8, $9
@@ -138,29 +114,26 @@ impl Changes {
             ],
         )
         .await?;
-        let targets: Vec<&str> = tos.iter().flatten().map(String::as_str).collect();
-        let ready: std::collections::HashSet<String> = query(
-            tx,
-            "SELECT id FROM deployments WHERE id = ANY($1) AND status = 'ready'",
-            &[&targets],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-        for (host, to) in hosts.into_iter().zip(tos) {
-            match to {
-                Some(deployment_id) if ready.contains(&deployment_id) => {
-                    change.routes.push(Route {
-                        host,
-                        deployment_id,
-                    })
-                }
-                _ => change.removed.push(host),
-            }
+    let targets: Vec<&str> = tos.iter().flatten().map(String::as_str).collect();
+    let ready: std::collections::HashSet<String> = query(
+        tx,
+        "SELECT id FROM deployments WHERE id = ANY($1) AND status = 'ready'",
+        &[&targets],
+    )
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    for (host, to) in hosts.into_iter().zip(tos) {
+        match to {
+            Some(deployment_id) if ready.contains(&deployment_id) => change.routes.push(Route {
+                host,
+                deployment_id,
+            }),
+            _ => change.removed.push(host),
         }
-        Ok(change)
     }
+    Ok(change)
 }
 
 /// Points every production host of the deployment's project, and the custom aliases that

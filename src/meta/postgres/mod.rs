@@ -164,6 +164,27 @@ fn conflict(e: MetaError, message: String) -> MetaError {
     }
 }
 
+/// A read-only snapshot (repeatable read) and the alias revision in it: whatever is read in
+/// it agrees with that revision.
+async fn snapshot(
+    c: &mut deadpool_postgres::Object,
+) -> Result<(deadpool_postgres::Transaction<'_>, u64), MetaError> {
+    let tx = c
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let revision: i64 = query_one(
+        &tx,
+        "SELECT value FROM counters WHERE name = 'alias_revision'",
+        &[],
+    )
+    .await?
+    .get(0);
+    Ok((tx, revision as u64))
+}
+
 fn hexes(blobs: &[Sha256]) -> Vec<String> {
     blobs.iter().map(Sha256::to_hex).collect()
 }
@@ -465,7 +486,7 @@ impl MetaStore for PgMeta {
         if d.target == crate::model::Target::Production {
             aliases::promote(&tx, id, "promote", &mut changes).await?;
         }
-        let change = changes.commit(&tx, revision, &actor).await?;
+        let change = aliases::commit(changes, &tx, revision, &actor).await?;
         tx.commit().await?;
         Ok(change)
     }
@@ -493,7 +514,7 @@ impl MetaStore for PgMeta {
         let revision = lock_revision(&tx).await?;
         let mut changes = Changes::default();
         aliases::promote(&tx, deployment_id, "promote", &mut changes).await?;
-        let change = changes.commit(&tx, revision, actor).await?;
+        let change = aliases::commit(changes, &tx, revision, actor).await?;
         claim(&tx, idem, &format!("promote:{deployment_id}")).await?;
         tx.commit().await?;
         Ok(change)
@@ -564,7 +585,7 @@ impl MetaStore for PgMeta {
         let revision = lock_revision(&tx).await?;
         let mut changes = Changes::default();
         aliases::delete_deployment(&tx, id, &mut changes).await?;
-        let change = changes.commit(&tx, revision, actor).await?;
+        let change = aliases::commit(changes, &tx, revision, actor).await?;
         tx.commit().await?;
         Ok(change)
     }
@@ -657,7 +678,7 @@ impl MetaStore for PgMeta {
         let revision = lock_revision(&tx).await?;
         let mut changes = Changes::default();
         aliases::apply_ops(&tx, ops, expected_revision, revision, action, &mut changes).await?;
-        let change = changes.commit(&tx, revision, actor).await?;
+        let change = aliases::commit(changes, &tx, revision, actor).await?;
         tx.commit().await?;
         Ok(change)
     }
@@ -950,19 +971,7 @@ impl MetaStore for PgMeta {
     async fn routes(&self) -> Result<AliasChange, MetaError> {
         // One snapshot: the revision and the routes agree.
         let mut c = self.client().await?;
-        let tx = c
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
-        let revision: i64 = query_one(
-            &tx,
-            "SELECT value FROM counters WHERE name = 'alias_revision'",
-            &[],
-        )
-        .await?
-        .get(0);
+        let (tx, revision) = snapshot(&mut c).await?;
         let routes = query(&tx,
                 "SELECT a.host, a.deployment_id FROM aliases a JOIN deployments d ON d.id = a.deployment_id
                  WHERE d.status = 'ready' ORDER BY a.host",
@@ -977,7 +986,7 @@ impl MetaStore for PgMeta {
             .collect();
         tx.commit().await?;
         Ok(AliasChange {
-            revision: revision as u64,
+            revision,
             routes,
             removed: Vec::new(),
         })
@@ -1057,19 +1066,7 @@ impl MetaStore for PgMeta {
         // Most hosts one catch-up applies; past that, reading the whole table is cheaper.
         const MOST: i64 = 10_000;
         let mut c = self.client().await?;
-        let tx = c
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
-        let revision: i64 = query_one(
-            &tx,
-            "SELECT value FROM counters WHERE name = 'alias_revision'",
-            &[],
-        )
-        .await?
-        .get(0);
+        let (tx, revision) = snapshot(&mut c).await?;
         let moved = query(
             &tx,
             "SELECT DISTINCT ON (host) host, to_deployment FROM alias_history
@@ -1095,7 +1092,7 @@ impl MetaStore for PgMeta {
         .collect();
         tx.commit().await?;
         let mut change = AliasChange {
-            revision: revision as u64,
+            revision,
             routes: Vec::new(),
             removed: Vec::new(),
         };

@@ -49,84 +49,59 @@ pub(super) fn revision(conn: &Connection) -> Result<u64, MetaError> {
     Ok(rev as u64)
 }
 
-/// One host moved: host, project, action, from, to.
-type Moved = (String, String, String, Option<String>, Option<String>);
+/// What one transaction moved (see [`rules::Moves`]).
+pub(super) type Changes = rules::Moves;
 
-/// What one transaction changed, gathered before the revision is known.
-#[derive(Default)]
-pub(super) struct Changes {
-    moved: Vec<Moved>,
-}
-
-impl Changes {
-    pub(super) fn push(
-        &mut self,
-        host: &str,
-        project: &str,
-        action: &str,
-        from: Option<String>,
-        to: Option<String>,
-    ) {
-        self.moved.push((
-            host.to_owned(),
-            project.to_owned(),
-            action.to_owned(),
-            from,
-            to,
-        ));
-    }
-
-    /// Bumps the revision, writes the audit log, and returns the routing change: hosts
-    /// now served by a ready deployment are routes; the others are removed.
-    pub(super) fn commit(
-        self,
-        tx: &Transaction<'_>,
-        actor: &Actor,
-    ) -> Result<AliasChange, MetaError> {
-        if self.moved.is_empty() {
-            return Ok(AliasChange {
-                revision: revision(tx)?,
-                routes: Vec::new(),
-                removed: Vec::new(),
-            });
-        }
-        let revision = bump_revision(tx)?;
-        let now = now_millis();
-        let mut change = AliasChange {
-            revision,
+/// Bumps the revision, writes the audit log, and returns the routing change: hosts
+/// now served by a ready deployment are routes; the others are removed.
+pub(super) fn commit(
+    changes: Changes,
+    tx: &Transaction<'_>,
+    actor: &Actor,
+) -> Result<AliasChange, MetaError> {
+    if changes.moved.is_empty() {
+        return Ok(AliasChange {
+            revision: revision(tx)?,
             routes: Vec::new(),
             removed: Vec::new(),
-        };
-        let mut log = tx.prepare_cached(
+        });
+    }
+    let revision = bump_revision(tx)?;
+    let now = now_millis();
+    let mut change = AliasChange {
+        revision,
+        routes: Vec::new(),
+        removed: Vec::new(),
+    };
+    let mut log = tx.prepare_cached(
             "INSERT INTO alias_history (at, revision, host, project_id, action, from_deployment, to_deployment, actor_id, actor_name)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
-        for (host, project, action, from, to) in self.moved {
-            log.execute(params![
-                now,
-                revision as i64,
+    for (host, project, action, from, to) in changes.moved {
+        log.execute(params![
+            now,
+            revision as i64,
+            host,
+            project,
+            action,
+            from,
+            to,
+            actor.id,
+            actor.name
+        ])?;
+        let ready = match &to {
+            Some(d) => get_deployment(tx, d)?.is_some_and(|d| d.status == Status::Ready),
+            None => false,
+        };
+        match to {
+            Some(deployment_id) if ready => change.routes.push(Route {
                 host,
-                project,
-                action,
-                from,
-                to,
-                actor.id,
-                actor.name
-            ])?;
-            let ready = match &to {
-                Some(d) => get_deployment(tx, d)?.is_some_and(|d| d.status == Status::Ready),
-                None => false,
-            };
-            match to {
-                Some(deployment_id) if ready => change.routes.push(Route {
-                    host,
-                    deployment_id,
-                }),
-                _ => change.removed.push(host),
-            }
+                deployment_id,
+            }),
+            _ => change.removed.push(host),
         }
-        Ok(change)
     }
+    Ok(change)
 }
 
 /// A deployment that may be pointed at: it exists and is ready.
