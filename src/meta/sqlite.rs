@@ -37,10 +37,18 @@ const LEASE_SQL: &str = "INSERT INTO leases (name, owner, until) VALUES (?1, ?2,
      WHERE leases.owner = excluded.owner OR leases.until < ?4
      RETURNING owner";
 
-/// Metadata in a SQLite file.
+/// Read-only connections next to the writer: WAL lets them read while a commit fsyncs.
+const READERS: usize = 4;
+
+/// Metadata in a SQLite file: one writer connection, and a few read-only ones so reads
+/// never queue behind an fsynced commit (in WAL mode a read sees every commit completed
+/// before it began).
 #[derive(Clone)]
 pub struct SqliteMeta {
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    /// Which reader the next read tries first.
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
     /// Group commit for `blobs_stored`: uploads that finish while a commit is under way share
     /// the next transaction, so a burst of uploads costs one fsync per batch, not per file.
     stored: std::sync::mpsc::Sender<(StoredRows, StoredReply)>,
@@ -57,13 +65,50 @@ impl SqliteMeta {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         super::schema::migrate(&mut conn)?;
         let conn = Arc::new(Mutex::new(conn));
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            r.busy_timeout(std::time::Duration::from_secs(5))?;
+            readers.push(Mutex::new(r));
+        }
         let (stored, rx) = std::sync::mpsc::channel();
         let committer_conn = conn.clone();
         std::thread::Builder::new()
             .name("halo-meta-commit".into())
             .spawn(move || group_committer(committer_conn, rx))
             .map_err(|e| MetaError::Worker(format!("cannot start the commit thread: {e}")))?;
-        Ok(SqliteMeta { conn, stored })
+        Ok(SqliteMeta {
+            conn,
+            readers: Arc::new(readers),
+            next_reader: Default::default(),
+            stored,
+        })
+    }
+
+    /// Runs a read on a read-only connection: a free one if any, else the next in turn.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, MetaError> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        let readers = self.readers.clone();
+        let first = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let n = readers.len();
+            let free = (0..n).find_map(|i| readers[(first + i) % n].try_lock().ok());
+            let mut c = match free {
+                Some(c) => c,
+                None => readers[first % n].lock().unwrap_or_else(|e| e.into_inner()),
+            };
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| MetaError::Worker(e.to_string()))?
     }
 
     async fn run<T: Send + 'static>(
@@ -130,7 +175,7 @@ impl MetaStore for SqliteMeta {
 
     async fn project(&self, id: &str) -> Result<Option<Project>, MetaError> {
         let id = id.to_owned();
-        self.run(move |c| get_project(c, &id)).await
+        self.read(move |c| get_project(c, &id)).await
     }
 
     async fn update_project(&self, id: &str, u: &ProjectUpdate) -> Result<Project, MetaError> {
@@ -164,7 +209,7 @@ impl MetaStore for SqliteMeta {
 
     async fn projects(&self, f: &ProjectFilter) -> Result<Vec<Project>, MetaError> {
         let f = f.clone();
-        self.run(move |c| {
+        self.read(move |c| {
             let mut q = Query::new(&format!("SELECT {PROJECT_COLS} FROM projects"));
             q.attribution(&f.attribution);
             q.projects("id", f.project_ids.as_deref());
@@ -243,7 +288,7 @@ impl MetaStore for SqliteMeta {
 
     async fn deployment(&self, id: &str) -> Result<Option<Deployment>, MetaError> {
         let id = id.to_owned();
-        self.run(move |c| get_deployment(c, &id)).await
+        self.read(move |c| get_deployment(c, &id)).await
     }
 
     async fn deployment_by_number(
@@ -252,7 +297,7 @@ impl MetaStore for SqliteMeta {
         number: u64,
     ) -> Result<Option<Deployment>, MetaError> {
         let project = project.to_owned();
-        self.run(move |c| {
+        self.read(move |c| {
             let id: Option<String> = c
                 .query_row(
                     "SELECT d.id FROM deployments d JOIN projects p ON p.id = d.project_id
@@ -271,7 +316,7 @@ impl MetaStore for SqliteMeta {
 
     async fn deployments(&self, f: &DeploymentFilter) -> Result<DeploymentPage, MetaError> {
         let f = f.clone();
-        self.run(move |c| {
+        self.read(move |c| {
             let mut q = Query::new(&format!("SELECT {DEPLOYMENT_COLS} FROM deployments"));
             q.and_some("project_id =", f.project_id.clone());
             q.and_some("target =", f.target.map(|t| t.as_str().to_owned()));
@@ -314,7 +359,7 @@ impl MetaStore for SqliteMeta {
 
     async fn deployment_missing(&self, id: &str) -> Result<Vec<Sha256>, MetaError> {
         let id = id.to_owned();
-        self.run(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare(
                 "SELECT sha256 FROM deployment_missing WHERE deployment_id = ?1 ORDER BY sha256",
             )?;
@@ -326,7 +371,7 @@ impl MetaStore for SqliteMeta {
 
     async fn deployment_files(&self, id: &str) -> Result<Vec<(String, Sha256)>, MetaError> {
         let id = id.to_owned();
-        self.run(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare(
                 "SELECT path, sha256 FROM deployment_files WHERE deployment_id = ?1 ORDER BY path",
             )?;
@@ -343,7 +388,7 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn interrupted_builds(&self) -> Result<Vec<String>, MetaError> {
-        self.run(|c| {
+        self.read(|c| {
             let mut stmt =
                 c.prepare("SELECT id FROM deployments WHERE status = 'building' ORDER BY seq")?;
             let ids = stmt
@@ -500,7 +545,7 @@ impl MetaStore for SqliteMeta {
         limit: u32,
     ) -> Result<Vec<(String, i64)>, MetaError> {
         let project_id = project_id.to_owned();
-        self.run(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare(
                 "SELECT deployment_id, at FROM promotions WHERE project_id = ?1 ORDER BY seq DESC LIMIT ?2",
             )?;
@@ -511,7 +556,7 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn routes(&self) -> Result<AliasChange, MetaError> {
-        self.run(|c| {
+        self.read(|c| {
             let tx = c.transaction()?;
             let revision = aliases::revision(&tx)?;
             let mut stmt = tx.prepare(
@@ -548,7 +593,7 @@ impl MetaStore for SqliteMeta {
         blobs: &[Sha256],
     ) -> Result<std::collections::HashMap<Sha256, Option<u64>>, MetaError> {
         let digests = blobs.to_vec();
-        self.run(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare_cached("SELECT size FROM blobs WHERE sha256 = ?1")?;
             let mut out = std::collections::HashMap::new();
             for d in digests {
@@ -584,7 +629,7 @@ impl MetaStore for SqliteMeta {
 
     async fn token_by_secret(&self, secret_hash: &Sha256) -> Result<Option<Token>, MetaError> {
         let h = secret_hash.to_hex();
-        self.run(move |c| {
+        self.read(move |c| {
             let sql = format!(
                 "SELECT {} FROM tokens WHERE secret_sha256 = ?1",
                 records::TOKEN_COLS
@@ -597,7 +642,7 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn tokens(&self) -> Result<Vec<Token>, MetaError> {
-        self.run(|c| {
+        self.read(|c| {
             let sql = format!(
                 "SELECT {} FROM tokens ORDER BY created_at, id",
                 records::TOKEN_COLS
@@ -615,7 +660,7 @@ impl MetaStore for SqliteMeta {
 
     async fn token(&self, id: &str) -> Result<Option<Token>, MetaError> {
         let id = id.to_owned();
-        self.run(move |c| {
+        self.read(move |c| {
             let sql = format!("SELECT {} FROM tokens WHERE id = ?1", records::TOKEN_COLS);
             let mut stmt = c.prepare_cached(&sql)?;
             let mut rows = stmt.query([id])?;
@@ -644,7 +689,7 @@ impl MetaStore for SqliteMeta {
             after: after.map(str::to_owned),
             limit,
         };
-        self.run(move |c| aliases::list(c, &filter)).await
+        self.read(move |c| aliases::list(c, &filter)).await
     }
 
     async fn alias(&self, host: &str) -> Result<Option<Alias>, MetaError> {
@@ -653,7 +698,7 @@ impl MetaStore for SqliteMeta {
             limit: 1,
             ..Default::default()
         };
-        self.run(move |c| Ok(aliases::list(c, &filter)?.pop()))
+        self.read(move |c| Ok(aliases::list(c, &filter)?.pop()))
             .await
     }
 
@@ -681,7 +726,7 @@ impl MetaStore for SqliteMeta {
         filter: &HistoryFilter,
     ) -> Result<(Vec<HistoryEntry>, Option<i64>), MetaError> {
         let f = filter.clone();
-        self.run(move |c| aliases::history(c, &f)).await
+        self.read(move |c| aliases::history(c, &f)).await
     }
 
     async fn append_event(
@@ -708,13 +753,13 @@ impl MetaStore for SqliteMeta {
         limit: u32,
     ) -> Result<Vec<Event>, MetaError> {
         let id = deployment_id.to_owned();
-        self.run(move |c| records::events(c, &id, after, limit))
+        self.read(move |c| records::events(c, &id, after, limit))
             .await
     }
 
     async fn progress(&self, deployment_id: &str) -> Result<Progress, MetaError> {
         let id = deployment_id.to_owned();
-        self.run(move |c| records::progress(c, &id)).await
+        self.read(move |c| records::progress(c, &id)).await
     }
 
     async fn idempotent_response(
@@ -724,7 +769,7 @@ impl MetaStore for SqliteMeta {
         since: Millis,
     ) -> Result<Option<StoredResponse>, MetaError> {
         let (t, k) = (token_id.to_owned(), key.to_owned());
-        self.run(move |c| records::idempotent(c, &t, &k, since))
+        self.read(move |c| records::idempotent(c, &t, &k, since))
             .await
     }
 
@@ -796,11 +841,11 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn retention_expired(&self, now: Millis) -> Result<Vec<String>, MetaError> {
-        self.run(move |c| records::retention_expired(c, now)).await
+        self.read(move |c| records::retention_expired(c, now)).await
     }
 
     async fn gc_candidates(&self, cutoff: Millis) -> Result<Vec<GcCandidate>, MetaError> {
-        self.run(move |c| records::gc_candidates(c, cutoff)).await
+        self.read(move |c| records::gc_candidates(c, cutoff)).await
     }
 
     async fn gc_forget(&self, blobs: &[Sha256], cutoff: Millis) -> Result<Vec<Sha256>, MetaError> {
@@ -810,7 +855,7 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn gc_manifests(&self) -> Result<Vec<(String, Sha256)>, MetaError> {
-        self.run(|c| {
+        self.read(|c| {
             let mut stmt = c.prepare(
                 "SELECT id, manifest FROM deployments WHERE status = 'deleted' AND manifest IS NOT NULL ORDER BY seq",
             )?;
@@ -830,7 +875,7 @@ impl MetaStore for SqliteMeta {
         limit: u32,
     ) -> Result<Vec<(Sha256, Option<u64>)>, MetaError> {
         let after = after.map(Sha256::to_hex).unwrap_or_default();
-        self.run(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT sha256, size FROM blobs WHERE sha256 > ?1 ORDER BY sha256 LIMIT ?2",
             )?;
@@ -847,7 +892,7 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn stored_manifests(&self) -> Result<Vec<(String, Sha256)>, MetaError> {
-        self.run(|c| {
+        self.read(|c| {
             let mut stmt = c.prepare(
                 "SELECT id, manifest FROM deployments WHERE manifest IS NOT NULL ORDER BY seq",
             )?;
