@@ -155,23 +155,6 @@ async fn load(
     )
 }
 
-/// The deployment an edge serves at the production host.
-async fn served(c: &reqwest::Client, edge: &str) -> Option<String> {
-    let r = c
-        .get(format!("{edge}/"))
-        .header("host", "storm.halo.test")
-        .send()
-        .await
-        .ok()?;
-    Some(
-        r.headers()
-            .get("x-halo-deployment")?
-            .to_str()
-            .ok()?
-            .to_owned(),
-    )
-}
-
 /// Promote → served by every edge, `n` times, through the replicas in turn: (median, p99).
 async fn promote_latency(
     apis: &[String],
@@ -195,7 +178,8 @@ async fn promote_latency(
             .unwrap();
         assert_eq!(r.status(), 200);
         for e in edges {
-            while served(&c, e).await.as_deref() != Some(id.as_str()) {
+            while common::served_by(&c, e, "storm.halo.test").await.as_deref() != Some(id.as_str())
+            {
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
         }

@@ -19,19 +19,6 @@ const TOKEN: &str = "replicas-admin-token-0123";
 /// How long an edge may take to follow a change before the test fails.
 const LIMIT: Duration = Duration::from_secs(15);
 
-/// GET with the admin token, as JSON.
-async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
-    client
-        .get(url)
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_replica_answers_any_request() {
     let Some(s3) = s3_settings() else { return };
@@ -41,21 +28,12 @@ async fn any_replica_answers_any_request() {
     let tmp = tempfile::tempdir().unwrap();
     let (shared, env) = common::s3_process_args(&s3, TOKEN);
     let replica_env = |name: &str, extra: &[(&'static str, String)]| {
-        let mut a: Vec<String> = [
-            "api",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--database-url",
+        let a = common::replica_args(
+            &["api", "--api-listen", "127.0.0.1:0"],
             &database,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.extend([
-            "--data-dir".to_owned(),
-            tmp.path().join(name).to_str().unwrap().to_owned(),
-        ]);
-        a.extend(shared.clone());
+            &tmp.path().join(name),
+            &shared,
+        );
         let mut env = env.clone();
         env.extend(extra.iter().cloned());
         Proc::spawn(&a, &env, &["api listening"])
@@ -125,8 +103,12 @@ async fn any_replica_answers_any_request() {
     );
 
     // Releases racing on A and B with the same If-Match: one wins, one is told it lost.
-    let routes: serde_json::Value =
-        get_json(&client, format!("{api_b}/v1/aliases?project_id={pid}")).await;
+    let routes: serde_json::Value = common::get_json(
+        &client,
+        TOKEN,
+        format!("{api_b}/v1/aliases?project_id={pid}"),
+    )
+    .await;
     let etag = client
         .get(format!("{api_a}/v1/aliases"))
         .bearer_auth(TOKEN)
@@ -261,8 +243,9 @@ async fn any_replica_answers_any_request() {
         !status.success(),
         "the fault point aborted replica C: {status:?}"
     );
-    let orphan: serde_json::Value = get_json(
+    let orphan: serde_json::Value = common::get_json(
         &client,
+        TOKEN,
         format!("{api_b}/v1/deployments?project_id={pid}&limit=1"),
     )
     .await;
@@ -270,8 +253,12 @@ async fn any_replica_answers_any_request() {
     assert_eq!(orphan["data"][0]["status"], "building", "{orphan}");
     let t = Instant::now();
     loop {
-        let d: serde_json::Value =
-            get_json(&client, format!("{api_a}/v1/deployments/{orphan_id}")).await;
+        let d: serde_json::Value = common::get_json(
+            &client,
+            TOKEN,
+            format!("{api_a}/v1/deployments/{orphan_id}"),
+        )
+        .await;
         if d["status"] == "ready" {
             break;
         }
@@ -339,8 +326,9 @@ async fn any_replica_answers_any_request() {
         "halo deploy through {both}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let newest: serde_json::Value = get_json(
+    let newest: serde_json::Value = common::get_json(
         &client,
+        TOKEN,
         format!("{survivor_api}/v1/deployments?project_id={pid}&limit=1"),
     )
     .await;

@@ -51,20 +51,18 @@ async fn nothing_acknowledged_is_lost_while_one_replica_crash_loops() {
     let spawn = {
         let tmp = tmp.path().to_owned();
         move |name: &str| {
-            let mut args: Vec<String> = [
-                "serve",
-                "--api-listen",
-                "127.0.0.1:0",
-                "--edge-listen",
-                "127.0.0.1:0",
-                "--database-url",
+            let args = common::replica_args(
+                &[
+                    "serve",
+                    "--api-listen",
+                    "127.0.0.1:0",
+                    "--edge-listen",
+                    "127.0.0.1:0",
+                ],
                 &database,
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            args.extend(["--data-dir".into(), tmp.join(name).to_str().unwrap().into()]);
-            args.extend(shared.clone());
+                &tmp.join(name),
+                &shared,
+            );
             Proc::spawn(&args, &env, &["api listening", "edge listening"])
         }
     };
@@ -163,15 +161,8 @@ async fn nothing_acknowledged_is_lost_while_one_replica_crash_loops() {
         if uploaded {
             // Ready soon, through B (A may be down): a candidate for later promotes.
             for _ in 0..100 {
-                let d: Value = client
-                    .get(format!("{api_b}/v1/deployments/{id}"))
-                    .bearer_auth(TOKEN)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let d: Value =
+                    common::get_json(&client, TOKEN, format!("{api_b}/v1/deployments/{id}")).await;
                 if d["status"] == "ready" {
                     ready.push(id.clone());
                     break;
@@ -204,15 +195,8 @@ async fn nothing_acknowledged_is_lost_while_one_replica_crash_loops() {
     for d in &acked {
         let t = Instant::now();
         loop {
-            let got: Value = client
-                .get(format!("{api_b}/v1/deployments/{}", d.id))
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let got: Value =
+                common::get_json(&client, TOKEN, format!("{api_b}/v1/deployments/{}", d.id)).await;
             assert_eq!(
                 got["id"],
                 d.id.as_str(),
@@ -244,17 +228,12 @@ async fn nothing_acknowledged_is_lost_while_one_replica_crash_loops() {
         }
     }
     // Every acknowledged promote is in the audit log of the production host.
-    let history: Value = client
-        .get(format!(
-            "{api_b}/v1/aliases/history?host=shop.halo.test&limit=200"
-        ))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = common::get_json(
+        &client,
+        TOKEN,
+        format!("{api_b}/v1/aliases/history?host=shop.halo.test&limit=200"),
+    )
+    .await;
     let logged: Vec<&str> = history["data"]
         .as_array()
         .unwrap()

@@ -107,7 +107,7 @@ fn answer_stream(
     req: Request<RecvStream>,
     respond: SendResponse<Bytes>,
 ) {
-    let accept_encoding = memo.then(|| MemoKey::of(&req)).flatten();
+    let accept_encoding = memo.then(|| memo_accept_encoding(&req)).flatten();
     if let Some(ae) = accept_encoding
         && let Some(entry) = memo_lookup(edge, &req, ae, secure)
     {
@@ -149,27 +149,22 @@ const CONDITIONAL_NAMES: [HeaderName; 6] = [
     IF_UNMODIFIED_SINCE,
 ];
 
-/// A GET the memo may answer: no conditional or range header, at most one
-/// `Accept-Encoding` (its value, or empty).
-struct MemoKey;
-
-impl MemoKey {
-    /// The request's `Accept-Encoding` (empty when absent) if the memo may answer it.
-    fn of<B>(req: &Request<B>) -> Option<&[u8]> {
-        if req.method() != Method::GET {
-            return None;
-        }
-        let headers = req.headers();
-        if CONDITIONAL_NAMES
-            .iter()
-            .any(|name| headers.contains_key(name))
-        {
-            return None;
-        }
-        let mut encodings = headers.get_all(ACCEPT_ENCODING).iter();
-        let accept_encoding = encodings.next().map_or(&b""[..], |v| v.as_bytes());
-        encodings.next().is_none().then_some(accept_encoding)
+/// The `Accept-Encoding` (empty when absent) of a GET the memo may answer: no conditional
+/// or range header, at most one `Accept-Encoding`; `None` for any other request.
+fn memo_accept_encoding<B>(req: &Request<B>) -> Option<&[u8]> {
+    if req.method() != Method::GET {
+        return None;
     }
+    let headers = req.headers();
+    if CONDITIONAL_NAMES
+        .iter()
+        .any(|name| headers.contains_key(name))
+    {
+        return None;
+    }
+    let mut encodings = headers.get_all(ACCEPT_ENCODING).iter();
+    let accept_encoding = encodings.next().map_or(&b""[..], |v| v.as_bytes());
+    encodings.next().is_none().then_some(accept_encoding)
 }
 
 /// The memo's entry for `req` (whose `Accept-Encoding` is `accept_encoding`), if any.

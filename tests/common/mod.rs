@@ -688,3 +688,36 @@ pub async fn until_store_revision(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// GET `url` with `token`, as JSON.
+#[allow(dead_code)]
+pub async fn get_json(client: &reqwest::Client, token: &str, url: String) -> Value {
+    client
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Arguments of a control-plane replica process: `command` (subcommand and listeners),
+/// then the PostgreSQL `database`, its own `data_dir`, and the `shared` storage flags.
+#[allow(dead_code)]
+pub fn replica_args(
+    command: &[&str],
+    database: &str,
+    data_dir: &Path,
+    shared: &[String],
+) -> Vec<String> {
+    let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+    args.extend(["--database-url".to_owned(), database.to_owned()]);
+    args.extend([
+        "--data-dir".to_owned(),
+        data_dir.to_str().unwrap().to_owned(),
+    ]);
+    args.extend(shared.iter().cloned());
+    args
+}

@@ -5,11 +5,13 @@
 
 use deadpool_postgres::{GenericClient, Transaction};
 
-use super::rows::{Query, bump_revision, execute, get_deployment, query, query_one, query_opt};
+use super::rows::{
+    Query, bump_revision, execute, get_deployment, query, query_one, query_opt, routing_change,
+};
 use crate::meta::rules::{self, AliasRow};
 use crate::meta::{
     Actor, Alias, AliasChange, AliasKind, AliasOp, AliasTarget, HistoryEntry, HistoryFilter,
-    MetaError, Route,
+    MetaError,
 };
 use crate::model::{Status, now_millis};
 
@@ -74,11 +76,6 @@ pub(super) async fn commit(
     )
     .await?;
     let now = now_millis();
-    let mut change = AliasChange {
-        revision,
-        routes: Vec::new(),
-        removed: Vec::new(),
-    };
     // PERF: the audit rows in one statement, and which targets are ready in one query
     // (not one round trip per host).
     let n = changes.moved.len();
@@ -114,26 +111,7 @@ pub(super) async fn commit(
             ],
         )
         .await?;
-    let targets: Vec<&str> = tos.iter().flatten().map(String::as_str).collect();
-    let ready: std::collections::HashSet<String> = query(
-        tx,
-        "SELECT id FROM deployments WHERE id = ANY($1) AND status = 'ready'",
-        &[&targets],
-    )
-    .await?
-    .iter()
-    .map(|r| r.get(0))
-    .collect();
-    for (host, to) in hosts.into_iter().zip(tos) {
-        match to {
-            Some(deployment_id) if ready.contains(&deployment_id) => change.routes.push(Route {
-                host,
-                deployment_id,
-            }),
-            _ => change.removed.push(host),
-        }
-    }
-    Ok(change)
+    routing_change(tx, revision, hosts.into_iter().zip(tos).collect()).await
 }
 
 /// Points every production host of the deployment's project, and the custom aliases that

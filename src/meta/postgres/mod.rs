@@ -1077,37 +1077,10 @@ impl MetaStore for PgMeta {
         if moved.len() as i64 > MOST {
             return Ok(None);
         }
-        let targets: Vec<String> = moved
-            .iter()
-            .filter_map(|r| r.get::<_, Option<String>>(1))
-            .collect();
-        let ready: std::collections::HashSet<String> = query(
-            &tx,
-            "SELECT id FROM deployments WHERE id = ANY($1) AND status = 'ready'",
-            &[&targets],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        let moved: Vec<(String, Option<String>)> =
+            moved.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let change = routing_change(&tx, revision, moved).await?;
         tx.commit().await?;
-        let mut change = AliasChange {
-            revision,
-            routes: Vec::new(),
-            removed: Vec::new(),
-        };
-        for r in moved {
-            let host: String = r.get(0);
-            match r.get::<_, Option<String>>(1) {
-                Some(deployment_id) if ready.contains(&deployment_id) => {
-                    change.routes.push(Route {
-                        host,
-                        deployment_id,
-                    })
-                }
-                _ => change.removed.push(host),
-            }
-        }
         Ok(Some(change))
     }
 

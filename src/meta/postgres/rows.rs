@@ -5,7 +5,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use crate::meta::{Deployment, Env, MetaError, Project, Retention, Token};
+use crate::meta::{AliasChange, Deployment, Env, MetaError, Project, Retention, Route, Token};
 use crate::model::owner::Attribution;
 
 /// A parameter owned by a [`Query`].
@@ -270,4 +270,38 @@ impl Query {
             .map(|a| a.as_ref() as &(dyn ToSql + Sync))
             .collect()
     }
+}
+
+/// The routing change at `revision` of hosts that now point where `moved` says: a host
+/// whose deployment is ready routes to it, the others are removed (one query for all).
+pub(super) async fn routing_change(
+    c: &impl GenericClient,
+    revision: u64,
+    moved: Vec<(String, Option<String>)>,
+) -> Result<AliasChange, MetaError> {
+    let targets: Vec<&str> = moved.iter().filter_map(|m| m.1.as_deref()).collect();
+    let ready: std::collections::HashSet<String> = query(
+        c,
+        "SELECT id FROM deployments WHERE id = ANY($1) AND status = 'ready'",
+        &[&targets],
+    )
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    let mut change = AliasChange {
+        revision,
+        routes: Vec::new(),
+        removed: Vec::new(),
+    };
+    for (host, to) in moved {
+        match to {
+            Some(deployment_id) if ready.contains(&deployment_id) => change.routes.push(Route {
+                host,
+                deployment_id,
+            }),
+            _ => change.removed.push(host),
+        }
+    }
+    Ok(change)
 }
