@@ -110,11 +110,7 @@ impl Server {
             );
             (challenges, certs, issuer)
         });
-        let mut edge_state = Edge::new(
-            control.table.clone(),
-            store,
-            BlobCache::new(config.cache_bytes),
-        );
+        let mut edge_state = Edge::new(control.table(), store, BlobCache::new(config.cache_bytes));
         edge_state.acme = acme.as_ref().map(|(c, _, _)| c.clone());
         let edge_state = Arc::new(edge_state);
         let tls_task = match tls {
@@ -139,7 +135,7 @@ impl Server {
                     challenges: acme.as_ref().map(|(ch, _, _)| ch.clone()),
                     on_demand: acme
                         .as_ref()
-                        .map(|(_, _, issuer)| (issuer.clone(), control.table.clone())),
+                        .map(|(_, _, issuer)| (issuer.clone(), control.table())),
                 });
                 let acceptor =
                     edge::tls::acceptor(resolver, acme.is_some()).context("configuring TLS")?;

@@ -5,6 +5,7 @@ mod common;
 use axum::body::Body;
 use common::{Harness, fixture, manifest};
 use halo::digest::Sha256;
+use halo::store::BlobStore;
 use http::{Request, StatusCode};
 use serde_json::{Value, json};
 
@@ -279,7 +280,6 @@ async fn deploy_flow_uploads_only_missing_and_advances_by_itself() {
     // The stored manifest is itself content-addressed and versioned.
     let m: halo::digest::Sha256 = ready["manifest_sha256"].as_str().unwrap().parse().unwrap();
     let bytes = h
-        .control
         .store
         .get(&m)
         .await
@@ -331,7 +331,7 @@ async fn uploads_over_the_limit_are_413() {
         (s, v["error"]["code"].as_str()),
         (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
     );
-    assert!(!h.control.store.exists(&Sha256::of(&big)).await.unwrap());
+    assert!(!h.store.exists(&Sha256::of(&big)).await.unwrap());
     // Without a Content-Length the limit is enforced while streaming.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(vec![1u8; 600]), Ok(vec![2u8; 600])];
     let body = Body::from_stream(futures_util::stream::iter(chunks));

@@ -300,7 +300,7 @@ async fn concurrent_misses_make_one_store_read_and_hits_make_none() {
         gets: Default::default(),
     });
     let edge = std::sync::Arc::new(halo::edge::Edge::new(
-        h.control.table.clone(),
+        h.control.table(),
         counting.clone(),
         halo::edge::cache::BlobCache::new(8 << 20),
     ));

@@ -165,7 +165,7 @@ async fn builds_interrupted_by_a_crash_resume_on_start() {
     // lock): wait for both rather than read the table in between.
     for _ in 0..500 {
         if meta.deployment("dpl_c").await.unwrap().unwrap().status == Status::Ready
-            && control.table.load().site("dpl_c.halo.test").is_some()
+            && control.table().load().site("dpl_c.halo.test").is_some()
         {
             return;
         }

@@ -120,7 +120,7 @@ async fn a_promote_never_commits_what_the_edge_cannot_serve() {
     ));
     let served = |control: &Control| {
         control
-            .table
+            .table()
             .load()
             .site("steady.halo.test")
             .map(|s| s.deployment_id.clone())

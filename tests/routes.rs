@@ -21,7 +21,7 @@ async fn long_poll_answers_newer_revisions_and_waits_for_changes() {
         None,
     )
     .await;
-    let rev = h.control.table.load().revision;
+    let rev = h.control.table().load().revision;
 
     let (s, snap) = h
         .call("GET", &format!("/v1/routes?after={}", rev - 1), None)
@@ -93,8 +93,8 @@ async fn snapshots_are_published_checksummed_and_pruned() {
         )
         .await;
     }
-    let want = h.control.table.load().revision;
-    let store = h.control.store.clone();
+    let want = h.control.table().load().revision;
+    let store: std::sync::Arc<dyn halo::store::BlobStore> = h.store.clone();
     let mut pointer = None;
     for _ in 0..300 {
         if let Some(bytes) = store.get_object(POINTER_KEY).await.unwrap() {
@@ -109,7 +109,7 @@ async fn snapshots_are_published_checksummed_and_pruned() {
     let pointer = pointer.expect("the newest revision is published");
     let data = store.get_object(&pointer.key).await.unwrap().unwrap();
     let snap = pointer.open(&data).unwrap();
-    assert_eq!(snap, h.control.table.load().snapshot());
+    assert_eq!(snap, h.control.table().load().snapshot());
     let kept = std::fs::read_dir(h.dir.path().join("store/objects/routes/snapshots"))
         .unwrap()
         .count();

@@ -111,7 +111,7 @@ async fn promote_back_and_forth_under_load_never_fails_or_mixes() {
         total[0] > 0 && total[1] > 0,
         "both versions must have been served: {total:?}"
     );
-    let rev = srv.server.as_ref().unwrap().control.table.load().revision;
+    let rev = srv.server.as_ref().unwrap().control.table().load().revision;
     assert!(
         rev >= PROMOTES as u64,
         "every promote is a swap with a new revision (got {rev})"

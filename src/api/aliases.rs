@@ -114,7 +114,6 @@ pub async fn list(
     let ids = caller.project_ids();
     let mut aliases = s
         .control
-        .meta
         .aliases(p.project_id.as_deref(), ids.as_deref(), after, limit + 1)
         .await?;
     let more = aliases.len() > limit as usize;
@@ -167,12 +166,12 @@ impl TargetBody {
 /// project and preview hosts Halo assigns), one that already exists.
 async fn check_host(s: &ApiState, raw: &str) -> Result<String, ApiError> {
     let host = normalize_alias_host(raw).map_err(|m| ApiError::bad_request("invalid_host", m))?;
-    let domain = &s.control.domain;
+    let domain = s.control.domain();
     let platform = host
-        .strip_suffix(domain.as_str())
+        .strip_suffix(domain)
         .and_then(|l| l.strip_suffix('.'))
         .is_some_and(|label| !label.contains('.'));
-    if platform && s.control.meta.alias(&host).await?.is_none() {
+    if platform && s.control.alias(&host).await?.is_none() {
         return Err(ApiError::bad_request(
             "invalid_host",
             format!("hosts <name>.{domain} are project and preview hosts, assigned by Halo"),
@@ -203,7 +202,6 @@ pub async fn put(
         .await?;
     let alias = s
         .control
-        .meta
         .alias(&host)
         .await?
         .ok_or_else(|| ApiError::not_found(&format!("alias {host}")))?;
@@ -225,7 +223,6 @@ pub async fn delete(
     let host = normalize_alias_host(&host).map_err(|m| ApiError::bad_request("invalid_host", m))?;
     let alias = s
         .control
-        .meta
         .alias(&host)
         .await?
         .ok_or_else(|| ApiError::not_found(&format!("alias {host}")))?;
@@ -308,7 +305,7 @@ pub async fn release(
     // Removals must name aliases the caller may see.
     for op in &ops {
         if let AliasOp::Remove { host } = op {
-            let alias = s.control.meta.alias(host).await?;
+            let alias = s.control.alias(host).await?;
             if !alias.is_some_and(|a| caller.0.sees(&a.project_id)) {
                 return Err(ApiError::not_found(&format!("alias {host}")));
             }
@@ -356,7 +353,6 @@ pub async fn history(
         .transpose()?;
     let (entries, next) = s
         .control
-        .meta
         .alias_history(&HistoryFilter {
             host,
             project_id: p.project_id,

@@ -17,7 +17,7 @@ pub async fn list(State(s): State<ApiState>, caller: Caller) -> Result<Json<Valu
     for st in issuer.states() {
         // A project-limited token sees only its projects' hosts.
         if let Some(ids) = caller.project_ids() {
-            let owner = s.control.meta.alias(&st.host).await?.map(|a| a.project_id);
+            let owner = s.control.alias(&st.host).await?.map(|a| a.project_id);
             if !owner.is_some_and(|p| ids.contains(&p)) {
                 continue;
             }

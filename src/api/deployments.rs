@@ -76,7 +76,7 @@ pub async fn create(
         // Created before a crash lost the answer: the same deployment, with what it still
         // lacks now.
         let d = s.control.deployment(id).await?;
-        let missing = s.control.meta.deployment_missing(id).await?;
+        let missing = s.control.deployment_missing(id).await?;
         return Ok((
             StatusCode::CREATED,
             Json(DeploymentView::new(&s.control, d, Some(missing))),
@@ -195,7 +195,7 @@ pub async fn files(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let d = visible(&s, &caller, &id).await?;
-    let files = s.control.meta.deployment_files(&d.id).await?;
+    let files = s.control.deployment_files(&d.id).await?;
     let map: serde_json::Map<String, Value> =
         files.into_iter().map(|(p, h)| (p, json!(h))).collect();
     Ok(Json(json!({ "id": d.id, "files": map })))
@@ -279,7 +279,7 @@ pub async fn list(
         },
         project_ids: caller.project_ids(),
     };
-    let page = s.control.meta.deployments(&filter).await?;
+    let page = s.control.deployments(&filter).await?;
     let data: Vec<DeploymentView> = page
         .data
         .into_iter()

@@ -70,7 +70,7 @@ impl Feed {
         }
         let d = self.control.deployment(&self.id).await?;
         if d.status == Status::Queued {
-            let p = self.control.meta.progress(&self.id).await?;
+            let p = self.control.progress(&self.id).await?;
             if self.progress != Some(p) {
                 self.progress = Some(p);
                 // Progress is a snapshot, not a stored event: it has no id, and a resumed

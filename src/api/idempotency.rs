@@ -140,7 +140,6 @@ pub async fn layer(
         let mut idem = Idem::default();
         match state
             .control
-            .meta
             .idempotent_response(&token, &key, since)
             .await?
         {
@@ -192,7 +191,6 @@ pub async fn layer(
         };
         state
             .control
-            .meta
             .store_idempotent_response(&token, &key, &stored, since)
             .await?;
         Ok(Response::from_parts(rparts, Body::from(rbytes)))

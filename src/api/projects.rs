@@ -115,7 +115,6 @@ pub async fn list(
     };
     let data: Vec<ProjectView> = s
         .control
-        .meta
         .projects(&filter)
         .await?
         .into_iter()
@@ -140,7 +139,7 @@ pub async fn promotions(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let p = visible(&s, &caller, &id).await?;
-    let rows = s.control.meta.promotions(&p.id, 100).await?;
+    let rows = s.control.promotions(&p.id, 100).await?;
     let data: Vec<Value> = rows
         .into_iter()
         .map(|(d, at)| json!({ "deployment_id": d, "promoted_at": crate::model::rfc3339(at) }))

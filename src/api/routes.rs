@@ -38,7 +38,7 @@ pub async fn stream(
         let wait = Duration::from_secs(p.wait.min(MAX_WAIT));
         let _ = tokio::time::timeout(wait, revisions.wait_for(|r| *r > p.after)).await;
     }
-    let table = s.control.table.snapshot();
+    let table = s.control.table().snapshot();
     if table.revision <= p.after {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
@@ -48,8 +48,8 @@ pub async fn stream(
 /// Prometheus text: the alias table's revision and size, promotes, and the edge's
 /// counters when this process serves the edge.
 pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
-    let mut body = s.control.table.load().metrics();
-    s.control.promote_metrics.render(&mut body);
+    let mut body = String::new();
+    s.control.render_metrics(&mut body);
     if let Some(edge) = &s.edge {
         edge.metrics.render(edge.cache.counters(), &mut body);
     }

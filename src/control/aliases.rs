@@ -61,7 +61,7 @@ impl Control {
         actor: &Actor,
         action: &str,
     ) -> Result<u64, ControlError> {
-        let _release = self.release.lock().await;
+        let release = self.router.begin().await;
         let mut routed = Vec::new();
         for op in ops {
             match op {
@@ -82,7 +82,7 @@ impl Control {
                 AliasOp::Remove { .. } => {}
             }
         }
-        self.preload(routed).await?;
+        release.preload(routed).await?;
         let change = self
             .meta
             .alias_ops(ops, expected, actor, action)
@@ -95,14 +95,14 @@ impl Control {
                 e => e.into(),
             })?;
         let revision = change.revision;
-        self.apply_change(change).await;
+        release.apply(change).await;
         tracing::info!(revision, by = %actor.id, action, changes = ops.len(), "aliases changed");
         Ok(revision)
     }
 
     /// The alias table's revision now (what `If-Match` compares with).
     pub fn revision(&self) -> u64 {
-        *self.revision.borrow()
+        self.router.revision()
     }
 }
 

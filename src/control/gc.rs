@@ -11,6 +11,7 @@
 //! referenced or touched before GC looks again, or already gone from the index, in which
 //! case the deploy is told to upload it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -47,6 +48,53 @@ pub struct GcReport {
     pub manifests: u64,
     /// Objects that could not be deleted (left for the next run).
     pub errors: u64,
+}
+
+/// The GC lock and epoch (see the module comment): held shared by everything that makes a
+/// blob count as present, exclusively by GC while it removes a batch.
+#[derive(Default)]
+pub(super) struct GcGate {
+    lock: tokio::sync::RwLock<()>,
+    /// Odd while a batch removes blobs, even between batches.
+    epoch: AtomicU64,
+}
+
+/// One batch's exclusive hold; the epoch is bumped when it starts and when it ends.
+pub(super) struct Batch<'a> {
+    gate: &'a GcGate,
+    _lock: tokio::sync::RwLockWriteGuard<'a, ()>,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.gate.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl GcGate {
+    /// Holds GC off until the guard is dropped.
+    pub(super) async fn shared(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.lock.read().await
+    }
+
+    /// The epoch now, to compare with [`GcGate::ran_since`] after unguarded work.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Whether a batch was running when `epoch` was read, or has run since.
+    pub(super) fn ran_since(&self, epoch: u64) -> bool {
+        epoch % 2 == 1 || self.epoch() != epoch
+    }
+
+    async fn batch(&self) -> Batch<'_> {
+        let lock = self.lock.write().await;
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        Batch {
+            gate: self,
+            _lock: lock,
+        }
+    }
 }
 
 impl Control {
@@ -107,19 +155,8 @@ impl Control {
         }
         for batch in candidates.chunks(BATCH) {
             let digests: Vec<_> = batch.iter().map(|c| c.digest).collect();
-            let _exclusive = self.gc_lock.write().await;
-            // Odd while a batch removes blobs, even between batches (see `put_blob`).
-            self.gc_epoch
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let gone = self.meta.gc_forget(&digests, cutoff).await;
-            let gone = match gone {
-                Ok(g) => g,
-                Err(e) => {
-                    self.gc_epoch
-                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    return Err(e.into());
-                }
-            };
+            let _batch = self.gc.batch().await;
+            let gone = self.meta.gc_forget(&digests, cutoff).await?;
             for d in &gone {
                 if let Err(e) = self.store.delete(d).await {
                     // Forgotten by the index but still stored: harmless (a later upload
@@ -145,8 +182,6 @@ impl Control {
                     .and_then(|c| c.size)
                     .unwrap_or(0);
             }
-            self.gc_epoch
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         tracing::info!(
             blobs = report.blobs,

@@ -129,20 +129,20 @@ impl Control {
     ) -> Result<Deployment, ControlError> {
         let was = self.deployment(id).await?;
         {
-            let _release = self.release.lock().await;
+            let release = self.router.begin().await;
             let change = self
                 .meta
                 .delete_deployment(id, actor)
                 .await
                 .map_err(refused)?;
-            self.apply_change(change).await;
+            release.apply(change).await;
         }
         if was.status != Status::Deleted {
             tracing::info!(deployment = %id, by = %actor.id, "deleted");
             self.status_event(id, Status::Deleted, &format!("deleted by {}", actor.name))
                 .await;
         }
-        self.sites.remove(id);
+        self.router.forget(id);
         self.deployment(id).await
     }
 }

@@ -9,35 +9,33 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use futures_util::{StreamExt, TryStreamExt, stream};
+use futures_util::TryStreamExt;
 
 use crate::digest::Sha256;
-use crate::edge::metrics::PromoteMetrics;
-use crate::edge::site::{self, Site};
-use crate::edge::table::{AliasTable, TableHandle};
+use crate::edge::table::TableHandle;
 use crate::meta::{
-    Actor, AliasChange, Deployment, Env, IdemClaim, MetaError, MetaStore, NewDeployment, Project,
-    Retention,
+    Actor, Deployment, Env, IdemClaim, MetaError, MetaStore, NewDeployment, Project, Retention,
 };
 use crate::model::owner::{Attribution, Metadata};
-use crate::model::settings::{self, SiteSettings};
-use crate::model::{self, Manifest, ManifestEntry, Status, Target, names};
-use crate::store::{BlobStore, ByteStream, PutOutcome, StoreError, put_bytes};
+use crate::model::settings::SiteSettings;
+use crate::model::{self, Status, Target, names};
+use crate::store::{BlobStore, ByteStream, PutOutcome, StoreError};
 
 pub mod aliases;
+mod build;
 pub mod events;
 pub mod gc;
 pub mod leases;
 mod lifecycle;
 mod publish;
+mod reads;
+mod router;
 pub mod scrub;
 pub mod tokens;
 
 pub use events::Phase;
 pub use lifecycle::{DeploymentPatch, ProjectPatch};
 
-/// How many blob size look-ups a build runs at once.
-const BUILD_CONCURRENCY: usize = 32;
 /// Fresh ids tried when a preview host is (astronomically unlikely) already taken.
 const ID_ATTEMPTS: usize = 4;
 
@@ -110,49 +108,31 @@ pub struct NewProject {
     pub retention: Retention,
 }
 
-/// The control plane.
+/// The control plane: focused parts, reached only through its methods.
 pub struct Control {
     /// Blob bytes and version manifests.
-    pub store: Arc<dyn BlobStore>,
+    store: Arc<dyn BlobStore>,
     /// Projects, deployments, aliases, tokens.
-    pub meta: Arc<dyn MetaStore>,
-    /// The edge's routing table, swapped on every alias change.
-    pub table: Arc<TableHandle>,
+    meta: Arc<dyn MetaStore>,
     /// Parent domain of project and preview hosts.
-    pub domain: String,
+    domain: String,
     /// Port the edge is reachable on, for the URLs we hand out.
     edge_port: u16,
-    /// Loaded sites by deployment id; a site is immutable, so an entry never goes stale.
-    sites: DashMap<String, Arc<Site>>,
-    /// Builds running now, so a deployment is never built twice at once.
+    /// The served table and the order alias changes reach it.
+    router: router::Router,
+    /// Builds running in this process, so a deployment is never built twice at once here
+    /// (across replicas, a lease: [`build`]).
     building: DashMap<String, ()>,
-    /// Serialises alias changes so table swaps happen in revision order.
-    release: tokio::sync::Mutex<()>,
-    /// The revision of the table now served; edge nodes long-poll on it.
-    revision: tokio::sync::watch::Sender<u64>,
-    /// Promote count and latency, for `/metrics`.
-    pub promote_metrics: PromoteMetrics,
     /// Bumped whenever a deployment event is logged or an upload lands, so event streams
     /// wake up.
     events: tokio::sync::watch::Sender<u64>,
-    /// Held shared by everything that makes a blob referenced (reporting it present,
-    /// recording a deployment, storing an upload) and exclusively by GC while it removes a
-    /// batch, so GC never deletes a blob a deploy is about to count on.
-    gc_lock: tokio::sync::RwLock<()>,
-    /// Bumped when a GC batch starts and when it ends: odd while one removes blobs (see
-    /// [`Control::put_blob`]).
-    gc_epoch: std::sync::atomic::AtomicU64,
-    /// Tokens already authenticated, by secret hash (see [`Control::authenticate`]).
-    tokens: DashMap<Sha256, (Arc<crate::meta::Token>, std::time::Instant)>,
-    /// Bumped by every revocation.
-    token_epoch: std::sync::atomic::AtomicU64,
+    /// Keeps GC from removing a blob a deploy is about to count on ([`gc::GcGate`]).
+    gc: gc::GcGate,
+    /// Authenticated tokens ([`Control::authenticate`]).
+    tokens: tokens::TokenCache,
     /// Work one replica at a time does (snapshots, GC, builds).
     leases: Arc<leases::Leases>,
 }
-
-/// How long a build's lease lasts without renewal: a build whose replica died is resumed
-/// by another within about this long (and half of it, the sweep's period).
-const BUILD_LEASE: std::time::Duration = std::time::Duration::from_secs(20);
 
 impl Control {
     /// Starts the control plane: builds the edge table from the metadata store and resumes
@@ -163,30 +143,25 @@ impl Control {
         domain: String,
         edge_port: u16,
     ) -> Result<Arc<Self>, ControlError> {
+        let leases = Arc::new(leases::Leases::new(meta.clone()));
         let control = Arc::new(Control {
+            router: router::Router::new(meta.clone(), store.clone(), leases.shared()),
             store,
-            table: Arc::new(TableHandle::default()),
             domain,
             edge_port,
-            sites: DashMap::new(),
             building: DashMap::new(),
-            release: tokio::sync::Mutex::new(()),
-            revision: tokio::sync::watch::Sender::new(0),
-            promote_metrics: PromoteMetrics::default(),
             events: tokio::sync::watch::Sender::new(0),
-            gc_lock: tokio::sync::RwLock::new(()),
-            gc_epoch: Default::default(),
-            tokens: DashMap::new(),
-            token_epoch: Default::default(),
-            leases: Arc::new(leases::Leases::new(meta.clone())),
+            gc: gc::GcGate::default(),
+            tokens: tokens::TokenCache::default(),
+            leases,
             meta,
         });
-        // At start-up, before the edge serves; later changes go through `apply_change`.
-        control.rebuild_table().await?;
+        // At start-up, before the edge serves; later changes go through `Release::apply`.
+        control.router.rebuild().await?;
         tokio::spawn(publish::publish_snapshots(
             control.store.clone(),
-            control.table.clone(),
-            control.revision.subscribe(),
+            control.router.table().clone(),
+            control.router.revisions(),
             control.leases.clone(),
         ));
         if let Some(feed) = control.meta.feed() {
@@ -197,14 +172,30 @@ impl Control {
             control.spawn_build(id);
         }
         if control.leases.shared() {
-            tokio::spawn(resume_orphaned_builds(Arc::downgrade(&control)));
+            tokio::spawn(build::resume_orphaned_builds(Arc::downgrade(&control)));
         }
         Ok(control)
     }
 
     /// Revisions of the served table as they change (for the route stream).
     pub fn revisions(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.revision.subscribe()
+        self.router.revisions()
+    }
+
+    /// The table the edge serves (read it; alias changes go through this control plane).
+    pub fn table(&self) -> Arc<TableHandle> {
+        self.router.table().clone()
+    }
+
+    /// Appends the table's and the promotes' figures to a Prometheus text body.
+    pub fn render_metrics(&self, body: &mut String) {
+        body.push_str(&self.router.table().load().metrics());
+        self.router.promotes().render(body);
+    }
+
+    /// Parent domain of project and preview hosts.
+    pub fn domain(&self) -> &str {
+        &self.domain
     }
 
     /// The production host of a project.
@@ -273,7 +264,7 @@ impl Control {
     /// `ready` read from the database is also served: a reader that saw the commit returns
     /// only after the swap.
     pub async fn settled(&self) {
-        drop(self.release.lock().await);
+        self.router.settled().await;
     }
 
     /// A deployment by its number within a project (named by id or name).
@@ -313,7 +304,7 @@ impl Control {
         env.extend(req.env);
         let digests: Vec<Sha256> = req.files.values().copied().collect();
         // From the look-up until the files are recorded, GC may not take what we found.
-        let _gc = self.gc_lock.read().await;
+        let _gc = self.gc.shared().await;
         // No touch: the files are recorded under the same lock, so GC cannot come between.
         let missing = self.missing_locked(&digests, false).await?;
         let files: Vec<(String, Sha256)> = req.files.into_iter().collect();
@@ -376,7 +367,7 @@ impl Control {
         self: &Arc<Self>,
         digests: &[Sha256],
     ) -> Result<Vec<Sha256>, ControlError> {
-        let _gc = self.gc_lock.read().await;
+        let _gc = self.gc.shared().await;
         self.missing_locked(digests, true).await
     }
 
@@ -433,13 +424,10 @@ impl Control {
         // The body streams without the GC lock (a slow client must not hold GC, and the
         // deploys queued behind GC, for minutes); the lock covers only the indexing. A GC
         // batch that ran meanwhile may have removed these very bytes, so then look again.
-        let epoch = self.gc_epoch.load(std::sync::atomic::Ordering::SeqCst);
+        let epoch = self.gc.epoch();
         let outcome = self.store.put(digest, body).await?;
-        let _gc = self.gc_lock.read().await;
-        // An odd epoch was read during a batch; a changed one means a batch ran since.
-        if (epoch % 2 == 1 || self.gc_epoch.load(std::sync::atomic::Ordering::SeqCst) != epoch)
-            && !self.store.exists(digest).await?
-        {
+        let _gc = self.gc.shared().await;
+        if self.gc.ran_since(epoch) && !self.store.exists(digest).await? {
             return Err(StoreError::Unavailable(format!(
                 "blob {digest} was collected while it was uploaded; upload it again"
             ))
@@ -466,164 +454,6 @@ impl Control {
         Ok(())
     }
 
-    fn spawn_build(self: &Arc<Self>, id: String) {
-        if self.building.insert(id.clone(), ()).is_some() {
-            return;
-        }
-        let this = self.clone();
-        tokio::spawn(async move {
-            let lease = format!("build:{id}");
-            match this.leases.with(&lease, BUILD_LEASE, this.build(&id)).await {
-                None => tracing::debug!(deployment = %id, "another replica is building it"),
-                Some(Err(e)) => this.build_failed(&id, &e).await,
-                Some(Ok(())) => {}
-            }
-            this.building.remove(&id);
-        });
-    }
-
-    /// Assembles and stores the version manifest, makes the preview host routable, and
-    /// promotes production-targeted deployments.
-    async fn build(self: &Arc<Self>, id: &str) -> Result<(), ControlError> {
-        let started = std::time::Instant::now();
-        let deployment = self.deployment(id).await?;
-        let entries = self
-            .phase(id, Phase::Verify, async {
-                let files = self.meta.deployment_files(id).await?;
-                self.sizes(files).await
-            })
-            .await?;
-        let mut manifest = Manifest::new(
-            id.to_owned(),
-            deployment.project_id.clone(),
-            model::rfc3339(deployment.created_at),
-            entries.into_iter().collect(),
-        );
-        manifest.preview_host = Some(deployment.preview_host.clone());
-        // Settings and rules are checked before the version exists: a bad file fails the
-        // build with its line, and never reaches the edge.
-        let (settings, rules) = self
-            .phase(id, Phase::Rules, async {
-                let settings = self.settings_for(&deployment.project_id, &manifest).await?;
-                let rules =
-                    site::read_rules(&*self.store, &manifest)
-                        .await
-                        .map_err(|e| match e {
-                            site::RulesLoadError::Store(e) => ControlError::from(e),
-                            site::RulesLoadError::Invalid(e) => ControlError::Invalid {
-                                code: "invalid_rules",
-                                message: e.to_string(),
-                            },
-                        })?;
-                Ok((settings, rules))
-            })
-            .await?;
-        manifest.settings = settings;
-        let manifest_digest = self
-            .phase(id, Phase::Manifest, async {
-                Ok(put_bytes(&*self.store, manifest.to_bytes().into()).await?.0)
-            })
-            .await?;
-        let site = Arc::new(Site::with_rules(&manifest, manifest_digest, rules));
-        self.sites.insert(id.to_owned(), site);
-        // A production target is promoted in the same transaction that makes it ready.
-        let production = deployment.target == Target::Production;
-        let promoting = std::time::Instant::now();
-        if production {
-            self.phase_event(id, Phase::Promote, "in_progress", None, None)
-                .await;
-        }
-        crate::fault::point("build.before_ready");
-        {
-            let _release = self.release.lock().await;
-            let change = match self
-                .meta
-                .mark_ready(id, &manifest_digest, manifest.total_bytes())
-                .await
-            {
-                Err(MetaError::InvalidState(_)) => return Err(events::stopped(id)),
-                r => r?,
-            };
-            self.apply_change(change).await;
-        }
-        if production {
-            self.promote_metrics.record(promoting.elapsed());
-            self.phase_event(id, Phase::Promote, "completed", Some(promoting), None)
-                .await;
-        }
-        tracing::info!(deployment = %id, files = manifest.files.len(), bytes = manifest.total_bytes(), production, ms = started.elapsed().as_millis() as u64, "deployment ready");
-        self.status_event(id, Status::Ready, "the deployment is ready")
-            .await;
-        Ok(())
-    }
-
-    /// The project's settings with the deployment's `halo.json` over them.
-    async fn settings_for(
-        &self,
-        project_id: &str,
-        manifest: &Manifest,
-    ) -> Result<SiteSettings, ControlError> {
-        let base = self.project(project_id).await?.settings;
-        let invalid = |message: String| ControlError::Invalid {
-            code: "invalid_settings",
-            message,
-        };
-        match site::read_small(&*self.store, manifest, settings::FILE, settings::FILE_MAX).await? {
-            None => Ok(base),
-            Some(Err(message)) => Err(invalid(message)),
-            Some(Ok(bytes)) => Ok(base.patched(&settings::parse_file(&bytes).map_err(invalid)?)),
-        }
-    }
-
-    /// Sizes of a deployment's files: from the blob index where it knows them, else from
-    /// the store (which also confirms the blob is still there).
-    async fn sizes(
-        self: &Arc<Self>,
-        files: Vec<(String, Sha256)>,
-    ) -> Result<Vec<(String, ManifestEntry)>, ControlError> {
-        let digests: Vec<Sha256> =
-            crate::store::dedup(&files.iter().map(|(_, d)| *d).collect::<Vec<_>>());
-        let mut sizes: std::collections::HashMap<Sha256, u64> = self
-            .meta
-            .known_blobs(&digests)
-            .await?
-            .into_iter()
-            .filter_map(|(d, s)| s.map(|s| (d, s)))
-            .collect();
-        let store = &self.store;
-        let looked_up: Vec<(Sha256, Option<u64>)> =
-            stream::iter(digests.into_iter().filter(|d| !sizes.contains_key(d)))
-                .map(|d| async move { Ok::<_, StoreError>((d, store.size(&d).await?)) })
-                .buffered(BUILD_CONCURRENCY)
-                .try_collect()
-                .await?;
-        let learned: Vec<(Sha256, Option<u64>)> = looked_up
-            .iter()
-            .filter(|(_, s)| s.is_some())
-            .copied()
-            .collect();
-        if !learned.is_empty() {
-            self.blobs_stored(&learned).await?;
-        }
-        sizes.extend(learned.into_iter().filter_map(|(d, s)| s.map(|s| (d, s))));
-        files
-            .into_iter()
-            .map(|(path, digest)| match sizes.get(&digest) {
-                Some(&size) => Ok((
-                    path,
-                    ManifestEntry {
-                        sha256: digest,
-                        size,
-                    },
-                )),
-                None => Err(ControlError::Invalid {
-                    code: "blob_missing",
-                    message: format!("file {path:?} ({digest}) is no longer in the store"),
-                }),
-            })
-            .collect()
-    }
-
     /// Points the project's production hosts at deployment `id` (which must be ready) in
     /// one table swap. Promoting an older deployment is a rollback.
     pub async fn promote(
@@ -636,8 +466,8 @@ impl Control {
         // PERF: one event when it is over (with its duration), not two: a promote takes
         // a millisecond, and every event is an fsynced write on the promote's path.
         {
-            let _release = self.release.lock().await;
-            self.preload([id.to_owned()]).await?;
+            let release = self.router.begin().await;
+            release.preload([id.to_owned()]).await?;
             let change = match self.meta.promote(id, actor, claim).await {
                 Err(MetaError::InvalidState(message)) => {
                     self.phase_event(id, Phase::Promote, "failed", Some(started), Some(&message))
@@ -652,146 +482,13 @@ impl Control {
                 }
                 r => r?,
             };
-            self.apply_change(change).await;
+            release.apply(change).await;
         }
-        self.promote_metrics.record(started.elapsed());
+        self.router.promotes().record(started.elapsed());
         self.phase_event(id, Phase::Promote, "completed", Some(started), None)
             .await;
-        tracing::info!(deployment = %id, revision = self.table.load().revision, "promoted");
+        tracing::info!(deployment = %id, revision = self.router.revision(), "promoted");
         self.deployment(id).await
-    }
-
-    /// Loads, before an alias change is committed, the site of every deployment it may
-    /// route, so that swapping it in after the commit needs no I/O and cannot fail. A store
-    /// failure refuses the change with nothing committed. Deployments that are not (or not
-    /// yet) routable are left to the metadata transaction, which refuses them with its own
-    /// reason. Callers hold `release`.
-    async fn preload(&self, ids: impl IntoIterator<Item = String>) -> Result<(), ControlError> {
-        for id in ids {
-            match self.site(&id).await {
-                Ok(_) | Err(ControlError::NotFound(_) | ControlError::Conflict { .. }) => {}
-                Err(e) => {
-                    tracing::warn!(deployment = %id, error = %e, "cannot load a site before an alias change; refused");
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Swaps a committed alias change into the edge table. Callers hold `release` and
-    /// preloaded its sites ([`Control::preload`]); should a site still be missing, the
-    /// table is rebuilt from the metadata rather than left stale. Never fails: the change
-    /// is committed, so the edge must follow it.
-    async fn apply_change(&self, change: AliasChange) {
-        if change.routes.is_empty() && change.removed.is_empty() {
-            return;
-        }
-        let local = self.table.load().revision;
-        if change.revision > local + 1 && self.leases.shared() {
-            // Another replica committed between this table and this change: what it moved
-            // must be served too, so apply everything since this table.
-            return self.catch_up_from(local).await;
-        }
-        self.apply_exact(change).await;
-    }
-
-    /// Applies a change that is everything between the table's revision and its own.
-    async fn apply_exact(&self, change: AliasChange) {
-        let mut changes = Vec::with_capacity(change.routes.len() + change.removed.len());
-        for r in change.routes {
-            match self.site(&r.deployment_id).await {
-                Ok(site) => changes.push((r.host, Some(site))),
-                Err(e) => {
-                    tracing::error!(host = %r.host, deployment = %r.deployment_id, error = %e, "a committed alias change names a site that cannot be loaded; rebuilding the table from the metadata");
-                    return self.rebuild_until_done().await;
-                }
-            }
-        }
-        changes.extend(change.removed.into_iter().map(|h| (h, None)));
-        if self.table.apply(change.revision, &changes) {
-            self.revision.send_replace(change.revision);
-        }
-    }
-
-    /// Builds the whole table from the metadata (every routable alias at the current
-    /// revision) and serves it. A host whose site cannot be loaded is left unrouted and
-    /// logged, as at start-up.
-    async fn rebuild_table(&self) -> Result<(), ControlError> {
-        let routes = self.meta.routes().await?;
-        let mut hosts = Vec::with_capacity(routes.routes.len());
-        for r in routes.routes {
-            match self.site(&r.deployment_id).await {
-                Ok(site) => hosts.push((r.host, site)),
-                Err(e) => {
-                    tracing::error!(host = %r.host, deployment = %r.deployment_id, error = %e, "cannot load site; host left unrouted")
-                }
-            }
-        }
-        let table = AliasTable::new(routes.revision, hosts);
-        tracing::info!(
-            revision = table.revision,
-            hosts = table.len(),
-            "alias table loaded"
-        );
-        let revision = table.revision;
-        self.table.replace(table);
-        self.revision.send_replace(revision);
-        Ok(())
-    }
-
-    /// [`Control::rebuild_table`], retried with backoff while the metadata cannot be read.
-    async fn rebuild_until_done(&self) {
-        let mut wait = std::time::Duration::from_millis(50);
-        while let Err(e) = self.rebuild_table().await {
-            tracing::error!(error = %e, "cannot rebuild the alias table; retrying");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(std::time::Duration::from_secs(5));
-        }
-    }
-
-    /// Serves the table at `revision` (or newer) when another replica committed it, under
-    /// `release`, unless this process got there first: the hosts moved since this table's
-    /// revision are applied (from the audit log), or, when that cannot be had, the whole
-    /// table is read again.
-    async fn catch_up(&self, revision: u64) {
-        if self.table.load().revision >= revision {
-            return;
-        }
-        let _release = self.release.lock().await;
-        let local = self.table.load().revision;
-        if local >= revision {
-            return;
-        }
-        self.catch_up_from(local).await;
-    }
-
-    /// Serves every change committed after revision `local` (callers hold `release`).
-    async fn catch_up_from(&self, local: u64) {
-        match self.meta.alias_changes_since(local).await {
-            Ok(Some(change)) if change.revision > local => self.apply_exact(change).await,
-            Ok(Some(_)) => {}
-            Ok(None) => self.rebuild_until_done().await,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the alias changes; reading the whole table");
-                self.rebuild_until_done().await;
-            }
-        }
-    }
-
-    /// The loaded site of a ready deployment, reading its manifest when not cached.
-    async fn site(&self, deployment_id: &str) -> Result<Arc<Site>, ControlError> {
-        if let Some(s) = self.sites.get(deployment_id) {
-            return Ok(s.clone());
-        }
-        let d = self.deployment(deployment_id).await?;
-        let digest = d.manifest.ok_or_else(|| ControlError::Conflict {
-            code: "deployment_not_ready",
-            message: format!("deployment {deployment_id} has no manifest yet"),
-        })?;
-        let site = Arc::new(crate::edge::site::load(&*self.store, &digest).await?);
-        self.sites.insert(deployment_id.to_owned(), site.clone());
-        Ok(site)
     }
 }
 
@@ -812,27 +509,6 @@ async fn follow_replicas(
             events = seen.events;
             control.events.send_modify(|e| *e += 1);
         }
-        control.catch_up(seen.revision).await;
-    }
-}
-
-/// With replicas: builds left `building` by a replica that died (its lease expired) are
-/// taken over, looked for every half lease. Ends with the control plane.
-async fn resume_orphaned_builds(control: std::sync::Weak<Control>) {
-    loop {
-        tokio::time::sleep(BUILD_LEASE / 2).await;
-        let Some(control) = control.upgrade() else {
-            return;
-        };
-        match control.meta.interrupted_builds().await {
-            Ok(ids) => {
-                for id in ids {
-                    if !control.building.contains_key(&id) {
-                        control.spawn_build(id);
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot look for orphaned builds"),
-        }
+        control.router.catch_up(seen.revision).await;
     }
 }

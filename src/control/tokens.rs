@@ -2,7 +2,9 @@
 //! once and only its SHA-256 is stored.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
 
 use rand::RngCore;
 
@@ -30,6 +32,14 @@ pub struct TokenRequest {
 /// `docs/api.md`).
 pub const TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Tokens already authenticated, by secret hash (see [`Control::authenticate`]).
+#[derive(Default)]
+pub(super) struct TokenCache {
+    entries: DashMap<Sha256, (Arc<Token>, std::time::Instant)>,
+    /// Bumped by every revocation.
+    epoch: AtomicU64,
+}
+
 fn invalid(message: impl Into<String>) -> ControlError {
     ControlError::Invalid {
         code: "invalid_field",
@@ -48,24 +58,26 @@ impl Control {
         let hash = Sha256::of(secret.as_bytes());
         // A cached token is trusted for [`TOKEN_TTL`]: a revocation made through another
         // replica (which cannot clear this cache) takes effect here within that bound.
-        let cached = self
-            .tokens
+        let cache = &self.tokens;
+        let cached = cache
+            .entries
             .get(&hash)
             .filter(|e| e.1.elapsed() < TOKEN_TTL)
             .map(|e| e.0.clone());
         let token = match cached {
             Some(t) => Some(t),
             None => {
-                let epoch = self.token_epoch.load(Ordering::SeqCst);
+                let epoch = cache.epoch.load(Ordering::SeqCst);
                 match self.meta.token_by_secret(&hash).await? {
                     Some(t) => {
                         let t = Arc::new(t);
-                        self.tokens
+                        cache
+                            .entries
                             .insert(hash, (t.clone(), std::time::Instant::now()));
                         // A revocation that committed after our read bumped the epoch:
                         // take back what we cached (it may be the revoked token).
-                        if self.token_epoch.load(Ordering::SeqCst) != epoch {
-                            self.tokens.remove(&hash);
+                        if cache.epoch.load(Ordering::SeqCst) != epoch {
+                            cache.entries.remove(&hash);
                         }
                         Some(t)
                     }
@@ -137,8 +149,8 @@ impl Control {
         let deleted = self.meta.delete_token(id).await?;
         // After the delete commits: bump the epoch, then drop cached copies, so no lookup
         // that read the token before the commit can leave it cached (see `authenticate`).
-        self.token_epoch.fetch_add(1, Ordering::SeqCst);
-        self.tokens.retain(|_, t| t.0.id != id);
+        self.tokens.epoch.fetch_add(1, Ordering::SeqCst);
+        self.tokens.entries.retain(|_, t| t.0.id != id);
         if deleted {
             tracing::info!(token = %id, "token revoked");
             Ok(())

@@ -69,6 +69,8 @@ pub fn manifest(site: &BTreeMap<String, Vec<u8>>) -> Value {
 pub struct Harness {
     pub dir: tempfile::TempDir,
     pub control: Arc<Control>,
+    /// The blob store the control plane writes to.
+    pub store: Arc<FsStore>,
     pub app: Router,
     pub edge: Edge,
 }
@@ -95,13 +97,14 @@ impl Harness {
             },
         ));
         let edge = Edge::new(
-            control.table.clone(),
-            store,
+            control.table(),
+            store.clone(),
             halo::edge::cache::BlobCache::new(64 << 20),
         );
         Harness {
             dir,
             control,
+            store,
             app,
             edge,
         }
