@@ -3,6 +3,7 @@
 //! rules here decide, and [`Refusal`] names each "no" (`api/error.rs` alone turns it into a
 //! status and a code).
 
+use crate::digest::Sha256;
 use crate::model::{Millis, Status};
 
 use super::{AliasKind, AliasTarget, Deployment};
@@ -286,6 +287,26 @@ pub fn retention_expired(
     out
 }
 
+/// One indexed blob, as GC sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRow {
+    /// The blob.
+    pub digest: Sha256,
+    /// Its size, when known.
+    pub size: Option<u64>,
+    /// Whether a deployment that is not deleted names it, as a file or as its manifest.
+    pub referenced: bool,
+    /// When it was last stored, reported present or touched.
+    pub last_used: Millis,
+}
+
+/// Whether GC may remove a blob: nothing live references it, and nothing stored, reported
+/// or touched it since `cutoff` (the grace period covers a deploy between being told the
+/// blob is present and recording the deployment that names it).
+pub fn collectable(row: &BlobRow, cutoff: Millis) -> bool {
+    !row.referenced && row.last_used < cutoff
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,5 +411,18 @@ mod tests {
         assert!(retention_expired(&rows, 2, Some(7), now).is_empty());
         assert_eq!(retention_expired(&rows, 2, Some(0), now), ["d2"]);
         assert_eq!(retention_expired(&rows, 0, None, now), ["d2", "d4", "d6"]);
+    }
+
+    #[test]
+    fn gc_takes_only_unreferenced_blobs_past_the_grace_period() {
+        let row = |referenced, last_used| BlobRow {
+            digest: Sha256::of(b"x"),
+            size: Some(1),
+            referenced,
+            last_used,
+        };
+        assert!(collectable(&row(false, 99), 100));
+        assert!(!collectable(&row(false, 100), 100), "touched at the cutoff");
+        assert!(!collectable(&row(true, 0), 100), "referenced");
     }
 }

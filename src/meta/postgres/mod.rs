@@ -39,10 +39,22 @@ const POOL_SIZE: usize = 16;
 
 /// Blobs are GC candidates unless a live deployment references them (as a file or as its
 /// manifest) or they were stored or touched since `$1` (the same rule as SQLite's).
-const COLLECTABLE: &str = "NOT EXISTS (SELECT 1 FROM deployment_files f JOIN deployments d ON d.id = f.deployment_id
-                             WHERE f.sha256 = b.sha256 AND d.status <> 'deleted')
-     AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.manifest = b.sha256 AND d.status <> 'deleted')
-     AND COALESCE(b.touched_at, b.stored_at) < $1";
+/// What GC's rule reads of a blob (see [`rules::BlobRow`]).
+const BLOB_ROW: &str = "SELECT b.sha256, b.size,
+        EXISTS (SELECT 1 FROM deployment_files f JOIN deployments d ON d.id = f.deployment_id
+                WHERE f.sha256 = b.sha256 AND d.status <> 'deleted')
+        OR EXISTS (SELECT 1 FROM deployments d WHERE d.manifest = b.sha256 AND d.status <> 'deleted'),
+        COALESCE(b.touched_at, b.stored_at)
+     FROM blobs b";
+
+fn blob_row(r: &tokio_postgres::Row) -> Result<rules::BlobRow, MetaError> {
+    Ok(rules::BlobRow {
+        digest: parse_col(r.get(0), "blob hash")?,
+        size: r.get::<_, Option<i64>>(1).map(|s| s as u64),
+        referenced: r.get(2),
+        last_used: r.get(3),
+    })
+}
 
 impl From<deadpool_postgres::PoolError> for MetaError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
@@ -903,30 +915,42 @@ impl MetaStore for PgMeta {
     }
 
     async fn gc_candidates(&self, cutoff: Millis) -> Result<Vec<GcCandidate>, MetaError> {
-        let sql = format!("SELECT sha256, size FROM blobs b WHERE {COLLECTABLE} ORDER BY sha256");
         let c = self.client().await?;
-        query(&c, &sql, &[&cutoff])
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(GcCandidate {
-                    digest: parse_col(r.get(0), "blob hash")?,
-                    size: r.get::<_, Option<i64>>(1).map(|s| s as u64),
-                })
-            })
-            .collect()
+        let mut out = Vec::new();
+        for r in query(&c, &format!("{BLOB_ROW} ORDER BY b.sha256"), &[]).await? {
+            let row = blob_row(&r)?;
+            if rules::collectable(&row, cutoff) {
+                out.push(GcCandidate {
+                    digest: row.digest,
+                    size: row.size,
+                });
+            }
+        }
+        Ok(out)
     }
 
     async fn gc_forget(&self, blobs: &[Sha256], cutoff: Millis) -> Result<Vec<Sha256>, MetaError> {
-        let sql = format!(
-            "DELETE FROM blobs AS b WHERE b.sha256 = ANY($2) AND {COLLECTABLE} RETURNING sha256"
-        );
-        let c = self.client().await?;
-        query(&c, &sql, &[&cutoff, &hexes(blobs)])
-            .await?
-            .iter()
-            .map(|r| parse_col(r.get(0), "blob hash"))
-            .collect()
+        // The batch's rows are locked while the rule is asked again: a touch or a new
+        // reference from another replica waits for this transaction, then finds the blob
+        // gone (and its deploy is told to upload it).
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let mut gone = Vec::new();
+        let sql = format!("{BLOB_ROW} WHERE b.sha256 = ANY($1) FOR UPDATE OF b");
+        for r in query(&tx, &sql, &[&hexes(blobs)]).await? {
+            let row = blob_row(&r)?;
+            if rules::collectable(&row, cutoff) {
+                gone.push(row.digest);
+            }
+        }
+        execute(
+            &tx,
+            "DELETE FROM blobs WHERE sha256 = ANY($1)",
+            &[&hexes(&gone)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(gone)
     }
 
     async fn gc_manifests(&self) -> Result<Vec<(String, Sha256)>, MetaError> {

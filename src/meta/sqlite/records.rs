@@ -136,21 +136,35 @@ pub(super) fn claim(
 
 /// Blobs referenced by a deployment that is not deleted, or by nothing but touched since
 /// `cutoff`, are live: this is the condition under which a blob is *not* collectable.
-const COLLECTABLE: &str = "NOT EXISTS (SELECT 1 FROM deployment_files f JOIN deployments d ON d.id = f.deployment_id
-                             WHERE f.sha256 = b.sha256 AND d.status != 'deleted')
-     AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.manifest = b.sha256 AND d.status != 'deleted')
-     AND COALESCE(b.touched_at, b.stored_at) < ?1";
+/// What GC's rule reads of a blob (see [`rules::BlobRow`]).
+const BLOB_ROW: &str = "SELECT b.sha256, b.size,
+        EXISTS (SELECT 1 FROM deployment_files f JOIN deployments d ON d.id = f.deployment_id
+                WHERE f.sha256 = b.sha256 AND d.status != 'deleted')
+        OR EXISTS (SELECT 1 FROM deployments d WHERE d.manifest = b.sha256 AND d.status != 'deleted'),
+        COALESCE(b.touched_at, b.stored_at)
+     FROM blobs b";
+
+fn blob_row(r: &Row<'_>) -> Result<rules::BlobRow, MetaError> {
+    Ok(rules::BlobRow {
+        digest: super::parse_col(r.get(0)?, "blob hash")?,
+        size: r.get::<_, Option<i64>>(1)?.map(|s| s as u64),
+        referenced: r.get(2)?,
+        last_used: r.get(3)?,
+    })
+}
 
 pub(super) fn gc_candidates(c: &Connection, cutoff: Millis) -> Result<Vec<GcCandidate>, MetaError> {
-    let sql = format!("SELECT sha256, size FROM blobs b WHERE {COLLECTABLE} ORDER BY sha256");
-    let mut stmt = c.prepare(&sql)?;
-    let mut rows = stmt.query([cutoff])?;
+    let mut stmt = c.prepare(&format!("{BLOB_ROW} ORDER BY b.sha256"))?;
+    let mut rows = stmt.query([])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        out.push(GcCandidate {
-            digest: super::parse_col(r.get(0)?, "blob hash")?,
-            size: r.get::<_, Option<i64>>(1)?.map(|s| s as u64),
-        });
+        let row = blob_row(r)?;
+        if rules::collectable(&row, cutoff) {
+            out.push(GcCandidate {
+                digest: row.digest,
+                size: row.size,
+            });
+        }
     }
     Ok(out)
 }
@@ -160,13 +174,20 @@ pub(super) fn gc_forget(
     blobs: &[Sha256],
     cutoff: Millis,
 ) -> Result<Vec<Sha256>, MetaError> {
+    // The rule is asked again inside the write transaction: nothing can reference or touch
+    // a blob between the look and the delete.
     let tx = c.transaction()?;
     let mut gone = Vec::new();
     {
-        let sql = format!("DELETE FROM blobs AS b WHERE b.sha256 = ?2 AND {COLLECTABLE}");
-        let mut del = tx.prepare(&sql)?;
+        let mut look = tx.prepare(&format!("{BLOB_ROW} WHERE b.sha256 = ?1"))?;
+        let mut del = tx.prepare("DELETE FROM blobs WHERE sha256 = ?1")?;
         for d in blobs {
-            if del.execute(params![cutoff, d.to_hex()])? == 1 {
+            let hex = d.to_hex();
+            let row = look.query_row([&hex], |r| Ok(blob_row(r))).optional()?;
+            if let Some(row) = row.transpose()?
+                && rules::collectable(&row, cutoff)
+            {
+                del.execute([&hex])?;
                 gone.push(*d);
             }
         }
