@@ -501,7 +501,7 @@ async fn follow_replicas(
 ) {
     let mut events = 0;
     while feed.changed().await.is_ok() {
-        let seen = *feed.borrow_and_update();
+        let seen = feed.borrow_and_update().clone();
         let Some(control) = control.upgrade() else {
             return;
         };
@@ -509,6 +509,6 @@ async fn follow_replicas(
             events = seen.events;
             control.events.send_modify(|e| *e += 1);
         }
-        control.router.catch_up(seen.revision).await;
+        control.router.catch_up(seen.revision, seen.change).await;
     }
 }

@@ -151,10 +151,11 @@ impl Router {
     }
 
     /// Serves the table at `revision` (or newer) when another replica committed it, unless
-    /// this process got there first: the hosts moved since this table's revision are
-    /// applied (from the audit log), or, when that cannot be had, the whole table is read
-    /// again.
-    pub(super) async fn catch_up(&self, revision: u64) {
+    /// this process got there first. `change`, the one that made `revision` as its
+    /// notification carried it, is applied as it is when this table is one revision
+    /// behind; otherwise the hosts moved since this table's revision are read (from the
+    /// audit log), or, when that cannot be had, the whole table.
+    pub(super) async fn catch_up(&self, revision: u64, change: Option<Arc<AliasChange>>) {
         if self.table.load().revision >= revision {
             return;
         }
@@ -163,7 +164,13 @@ impl Router {
         if local >= revision {
             return;
         }
-        release.catch_up_from(local).await;
+        match change {
+            // PERF: no read back; the notification is the committed change.
+            Some(c) if c.revision == revision && local + 1 == revision => {
+                release.apply_exact(Arc::unwrap_or_clone(c)).await;
+            }
+            _ => release.catch_up_from(local).await,
+        }
     }
 }
 

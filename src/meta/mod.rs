@@ -463,10 +463,13 @@ pub trait MetaStore: Send + Sync + 'static {
 }
 
 /// Changes committed by any process sharing the database, as counters that only grow.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Feed {
     /// The newest alias-table revision known.
     pub revision: u64,
+    /// The change that made `revision`, when the notification carried it: a follower one
+    /// revision behind applies it without reading the database.
+    pub change: Option<std::sync::Arc<AliasChange>>,
     /// Bumped when deployment events or uploads were committed (event streams wake).
     pub events: u64,
 }

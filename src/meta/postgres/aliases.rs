@@ -65,16 +65,6 @@ pub(super) async fn commit(
         });
     }
     let revision = bump_revision(tx).await?;
-    // Delivered to every replica when this transaction commits.
-    execute(
-        tx,
-        "SELECT pg_notify($1, $2)",
-        &[
-            &super::feed::CHANNEL,
-            &super::feed::revision_payload(revision),
-        ],
-    )
-    .await?;
     let now = now_millis();
     // PERF: the audit rows in one statement, and which targets are ready in one query
     // (not one round trip per host).
@@ -111,7 +101,16 @@ pub(super) async fn commit(
             ],
         )
         .await?;
-    routing_change(tx, revision, hosts.into_iter().zip(tos).collect()).await
+    let change = routing_change(tx, revision, hosts.into_iter().zip(tos).collect()).await?;
+    // Delivered to every replica when this transaction commits, with the change itself
+    // when it fits, so they apply it without reading it back.
+    execute(
+        tx,
+        "SELECT pg_notify($1, $2)",
+        &[&super::feed::CHANNEL, &super::feed::change_payload(&change)],
+    )
+    .await?;
+    Ok(change)
 }
 
 /// Points every production host of the deployment's project, and the custom aliases that

@@ -10,14 +10,54 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio_postgres::AsyncMessage;
 
-use crate::meta::Feed;
+use crate::meta::{AliasChange, Feed, Route};
 
 /// The channel every notification goes to.
 pub(super) const CHANNEL: &str = "halo";
 
-/// Payload of a notification: `revision:<n>` or `events`.
-pub(super) fn revision_payload(revision: u64) -> String {
-    format!("revision:{revision}")
+/// PostgreSQL refuses payloads of 8000 bytes or more.
+const PAYLOAD_MAX: usize = 7_900;
+
+/// An alias change as a notification carries it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Carried {
+    revision: u64,
+    routes: Vec<(String, String)>,
+    removed: Vec<String>,
+}
+
+/// Payload of a notification: `change:<json>` (the change of one revision), or
+/// `revision:<n>` when the change is too large to carry; `events` otherwise.
+pub(super) fn change_payload(change: &AliasChange) -> String {
+    let carried = Carried {
+        revision: change.revision,
+        routes: change
+            .routes
+            .iter()
+            .map(|r| (r.host.clone(), r.deployment_id.clone()))
+            .collect(),
+        removed: change.removed.clone(),
+    };
+    match serde_json::to_string(&carried) {
+        Ok(json) if json.len() + 7 <= PAYLOAD_MAX => format!("change:{json}"),
+        _ => format!("revision:{}", change.revision),
+    }
+}
+
+fn parse_change(json: &str) -> Option<AliasChange> {
+    let c: Carried = serde_json::from_str(json).ok()?;
+    Some(AliasChange {
+        revision: c.revision,
+        routes: c
+            .routes
+            .into_iter()
+            .map(|(host, deployment_id)| Route {
+                host,
+                deployment_id,
+            })
+            .collect(),
+        removed: c.removed,
+    })
 }
 
 /// Follows the database until every receiver of `tx` is gone.
@@ -97,14 +137,47 @@ async fn listen(
 }
 
 fn apply(tx: &watch::Sender<Feed>, payload: &str) {
-    match payload.strip_prefix("revision:").map(str::parse::<u64>) {
-        Some(Ok(revision)) => {
-            tx.send_if_modified(|f| {
-                let newer = revision > f.revision;
-                f.revision = f.revision.max(revision);
-                newer
-            });
+    let (revision, change) = if let Some(json) = payload.strip_prefix("change:") {
+        match parse_change(json) {
+            Some(c) => (c.revision, Some(std::sync::Arc::new(c))),
+            None => {
+                tracing::warn!("unreadable alias change notification; ignored");
+                return;
+            }
         }
-        _ => tx.send_modify(|f| f.events += 1),
+    } else if let Some(Ok(revision)) = payload.strip_prefix("revision:").map(str::parse) {
+        (revision, None)
+    } else {
+        tx.send_modify(|f| f.events += 1);
+        return;
+    };
+    tx.send_if_modified(|f| {
+        let newer = revision > f.revision;
+        if newer {
+            f.revision = revision;
+            f.change = change;
+        }
+        newer
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_round_trips_and_a_large_one_names_only_its_revision() {
+        let mut change = AliasChange {
+            revision: 7,
+            routes: vec![Route {
+                host: "a.halo.test".into(),
+                deployment_id: "dpl_1".into(),
+            }],
+            removed: vec!["b.halo.test".into()],
+        };
+        let p = change_payload(&change);
+        assert_eq!(parse_change(p.strip_prefix("change:").unwrap()), Some(change.clone()));
+        change.removed = (0..500).map(|i| format!("host-{i}.halo.test")).collect();
+        assert_eq!(change_payload(&change), "revision:7");
     }
 }
