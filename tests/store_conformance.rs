@@ -88,6 +88,41 @@ mod suite {
         assert!(s.get(&claimed).await.unwrap().is_none());
     }
 
+    pub async fn put_many_acknowledges_each_blob(s: &dyn BlobStore) {
+        let present = data(3000, 11);
+        put_bytes(s, present.clone()).await.unwrap();
+        let (a, b) = (data(10, 12), data(300_000, 13));
+        let claimed = Sha256::of(b"claimed in a batch");
+        let batch = vec![
+            (Sha256::of(&a), a.clone()),
+            (claimed, Bytes::from_static(b"sent instead")),
+            (Sha256::of(&present), present.clone()),
+            (Sha256::of(&b), b.clone()),
+            (Sha256::of(&a), a.clone()),
+        ];
+        let out = s.put_many(batch).await;
+        assert_eq!(out.len(), 5);
+        assert_eq!(*out[0].as_ref().unwrap(), PutOutcome::Created);
+        assert!(
+            matches!(out[1], Err(StoreError::DigestMismatch { expected, .. }) if expected == claimed),
+            "{:?}",
+            out[1]
+        );
+        assert_eq!(*out[2].as_ref().unwrap(), PutOutcome::AlreadyPresent);
+        assert_eq!(*out[3].as_ref().unwrap(), PutOutcome::Created);
+        assert!(
+            out[4].is_ok(),
+            "a repeat in one batch is success: {:?}",
+            out[4]
+        );
+        assert!(!s.exists(&claimed).await.unwrap());
+        for d in [&a, &b, &present] {
+            let got = s.get(&Sha256::of(d)).await.unwrap().unwrap();
+            assert_eq!(got.into_bytes().await.unwrap(), *d);
+        }
+        assert!(s.put_many(Vec::new()).await.is_empty());
+    }
+
     pub async fn broken_body_leaves_nothing(s: &dyn BlobStore) {
         let d = data(200_000, 3);
         let digest = Sha256::of(&d);
@@ -233,7 +268,7 @@ macro_rules! conformance {
         mod $backend {
             use super::*;
             conformance!(@each $make; put_get_round_trip, existing_blob_is_success, mismatch_leaves_nothing,
-                broken_body_leaves_nothing, large_failures_leave_nothing, ranges,
+                put_many_acknowledges_each_blob, broken_body_leaves_nothing, large_failures_leave_nothing, ranges,
                 missing_is_deduplicated_and_ordered, delete, named_objects);
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_puts_of_one_blob() {

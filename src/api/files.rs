@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::Json;
 use axum::body::Body as AxumBody;
 use axum::extract::{Path, State};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderMap, StatusCode, header::CONTENT_LENGTH};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,6 +16,7 @@ use super::error::BodyTooLarge;
 use super::json::Body;
 use super::{ApiError, ApiState};
 use crate::digest::Sha256;
+use crate::model::batch::{self, FRAME_HEAD};
 use crate::store::{ByteStream, PutOutcome};
 
 fn parse_digest(s: &str) -> Result<Sha256, ApiError> {
@@ -94,4 +95,134 @@ pub async fn missing(
         .collect::<Result<Vec<_>, _>>()?;
     let missing = s.control.missing(&digests).await?;
     Ok(Json(json!({ "missing": missing })))
+}
+
+/// The largest blob a batch may carry; larger ones go alone through `PUT /v1/files/{sha256}`.
+const BATCH_BLOB_MAX: u64 = 4 << 20;
+/// A batch is stored in groups of about this many bytes, or this many blobs: memory stays
+/// bounded whatever the batch's size, and each group is one durable write in the store and
+/// one metadata transaction.
+const GROUP_BYTES: usize = 8 << 20;
+const GROUP_BLOBS: usize = 512;
+
+/// `POST /v1/files/batch`: many blobs in one streamed request (see [`batch`]),
+/// each verified and acknowledged on its own. Whole frames received before a body is cut
+/// off are kept; a partial one never is.
+pub async fn upload_batch(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: AxumBody,
+) -> Result<Json<Value>, ApiError> {
+    let media = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if media != batch::MEDIA_TYPE {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("a batch upload is sent as {}", batch::MEDIA_TYPE),
+        ));
+    }
+    let limit = s.options.max_file_bytes.min(BATCH_BLOB_MAX);
+    let mut body = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut group = Group::default();
+    let mut acks = Vec::new();
+    let refused = loop {
+        // Every whole frame buffered now.
+        let mut refused = None;
+        while buf.len() >= FRAME_HEAD {
+            let (digest, len) = batch::head(buf[..FRAME_HEAD].try_into().expect("a header"));
+            if len > limit {
+                refused = Some(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!(
+                        "a blob in a batch is limited to {limit} bytes; upload larger ones alone"
+                    ),
+                ));
+                break;
+            }
+            if buf.len() < FRAME_HEAD + len as usize {
+                buf.reserve(FRAME_HEAD + len as usize - buf.len());
+                break;
+            }
+            bytes::Buf::advance(&mut buf, FRAME_HEAD);
+            group.push(digest, buf.split_to(len as usize).freeze());
+            if group.full() {
+                acks.extend(group.store(&s).await?);
+            }
+        }
+        if refused.is_some() {
+            break refused;
+        }
+        match body.next().await {
+            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+            Some(Err(e)) => {
+                break Some(ApiError::bad_request(
+                    "body_incomplete",
+                    format!("the batch ended early: {e}"),
+                ));
+            }
+            None if buf.is_empty() => break None,
+            None => {
+                break Some(ApiError::bad_request(
+                    "body_incomplete",
+                    "the batch ends inside a frame",
+                ));
+            }
+        }
+    };
+    // Whole frames are kept even when the body was cut or refused after them.
+    acks.extend(group.store(&s).await?);
+    if let Some(e) = refused {
+        return Err(e);
+    }
+    let stored = acks.iter().filter(|a| a.get("error").is_none()).count();
+    Ok(Json(json!({
+        "blobs": acks,
+        "stored": stored,
+        "failed": acks.len() - stored,
+    })))
+}
+
+/// The blobs of a batch waiting to be stored together.
+#[derive(Default)]
+struct Group {
+    blobs: Vec<(Sha256, bytes::Bytes)>,
+    bytes: usize,
+}
+
+impl Group {
+    fn push(&mut self, digest: Sha256, data: bytes::Bytes) {
+        self.bytes += data.len();
+        self.blobs.push((digest, data));
+    }
+
+    fn full(&self) -> bool {
+        self.bytes >= GROUP_BYTES || self.blobs.len() >= GROUP_BLOBS
+    }
+
+    /// Stores the group; one acknowledgement per blob, in order.
+    async fn store(&mut self, s: &ApiState) -> Result<Vec<Value>, ApiError> {
+        if self.blobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.bytes = 0;
+        let blobs = std::mem::take(&mut self.blobs);
+        let digests: Vec<Sha256> = blobs.iter().map(|(d, _)| *d).collect();
+        let outcomes = s.control.put_blobs(blobs).await?;
+        Ok(digests
+            .into_iter()
+            .zip(outcomes)
+            .map(|(d, o)| match o {
+                Ok(o) => json!({ "sha256": d, "created": o == PutOutcome::Created }),
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    json!({ "sha256": d, "error": { "code": e.code, "message": e.message } })
+                }
+            })
+            .collect())
+    }
 }

@@ -224,6 +224,13 @@ fn v1() -> Table {
             events::logs,
         )
         .add(post_.clone(), "/files/missing", FilesWrite, files::missing)
+        // Streamed; memory is bounded by the handler's groups, not by a body limit.
+        .add(
+            post_.clone(),
+            "/files/batch",
+            FilesWrite,
+            files::upload_batch.layer(DefaultBodyLimit::disable()),
+        )
         // The upload enforces its own, configurable limit while streaming.
         .add(
             put_.clone(),

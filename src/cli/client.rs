@@ -301,6 +301,68 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Uploads small files in one batch request (`POST /v1/files/batch`): read whole,
+    /// framed as hash, length, bytes; retried as a whole (storing is idempotent). Returns
+    /// how many files and bytes the server stored now (the rest it already had). A file
+    /// the server refuses (it changed since it was hashed) fails the upload, naming it.
+    pub async fn upload_batch(
+        &self,
+        files: &[(Sha256, &Path, u64)],
+    ) -> Result<(u64, u64), ClientError> {
+        let mut body = Vec::with_capacity(files.iter().map(|f| 40 + f.2 as usize).sum());
+        for (digest, path, _) in files {
+            let data = tokio::fs::read(path)
+                .await
+                .map_err(|e| ClientError::Local(format!("{}: {e}", path.display())))?;
+            crate::model::batch::frame(&mut body, digest, &data);
+        }
+        let body = bytes::Bytes::from(body);
+        let acks = retry(|| async {
+            let url = self.url("/v1/files/batch");
+            let resp = self
+                .http
+                .post(&url)
+                .bearer_auth(&self.token)
+                .header("content-type", crate::model::batch::MEDIA_TYPE)
+                .body(body.clone())
+                .send()
+                .await
+                .map_err(|e| self.network(&url, e.to_string()))?;
+            decode(&url, resp).await
+        })
+        .await?;
+        let (mut stored, mut bytes) = (0, 0);
+        let empty = Vec::new();
+        let acks = acks["blobs"].as_array().unwrap_or(&empty);
+        for ((digest, path, size), ack) in files.iter().zip(acks) {
+            if let Some(code) = ack["error"]["code"].as_str() {
+                return Err(ClientError::Api {
+                    status: 422,
+                    code: code.to_owned(),
+                    message: format!(
+                        "{} ({digest}): {}",
+                        path.display(),
+                        ack["error"]["message"].as_str().unwrap_or("refused")
+                    ),
+                });
+            }
+            if ack["created"] == true {
+                stored += 1;
+                bytes += size;
+            }
+        }
+        if acks.len() != files.len() {
+            return Err(ClientError::Local(format!(
+                "the server acknowledged {} of {} files in a batch",
+                acks.len(),
+                files.len()
+            )));
+        }
+        Ok((stored, bytes))
+    }
+}
+
 async fn decode(url: &str, resp: reqwest::Response) -> Result<Value, ClientError> {
     let status = resp.status().as_u16();
     let bytes = resp.bytes().await.map_err(|e| ClientError::Network {

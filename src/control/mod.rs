@@ -442,6 +442,44 @@ impl Control {
         Ok(outcome)
     }
 
+    /// Stores a batch of uploaded blobs (each verified against its name) as one group in
+    /// the store and one metadata transaction, and moves on every deployment they complete.
+    /// Returns each blob's outcome in order: a blob that fails (a wrong hash) fails alone.
+    pub async fn put_blobs(
+        self: &Arc<Self>,
+        blobs: Vec<(Sha256, bytes::Bytes)>,
+    ) -> Result<Vec<Result<PutOutcome, ControlError>>, ControlError> {
+        let named: Vec<(Sha256, u64)> = blobs.iter().map(|(d, b)| (*d, b.len() as u64)).collect();
+        // As for one blob (see `put_blob`): written without the GC lock, indexed under it.
+        let epoch = self.gc.epoch();
+        let outcomes = self.store.put_many(blobs).await;
+        let _gc = self.gc.shared().await;
+        let recheck = self.gc.ran_since(epoch);
+        let mut stored = Vec::with_capacity(named.len());
+        let mut out = Vec::with_capacity(named.len());
+        for ((digest, size), outcome) in named.into_iter().zip(outcomes) {
+            out.push(match outcome {
+                Ok(_) if recheck && !self.store.exists(&digest).await? => {
+                    Err(StoreError::Unavailable(format!(
+                        "blob {digest} was collected while it was uploaded; upload it again"
+                    ))
+                    .into())
+                }
+                Ok(o) => {
+                    stored.push((digest, Some(size)));
+                    Ok(o)
+                }
+                Err(e) => Err(e.into()),
+            });
+        }
+        if !stored.is_empty() {
+            self.blobs_stored(&stored).await?;
+        }
+        drop(_gc);
+        self.events.send_modify(|n| *n += 1);
+        Ok(out)
+    }
+
     /// Indexes blobs the store holds and starts every deployment they complete.
     async fn blobs_stored(
         self: &Arc<Self>,

@@ -1,5 +1,6 @@
 //! Pure domain types: names and ids, manifests, deployment states. No I/O here.
 
+pub mod batch;
 pub mod deployment;
 pub mod manifest;
 pub mod names;

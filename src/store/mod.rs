@@ -21,6 +21,8 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
 /// How many existence checks `missing` runs at once by default.
 const MISSING_CONCURRENCY: usize = 32;
+/// How many blobs of a batch the default `put_many` stores at once.
+const PUT_MANY_CONCURRENCY: usize = 16;
 
 /// What `put` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +115,18 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Stores `body` under `digest`, verifying while streaming. On any error — a mismatch
     /// included — nothing becomes visible. A blob already present is success.
     async fn put(&self, digest: &Sha256, body: ByteStream) -> Result<PutOutcome, StoreError>;
+
+    /// Stores many blobs already in memory, each verified against its name, and returns
+    /// each one's outcome in order: a mismatch fails that blob alone. A backend makes them
+    /// durable as a group where it can; by default they are `put` concurrently (on S3,
+    /// parallel PUTs).
+    async fn put_many(&self, blobs: Vec<(Sha256, Bytes)>) -> Vec<Result<PutOutcome, StoreError>> {
+        stream::iter(blobs)
+            .map(|(d, b)| async move { self.put(&d, bytes_stream(b)).await })
+            .buffered(PUT_MANY_CONCURRENCY)
+            .collect()
+            .await
+    }
 
     /// The whole blob, or `None` when absent.
     async fn get(&self, digest: &Sha256) -> Result<Option<Blob>, StoreError>;

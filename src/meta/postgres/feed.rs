@@ -176,7 +176,10 @@ mod tests {
             removed: vec!["b.halo.test".into()],
         };
         let p = change_payload(&change);
-        assert_eq!(parse_change(p.strip_prefix("change:").unwrap()), Some(change.clone()));
+        assert_eq!(
+            parse_change(p.strip_prefix("change:").unwrap()),
+            Some(change.clone())
+        );
         change.removed = (0..500).map(|i| format!("host-{i}.halo.test")).collect();
         assert_eq!(change_payload(&change), "revision:7");
     }
