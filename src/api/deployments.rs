@@ -29,7 +29,9 @@ const CURSOR_PREFIX: &str = "c1.";
 #[serde(deny_unknown_fields)]
 pub struct CreateDeployment {
     project_id: String,
-    files: BTreeMap<String, String>,
+    /// path → sha256; with `base`, only what changed, and `null` for a removed path.
+    files: BTreeMap<String, Option<String>>,
+    base: Option<String>,
     target: Option<String>,
     #[serde(default)]
     env: Env,
@@ -87,7 +89,12 @@ pub async fn create(
         Some(t) => parse_enum(t, "invalid_target")?,
     };
     let mut files = BTreeMap::new();
+    let mut removed = Vec::new();
     for (path, hash) in req.files {
+        let Some(hash) = hash else {
+            removed.push(path);
+            continue;
+        };
         let digest = hash.parse().map_err(|_| {
             ApiError::bad_request(
                 "invalid_digest",
@@ -102,6 +109,8 @@ pub async fn create(
             DeployRequest {
                 project_id: req.project_id,
                 files,
+                base: req.base,
+                removed,
                 target,
                 env: req.env,
                 attribution: attribution.apply(&Attribution::default()),

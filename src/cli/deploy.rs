@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use super::client::{Client, ClientError};
-use super::local::{HashCache, LocalFile, hash_all, walk};
+use super::local::{HashCache, LastDeploy, LocalFile, hash_all, walk};
 use super::resolve_project;
 use crate::digest::Sha256;
 
@@ -50,6 +50,9 @@ pub struct DeployArgs {
     /// Rehash every file instead of reusing hashes of unchanged files
     #[arg(long)]
     pub no_hash_cache: bool,
+    /// Always send the whole manifest, never a delta over this tree's last deployment
+    #[arg(long)]
+    pub no_delta: bool,
     /// Give up waiting for the deployment to become ready after this many seconds
     #[arg(long, default_value_t = 600)]
     pub wait_secs: u64,
@@ -60,6 +63,28 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
         .filter(|(k, _)| !k.is_empty())
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("expected K=V, got {s:?}"))
+}
+
+/// The change from `last` to the tree now, as `(base, files)` for `POST /v1/deployments`
+/// (changed paths with their hash, removed ones `null`), when it is small enough to be
+/// worth it: at most half the files.
+fn delta_body(
+    last: &LastDeploy,
+    files: &[LocalFile],
+    digests: &[Sha256],
+) -> Option<(String, serde_json::Map<String, Value>)> {
+    let mut changes = serde_json::Map::new();
+    let mut now = std::collections::HashSet::with_capacity(files.len());
+    for (f, d) in files.iter().zip(digests) {
+        now.insert(f.rel.as_str());
+        if last.files.get(&f.rel) != Some(d) {
+            changes.insert(f.rel.clone(), json!(d));
+        }
+    }
+    for path in last.files.keys().filter(|p| !now.contains(p.as_str())) {
+        changes.insert(path.clone(), Value::Null);
+    }
+    (changes.len() <= files.len() / 2).then(|| (last.deployment_id.clone(), changes))
 }
 
 /// Progress: bars on a terminal, plain lines on stderr otherwise.
@@ -152,7 +177,30 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<(), ClientError> {
         "target": if args.prod { "production" } else { "preview" },
         "env": env,
     });
-    let created = client.post("/v1/deployments", &body).await?;
+    // A redeploy of the same tree sends only what changed since this tree's last deploy.
+    let delta = (!args.no_delta)
+        .then_some(cache.last_deploy.as_ref())
+        .flatten()
+        .filter(|l| l.project_id == project_id)
+        .and_then(|l| delta_body(l, &files, &digests));
+    let mut based_on = None;
+    let created = match delta {
+        Some((base, changes)) => {
+            based_on = Some(base.clone());
+            let mut delta = body.clone();
+            delta["base"] = json!(base);
+            delta["files"] = Value::Object(changes);
+            match client.post("/v1/deployments", &delta).await {
+                // The base is gone (deleted, collected): the whole manifest then.
+                Err(ClientError::Api { code, .. }) if code == "base_not_found" => {
+                    based_on = None;
+                    client.post("/v1/deployments", &body).await?
+                }
+                r => r?,
+            }
+        }
+        None => client.post("/v1/deployments", &body).await?,
+    };
     let create_ms = t.elapsed().as_millis() as u64;
     let id = created["id"].as_str().unwrap_or_default().to_owned();
     let missing: Vec<Sha256> = created["missing"]
@@ -244,6 +292,16 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<(), ClientError> {
     )
     .await?;
     let ready_ms = t.elapsed().as_millis() as u64;
+    cache.last_deploy = Some(LastDeploy {
+        project_id: project_id.clone(),
+        deployment_id: id.clone(),
+        files: files
+            .iter()
+            .map(|f| f.rel.clone())
+            .zip(digests.iter().copied())
+            .collect(),
+    });
+    cache.save();
     let url = ready["url"].as_str().unwrap_or_default().to_owned();
     let production_url = args
         .prod
@@ -265,6 +323,7 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<(), ClientError> {
             "uploaded_files": up_files,
             "uploaded_bytes": up_bytes,
             "upload_requests": requests,
+            "base": based_on,
             "hashed_bytes": hashed_bytes,
             "timings_ms": {
                 "walk": walk_ms, "hash": hash_ms, "create": create_ms, "upload": upload_ms,

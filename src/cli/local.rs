@@ -108,11 +108,25 @@ struct CacheEntry {
     sha256: Sha256,
 }
 
+/// A deployment made from this tree: its project and its files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastDeploy {
+    /// The project it went to.
+    pub project_id: String,
+    /// The deployment.
+    pub deployment_id: String,
+    /// path → blob.
+    pub files: std::collections::BTreeMap<String, Sha256>,
+}
+
 /// Hashes of files seen before, keyed by path and valid while size and mtime match.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct HashCache {
     version: u32,
     entries: HashMap<String, CacheEntry>,
+    /// What this tree last deployed, the base of the next deploy's delta.
+    #[serde(default)]
+    pub last_deploy: Option<LastDeploy>,
     #[serde(skip)]
     path: Option<PathBuf>,
 }

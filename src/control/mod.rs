@@ -77,8 +77,12 @@ pub enum ControlError {
 pub struct DeployRequest {
     /// Owning project.
     pub project_id: String,
-    /// path → blob.
+    /// path → blob: the whole site, or with `base` the paths added or changed.
     pub files: BTreeMap<String, Sha256>,
+    /// A deployment of the same project whose files this one starts from.
+    pub base: Option<String>,
+    /// With `base`: paths of the base this one leaves out.
+    pub removed: Vec<String>,
     /// Preview or production.
     pub target: Target,
     /// Overrides over the project's env.
@@ -283,15 +287,9 @@ impl Control {
     /// once when nothing is missing.
     pub async fn create_deployment(
         self: &Arc<Self>,
-        req: DeployRequest,
+        mut req: DeployRequest,
         claim: Option<&IdemClaim>,
     ) -> Result<(Deployment, Vec<Sha256>), ControlError> {
-        if req.files.is_empty() {
-            return Err(ControlError::Invalid {
-                code: "empty_manifest",
-                message: "files must name at least one file".into(),
-            });
-        }
         for path in req.files.keys() {
             model::validate_path(path).map_err(|why| ControlError::Invalid {
                 code: "invalid_path",
@@ -300,11 +298,45 @@ impl Control {
         }
         lifecycle::validate_owner(&req.attribution, &req.metadata)?;
         let project = self.project(&req.project_id).await?;
+        // PERF: with a base, only the changed files can be missing: the base's are
+        // referenced by a live deployment (checked again under the GC lock below).
+        let mut digests: Vec<Sha256> = req.files.values().copied().collect();
+        if let Some(base) = &req.base {
+            req.files = self
+                .delta_over(base, &project.id, req.files, &req.removed)
+                .await?;
+        } else if !req.removed.is_empty() {
+            return Err(ControlError::Invalid {
+                code: "invalid_manifest",
+                message: "a path is removed (null) only from a base deployment".into(),
+            });
+        }
+        if req.files.is_empty() {
+            return Err(ControlError::Invalid {
+                code: "empty_manifest",
+                message: "files must name at least one file".into(),
+            });
+        }
         let mut env = project.env.clone();
         env.extend(req.env);
-        let digests: Vec<Sha256> = req.files.values().copied().collect();
+        if req.base.is_none() {
+            digests = req.files.values().copied().collect();
+        }
         // From the look-up until the files are recorded, GC may not take what we found.
         let _gc = self.gc.shared().await;
+        if let Some(base) = &req.base
+            && self
+                .meta
+                .deployment(base)
+                .await?
+                .is_none_or(|d| d.status == Status::Deleted)
+        {
+            // Deleted since `delta_over` looked: its blobs may be collected from now on.
+            return Err(ControlError::Invalid {
+                code: "base_not_found",
+                message: format!("base deployment {base} is deleted"),
+            });
+        }
         // No touch: the files are recorded under the same lock, so GC cannot come between.
         let missing = self.missing_locked(&digests, false).await?;
         let files: Vec<(String, Sha256)> = req.files.into_iter().collect();
@@ -358,6 +390,40 @@ impl Control {
             return Ok((deployment, still));
         }
         Ok((deployment, missing))
+    }
+
+    /// The files of deployment `base` (of project `project_id`, not deleted) with `removed`
+    /// left out and `changed` over them.
+    async fn delta_over(
+        &self,
+        base: &str,
+        project_id: &str,
+        changed: BTreeMap<String, Sha256>,
+        removed: &[String],
+    ) -> Result<BTreeMap<String, Sha256>, ControlError> {
+        let refused = |why: &str| ControlError::Invalid {
+            code: "base_not_found",
+            message: format!("base deployment {base} {why}"),
+        };
+        let d = match self.meta.deployment(base).await? {
+            Some(d) if d.project_id == project_id => d,
+            _ => return Err(refused("does not exist in this project")),
+        };
+        if d.status == Status::Deleted {
+            // Its blobs may already be collected.
+            return Err(refused("is deleted"));
+        }
+        let mut files: BTreeMap<String, Sha256> = self
+            .meta
+            .deployment_files(base)
+            .await?
+            .into_iter()
+            .collect();
+        for path in removed {
+            files.remove(path);
+        }
+        files.extend(changed);
+        Ok(files)
     }
 
     /// The blobs among `digests` the store lacks, each once, in first-seen order. The
