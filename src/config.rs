@@ -104,6 +104,15 @@ pub struct ServeArgs {
     /// Seconds GC spares a blob after it was last stored or reported present [default: 3600]
     #[arg(long, env = "HALO_GC_GRACE_SECS")]
     pub gc_grace_secs: Option<u64>,
+    /// Bytes an archive deploy may unpack to [default: 8589934592]
+    #[arg(long, env = "HALO_ARCHIVE_MAX_BYTES")]
+    pub archive_max_bytes: Option<u64>,
+    /// Entries an archive deploy may hold [default: 1000000]
+    #[arg(long, env = "HALO_ARCHIVE_MAX_FILES")]
+    pub archive_max_files: Option<u64>,
+    /// Unpacked bytes per archive byte, past the first 64 MiB [default: 100]
+    #[arg(long, env = "HALO_ARCHIVE_MAX_RATIO")]
+    pub archive_max_ratio: Option<u64>,
     /// Run retention and GC every this many seconds; 0 never [default: 0]
     #[arg(long, env = "HALO_GC_INTERVAL_SECS")]
     pub gc_interval_secs: Option<u64>,
@@ -180,6 +189,9 @@ struct FileConfig {
     api_rate_limit: Option<u32>,
     api_rate_burst: Option<u32>,
     gc_grace_secs: Option<u64>,
+    archive_max_bytes: Option<u64>,
+    archive_max_files: Option<u64>,
+    archive_max_ratio: Option<u64>,
     gc_interval_secs: Option<u64>,
     scrub_interval_secs: Option<u64>,
     scrub_bytes_per_sec: Option<u64>,
@@ -380,6 +392,21 @@ impl Config {
                     .gc_grace_secs
                     .or(file.gc_grace_secs)
                     .map_or(d.api.gc_grace, Duration::from_secs),
+                archive: crate::control::archive::ArchiveLimits {
+                    max_bytes: args
+                        .archive_max_bytes
+                        .or(file.archive_max_bytes)
+                        .unwrap_or(d.api.archive.max_bytes),
+                    max_files: args
+                        .archive_max_files
+                        .or(file.archive_max_files)
+                        .unwrap_or(d.api.archive.max_files),
+                    max_ratio: args
+                        .archive_max_ratio
+                        .or(file.archive_max_ratio)
+                        .unwrap_or(d.api.archive.max_ratio),
+                    max_file_bytes: d.api.archive.max_file_bytes,
+                },
             },
             acme: None,
             gc_interval: args

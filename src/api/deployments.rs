@@ -14,6 +14,7 @@ use super::auth::Caller;
 use super::json::{Owned, query};
 use super::views::DeploymentView;
 use super::{ApiError, ApiState, Idem};
+use crate::control::archive::{ArchiveDeploy, ArchiveLimits};
 use crate::control::{ControlError, DeployRequest, DeploymentPatch};
 use crate::meta::{Deployment, DeploymentFilter, Env};
 use crate::model::owner::{Attribution, Metadata};
@@ -123,6 +124,58 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Json(DeploymentView::new(&s.control, d, Some(missing))),
+    ))
+}
+
+/// Query of `POST /v1/deployments/archive`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveParams {
+    /// The project, by id or name.
+    project: String,
+    target: Option<String>,
+}
+
+/// Deploys the `.tar`, `.tar.gz`, `.tar.zst` or `.zip` archive in the body (streamed, never
+/// unpacked to disk): `curl --data-binary @site.tar.gz …/v1/deployments/archive?project=…`.
+pub async fn create_from_archive(
+    State(s): State<ApiState>,
+    caller: Caller,
+    params: Result<Query<ArchiveParams>, QueryRejection>,
+    body: axum::body::Body,
+) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
+    use futures_util::TryStreamExt;
+    let p = query(params)?;
+    let project = s.control.project_by_ref(&p.project).await?;
+    caller.check_project(&project.id, &format!("project {}", p.project))?;
+    let target = match p.target.as_deref() {
+        None => Target::default(),
+        Some(t) => parse_enum(t, "invalid_target")?,
+    };
+    let body: crate::store::ByteStream =
+        Box::pin(body.into_data_stream().map_err(std::io::Error::other));
+    let limits = ArchiveLimits {
+        max_file_bytes: s.options.max_file_bytes,
+        ..s.options.archive
+    };
+    let request = DeployRequest {
+        project_id: project.id,
+        files: BTreeMap::new(),
+        base: None,
+        removed: Vec::new(),
+        target,
+        env: Env::default(),
+        attribution: Attribution::default(),
+        metadata: Metadata::default(),
+        actor: caller.0.actor(),
+    };
+    let (d, _) = s
+        .control
+        .deploy_archive(body, ArchiveDeploy { request, limits }, None)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(DeploymentView::new(&s.control, d, Some(Vec::new()))),
     ))
 }
 

@@ -145,6 +145,9 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
             ControlError::Invalid { code, message } => Self::bad_request(code, message),
+            ControlError::TooLarge { code, message } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
+            }
             ControlError::NotFound(what) => Self::not_found(&what),
             ControlError::Conflict { code, message } => {
                 Self::new(StatusCode::CONFLICT, code, message)

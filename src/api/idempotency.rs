@@ -111,8 +111,13 @@ pub async fn layer(
         })?
         .to_owned();
     // Blob uploads are idempotent by construction (content-addressed), and too large to
-    // keep a copy of: the key is accepted and nothing more is needed.
-    if *req.method() == Method::PUT && req.uri().path().starts_with("/files/") {
+    // keep a copy of: the key is accepted and nothing more is needed. An archive is too
+    // large to fingerprint; a retried one deploys the same content again.
+    let path = req.uri().path();
+    if (*req.method() == Method::PUT && path.starts_with("/files/"))
+        || path == "/files/batch"
+        || path == "/deployments/archive"
+    {
         return Ok(next.run(req).await);
     }
     let (parts, body) = req.into_parts();

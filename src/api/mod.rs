@@ -47,6 +47,8 @@ pub struct ApiOptions {
     pub rate: RateLimit,
     /// How long GC spares a blob after it was last stored or reported present.
     pub gc_grace: std::time::Duration,
+    /// Bounds of archive deploys (the file limit is `max_file_bytes`).
+    pub archive: crate::control::archive::ArchiveLimits,
 }
 
 impl Default for ApiOptions {
@@ -55,6 +57,7 @@ impl Default for ApiOptions {
             max_file_bytes: 512 * 1024 * 1024,
             rate: RateLimit::default(),
             gc_grace: std::time::Duration::from_secs(3600),
+            archive: Default::default(),
         }
     }
 }
@@ -179,6 +182,13 @@ fn v1() -> Table {
             p::promotions,
         )
         .add(post_.clone(), "/deployments", DeploymentsWrite, d::create)
+        // Streamed; the archive's own limits apply while it is read.
+        .add(
+            post_.clone(),
+            "/deployments/archive",
+            DeploymentsWrite,
+            d::create_from_archive.layer(DefaultBodyLimit::disable()),
+        )
         .add(get_.clone(), "/deployments", DeploymentsRead, d::list)
         .add(get_.clone(), "/deployments/{id}", DeploymentsRead, d::get)
         .add(

@@ -302,6 +302,33 @@ impl Client {
 }
 
 impl Client {
+    /// POSTs a file as the body of `path`, streamed from disk; not retried (the server
+    /// deploys what it reads). Returns the JSON answer.
+    pub async fn upload_archive(
+        &self,
+        path: &str,
+        file: &Path,
+        size: u64,
+    ) -> Result<Value, ClientError> {
+        let url = self.url(path);
+        let f = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| ClientError::Local(format!("{}: {e}", file.display())))?;
+        let body =
+            reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024));
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .header("content-type", "application/octet-stream")
+            .header("content-length", size)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.network(&url, e.to_string()))?;
+        decode(&url, resp).await
+    }
+
     /// Uploads small files in one batch request (`POST /v1/files/batch`): read whole,
     /// framed as hash, length, bytes; retried as a whole (storing is idempotent). Returns
     /// how many files and bytes the server stored now (the rest it already had). A file

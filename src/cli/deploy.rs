@@ -127,6 +127,9 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<(), ClientError> {
     let progress = Progress {
         tty: !args.json && std::io::stderr().is_terminal(),
     };
+    if root.is_file() {
+        return deploy_archive(client, &args, &root, &progress).await;
+    }
 
     let t = Instant::now();
     let files = tokio::task::block_in_place(|| walk(&root))?;
@@ -342,6 +345,64 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<(), ClientError> {
         if let Some(p) = production_url {
             println!("production: {p}");
         }
+    }
+    Ok(())
+}
+
+/// `halo deploy site.tar.gz`: the archive streams to the server, which unpacks it.
+async fn deploy_archive(
+    client: &Client,
+    args: &DeployArgs,
+    archive: &std::path::Path,
+    progress: &Progress,
+) -> Result<(), ClientError> {
+    let started = Instant::now();
+    let project = resolve_project(client, &args.project, true).await?;
+    let project_id = project["id"].as_str().unwrap_or_default().to_owned();
+    let size = std::fs::metadata(archive)
+        .map_err(|e| ClientError::Local(format!("{}: {e}", archive.display())))?
+        .len();
+    progress.line(&format!(
+        "uploading {} ({:.1} MB)",
+        archive.display(),
+        mb(size)
+    ));
+    let target = if args.prod { "production" } else { "preview" };
+    let created = client
+        .upload_archive(
+            &format!("/v1/deployments/archive?project={project_id}&target={target}"),
+            archive,
+            size,
+        )
+        .await?;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    let ready = wait_ready(
+        client,
+        &id,
+        &project_id,
+        args.prod,
+        Duration::from_secs(args.wait_secs),
+    )
+    .await?;
+    let url = ready["url"].as_str().unwrap_or_default().to_owned();
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "deployment_id": id,
+                "project_id": project_id,
+                "status": ready["status"],
+                "url": url,
+                "archive_bytes": size,
+                "timings_ms": { "total": started.elapsed().as_millis() as u64 },
+            })
+        );
+    } else {
+        progress.line(&format!(
+            "ready in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ));
+        println!("{url}");
     }
     Ok(())
 }

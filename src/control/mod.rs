@@ -22,6 +22,7 @@ use crate::model::{self, Status, Target, names};
 use crate::store::{BlobStore, ByteStream, PutOutcome, StoreError};
 
 pub mod aliases;
+pub mod archive;
 mod build;
 pub mod events;
 pub mod gc;
@@ -59,6 +60,14 @@ pub enum ControlError {
         /// Stable error code.
         code: &'static str,
         /// Human explanation.
+        message: String,
+    },
+    /// The request is over a limit (an archive too large or too compressed).
+    #[error("{message}")]
+    TooLarge {
+        /// Stable error code.
+        code: &'static str,
+        /// Human explanation naming the limit.
         message: String,
     },
     /// A compare-and-swap found the alias table at another revision.
@@ -254,6 +263,17 @@ impl Control {
             .project(id)
             .await?
             .ok_or_else(|| ControlError::NotFound(format!("project {id}")))
+    }
+
+    /// A project by id, or by name (through its production host, which is unique).
+    pub async fn project_by_ref(&self, id_or_name: &str) -> Result<Project, ControlError> {
+        if id_or_name.starts_with("prj_") {
+            return self.project(id_or_name).await;
+        }
+        match self.meta.alias(&self.production_host(id_or_name)).await? {
+            Some(a) => self.project(&a.project_id).await,
+            None => Err(ControlError::NotFound(format!("project {id_or_name}"))),
+        }
     }
 
     /// A deployment by id.
