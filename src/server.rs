@@ -36,6 +36,8 @@ pub struct Server {
     pub edge_addr: SocketAddr,
     /// The edge's state (tests serve it on further listeners, with other options).
     pub edge: Arc<Edge>,
+    /// The blob store (tests use it to inspect what is stored).
+    pub store: Arc<dyn BlobStore>,
     /// The ACME issuer, when automatic HTTPS is on.
     pub issuer: Option<Arc<crate::acme::issuer::Issuer>>,
     task: JoinHandle<()>,
@@ -110,7 +112,11 @@ impl Server {
             );
             (challenges, certs, issuer)
         });
-        let mut edge_state = Edge::new(control.table(), store, BlobCache::new(config.cache_bytes));
+        let mut edge_state = Edge::new(
+            control.table(),
+            store.clone(),
+            BlobCache::new(config.cache_bytes),
+        );
         edge_state.acme = acme.as_ref().map(|(c, _, _)| c.clone());
         let edge_state = Arc::new(edge_state);
         let tls_task = match tls {
@@ -230,6 +236,7 @@ impl Server {
             api_addr,
             edge_addr,
             edge: edge_state,
+            store,
             issuer,
             task,
         })

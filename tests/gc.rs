@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{TOKEN, TestServer, fixture, send};
@@ -16,13 +15,10 @@ use http::StatusCode;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-fn blob_path(srv: &TestServer, d: &Sha256) -> PathBuf {
-    let hex = d.to_hex();
-    srv.data_dir()
-        .join("store/blobs/sha256")
-        .join(&hex[0..2])
-        .join(&hex[2..4])
-        .join(&hex)
+/// Whether the server's store holds the blob (packed or as a file).
+async fn stored(srv: &TestServer, d: &Sha256) -> bool {
+    let server = srv.server.as_ref().unwrap();
+    server.store.exists(d).await.unwrap()
 }
 
 async fn gc(srv: &TestServer, body: Value) -> Value {
@@ -107,7 +103,7 @@ async fn dry_run_then_collect_unreferenced_blobs_variants_and_manifests() {
     assert_eq!(r["bytes"].as_u64().unwrap(), only_green_bytes, "{r}");
     assert_eq!(r["manifests"], 1);
     for d in &only_green {
-        assert!(blob_path(&srv, d).exists());
+        assert!(stored(&srv, d).await);
     }
     // The CLI says the same.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_halo"))
@@ -141,15 +137,15 @@ async fn dry_run_then_collect_unreferenced_blobs_variants_and_manifests() {
         "{r}"
     );
     for d in &only_green {
-        assert!(!blob_path(&srv, d).exists(), "{d} still stored");
+        assert!(!stored(&srv, d).await, "{d} still stored");
     }
     assert!(!variant.exists(), "its variant went with it");
     assert!(
-        !blob_path(&srv, &manifest).exists(),
+        !stored(&srv, &manifest).await,
         "the deleted deployment's manifest went"
     );
     for d in digests(&blue) {
-        assert!(blob_path(&srv, &d).exists(), "a live blob was collected");
+        assert!(stored(&srv, &d).await, "a live blob was collected");
     }
     assert_eq!(srv.edge_get("gc.halo.test", "/").await.status(), 200);
     assert_eq!(live["status"], "ready");
@@ -287,10 +283,7 @@ async fn gc_racing_deploys_never_loses_a_referenced_blob() {
             shared.as_slice(),
             "round {round}"
         );
-        assert!(
-            blob_path(&srv, &Sha256::of(&shared)).exists(),
-            "round {round}"
-        );
+        assert!(stored(&srv, &Sha256::of(&shared)).await, "round {round}");
     }
     // Both sides won some races: GC really collected while deploys ran.
     assert!(

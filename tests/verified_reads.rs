@@ -6,17 +6,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::{TOKEN, TestServer, copy_dir, deploy_over_http};
 use halo::digest::Sha256;
 use halo::store::fs::FsStore;
 
-/// Flips one byte in the middle of a file, in place.
-fn flip_a_byte(path: &Path) {
-    let mut data = std::fs::read(path).unwrap();
-    let i = data.len() / 2;
+/// Flips one byte in the middle of a stored blob, in place (in its pack or its file).
+fn flip_a_byte(fs: &FsStore, digest: &Sha256) {
+    let (path, offset, len) = fs.blob_location(digest).unwrap();
+    let mut data = std::fs::read(&path).unwrap();
+    let i = (offset + len / 2) as usize;
     data[i] ^= 0x20;
     std::fs::write(path, data).unwrap();
 }
@@ -60,7 +60,7 @@ async fn corrupt_blobs_are_never_served_and_scrub_finds_and_repairs_them() {
 
     let fs = FsStore::open(&store_dir).unwrap();
     for data in [&small, &big] {
-        flip_a_byte(&fs.blob_path(&Sha256::of(data)));
+        flip_a_byte(&fs, &Sha256::of(data));
     }
 
     let r = srv.edge_get("rot.halo.test", "/small.txt").await;

@@ -19,7 +19,7 @@ use dashmap::DashMap;
 use http::{HeaderValue, Method, StatusCode, header};
 
 use super::auth::Caller;
-use super::{ApiError, ApiState, JSON_LIMIT};
+use super::{ApiError, ApiState, JSON_LIMIT, MANIFEST_LIMIT};
 use crate::digest::Sha256;
 use crate::meta::{IdemClaim, StoredResponse};
 use crate::model::now_millis;
@@ -121,7 +121,12 @@ pub async fn layer(
         return Ok(next.run(req).await);
     }
     let (parts, body) = req.into_parts();
-    let body = to_bytes(body, JSON_LIMIT).await.map_err(|_| {
+    let limit = if parts.uri.path() == "/deployments" {
+        MANIFEST_LIMIT
+    } else {
+        JSON_LIMIT
+    };
+    let body = to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",

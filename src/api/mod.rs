@@ -37,6 +37,8 @@ pub use error::ApiError;
 
 /// Largest JSON request body (a manifest of 100,000+ files fits).
 const JSON_LIMIT: usize = 64 * 1024 * 1024;
+/// Largest deployment manifest (decompressed): a million files' paths and hashes.
+const MANIFEST_LIMIT: usize = 256 * 1024 * 1024;
 
 /// The API's tunables.
 #[derive(Debug, Clone, Copy)]
@@ -181,7 +183,12 @@ fn v1() -> Table {
             ProjectsRead,
             p::promotions,
         )
-        .add(post_.clone(), "/deployments", DeploymentsWrite, d::create)
+        .add(
+            post_.clone(),
+            "/deployments",
+            DeploymentsWrite,
+            d::create.layer(DefaultBodyLimit::max(MANIFEST_LIMIT)),
+        )
         // Streamed; the archive's own limits apply while it is read.
         .add(
             post_.clone(),

@@ -1,12 +1,15 @@
-//! Local-directory blob store, the embedded default: sharded paths, atomic verified writes.
+//! Local-directory blob store, the embedded default: small blobs packed, larger ones one
+//! file each, every write atomic and verified.
 //!
-//! Layout under the root: `blobs/sha256/ab/cd/abcd…` (two levels of 256 directories keep
-//! each directory small at millions of blobs) and `tmp/` for writes in progress, on the
-//! same filesystem so the final rename is atomic.
+//! Layout under the root: `packs/` for blobs up to the pack threshold (see [`super::pack`]),
+//! `blobs/sha256/ab/cd/abcd…` for the others (two levels of 256 directories keep each
+//! directory small at millions of blobs) and `tmp/` for writes in progress, on the same
+//! filesystem so the final rename is atomic.
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -14,6 +17,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
+use super::pack::{CompactReport, Packs};
 use super::{Blob, BlobBody, BlobStore, ByteStream, PutOutcome, StoreError};
 use crate::digest::{Sha256, Sha256Hasher};
 
@@ -25,15 +29,30 @@ const INLINE_PUT_MAX: usize = 1024 * 1024;
 /// Chunk size when streaming large blobs.
 const STREAM_CHUNK: usize = 64 * 1024;
 
+/// Blobs up to this size are packed unless the store is opened otherwise.
+pub const PACK_BELOW: u64 = 256 * 1024;
+/// A closed pack whose live bytes fall below this fraction is compacted.
+const COMPACT_BELOW: f64 = 0.5;
+
 /// A blob store in a local directory.
 #[derive(Debug, Clone)]
 pub struct FsStore {
     root: PathBuf,
+    packs: Arc<Packs>,
+    /// New blobs up to this size are packed (0: none are).
+    pack_below: u64,
 }
 
 impl FsStore {
-    /// Opens (creating if needed) a store rooted at `root`, clearing writes a crash left behind.
+    /// Opens (creating if needed) a store rooted at `root` that packs blobs up to
+    /// [`PACK_BELOW`], clearing writes a crash left behind.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        Self::open_with(root, PACK_BELOW)
+    }
+
+    /// [`FsStore::open`], packing new blobs up to `pack_below` bytes (0: one file per blob;
+    /// blobs packed before stay readable).
+    pub fn open_with(root: impl Into<PathBuf>, pack_below: u64) -> io::Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(root.join("blobs").join("sha256"))?;
         let tmp = root.join("tmp");
@@ -42,7 +61,17 @@ impl FsStore {
             // Leftovers are unverified partial writes: never visible, safe to drop.
             let _ = std::fs::remove_file(entry?.path());
         }
-        Ok(FsStore { root })
+        let packs = Arc::new(Packs::open(root.join("packs"))?);
+        Ok(FsStore {
+            root,
+            packs,
+            pack_below,
+        })
+    }
+
+    /// Whether a blob of `len` bytes goes into a pack.
+    fn packed(&self, len: u64) -> bool {
+        len <= self.pack_below
     }
 
     /// Where the blob named `digest` lives.
@@ -54,6 +83,18 @@ impl FsStore {
             .join(&hex[0..2])
             .join(&hex[2..4])
             .join(hex)
+    }
+
+    /// Where a blob's bytes are: the file, their offset and their length (a packed blob
+    /// lives inside a pack; any other, alone in [`FsStore::blob_path`]). For tools and
+    /// tests that look at the disk.
+    pub fn blob_location(&self, digest: &Sha256) -> Option<(PathBuf, u64, u64)> {
+        if let Some(packed) = self.packs.location(digest) {
+            return Some(packed);
+        }
+        let path = self.blob_path(digest);
+        let len = std::fs::metadata(&path).ok()?.len();
+        Some((path, 0, len))
     }
 
     fn object_path(&self, key: &str) -> Result<PathBuf, StoreError> {
@@ -83,6 +124,54 @@ enum Staged {
 
 impl FsStore {
     fn put_many_blocking(
+        &self,
+        blobs: Vec<(Sha256, Bytes)>,
+    ) -> Vec<Result<PutOutcome, StoreError>> {
+        // Small blobs: verified, then one append and one flush for all of them.
+        let mut out: Vec<Option<Result<PutOutcome, StoreError>>> =
+            std::iter::repeat_with(|| None).take(blobs.len()).collect();
+        let mut small: Vec<(usize, Sha256, &[u8])> = Vec::new();
+        for (i, (digest, data)) in blobs.iter().enumerate() {
+            if !self.packed(data.len() as u64) {
+                continue;
+            }
+            let actual = Sha256::of(data);
+            out[i] = Some(if actual != *digest {
+                Err(StoreError::DigestMismatch {
+                    expected: *digest,
+                    actual,
+                })
+            } else if self.blob_path(digest).exists() {
+                Ok(PutOutcome::AlreadyPresent)
+            } else {
+                small.push((i, *digest, data));
+                continue;
+            });
+        }
+        let appended = self
+            .packs
+            .append(&small.iter().map(|(_, d, b)| (*d, *b)).collect::<Vec<_>>());
+        for (k, (i, _, _)) in small.iter().enumerate() {
+            out[*i] = Some(match &appended {
+                Ok(new) if new[k] => Ok(PutOutcome::Created),
+                Ok(_) => Ok(PutOutcome::AlreadyPresent),
+                Err(e) => Err(StoreError::Io(io::Error::new(e.kind(), e.to_string()))),
+            });
+        }
+        let large: Vec<(Sha256, Bytes)> = blobs
+            .into_iter()
+            .zip(&out)
+            .filter(|(_, o)| o.is_none())
+            .map(|(b, _)| b)
+            .collect();
+        let mut files = self.put_files_blocking(large).into_iter();
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| files.next().expect("one outcome per file")))
+            .collect()
+    }
+
+    /// Stores blobs one file each, written and flushed together.
+    fn put_files_blocking(
         &self,
         blobs: Vec<(Sha256, Bytes)>,
     ) -> Vec<Result<PutOutcome, StoreError>> {
@@ -181,6 +270,36 @@ impl FsStore {
     }
 }
 
+impl FsStore {
+    /// A packed blob (or a range of it), read with one positioned read.
+    async fn read_packed(
+        &self,
+        digest: &Sha256,
+        range: Option<Range<u64>>,
+    ) -> Result<Option<Blob>, StoreError> {
+        let Some(total) = self.packs.size(digest) else {
+            return Ok(None);
+        };
+        if let Some(r) = &range
+            && (r.start >= r.end || r.end > total)
+        {
+            return Err(StoreError::InvalidRange {
+                start: r.start,
+                end: r.end,
+                len: total,
+            });
+        }
+        let packs = self.packs.clone();
+        let digest = *digest;
+        let read = blocking(move || packs.read(&digest, range)).await?;
+        Ok(read.map(|(total, bytes)| Blob {
+            len: bytes.len() as u64,
+            total,
+            body: BlobBody::Full(Bytes::from(bytes)),
+        }))
+    }
+}
+
 /// Removes a temp file unless disarmed, so no failure path leaves a partial write behind.
 struct TempGuard(Option<PathBuf>);
 
@@ -262,7 +381,7 @@ impl BlobStore for FsStore {
 
     async fn put(&self, digest: &Sha256, mut body: ByteStream) -> Result<PutOutcome, StoreError> {
         let final_path = self.blob_path(digest);
-        if tokio::fs::try_exists(&final_path).await? {
+        if self.packs.size(digest).is_some() || tokio::fs::try_exists(&final_path).await? {
             return Ok(PutOutcome::AlreadyPresent);
         }
         let tmp = self.temp_path(digest);
@@ -292,6 +411,16 @@ impl BlobStore for FsStore {
             return Err(StoreError::DigestMismatch {
                 expected: *digest,
                 actual,
+            });
+        }
+        if file.is_none() && self.packed(head.len() as u64) {
+            let packs = self.packs.clone();
+            let digest = *digest;
+            let appended = blocking(move || packs.append(&[(digest, &head[..])])).await?;
+            return Ok(if appended[0] {
+                PutOutcome::Created
+            } else {
+                PutOutcome::AlreadyPresent
             });
         }
         if let Some(mut f) = file {
@@ -333,6 +462,9 @@ impl BlobStore for FsStore {
     }
 
     async fn get(&self, digest: &Sha256) -> Result<Option<Blob>, StoreError> {
+        if let Some(blob) = self.read_packed(digest, None).await? {
+            return Ok(Some(blob));
+        }
         read_blob(self.blob_path(digest), None).await
     }
 
@@ -341,10 +473,16 @@ impl BlobStore for FsStore {
         digest: &Sha256,
         range: Range<u64>,
     ) -> Result<Option<Blob>, StoreError> {
+        if let Some(blob) = self.read_packed(digest, Some(range.clone())).await? {
+            return Ok(Some(blob));
+        }
         read_blob(self.blob_path(digest), Some(range)).await
     }
 
     async fn size(&self, digest: &Sha256) -> Result<Option<u64>, StoreError> {
+        if let Some(len) = self.packs.size(digest) {
+            return Ok(Some(len));
+        }
         let path = self.blob_path(digest);
         let meta = blocking(move || not_found_is_none(std::fs::metadata(path))).await?;
         Ok(meta.map(|m| m.len()))
@@ -357,10 +495,11 @@ impl BlobStore for FsStore {
             .into_iter()
             .map(|d| (d, self.blob_path(&d)))
             .collect();
+        let packs = self.packs.clone();
         let missing = blocking(move || {
             let mut out = Vec::new();
             for (d, p) in paths {
-                if not_found_is_none(std::fs::metadata(&p))?.is_none() {
+                if packs.size(&d).is_none() && not_found_is_none(std::fs::metadata(&p))?.is_none() {
                     out.push(d);
                 }
             }
@@ -372,11 +511,18 @@ impl BlobStore for FsStore {
 
     async fn delete(&self, digest: &Sha256) -> Result<bool, StoreError> {
         let path = self.blob_path(digest);
-        Ok(
-            blocking(move || not_found_is_none(std::fs::remove_file(path)))
-                .await?
-                .is_some(),
-        )
+        let packs = self.packs.clone();
+        let digest = *digest;
+        Ok(blocking(move || {
+            let packed = packs.remove(&digest)?;
+            Ok(not_found_is_none(std::fs::remove_file(path))?.is_some() || packed)
+        })
+        .await?)
+    }
+
+    async fn compact(&self) -> Result<Option<CompactReport>, StoreError> {
+        let packs = self.packs.clone();
+        Ok(Some(blocking(move || packs.compact(COMPACT_BELOW)).await?))
     }
 
     async fn put_object(&self, key: &str, data: Bytes) -> Result<(), StoreError> {

@@ -4,6 +4,7 @@
 //! repeated put is success, and any copy of a blob is as good as any other.
 
 pub mod fs;
+pub mod pack;
 pub mod s3;
 
 use std::io;
@@ -163,6 +164,12 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Removes the blob; `false` when it was not there.
     async fn delete(&self, digest: &Sha256) -> Result<bool, StoreError>;
+
+    /// Reclaims the space deleted blobs left inside larger files (the fs store's packs);
+    /// `None` when the backend has nothing to compact. GC calls it after a collection.
+    async fn compact(&self) -> Result<Option<pack::CompactReport>, StoreError> {
+        Ok(None)
+    }
 
     /// Writes a small named object (not content-addressed, e.g. a routing snapshot or the
     /// pointer to the newest one), replacing any previous one atomically: a reader sees the
