@@ -136,7 +136,11 @@ fn parse_line(line: &str) -> Result<Option<RedirectRule>, String> {
     if line.is_empty() || line.starts_with('#') {
         return Ok(None);
     }
-    let tokens: Vec<&str> = line.split_whitespace().collect();
+    let mut tokens: Vec<&str> = line.split_whitespace().collect();
+    // An inline comment (`/old /new 301 # moved in 2023`) ends the rule, as on Netlify.
+    if let Some(at) = tokens.iter().skip(1).position(|t| t.starts_with('#')) {
+        tokens.truncate(at + 1);
+    }
     let from = PathPattern::parse(tokens[0])?;
     let mut i = 1;
     let mut query = Vec::new();

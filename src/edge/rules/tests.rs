@@ -39,6 +39,19 @@ fn redirects_parse_every_form() {
             path: "/m".into()
         })
     );
+    // Inline comments end a rule, whatever follows them.
+    let r =
+        Redirects::parse("/old /new # moved in 2023\n/p /q 302 #temporary\n/r /s 200! # forced")
+            .unwrap();
+    assert_eq!(r.len(), 3);
+    assert_eq!(
+        r.lookup("h", "/p", None, false),
+        Some(Action::Redirect {
+            status: 302,
+            location: "/q".into()
+        })
+    );
+    assert!(Redirects::parse("/a # no target").is_err());
     // A literal non-ASCII target is encoded for the Location header.
     let r = Redirects::parse("/café /menü 301").unwrap();
     assert_eq!(
