@@ -334,27 +334,12 @@ async fn limits_on_files_and_bytes_hold_and_the_cli_deploys_an_archive() {
 
     let file = tmp.path().join("site.tar.gz");
     std::fs::write(&file, gzip(&tar_of(&site_entries(), &[]))).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_halo"))
-        .args([
-            "deploy",
-            file.to_str().unwrap(),
-            "--project",
-            "lim",
-            "--prod",
-            "--json",
-        ])
-        .env("HALO_API", &halo.api)
-        .env("HALO_TOKEN", TOKEN)
-        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
-        .env("XDG_CONFIG_HOME", tmp.path().join("cache"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = common::cli_deploy(
+        &halo.api,
+        TOKEN,
+        &tmp.path().join("cache"),
+        &[file.to_str().unwrap(), "--project", "lim", "--prod"],
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "ready", "{v}");
     assert_eq!(
         edge(&halo, "lim.halo.test", "/a/page.html").await,

@@ -33,22 +33,7 @@ async fn post_batch(halo: &Halo, body: Vec<u8>) -> (u16, Value) {
 }
 
 async fn missing(halo: &Halo, digests: &[Sha256]) -> Vec<Sha256> {
-    let v: Value = reqwest::Client::new()
-        .post(format!("{}/v1/files/missing", halo.api))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "hashes": digests }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["missing"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h.as_str().unwrap().parse().unwrap())
-        .collect()
+    common::files_missing(&halo.api, TOKEN, digests).await
 }
 
 fn temp_files(data: &Path) -> usize {
@@ -188,27 +173,12 @@ async fn halo_deploy_sends_small_files_in_batches_and_large_ones_alone() {
         std::fs::write(site.join(format!("assets/{i}.txt")), blob(i, 200 + i)).unwrap();
     }
     std::fs::write(site.join("big.bin"), blob(7, 3 << 20)).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_halo"))
-        .args([
-            "deploy",
-            site.to_str().unwrap(),
-            "--project",
-            "batched",
-            "--prod",
-            "--json",
-        ])
-        .env("HALO_API", &halo.api)
-        .env("HALO_TOKEN", TOKEN)
-        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
-        .env("XDG_CONFIG_HOME", tmp.path().join("cache"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = common::cli_deploy(
+        &halo.api,
+        TOKEN,
+        &tmp.path().join("cache"),
+        &[site.to_str().unwrap(), "--project", "batched", "--prod"],
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["uploaded_files"], 1_502, "{v}");
     // 1,500 small files in batches of at most 512; the large one alone.
     assert_eq!(

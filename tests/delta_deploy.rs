@@ -13,26 +13,12 @@ use serde_json::{Value, json};
 const TOKEN: &str = "delta-test-token-0123456789";
 
 fn deploy(halo: &Halo, cache: &Path, site: &Path, project: &str) -> Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_halo"))
-        .args([
-            "deploy",
-            site.to_str().unwrap(),
-            "--project",
-            project,
-            "--json",
-        ])
-        .env("HALO_API", &halo.api)
-        .env("HALO_TOKEN", TOKEN)
-        .env("XDG_CACHE_HOME", cache)
-        .env("XDG_CONFIG_HOME", cache)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::cli_deploy(
+        &halo.api,
+        TOKEN,
+        cache,
+        &[site.to_str().unwrap(), "--project", project],
+    )
 }
 
 async fn get(halo: &Halo, host: &str, path: &str) -> (u16, String) {

@@ -14,7 +14,7 @@ use halo::model::batch;
 use halo::store::BlobStore;
 use halo::store::fs::FsStore;
 use rand::{Rng, SeedableRng};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const TOKEN: &str = "pack-crash-token-0123456789";
 
@@ -96,17 +96,8 @@ async fn every_acknowledged_blob_survives_sigkill_at_random_moments() {
     // And the index: nothing acknowledged is reported missing.
     let halo = Halo::start(&data, Some(TOKEN));
     for chunk in acked.chunks(5_000) {
-        let v: Value = reqwest::Client::new()
-            .post(format!("{}/v1/files/missing", halo.api))
-            .bearer_auth(TOKEN)
-            .json(&json!({ "hashes": chunk }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(v["missing"], json!([]), "seed {seed}");
+        let missing = common::files_missing(&halo.api, TOKEN, chunk).await;
+        assert_eq!(missing, vec![], "seed {seed}");
     }
     println!("{} blobs acknowledged across 6 kills", acked.len());
 }

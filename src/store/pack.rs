@@ -316,23 +316,36 @@ impl Packs {
             if known {
                 continue;
             }
-            if w.len > 0 && w.len + data.len() as u64 > PACK_MAX {
-                self.commit(&mut w, std::mem::take(&mut pending))?;
-                self.roll(&mut w)?;
-            }
-            w.pack.write_all(data)?;
-            pending.push((
-                *digest,
-                Loc {
-                    pack: w.id,
-                    offset: w.len,
-                    len: data.len() as u64,
-                },
-            ));
-            w.len += data.len() as u64;
+            self.write(&mut w, &mut pending, digest, data)?;
         }
         self.commit(&mut w, pending)?;
         Ok(out)
+    }
+
+    /// Writes one blob to the writer's pack (rolling to a new pack, after committing what
+    /// is pending, when it would pass [`PACK_MAX`]) and adds it to `pending`.
+    fn write(
+        &self,
+        w: &mut Writer,
+        pending: &mut Vec<(Sha256, Loc)>,
+        digest: &Sha256,
+        data: &[u8],
+    ) -> io::Result<()> {
+        if w.len > 0 && w.len + data.len() as u64 > PACK_MAX {
+            self.commit(w, std::mem::take(pending))?;
+            self.roll(w)?;
+        }
+        w.pack.write_all(data)?;
+        pending.push((
+            *digest,
+            Loc {
+                pack: w.id,
+                offset: w.len,
+                len: data.len() as u64,
+            },
+        ));
+        w.len += data.len() as u64;
+        Ok(())
     }
 
     /// Makes `pending` (already written to the writer's pack) durable and visible.
@@ -447,20 +460,7 @@ impl Packs {
             if self.index.read().expect("pack index").get(d) != Some(old) {
                 continue; // Deleted or moved meanwhile.
             }
-            if w.len > 0 && w.len + data.len() as u64 > PACK_MAX {
-                self.commit(&mut w, std::mem::take(&mut pending))?;
-                self.roll(&mut w)?;
-            }
-            w.pack.write_all(data)?;
-            pending.push((
-                *d,
-                Loc {
-                    pack: w.id,
-                    offset: w.len,
-                    len: data.len() as u64,
-                },
-            ));
-            w.len += data.len() as u64;
+            self.write(&mut w, &mut pending, d, data)?;
         }
         self.commit(&mut w, pending)
     }

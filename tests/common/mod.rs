@@ -724,3 +724,45 @@ pub fn replica_args(
     args.extend(shared.iter().cloned());
     args
 }
+
+/// Runs `halo deploy <args> --json` against `api` with `token`, its hash cache and config
+/// under `cache`; returns the JSON result (panics with stderr on failure).
+pub fn cli_deploy(api: &str, token: &str, cache: &std::path::Path, args: &[&str]) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_halo"))
+        .arg("deploy")
+        .args(args)
+        .arg("--json")
+        .env("HALO_API", api)
+        .env("HALO_TOKEN", token)
+        .env("XDG_CACHE_HOME", cache)
+        .env("XDG_CONFIG_HOME", cache)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "halo deploy {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The blobs among `digests` the API reports missing.
+pub async fn files_missing(api: &str, token: &str, digests: &[Sha256]) -> Vec<Sha256> {
+    let v: Value = reqwest::Client::new()
+        .post(format!("{api}/v1/files/missing"))
+        .bearer_auth(token)
+        .json(&json!({ "hashes": digests }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().parse().unwrap())
+        .collect()
+}
