@@ -207,10 +207,20 @@ async fn retention_keeps_newest_production_and_recently_promoted() {
         (Some(1), Some(1)),
         "d3's page and manifest: {r}"
     );
-    // Without keep_days, the once-promoted d1 goes as well; production d2 never does.
+    // Without keep_days, the once-promoted d1 is kept only while skew protection may
+    // still fall back to it (production until a moment ago; 24 h by default) ...
     let (status, _, _) = send(
         srv.req(TOKEN, Method::PATCH, &format!("/v1/projects/{pid}"))
             .json(&json!({"retention": {"keep_last": 1}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let r = gc(&srv, json!({"grace_secs": 0})).await;
+    assert_eq!(r["deployments_deleted"], json!([]), "{r}");
+    // ... and goes once that is off; production d2 never does.
+    let (status, _, _) = send(
+        srv.req(TOKEN, Method::PATCH, &format!("/v1/projects/{pid}"))
+            .json(&json!({"settings": {"skew": {"enabled": false}}})),
     )
     .await;
     assert_eq!(status, StatusCode::OK);

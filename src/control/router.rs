@@ -9,8 +9,8 @@ use dashmap::DashMap;
 use super::ControlError;
 use crate::edge::metrics::PromoteMetrics;
 use crate::edge::site::Site;
-use crate::edge::table::{AliasTable, TableHandle};
-use crate::meta::{AliasChange, MetaStore};
+use crate::edge::table::{AliasTable, Fallback, SkewChange, TableHandle};
+use crate::meta::{AliasChange, MetaStore, rules};
 use crate::store::BlobStore;
 
 /// The served table, the lock that orders changes into it, and the sites it routes to.
@@ -128,7 +128,8 @@ impl Router {
                 }
             }
         }
-        let table = AliasTable::new(routes.revision, hosts);
+        let skew = self.skew_of(hosts.iter().map(|(_, s)| s)).await;
+        let table = AliasTable::new(routes.revision, hosts).with_skew(&skew);
         tracing::info!(
             revision = table.revision,
             hosts = table.len(),
@@ -138,6 +139,64 @@ impl Router {
         self.table.replace(table);
         self.revision.send_replace(revision);
         Ok(())
+    }
+
+    /// The skew fallbacks of those of `sites` that are their project's production
+    /// deployment now, with the former production deployments' fallbacks dropped.
+    async fn skew_of(&self, sites: impl Iterator<Item = &Arc<Site>>) -> Vec<SkewChange> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for site in sites {
+            if !seen.insert(site.deployment_id.clone()) {
+                continue;
+            }
+            if let Some(fallbacks) = self.fallbacks(site).await {
+                for f in fallbacks.iter() {
+                    out.push((f.site.deployment_id.clone(), None));
+                }
+                out.push((site.deployment_id.clone(), Some(fallbacks)));
+            }
+        }
+        out
+    }
+
+    /// The fallbacks of `site` if it is its project's production deployment now (see
+    /// [`rules::skew_fallbacks`]); `None` when it is not. Deployments that are no longer
+    /// ready are left out. A failed read leaves none: skew protection is a convenience,
+    /// never a reason to hold a change back.
+    async fn fallbacks(&self, site: &Site) -> Option<Arc<[Fallback]>> {
+        let skew = site.settings.skew;
+        let limit = skew.max_deployments.saturating_mul(2).saturating_add(2);
+        let promotions = match self.meta.promotions(&site.project_id, limit).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(deployment = %site.deployment_id, error = %e, "cannot read promotions; no skew fallbacks");
+                return None;
+            }
+        };
+        if promotions.first().map(|p| p.0.as_str()) != Some(site.deployment_id.as_str()) {
+            return None;
+        }
+        if !skew.enabled {
+            return Some(Arc::from([]));
+        }
+        let max_age = i64::try_from(skew.max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let ids = rules::skew_fallbacks(
+            &promotions,
+            crate::model::now_millis(),
+            max_age,
+            skew.max_deployments as usize,
+        );
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, until) in ids {
+            // A cached site is one this process has not seen deleted (`forget`).
+            let ready = self.sites.contains_key(&id)
+                || matches!(self.meta.deployment(&id).await, Ok(Some(d)) if d.status == crate::model::Status::Ready);
+            if ready && let Ok(s) = self.site(&id).await {
+                out.push(Fallback::new(s, until));
+            }
+        }
+        Some(out.into())
     }
 
     /// [`Router::rebuild`], retried with backoff while the metadata cannot be read.
@@ -226,8 +285,14 @@ impl Release<'_> {
                 }
             }
         }
+        let skew = router
+            .skew_of(changes.iter().filter_map(|(_, s)| s.as_ref()))
+            .await;
         changes.extend(change.removed.into_iter().map(|h| (h, None)));
-        if router.table.apply(change.revision, &changes) {
+        if router
+            .table
+            .apply_with_skew(change.revision, &changes, &skew)
+        {
             router.revision.send_replace(change.revision);
         }
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::site::Site;
-use super::table::{AliasTable, TableHandle};
+use super::table::{AliasTable, Fallback, TableHandle};
 use crate::digest::Sha256;
 use crate::model::snapshot::{POINTER_KEY, RouteSnapshot, SnapshotPointer};
 use crate::store::BlobStore;
@@ -133,6 +133,24 @@ impl Follower {
         }
     }
 
+    /// The site of `manifest`: from this snapshot's, the previous one's, or the store.
+    async fn site(
+        &self,
+        keep: &mut HashMap<Sha256, Arc<Site>>,
+        manifest: &Sha256,
+    ) -> Result<Arc<Site>, String> {
+        let site = match keep.get(manifest).or_else(|| self.sites.get(manifest)) {
+            Some(s) => Arc::clone(s),
+            None => Arc::new(
+                super::site::load(&*self.store, manifest)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
+        keep.insert(*manifest, site.clone());
+        Ok(site)
+    }
+
     /// Loads every manifest the snapshot needs, then swaps the whole table in one step.
     /// Nothing is applied unless every site loads: a host never points at a half-known site.
     async fn apply(&mut self, snapshot: RouteSnapshot) -> Result<bool, String> {
@@ -142,25 +160,23 @@ impl Follower {
         let mut hosts = Vec::with_capacity(snapshot.routes.len());
         let mut keep = HashMap::new();
         for r in snapshot.routes {
-            let site = match keep
-                .get(&r.manifest)
-                .or_else(|| self.sites.get(&r.manifest))
-            {
-                Some(s) => Arc::clone(s),
-                None => Arc::new(
-                    super::site::load(&*self.store, &r.manifest)
-                        .await
-                        .map_err(|e| e.to_string())?,
-                ),
-            };
-            keep.insert(r.manifest, site.clone());
+            let site = self.site(&mut keep, &r.manifest).await?;
             hosts.push((r.host, site));
+        }
+        let mut skew = Vec::with_capacity(snapshot.skew.len());
+        for s in snapshot.skew {
+            let mut fallbacks = Vec::with_capacity(s.fallbacks.len());
+            for f in s.fallbacks {
+                let site = self.site(&mut keep, &f.manifest).await?;
+                fallbacks.push(Fallback::new(site, f.until));
+            }
+            skew.push((s.deployment_id, Some(fallbacks.into())));
         }
         self.sites = keep;
         let revision = snapshot.revision;
         let applied = self
             .table
-            .replace_if_newer(AliasTable::new(revision, hosts));
+            .replace_if_newer(AliasTable::new(revision, hosts).with_skew(&skew));
         if applied {
             tracing::info!(
                 revision,

@@ -44,6 +44,8 @@ use table::TableHandle;
 
 /// Names the deployment that produced a response, on every response from a site.
 pub static X_HALO_DEPLOYMENT: HeaderName = HeaderName::from_static("x-halo-deployment");
+/// Marks an answer served by skew protection from a former production deployment.
+pub static X_HALO_SKEW: HeaderName = HeaderName::from_static("x-halo-skew");
 static X_ROBOTS_TAG: HeaderName = HeaderName::from_static("x-robots-tag");
 
 /// Marks a request that arrived over TLS (a request extension set by the TLS listener):
@@ -128,6 +130,8 @@ struct FileAnswer {
     status: StatusCode,
     preview: bool,
     extra: Vec<(HeaderName, HeaderValue)>,
+    /// From a former production deployment (skew protection): `x-halo-skew: 1`.
+    skew: bool,
 }
 
 impl Edge {
@@ -236,12 +240,14 @@ impl Edge {
                     status,
                     preview,
                     headers,
+                    skew,
                 } => FileAnswer {
                     site: site.clone(),
                     entry: file.clone(),
                     status,
                     preview,
                     extra: headers.iter().flat_map(|b| b.iter().cloned()).collect(),
+                    skew,
                 },
             }
         };
@@ -286,6 +292,7 @@ impl Edge {
             status,
             preview,
             extra,
+            skew,
         } = answer;
         let (encoding, variant) = match self.representation(&entry, request).await {
             Ok(r) => r,
@@ -319,6 +326,9 @@ impl Edge {
         }
         if preview {
             h.insert(X_ROBOTS_TAG.clone(), NOINDEX);
+        }
+        if skew {
+            h.insert(X_HALO_SKEW.clone(), HeaderValue::from_static("1"));
         }
         apply_extra(&mut h, extra);
         let range = match plan {

@@ -42,6 +42,8 @@ pub enum Resolved<'t> {
         preview: bool,
         /// `_headers` lists that apply.
         headers: ExtraHeaders<'t>,
+        /// Served from a former production deployment (skew protection).
+        skew: bool,
     },
     /// Send the client elsewhere.
     Redirect(&'t Arc<Site>, StatusCode, String),
@@ -233,6 +235,7 @@ pub fn resolve<'t>(
         } else {
             site.rules.headers.matching(&host, &decoded).collect()
         },
+        skew: false,
     };
     let exists = !matches!(found, Lookup::Missing);
     match site.rules.redirects.lookup(&host, &decoded, query, exists) {
@@ -254,6 +257,9 @@ pub fn resolve<'t>(
             Resolved::Redirect(site, StatusCode::MOVED_PERMANENTLY, redirect_to(&p, query))
         }
         Lookup::Missing => {
+            if !preview && let Some(skewed) = skew(table, site, rel, &host, &decoded) {
+                return skewed;
+            }
             if site.settings.spa
                 && let Some(index) = site.file("index.html")
             {
@@ -265,6 +271,36 @@ pub fn resolve<'t>(
             }
         }
     }
+}
+
+/// Skew protection: a fingerprinted file the production deployment lacks, from the newest
+/// former production deployment that has it, while inside its window. Never an HTML page
+/// (a navigation gets the current version, or its not-found page).
+fn skew<'t>(
+    table: &'t AliasTable,
+    site: &'t Arc<Site>,
+    rel: &str,
+    host: &str,
+    decoded: &str,
+) -> Option<Resolved<'t>> {
+    let fallbacks = table.fallbacks(&site.deployment_id);
+    if fallbacks.is_empty() {
+        return None;
+    }
+    // PERF: the clock is read only here, on a miss with fallbacks, never on the hot path.
+    let now = std::time::SystemTime::now();
+    fallbacks.iter().filter(|f| f.until > now).find_map(|f| {
+        let file = f.site.file(rel)?;
+        let html = file.content_type.as_bytes().starts_with(b"text/html");
+        (file.immutable && !html).then(|| Resolved::File {
+            site: &f.site,
+            file,
+            status: StatusCode::OK,
+            preview: false,
+            headers: f.site.rules.headers.matching(host, decoded).collect(),
+            skew: true,
+        })
+    })
 }
 
 #[cfg(test)]

@@ -161,6 +161,7 @@ fn clean_urls_and_trailing_slash_policies() {
             trailing_slash,
             spa: false,
             hsts: None,
+            skew: Default::default(),
         };
         let t = table_of(site_with(&files, settings, "", ""));
         for (req, want) in reqs {
@@ -311,4 +312,85 @@ fn hostile_paths_are_refused() {
     assert_eq!(outcome(&t, &format!("/{}", "a".repeat(PATH_MAX))), "414");
     // Empty segments cannot name a manifest path: not found, never a different file.
     assert_eq!(outcome(&t, "//index.html"), "404 404.html");
+}
+
+#[test]
+fn skew_serves_a_former_production_chunk_and_nothing_else() {
+    use crate::edge::table::Fallback;
+    let mut old = site_with(
+        &[
+            "index.html",
+            "assets/app.3f9a7c21.js",
+            "old.html",
+            "plain.js",
+        ],
+        SiteSettings::default(),
+        "",
+        "",
+    );
+    old.deployment_id = "dpl_old".into();
+    let mut new = site_with(
+        &["index.html", "assets/app.9b1e2d44.js"],
+        SiteSettings {
+            spa: true,
+            ..SiteSettings::default()
+        },
+        "",
+        "",
+    );
+    new.preview_host = Some("preview.test".into());
+    let (old, new) = (Arc::new(old), Arc::new(new));
+    let far = crate::model::now_millis() + 60_000;
+    let table = AliasTable::new(
+        3,
+        [
+            ("site.test".to_owned(), new.clone()),
+            ("preview.test".to_owned(), new.clone()),
+        ],
+    )
+    .with_skew(&[(
+        "dpl_1".into(),
+        Some(vec![Fallback::new(old.clone(), far)].into()),
+    )]);
+    let get = |host: &str, path: &str| match resolve(&table, Some(host), path, None) {
+        Resolved::File {
+            site, file, skew, ..
+        } => {
+            format!(
+                "{} {} {skew}",
+                site.deployment_id,
+                file.digest == Sha256::of(&path.as_bytes()[1..])
+            )
+        }
+        other => format!("{other:?}")
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned(),
+    };
+    // The old chunk, from the old deployment, marked.
+    assert_eq!(
+        get("site.test", "/assets/app.3f9a7c21.js"),
+        "dpl_old true true"
+    );
+    // The current one's own files are its own.
+    assert_eq!(
+        get("site.test", "/assets/app.9b1e2d44.js"),
+        "dpl_1 true false"
+    );
+    // Not an HTML page, not an unfingerprinted file: the SPA fallback answers instead.
+    assert_eq!(get("site.test", "/old.html"), "dpl_1 false false");
+    assert_eq!(get("site.test", "/plain.js"), "dpl_1 false false");
+    // Never on the deployment's preview host.
+    assert_eq!(
+        get("preview.test", "/assets/app.3f9a7c21.js"),
+        "dpl_1 false false"
+    );
+    // Past its window, gone.
+    let table = AliasTable::new(3, [("site.test".to_owned(), new.clone())])
+        .with_skew(&[("dpl_1".into(), Some(vec![Fallback::new(old, 1)].into()))]);
+    assert!(matches!(
+        resolve(&table, Some("site.test"), "/assets/app.3f9a7c21.js", None),
+        Resolved::File { skew: false, .. }
+    ));
 }

@@ -39,6 +39,8 @@ pub struct FileEntry {
 pub struct Site {
     /// The deployment id.
     pub deployment_id: String,
+    /// The project it belongs to.
+    pub project_id: String,
     /// The `x-halo-deployment` value, prebuilt.
     pub deployment_header: HeaderValue,
     /// Address of the version manifest this site was built from (what snapshots name).
@@ -176,6 +178,7 @@ impl Site {
             deployment_header: HeaderValue::from_str(&manifest.deployment_id)
                 .unwrap_or(HeaderValue::from_static("invalid")),
             deployment_id: manifest.deployment_id.clone(),
+            project_id: manifest.project_id.clone(),
             settings: manifest.settings,
             hsts: manifest
                 .settings

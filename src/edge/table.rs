@@ -17,7 +17,36 @@ pub struct AliasTable {
     /// Increases with every swap; persisted, so it never goes backwards across restarts.
     pub revision: u64,
     hosts: imbl::HashMap<Box<str>, Arc<Site>>,
+    /// Skew protection: by production deployment, the former production deployments its
+    /// hosts fall back to for fingerprinted files it lacks, newest first.
+    skew: imbl::HashMap<Box<str>, Arc<[Fallback]>>,
 }
+
+/// A former production deployment fallen back to, and until when.
+#[derive(Debug, Clone)]
+pub struct Fallback {
+    /// Its site.
+    pub site: Arc<Site>,
+    /// When it stops being fallen back to.
+    pub until: std::time::SystemTime,
+    /// The same, in milliseconds since the epoch (for snapshots).
+    pub until_ms: crate::model::Millis,
+}
+
+impl Fallback {
+    /// A fallback to `site` until `until_ms` (milliseconds since the epoch).
+    pub fn new(site: Arc<Site>, until_ms: crate::model::Millis) -> Self {
+        Fallback {
+            site,
+            until: std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(u64::try_from(until_ms).unwrap_or(0)),
+            until_ms,
+        }
+    }
+}
+
+/// A change of a production deployment's fallbacks: `None` drops them.
+pub type SkewChange = (String, Option<Arc<[Fallback]>>);
 
 impl AliasTable {
     /// A table of `hosts` at `revision`. Hosts must already be normalised.
@@ -28,7 +57,19 @@ impl AliasTable {
                 .into_iter()
                 .map(|(h, s)| (h.into_boxed_str(), s))
                 .collect(),
+            skew: imbl::HashMap::new(),
         }
+    }
+
+    /// This table with the fallbacks of `skew` set (builders of whole tables use it).
+    pub fn with_skew(mut self, skew: &[SkewChange]) -> Self {
+        apply_skew(&mut self.skew, skew);
+        self
+    }
+
+    /// The fallbacks of a production deployment's hosts (empty for any other).
+    pub fn fallbacks(&self, deployment_id: &str) -> &[Fallback] {
+        self.skew.get(deployment_id).map_or(&[], |f| f)
     }
 
     /// The site a normalised host routes to.
@@ -43,15 +84,35 @@ impl AliasTable {
 
     /// The table as a routing snapshot (what edge nodes and the store receive).
     pub fn snapshot(&self) -> crate::model::snapshot::RouteSnapshot {
+        use crate::model::snapshot::{SnapshotFallback, SnapshotRoute, SnapshotSkew};
         let routes = self
             .iter()
-            .map(|(host, site)| crate::model::snapshot::SnapshotRoute {
+            .map(|(host, site)| SnapshotRoute {
                 host: host.to_owned(),
                 deployment_id: site.deployment_id.clone(),
                 manifest: site.manifest,
             })
             .collect();
-        crate::model::snapshot::RouteSnapshot::new(self.revision, routes)
+        let mut snapshot = crate::model::snapshot::RouteSnapshot::new(self.revision, routes);
+        snapshot.skew = self
+            .skew
+            .iter()
+            .map(|(id, fallbacks)| SnapshotSkew {
+                deployment_id: id.to_string(),
+                fallbacks: fallbacks
+                    .iter()
+                    .map(|f| SnapshotFallback {
+                        deployment_id: f.site.deployment_id.clone(),
+                        manifest: f.site.manifest,
+                        until: f.until_ms,
+                    })
+                    .collect(),
+            })
+            .collect();
+        snapshot
+            .skew
+            .sort_by(|a, b| a.deployment_id.cmp(&b.deployment_id));
+        snapshot
     }
 
     /// The table's gauges in Prometheus text format (revision and size), for every role's
@@ -81,7 +142,12 @@ impl AliasTable {
 
     /// This table with `changes` applied, at `revision`: a host with a site is routed to
     /// it, a host with `None` is no longer routed.
-    pub fn with_changes(&self, revision: u64, changes: &[(String, Option<Arc<Site>>)]) -> Self {
+    pub fn with_changes(
+        &self,
+        revision: u64,
+        changes: &[(String, Option<Arc<Site>>)],
+        skew: &[SkewChange],
+    ) -> Self {
         let mut hosts = self.hosts.clone();
         for (host, site) in changes {
             match site {
@@ -89,7 +155,22 @@ impl AliasTable {
                 None => hosts.remove(host.as_str()),
             };
         }
-        AliasTable { revision, hosts }
+        let mut fallbacks = self.skew.clone();
+        apply_skew(&mut fallbacks, skew);
+        AliasTable {
+            revision,
+            hosts,
+            skew: fallbacks,
+        }
+    }
+}
+
+fn apply_skew(map: &mut imbl::HashMap<Box<str>, Arc<[Fallback]>>, skew: &[SkewChange]) {
+    for (id, fallbacks) in skew {
+        match fallbacks {
+            Some(f) if !f.is_empty() => map.insert(id.as_str().into(), f.clone()),
+            _ => map.remove(id.as_str()),
+        };
     }
 }
 
@@ -138,6 +219,17 @@ impl TableHandle {
     /// Applies `changes` as one swap to `revision`. A revision not newer than the current
     /// one is ignored, so the table never goes backwards. Returns whether it was applied.
     pub fn apply(&self, revision: u64, changes: &[(String, Option<Arc<Site>>)]) -> bool {
+        self.apply_with_skew(revision, changes, &[])
+    }
+
+    /// [`TableHandle::apply`], with production deployments' fallbacks changed in the
+    /// same swap.
+    pub fn apply_with_skew(
+        &self,
+        revision: u64,
+        changes: &[(String, Option<Arc<Site>>)],
+        skew: &[SkewChange],
+    ) -> bool {
         let mut applied = false;
         self.current.rcu(|old| {
             if revision <= old.revision {
@@ -145,7 +237,7 @@ impl TableHandle {
                 return old.clone();
             }
             applied = true;
-            Arc::new(old.with_changes(revision, changes))
+            Arc::new(old.with_changes(revision, changes, skew))
         });
         if !applied {
             tracing::warn!(revision, "stale alias-table change ignored");
@@ -188,5 +280,40 @@ mod tests {
         assert_eq!(h.load().revision, 3);
         assert!(h.replace_if_newer(AliasTable::new(5, [("c.x".to_owned(), site("dpl_5"))])));
         assert_eq!((h.load().revision, h.load().len()), (5, 1));
+    }
+
+    #[test]
+    fn fallbacks_travel_in_snapshots_and_swap_with_their_change() {
+        let (old, new) = (site("dpl_old"), site("dpl_new"));
+        let h = TableHandle::new(AliasTable::new(1, [("a.x".to_owned(), old.clone())]));
+        let skew: Vec<SkewChange> = vec![
+            ("dpl_old".into(), None),
+            (
+                "dpl_new".into(),
+                Some(vec![Fallback::new(old.clone(), 1_234)].into()),
+            ),
+        ];
+        assert!(h.apply_with_skew(2, &[("a.x".into(), Some(new))], &skew));
+        let t = h.load();
+        assert_eq!(t.fallbacks("dpl_new")[0].site.deployment_id, "dpl_old");
+        assert!(t.fallbacks("dpl_old").is_empty());
+        let snap = t.snapshot();
+        let back = crate::model::snapshot::RouteSnapshot::from_bytes(&snap.to_bytes()).unwrap();
+        assert_eq!(back.skew.len(), 1);
+        assert_eq!(back.skew[0].deployment_id, "dpl_new");
+        assert_eq!(
+            (
+                back.skew[0].fallbacks[0].deployment_id.as_str(),
+                back.skew[0].fallbacks[0].until
+            ),
+            ("dpl_old", 1_234)
+        );
+        // A snapshot without fallbacks reads as before (no `skew` key).
+        let plain = AliasTable::new(3, [("a.x".to_owned(), old)]).snapshot();
+        assert!(
+            !String::from_utf8(plain.to_bytes())
+                .unwrap()
+                .contains("skew")
+        );
     }
 }

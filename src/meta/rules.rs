@@ -250,15 +250,20 @@ pub struct RetentionRow {
     pub custom_alias: bool,
     /// When it was last promoted.
     pub last_promoted: Option<Millis>,
+    /// When it last stopped being production (the next promotion after its last one).
+    pub demoted_at: Option<Millis>,
 }
 
 /// The deployments retention deletes now, from one project's `rows` oldest first: older
 /// than the project's newest `keep_last` ready ones and not promoted within `keep_days`,
-/// never a production one nor one a custom alias points at, never one still building.
+/// never a production one nor one a custom alias points at, never one still building, and
+/// never one skew protection may still fall back to (production until less than
+/// `skew_window_ms` ago).
 pub fn retention_expired(
     rows: &[RetentionRow],
     keep_last: u32,
     keep_days: Option<u32>,
+    skew_window_ms: i64,
     now: Millis,
 ) -> Vec<String> {
     let mut out = Vec::new();
@@ -266,6 +271,8 @@ pub fn retention_expired(
         if !matches!(d.status, Status::Ready | Status::Error | Status::Canceled)
             || d.production
             || d.custom_alias
+            || d.demoted_at
+                .is_some_and(|at| at.saturating_add(skew_window_ms) > now)
         {
             continue;
         }
@@ -285,6 +292,48 @@ pub fn retention_expired(
         }
     }
     out
+}
+
+/// The deployments a production deployment falls back to for skew protection, newest
+/// first, each with the moment it stops being one: from a project's `promotions` (newest
+/// first, the first being production now), each earlier production deployment stopped
+/// being production when the next one was promoted, and is fallen back to for `max_age_ms`
+/// after that, `max` of them at most. A deployment promoted again (a rollback) counts once,
+/// and never when it is production now.
+pub fn skew_fallbacks(
+    promotions: &[(String, Millis)],
+    now: Millis,
+    max_age_ms: i64,
+    max: usize,
+) -> Vec<(String, Millis)> {
+    let Some((current, _)) = promotions.first() else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, Millis)> = Vec::new();
+    for pair in promotions.windows(2) {
+        let (next_at, (id, _)) = (pair[0].1, &pair[1]);
+        let until = next_at.saturating_add(max_age_ms);
+        if until <= now || out.len() >= max {
+            break;
+        }
+        if id != current && !out.iter().any(|(o, _)| o == id) {
+            out.push((id.clone(), until));
+        }
+    }
+    out
+}
+
+/// The skew window of a project, from its stored settings (JSON): what retention keeps
+/// former production deployments for. Unreadable settings get the default.
+pub fn skew_window_ms(settings_json: &str) -> i64 {
+    let skew = serde_json::from_str::<crate::model::settings::SiteSettings>(settings_json)
+        .map(|s| s.skew)
+        .unwrap_or_default();
+    if skew.enabled {
+        i64::try_from(skew.max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    } else {
+        0
+    }
 }
 
 /// One indexed blob, as GC sees it.
@@ -388,6 +437,7 @@ mod tests {
             production: false,
             custom_alias: false,
             last_promoted: None,
+            demoted_at: None,
         }
     }
 
@@ -403,14 +453,27 @@ mod tests {
             r("d5", Status::Building),
             r("d6", Status::Ready),
         ];
-        assert_eq!(retention_expired(&rows, 2, None, now), ["d1", "d2", "d3"]);
+        assert_eq!(
+            retention_expired(&rows, 2, None, 0, now),
+            ["d1", "d2", "d3"]
+        );
         rows[0].production = true;
         rows[2].custom_alias = true;
-        assert_eq!(retention_expired(&rows, 2, None, now), ["d2"]);
+        assert_eq!(retention_expired(&rows, 2, None, 0, now), ["d2"]);
         rows[1].last_promoted = Some(now - day);
-        assert!(retention_expired(&rows, 2, Some(7), now).is_empty());
-        assert_eq!(retention_expired(&rows, 2, Some(0), now), ["d2"]);
-        assert_eq!(retention_expired(&rows, 0, None, now), ["d2", "d4", "d6"]);
+        assert!(retention_expired(&rows, 2, Some(7), 0, now).is_empty());
+        assert_eq!(retention_expired(&rows, 2, Some(0), 0, now), ["d2"]);
+        assert_eq!(
+            retention_expired(&rows, 0, None, 0, now),
+            ["d2", "d4", "d6"]
+        );
+        // Production until an hour ago: kept while a day of skew protection lasts.
+        rows[3].demoted_at = Some(now - day / 24);
+        assert_eq!(retention_expired(&rows, 0, None, day, now), ["d2", "d6"]);
+        assert_eq!(
+            retention_expired(&rows, 0, None, day / 48, now),
+            ["d2", "d4", "d6"]
+        );
     }
 
     #[test]
@@ -424,5 +487,38 @@ mod tests {
         assert!(collectable(&row(false, 99), 100));
         assert!(!collectable(&row(false, 100), 100), "touched at the cutoff");
         assert!(!collectable(&row(true, 0), 100), "referenced");
+    }
+
+    #[test]
+    fn skew_falls_back_to_recent_production_deployments_only() {
+        let p = |rows: &[(&str, Millis)]| -> Vec<(String, Millis)> {
+            rows.iter().map(|(d, at)| (d.to_string(), *at)).collect()
+        };
+        // d3 production since 900, d2 until 900, d1 until 500, d0 until 100.
+        let promos = p(&[("d3", 900), ("d2", 500), ("d1", 100), ("d0", 50)]);
+        assert_eq!(
+            skew_fallbacks(&promos, 1000, 1000, 5),
+            vec![
+                ("d2".into(), 1900),
+                ("d1".into(), 1500),
+                ("d0".into(), 1100)
+            ]
+        );
+        // Past the window of the older ones; and at most `max`.
+        assert_eq!(
+            skew_fallbacks(&promos, 1600, 1000, 5),
+            vec![("d2".into(), 1900)]
+        );
+        assert_eq!(
+            skew_fallbacks(&promos, 1000, 1000, 1),
+            vec![("d2".into(), 1900)]
+        );
+        // A rollback to d1: d1 is production and not its own fallback; d2 counts once.
+        let rolled = p(&[("d1", 950), ("d2", 900), ("d1", 100)]);
+        assert_eq!(
+            skew_fallbacks(&rolled, 1000, 1000, 5),
+            vec![("d2".into(), 1950)]
+        );
+        assert!(skew_fallbacks(&[], 0, 1, 1).is_empty());
     }
 }

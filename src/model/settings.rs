@@ -50,6 +50,30 @@ impl Hsts {
     }
 }
 
+/// Skew protection: a production host serves a fingerprinted file the promoted deployment
+/// lacks from the project's recent production deployments, so browsers still running the
+/// previous version keep loading its chunks after a deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Skew {
+    /// On unless turned off.
+    pub enabled: bool,
+    /// How long after it stopped being production a deployment is still fallen back to.
+    pub max_age_secs: u64,
+    /// How many former production deployments are fallen back to, newest first.
+    pub max_deployments: u32,
+}
+
+impl Default for Skew {
+    fn default() -> Self {
+        Skew {
+            enabled: true,
+            max_age_secs: 24 * 3600,
+            max_deployments: 5,
+        }
+    }
+}
+
 /// The conventions in force for one deployment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -63,6 +87,8 @@ pub struct SiteSettings {
     /// `Strict-Transport-Security` on HTTPS answers; off (`None`) by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hsts: Option<Hsts>,
+    /// Skew protection; what the production deployment's settings say applies.
+    pub skew: Skew,
 }
 
 /// A partial change of settings: a project update, or a deployment's `halo.json`.
@@ -81,6 +107,9 @@ pub struct SettingsPatch {
     /// See [`SiteSettings::hsts`]; `{"max_age": 0}` turns it off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hsts: Option<Hsts>,
+    /// See [`SiteSettings::skew`]; replaces it whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skew: Option<Skew>,
     /// JSON-schema reference editors add; ignored.
     #[serde(rename = "$schema", skip_serializing)]
     pub schema: Option<String>,
@@ -100,6 +129,9 @@ impl SiteSettings {
         }
         if let Some(h) = patch.hsts {
             self.hsts = (h.max_age > 0).then_some(h);
+        }
+        if let Some(k) = patch.skew {
+            self.skew = k;
         }
         self
     }

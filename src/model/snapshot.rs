@@ -37,6 +37,30 @@ pub struct RouteSnapshot {
     pub revision: u64,
     /// Every route, sorted by host.
     pub routes: Vec<SnapshotRoute>,
+    /// Skew protection: the fallbacks of production deployments (absent when none, so
+    /// snapshots without skew read as before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skew: Vec<SnapshotSkew>,
+}
+
+/// The former production deployments a production deployment falls back to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSkew {
+    /// The production deployment.
+    pub deployment_id: String,
+    /// Its fallbacks, newest first.
+    pub fallbacks: Vec<SnapshotFallback>,
+}
+
+/// One fallback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotFallback {
+    /// The former production deployment.
+    pub deployment_id: String,
+    /// Its version manifest.
+    pub manifest: Sha256,
+    /// Milliseconds since the epoch when it stops being fallen back to.
+    pub until: crate::model::Millis,
 }
 
 /// Names the newest snapshot and its checksum.
@@ -80,6 +104,7 @@ impl RouteSnapshot {
             version: SNAPSHOT_VERSION,
             revision,
             routes,
+            skew: Vec::new(),
         }
     }
 

@@ -884,7 +884,10 @@ impl MetaStore for PgMeta {
                 "SELECT p.id, p.retention_keep_last, p.retention_keep_days, d.id, d.status,
                         d.id IS NOT DISTINCT FROM p.production_deployment_id,
                         EXISTS (SELECT 1 FROM aliases a WHERE a.deployment_id = d.id AND a.kind = 'custom'),
-                        (SELECT MAX(pr.at) FROM promotions pr WHERE pr.deployment_id = d.id)
+                        (SELECT MAX(pr.at) FROM promotions pr WHERE pr.deployment_id = d.id),
+                        (SELECT MIN(n.at) FROM promotions n WHERE n.project_id = d.project_id
+                  AND n.seq > (SELECT MAX(pr2.seq) FROM promotions pr2 WHERE pr2.deployment_id = d.id)),
+                        p.settings
                  FROM projects p JOIN deployments d ON d.project_id = p.id
                  WHERE p.retention_keep_last IS NOT NULL AND d.status <> 'deleted'
                  ORDER BY p.id, d.seq",
@@ -897,6 +900,7 @@ impl MetaStore for PgMeta {
             let pid: &str = rows[i].get(0);
             let keep_last = rows[i].get::<_, i32>(1) as u32;
             let keep_days = rows[i].get::<_, Option<i32>>(2).map(|v| v as u32);
+            let skew = rules::skew_window_ms(rows[i].get(9));
             let mut batch = Vec::new();
             while i < rows.len() && rows[i].get::<_, &str>(0) == pid {
                 let r = &rows[i];
@@ -906,10 +910,13 @@ impl MetaStore for PgMeta {
                     production: r.get(5),
                     custom_alias: r.get(6),
                     last_promoted: r.get(7),
+                    demoted_at: r.get(8),
                 });
                 i += 1;
             }
-            out.extend(rules::retention_expired(&batch, keep_last, keep_days, now));
+            out.extend(rules::retention_expired(
+                &batch, keep_last, keep_days, skew, now,
+            ));
         }
         Ok(out)
     }

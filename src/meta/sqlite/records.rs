@@ -203,20 +203,25 @@ pub(super) fn retention_expired(c: &Connection, now: Millis) -> Result<Vec<Strin
         "SELECT p.id, p.retention_keep_last, p.retention_keep_days, d.id, d.status,
                 d.id IS p.production_deployment_id,
                 EXISTS (SELECT 1 FROM aliases a WHERE a.deployment_id = d.id AND a.kind = 'custom'),
-                (SELECT MAX(pr.at) FROM promotions pr WHERE pr.deployment_id = d.id)
+                (SELECT MAX(pr.at) FROM promotions pr WHERE pr.deployment_id = d.id),
+                (SELECT MIN(n.at) FROM promotions n WHERE n.project_id = d.project_id
+                  AND n.seq > (SELECT MAX(pr2.seq) FROM promotions pr2 WHERE pr2.deployment_id = d.id)),
+                p.settings
          FROM projects p JOIN deployments d ON d.project_id = p.id
          WHERE p.retention_keep_last IS NOT NULL AND d.status != 'deleted'
          ORDER BY p.id, d.seq",
     )?;
     let mut rows = stmt.query([])?;
     let mut out = Vec::new();
-    let mut project: Option<(String, u32, Option<u32>)> = None;
+    let mut project: Option<(String, u32, Option<u32>, i64)> = None;
     let mut batch: Vec<rules::RetentionRow> = Vec::new();
-    let flush = |project: &Option<(String, u32, Option<u32>)>,
+    let flush = |project: &Option<(String, u32, Option<u32>, i64)>,
                  batch: &mut Vec<rules::RetentionRow>,
                  out: &mut Vec<String>| {
-        if let Some((_, keep_last, keep_days)) = project {
-            out.extend(rules::retention_expired(batch, *keep_last, *keep_days, now));
+        if let Some((_, keep_last, keep_days, skew)) = project {
+            out.extend(rules::retention_expired(
+                batch, *keep_last, *keep_days, *skew, now,
+            ));
         }
         batch.clear();
     };
@@ -224,7 +229,8 @@ pub(super) fn retention_expired(c: &Connection, now: Millis) -> Result<Vec<Strin
         let pid: String = r.get(0)?;
         if project.as_ref().map(|p| &p.0) != Some(&pid) {
             flush(&project, &mut batch, &mut out);
-            project = Some((pid, r.get(1)?, r.get(2)?));
+            let settings: String = r.get(9)?;
+            project = Some((pid, r.get(1)?, r.get(2)?, rules::skew_window_ms(&settings)));
         }
         let status: String = r.get(4)?;
         batch.push(rules::RetentionRow {
@@ -233,6 +239,7 @@ pub(super) fn retention_expired(c: &Connection, now: Millis) -> Result<Vec<Strin
             production: r.get(5)?,
             custom_alias: r.get(6)?,
             last_promoted: r.get(7)?,
+            demoted_at: r.get(8)?,
         });
     }
     flush(&project, &mut batch, &mut out);
