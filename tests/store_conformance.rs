@@ -464,6 +464,28 @@ async fn fs_packs_small_blobs_and_files_large_ones() {
     assert_eq!(r.packs, 0);
 }
 
+/// fs-specific: two openers of one directory (replicas sharing a disk, or two servers in
+/// one process) see each other's blobs; only the first writes packs.
+#[tokio::test]
+async fn fs_second_opener_sees_the_first_ones_packed_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = FsStore::open(dir.path()).unwrap();
+    let b = FsStore::open(dir.path()).unwrap();
+    let (from_a, _) = put_bytes(&a, data(700, 31)).await.unwrap();
+    let (from_b, _) = put_bytes(&b, data(700, 32)).await.unwrap();
+    assert!(!a.blob_path(&from_a).exists(), "the writer packs");
+    assert!(
+        b.blob_path(&from_b).exists(),
+        "the other opener writes a file"
+    );
+    for s in [&a, &b] {
+        for d in [&from_a, &from_b] {
+            assert!(s.get(d).await.unwrap().is_some(), "{d}");
+        }
+        assert!(s.missing(&[from_a, from_b]).await.unwrap().is_empty());
+    }
+}
+
 /// fs-specific: leftovers of a crashed write are cleared when the store opens.
 #[tokio::test]
 async fn fs_clears_crash_leftovers_on_open() {

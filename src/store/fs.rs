@@ -69,9 +69,10 @@ impl FsStore {
         })
     }
 
-    /// Whether a blob of `len` bytes goes into a pack.
+    /// Whether a blob of `len` bytes goes into a pack (never when another opener of this
+    /// directory writes its packs).
     fn packed(&self, len: u64) -> bool {
-        len <= self.pack_below
+        len <= self.pack_below && self.packs.writable()
     }
 
     /// Where the blob named `digest` lives.
@@ -497,9 +498,11 @@ impl BlobStore for FsStore {
             .collect();
         let packs = self.packs.clone();
         let missing = blocking(move || {
+            packs.catch_up()?;
             let mut out = Vec::new();
             for (d, p) in paths {
-                if packs.size(&d).is_none() && not_found_is_none(std::fs::metadata(&p))?.is_none() {
+                if packs.known(&d).is_none() && not_found_is_none(std::fs::metadata(&p))?.is_none()
+                {
                     out.push(d);
                 }
             }

@@ -14,9 +14,11 @@
 //! entries of mostly-dead packs into the newest pack, makes that durable, repoints the
 //! index, then removes the old files (readers holding them finish their reads).
 //!
-//! Every call here blocks (file I/O); the fs store calls them from blocking tasks. One
-//! process has a store directory open at a time: opening cuts what is not indexed, which
-//! for a live writer would be a batch in flight.
+//! Every call here blocks (file I/O); the fs store calls them from blocking tasks. One opener
+//! of a store directory writes packs (it holds `packs/lock`); any other (another process
+//! sharing the directory, a second store in one process) only reads them: it never cuts
+//! tails (the writer may be appending), reads index records the writer appends when a
+//! look-up misses, and stores new blobs one file each.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -74,7 +76,12 @@ pub struct Packs {
     index: RwLock<HashMap<Sha256, Loc>>,
     files: RwLock<HashMap<u32, Arc<File>>>,
     usage: Mutex<HashMap<u32, Usage>>,
-    writer: Mutex<Writer>,
+    /// `None` when another opener holds the lock: this one only reads.
+    writer: Option<Mutex<Writer>>,
+    /// The lock that makes this opener the writer, held while it lives.
+    _lock: Option<File>,
+    /// A reader's progress through each index file (bytes of whole records applied).
+    read_at: Mutex<HashMap<u32, u64>>,
 }
 
 impl std::fmt::Debug for Packs {
@@ -124,6 +131,14 @@ fn append_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+fn not_found_is_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -133,6 +148,19 @@ impl Packs {
     pub fn open(dir: impl Into<PathBuf>) -> io::Result<Packs> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        let writes = match lock.try_lock() {
+            Ok(()) => true,
+            Err(std::fs::TryLockError::WouldBlock) => false,
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        };
+        if !writes {
+            tracing::info!(dir = %dir.display(), "another opener writes these packs; reading only");
+        }
         let mut ids = Vec::new();
         for entry in std::fs::read_dir(&dir)? {
             let name = entry?.file_name();
@@ -152,13 +180,14 @@ impl Packs {
             let id = path
                 .file_name()
                 .and_then(|n| n.to_str()?.strip_suffix(".pack")?.parse::<u32>().ok());
-            if id.is_some_and(|id| !ids.contains(&id)) {
+            if writes && id.is_some_and(|id| !ids.contains(&id)) {
                 std::fs::remove_file(&path)?;
             }
         }
         let mut index: HashMap<Sha256, Loc> = HashMap::new();
         let mut files = HashMap::new();
         let mut usage: HashMap<u32, Usage> = HashMap::new();
+        let mut read_at = HashMap::new();
         for &id in &ids {
             let pack = append_file(&pack_path(&dir, id))?;
             let pack_len = pack.metadata()?.len();
@@ -189,6 +218,12 @@ impl Packs {
                 }
                 good += RECORD;
             }
+            read_at.insert(id, good as u64);
+            if !writes {
+                usage.entry(id).or_default().total = end;
+                files.insert(id, Arc::new(pack));
+                continue;
+            }
             if good < raw.len() {
                 tracing::warn!(
                     pack = id,
@@ -214,6 +249,17 @@ impl Packs {
             usage.entry(loc.pack).or_default().live += loc.len;
         }
         let last = ids.last().copied();
+        if !writes {
+            return Ok(Packs {
+                dir,
+                index: RwLock::new(index),
+                files: RwLock::new(files),
+                usage: Mutex::new(usage),
+                writer: None,
+                _lock: None,
+                read_at: Mutex::new(read_at),
+            });
+        }
         let writer = match last {
             Some(id) if usage.get(&id).is_some_and(|u| u.total < PACK_MAX) => Writer {
                 id,
@@ -234,8 +280,115 @@ impl Packs {
             index: RwLock::new(index),
             files: RwLock::new(files),
             usage: Mutex::new(usage),
-            writer: Mutex::new(writer),
+            writer: Some(Mutex::new(writer)),
+            _lock: Some(lock),
+            read_at: Mutex::new(read_at),
         })
+    }
+
+    /// Whether this opener writes packs (else new blobs go one file each).
+    pub fn writable(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    fn writer(&self) -> io::Result<std::sync::MutexGuard<'_, Writer>> {
+        match &self.writer {
+            Some(w) => Ok(w.lock().expect("pack writer")),
+            None => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "another opener of this store writes its packs",
+            )),
+        }
+    }
+
+    /// A reader's catch-up: applies the index records appended since it last looked (new
+    /// packs included). Partial records are left for the next look; nothing is cut.
+    fn refresh(&self) -> io::Result<()> {
+        if self.writer.is_some() {
+            return Ok(());
+        }
+        let mut read_at = self.read_at.lock().expect("pack read positions");
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            if let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".idx")?.parse::<u32>().ok())
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        for id in ids {
+            let from = read_at.get(&id).copied().unwrap_or(0);
+            let Some(mut idx) = not_found_is_none(File::open(idx_path(&self.dir, id)))? else {
+                continue; // Compacted away meanwhile.
+            };
+            if idx.metadata()?.len() <= from {
+                continue;
+            }
+            if !self.files.read().expect("pack files").contains_key(&id) {
+                let Some(pack) = not_found_is_none(File::open(pack_path(&self.dir, id)))? else {
+                    continue;
+                };
+                self.files
+                    .write()
+                    .expect("pack files")
+                    .insert(id, Arc::new(pack));
+            }
+            std::io::Seek::seek(&mut idx, std::io::SeekFrom::Start(from))?;
+            let mut raw = Vec::new();
+            idx.read_to_end(&mut raw)?;
+            let mut good = 0;
+            let mut index = self.index.write().expect("pack index");
+            for r in raw.chunks_exact(RECORD) {
+                let Some((digest, offset, len)) = parse(r) else {
+                    break;
+                };
+                if len == TOMBSTONE {
+                    index.remove(&digest);
+                } else {
+                    index.insert(
+                        digest,
+                        Loc {
+                            pack: id,
+                            offset,
+                            len,
+                        },
+                    );
+                }
+                good += RECORD;
+            }
+            read_at.insert(id, from + good as u64);
+        }
+        Ok(())
+    }
+
+    /// Size of a packed blob as this opener knows it now, without looking for new records
+    /// (callers asking about many blobs call [`Packs::catch_up`] once first).
+    pub fn known(&self, digest: &Sha256) -> Option<u64> {
+        self.index
+            .read()
+            .expect("pack index")
+            .get(digest)
+            .map(|l| l.len)
+    }
+
+    /// A reader's look at the records appended since its last one (nothing for the writer).
+    pub fn catch_up(&self) -> io::Result<()> {
+        self.refresh()
+    }
+
+    /// The location of a packed blob; a reader that misses looks at what was appended.
+    fn find(&self, digest: &Sha256) -> Option<Loc> {
+        let hit = self.index.read().expect("pack index").get(digest).copied();
+        if hit.is_some() || self.writer.is_some() {
+            return hit;
+        }
+        if let Err(e) = self.refresh() {
+            tracing::warn!(error = %e, "cannot read new pack index records");
+        }
+        self.index.read().expect("pack index").get(digest).copied()
     }
 
     fn create(dir: &Path, id: u32) -> io::Result<Writer> {
@@ -252,16 +405,12 @@ impl Packs {
 
     /// The size of a packed blob.
     pub fn size(&self, digest: &Sha256) -> Option<u64> {
-        self.index
-            .read()
-            .expect("pack index")
-            .get(digest)
-            .map(|l| l.len)
+        self.find(digest).map(|l| l.len)
     }
 
     /// The pack file holding a blob, and the blob's offset and length in it.
     pub fn location(&self, digest: &Sha256) -> Option<(PathBuf, u64, u64)> {
-        let loc = *self.index.read().expect("pack index").get(digest)?;
+        let loc = self.find(digest)?;
         Some((pack_path(&self.dir, loc.pack), loc.offset, loc.len))
     }
 
@@ -283,7 +432,7 @@ impl Packs {
     ) -> io::Result<Option<(u64, Vec<u8>)>> {
         // A compaction may move the blob between the look-up and the read: look again.
         for _ in 0..3 {
-            let Some(loc) = self.index.read().expect("pack index").get(digest).copied() else {
+            let Some(loc) = self.find(digest) else {
                 return Ok(None);
             };
             let file = self
@@ -306,7 +455,7 @@ impl Packs {
     /// Appends the blobs not packed yet, durably (bytes, then index records); returns
     /// which of them were appended now. The caller verified every blob against its name.
     pub fn append(&self, blobs: &[(Sha256, &[u8])]) -> io::Result<Vec<bool>> {
-        let mut w = self.writer.lock().expect("pack writer");
+        let mut w = self.writer()?;
         let mut out = Vec::with_capacity(blobs.len());
         let mut pending: Vec<(Sha256, Loc)> = Vec::new();
         for (digest, data) in blobs {
@@ -385,7 +534,12 @@ impl Packs {
 
     /// Forgets a packed blob (a durable tombstone); `false` when it was not packed.
     pub fn remove(&self, digest: &Sha256) -> io::Result<bool> {
-        let mut w = self.writer.lock().expect("pack writer");
+        if !self.writable() {
+            // Left to the writer's GC; a reader cannot append a tombstone.
+            tracing::debug!(blob = %digest, "a pack reader does not delete packed blobs");
+            return Ok(false);
+        }
+        let mut w = self.writer()?;
         let Some(loc) = self.index.read().expect("pack index").get(digest).copied() else {
             return Ok(false);
         };
@@ -405,7 +559,10 @@ impl Packs {
     /// its live blobs go to the newest pack, then its files are removed.
     pub fn compact(&self, min_live: f64) -> io::Result<CompactReport> {
         let mut report = CompactReport::default();
-        let current = self.writer.lock().expect("pack writer").id;
+        if !self.writable() {
+            return Ok(report);
+        }
+        let current = self.writer()?.id;
         let candidates: Vec<(u32, Usage)> = {
             let usage = self.usage.lock().expect("pack usage");
             let mut c: Vec<(u32, Usage)> = usage
@@ -440,7 +597,7 @@ impl Packs {
                 }
             }
             // Nothing indexed points into it any more: drop it.
-            let _w = self.writer.lock().expect("pack writer");
+            let _w = self.writer()?;
             std::fs::remove_file(idx_path(&self.dir, id))?;
             std::fs::remove_file(pack_path(&self.dir, id))?;
             sync_dir(&self.dir)?;
@@ -454,7 +611,7 @@ impl Packs {
 
     /// Appends blobs being moved by a compaction and repoints those still where they were.
     fn relocate(&self, moved: &[(Sha256, Loc, Vec<u8>)]) -> io::Result<()> {
-        let mut w = self.writer.lock().expect("pack writer");
+        let mut w = self.writer()?;
         let mut pending = Vec::with_capacity(moved.len());
         for (d, old, data) in moved {
             if self.index.read().expect("pack index").get(d) != Some(old) {
@@ -559,7 +716,7 @@ mod tests {
         let p = Packs::open(dir.path()).unwrap();
         let ds = append(&p, 0..50);
         // Close pack 1 so it can be compacted.
-        p.roll(&mut p.writer.lock().unwrap()).unwrap();
+        p.roll(&mut p.writer().unwrap()).unwrap();
         let later = append(&p, 50..60);
         for d in &ds[..45] {
             p.remove(d).unwrap();
@@ -576,5 +733,38 @@ mod tests {
         for d in later.iter().chain(&ds[..45]) {
             assert_eq!(p.size(d).is_some(), later.contains(d));
         }
+    }
+
+    #[test]
+    fn a_second_opener_reads_what_the_first_writes_and_never_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Packs::open(dir.path()).unwrap();
+        let first = append(&writer, 0..5);
+        let reader = Packs::open(dir.path()).unwrap();
+        assert!(writer.writable() && !reader.writable());
+        // Appended after the reader opened: found on its miss.
+        let later = append(&writer, 5..10);
+        for (i, d) in first.iter().chain(&later).enumerate() {
+            assert_eq!(reader.read(d, None).unwrap().unwrap().1, blob(i as u32));
+        }
+        assert!(reader.append(&[(Sha256::of(b"x"), &b"x"[..])]).is_err());
+        assert!(!reader.remove(&first[0]).unwrap());
+        // A torn tail the writer may still complete is not cut by the reader.
+        let pack = pack_path(dir.path(), 1);
+        let len = std::fs::metadata(&pack).unwrap().len();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&pack)
+            .unwrap()
+            .write_all(b"in flight")
+            .unwrap();
+        drop(Packs::open(dir.path()).unwrap());
+        assert_eq!(std::fs::metadata(&pack).unwrap().len(), len + 9);
+        // Once the writer is gone, the next opener writes (and cuts the tail).
+        drop(writer);
+        drop(reader);
+        let next = Packs::open(dir.path()).unwrap();
+        assert!(next.writable());
+        assert_eq!(std::fs::metadata(&pack).unwrap().len(), len);
     }
 }
