@@ -115,6 +115,36 @@ fn parse(r: &[u8]) -> Option<(Sha256, u64, u64)> {
     (sum == checksum(&digest, offset, len)).then_some((digest, offset, len))
 }
 
+/// Applies the index records of pack `id` in `raw` to `index`, in order, up to the first
+/// torn or bad one or one naming bytes past `pack_len` (nothing after it counts); returns
+/// the bytes of records applied and the end of the last pack byte they name.
+fn replay(raw: &[u8], id: u32, pack_len: u64, index: &mut HashMap<Sha256, Loc>) -> (usize, u64) {
+    let (mut good, mut end) = (0, 0);
+    for r in raw.chunks_exact(RECORD) {
+        let Some((digest, offset, len)) = parse(r) else {
+            break;
+        };
+        if len == TOMBSTONE {
+            index.remove(&digest);
+        } else {
+            if offset.saturating_add(len) > pack_len {
+                break;
+            }
+            end = end.max(offset + len);
+            index.insert(
+                digest,
+                Loc {
+                    pack: id,
+                    offset,
+                    len,
+                },
+            );
+        }
+        good += RECORD;
+    }
+    (good, end)
+}
+
 fn pack_path(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("{id:08}.pack"))
 }
@@ -194,30 +224,7 @@ impl Packs {
             let mut idx = append_file(&idx_path(&dir, id))?;
             let mut raw = Vec::new();
             idx.read_to_end(&mut raw)?;
-            let mut good = 0;
-            let mut end = 0;
-            for r in raw.chunks_exact(RECORD) {
-                let Some((digest, offset, len)) = parse(r) else {
-                    break;
-                };
-                if len == TOMBSTONE {
-                    index.remove(&digest);
-                } else {
-                    if offset + len > pack_len {
-                        break; // Names bytes that are not there: nothing after it counts.
-                    }
-                    end = end.max(offset + len);
-                    index.insert(
-                        digest,
-                        Loc {
-                            pack: id,
-                            offset,
-                            len,
-                        },
-                    );
-                }
-                good += RECORD;
-            }
+            let (good, end) = replay(&raw, id, pack_len, &mut index);
             read_at.insert(id, good as u64);
             if !writes {
                 usage.entry(id).or_default().total = end;
@@ -339,26 +346,9 @@ impl Packs {
             std::io::Seek::seek(&mut idx, std::io::SeekFrom::Start(from))?;
             let mut raw = Vec::new();
             idx.read_to_end(&mut raw)?;
-            let mut good = 0;
+            let pack_len = std::fs::metadata(pack_path(&self.dir, id)).map_or(0, |m| m.len());
             let mut index = self.index.write().expect("pack index");
-            for r in raw.chunks_exact(RECORD) {
-                let Some((digest, offset, len)) = parse(r) else {
-                    break;
-                };
-                if len == TOMBSTONE {
-                    index.remove(&digest);
-                } else {
-                    index.insert(
-                        digest,
-                        Loc {
-                            pack: id,
-                            offset,
-                            len,
-                        },
-                    );
-                }
-                good += RECORD;
-            }
+            let (good, _) = replay(&raw, id, pack_len, &mut index);
             read_at.insert(id, from + good as u64);
         }
         Ok(())
