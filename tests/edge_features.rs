@@ -393,7 +393,8 @@ async fn bad_rules_fail_the_build_and_settings_layer() {
         .unwrap();
     assert_eq!(
         v["settings"],
-        json!({ "clean_urls": false, "trailing_slash": "always", "spa": true })
+        json!({ "clean_urls": false, "trailing_slash": "always", "spa": true,
+                "skew": { "enabled": true, "max_age_secs": 86400, "max_deployments": 5 } })
     );
     let r = e
         .client
