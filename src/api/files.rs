@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::error::BodyTooLarge;
 use super::json::Body;
 use super::{ApiError, ApiState};
+use crate::control::BlobGroup;
 use crate::digest::Sha256;
 use crate::model::batch::{self, FRAME_HEAD};
 use crate::store::{ByteStream, PutOutcome};
@@ -99,11 +100,6 @@ pub async fn missing(
 
 /// The largest blob a batch may carry; larger ones go alone through `PUT /v1/files/{sha256}`.
 const BATCH_BLOB_MAX: u64 = 4 << 20;
-/// A batch is stored in groups of about this many bytes, or this many blobs: memory stays
-/// bounded whatever the batch's size, and each group is one durable write in the store and
-/// one metadata transaction.
-const GROUP_BYTES: usize = 8 << 20;
-const GROUP_BLOBS: usize = 512;
 
 /// `POST /v1/files/batch`: many blobs in one streamed request (see [`batch`]),
 /// each verified and acknowledged on its own. Whole frames received before a body is cut
@@ -127,7 +123,7 @@ pub async fn upload_batch(
     let limit = s.options.max_file_bytes.min(BATCH_BLOB_MAX);
     let mut body = body.into_data_stream();
     let mut buf = bytes::BytesMut::new();
-    let mut group = Group::default();
+    let mut group = BlobGroup::default();
     let mut acks = Vec::new();
     let refused = loop {
         // Every whole frame buffered now.
@@ -150,8 +146,8 @@ pub async fn upload_batch(
             }
             bytes::Buf::advance(&mut buf, FRAME_HEAD);
             group.push(digest, buf.split_to(len as usize).freeze());
-            if group.full() {
-                acks.extend(group.store(&s).await?);
+            if group.is_full() {
+                acks.extend(store(&mut group, &s).await?);
             }
         }
         if refused.is_some() {
@@ -175,7 +171,7 @@ pub async fn upload_batch(
         }
     };
     // Whole frames are kept even when the body was cut or refused after them.
-    acks.extend(group.store(&s).await?);
+    acks.extend(store(&mut group, &s).await?);
     if let Some(e) = refused {
         return Err(e);
     }
@@ -187,42 +183,18 @@ pub async fn upload_batch(
     })))
 }
 
-/// The blobs of a batch waiting to be stored together.
-#[derive(Default)]
-struct Group {
-    blobs: Vec<(Sha256, bytes::Bytes)>,
-    bytes: usize,
-}
-
-impl Group {
-    fn push(&mut self, digest: Sha256, data: bytes::Bytes) {
-        self.bytes += data.len();
-        self.blobs.push((digest, data));
-    }
-
-    fn full(&self) -> bool {
-        self.bytes >= GROUP_BYTES || self.blobs.len() >= GROUP_BLOBS
-    }
-
-    /// Stores the group; one acknowledgement per blob, in order.
-    async fn store(&mut self, s: &ApiState) -> Result<Vec<Value>, ApiError> {
-        if self.blobs.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.bytes = 0;
-        let blobs = std::mem::take(&mut self.blobs);
-        let digests: Vec<Sha256> = blobs.iter().map(|(d, _)| *d).collect();
-        let outcomes = s.control.put_blobs(blobs).await?;
-        Ok(digests
-            .into_iter()
-            .zip(outcomes)
-            .map(|(d, o)| match o {
-                Ok(o) => json!({ "sha256": d, "created": o == PutOutcome::Created }),
-                Err(e) => {
-                    let e = ApiError::from(e);
-                    json!({ "sha256": d, "error": { "code": e.code, "message": e.message } })
-                }
-            })
-            .collect())
-    }
+/// Stores a batch's group; one acknowledgement per blob, in order.
+async fn store(group: &mut BlobGroup, s: &ApiState) -> Result<Vec<Value>, ApiError> {
+    Ok(group
+        .store(&s.control)
+        .await?
+        .into_iter()
+        .map(|(d, o)| match o {
+            Ok(o) => json!({ "sha256": d, "created": o == PutOutcome::Created }),
+            Err(e) => {
+                let e = ApiError::from(e);
+                json!({ "sha256": d, "error": { "code": e.code, "message": e.message } })
+            }
+        })
+        .collect())
 }

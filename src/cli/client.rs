@@ -277,13 +277,7 @@ impl Client {
     ) -> Result<bool, ClientError> {
         retry(|| async {
             let url = self.url(&format!("/v1/files/{digest}"));
-            let file = tokio::fs::File::open(path)
-                .await
-                .map_err(|e| ClientError::Local(format!("{}: {e}", path.display())))?;
-            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-                file,
-                256 * 1024,
-            ));
+            let body = file_body(path).await?;
             let resp = self
                 .http
                 .put(&url)
@@ -311,11 +305,7 @@ impl Client {
         size: u64,
     ) -> Result<Value, ClientError> {
         let url = self.url(path);
-        let f = tokio::fs::File::open(file)
-            .await
-            .map_err(|e| ClientError::Local(format!("{}: {e}", file.display())))?;
-        let body =
-            reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024));
+        let body = file_body(file).await?;
         let resp = self
             .http
             .post(&url)
@@ -388,6 +378,16 @@ impl Client {
         }
         Ok((stored, bytes))
     }
+}
+
+/// A request body streamed from a file on disk.
+async fn file_body(path: &Path) -> Result<reqwest::Body, ClientError> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| ClientError::Local(format!("{}: {e}", path.display())))?;
+    Ok(reqwest::Body::wrap_stream(
+        tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024),
+    ))
 }
 
 async fn decode(url: &str, resp: reqwest::Response) -> Result<Value, ClientError> {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio::sync::mpsc;
 
-use super::{Control, ControlError, DeployRequest};
+use super::{BlobGroup, Control, ControlError, DeployRequest};
 use crate::digest::{Sha256, Sha256Hasher};
 use crate::meta::{Deployment, IdemClaim};
 use crate::store::ByteStream;
@@ -48,9 +48,6 @@ const RATIO_SLACK: u64 = 64 << 20;
 /// Files up to this size are held in memory and stored in groups; larger ones go through a
 /// temp file each.
 const SMALL_FILE: u64 = 4 << 20;
-/// A group is stored once it holds this many bytes or blobs.
-const GROUP_BYTES: usize = 8 << 20;
-const GROUP_BLOBS: usize = 512;
 /// Entries read ahead of the storing side.
 const READ_AHEAD: usize = 256;
 /// Symbolic links followed from one link before giving up.
@@ -237,12 +234,6 @@ impl Meter<'_> {
                 data: small.into(),
             },
         })
-    }
-}
-
-impl From<io::Error> for ControlError {
-    fn from(e: io::Error) -> Self {
-        ControlError::Store(e.into())
     }
 }
 
@@ -439,18 +430,15 @@ impl Control {
     ) -> Result<BTreeMap<String, Sha256>, ControlError> {
         let mut files = BTreeMap::new();
         let mut links: HashMap<String, String> = HashMap::new();
-        let mut group: Vec<(Sha256, Bytes)> = Vec::new();
-        let mut group_bytes = 0;
+        let mut group = BlobGroup::default();
         while let Some(item) = rx.recv().await {
             match item {
                 Item::Small { path, digest, data } => {
                     links.remove(&path);
                     files.insert(path, digest);
-                    group_bytes += data.len();
-                    group.push((digest, data));
-                    if group_bytes >= GROUP_BYTES || group.len() >= GROUP_BLOBS {
-                        self.store_group(std::mem::take(&mut group)).await?;
-                        group_bytes = 0;
+                    group.push(digest, data);
+                    if group.is_full() {
+                        self.store_group(&mut group).await?;
                     }
                 }
                 Item::Large { path, digest, file } => {
@@ -466,7 +454,7 @@ impl Control {
                 }
             }
         }
-        self.store_group(group).await?;
+        self.store_group(&mut group).await?;
         for (path, target) in &links {
             let mut at = target;
             let mut hops = 0;
@@ -491,14 +479,9 @@ impl Control {
         Ok(files)
     }
 
-    async fn store_group(
-        self: &Arc<Self>,
-        group: Vec<(Sha256, Bytes)>,
-    ) -> Result<(), ControlError> {
-        if group.is_empty() {
-            return Ok(());
-        }
-        for outcome in self.put_blobs(group).await? {
+    /// Stores a group; any blob that fails fails the deploy.
+    async fn store_group(self: &Arc<Self>, group: &mut BlobGroup) -> Result<(), ControlError> {
+        for (_, outcome) in group.store(self).await? {
             outcome?;
         }
         Ok(())

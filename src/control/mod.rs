@@ -26,6 +26,7 @@ pub mod archive;
 mod build;
 pub mod events;
 pub mod gc;
+mod group;
 pub mod leases;
 mod lifecycle;
 mod publish;
@@ -35,6 +36,7 @@ pub mod scrub;
 pub mod tokens;
 
 pub use events::Phase;
+pub use group::{BlobGroup, GroupOutcomes};
 pub use lifecycle::{DeploymentPatch, ProjectPatch};
 
 /// Fresh ids tried when a preview host is (astronomically unlikely) already taken.
@@ -79,6 +81,12 @@ pub enum ControlError {
     /// The metadata store failed or refused.
     #[error(transparent)]
     Meta(#[from] MetaError),
+}
+
+impl From<std::io::Error> for ControlError {
+    fn from(e: std::io::Error) -> Self {
+        ControlError::Store(e.into())
+    }
 }
 
 /// A validated request to create a deployment.

@@ -128,7 +128,9 @@ impl Router {
                 }
             }
         }
-        let skew = self.skew_of(hosts.iter().map(|(_, s)| s)).await;
+        let skew = self
+            .skew_of(hosts.iter().map(|(h, s)| (h.as_str(), s)))
+            .await;
         let table = AliasTable::new(routes.revision, hosts).with_skew(&skew);
         tracing::info!(
             revision = table.revision,
@@ -141,13 +143,21 @@ impl Router {
         Ok(())
     }
 
-    /// The skew fallbacks of those of `sites` that are their project's production
+    /// The skew fallbacks of the sites of `routes` that are their project's production
     /// deployment now, with the former production deployments' fallbacks dropped.
-    async fn skew_of(&self, sites: impl Iterator<Item = &Arc<Site>>) -> Vec<SkewChange> {
+    ///
+    /// PERF: a site routed only by its own preview host (a preview build, most of a start-up
+    /// table) cannot be what a production host serves, so its promotions are not read.
+    async fn skew_of<'a>(
+        &self,
+        routes: impl Iterator<Item = (&'a str, &'a Arc<Site>)>,
+    ) -> Vec<SkewChange> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
-        for site in sites {
-            if !seen.insert(site.deployment_id.clone()) {
+        for (host, site) in routes {
+            if site.preview_host.as_deref() == Some(host)
+                || !seen.insert(site.deployment_id.clone())
+            {
                 continue;
             }
             if let Some(fallbacks) = self.fallbacks(site).await {
@@ -286,7 +296,11 @@ impl Release<'_> {
             }
         }
         let skew = router
-            .skew_of(changes.iter().filter_map(|(_, s)| s.as_ref()))
+            .skew_of(
+                changes
+                    .iter()
+                    .filter_map(|(h, s)| Some((h.as_str(), s.as_ref()?))),
+            )
             .await;
         changes.extend(change.removed.into_iter().map(|h| (h, None)));
         if router
