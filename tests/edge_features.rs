@@ -394,7 +394,7 @@ async fn bad_rules_fail_the_build_and_settings_layer() {
     assert_eq!(
         v["settings"],
         json!({ "clean_urls": false, "trailing_slash": "always", "spa": true,
-                "skew": { "enabled": true, "max_age_secs": 86400, "max_deployments": 5 } })
+                "skew": { "enabled": true, "max_age_secs": 86400, "max_deployments": 5, "pinning": false } })
     );
     let r = e
         .client

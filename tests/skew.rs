@@ -1,7 +1,8 @@
 //! Skew protection through the real binary: after v2 is promoted, v1's fingerprinted chunks
 //! still load from the production host (served by v1, marked `x-halo-skew: 1`), never its
 //! HTML, never on a preview host; across a restart; and once the window is over they are
-//! 404 and retention and GC collect v1.
+//! 404 and retention and GC collect v1. With pinning on, a visitor whose HTML came from v1
+//! keeps getting v1's data (cookie, `?dpl=`, `x-deployment-id`) while new visitors get v2.
 
 mod common;
 
@@ -222,4 +223,169 @@ async fn skew_can_be_turned_off() {
         404
     );
     assert_eq!(get(&halo, "noskew.halo.test", "/").await.1, "v2");
+}
+
+/// A GET with extra headers: status, body, `x-halo-deployment`, `set-cookie`, `cache-control`.
+async fn get_with(
+    halo: &Halo,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String, Option<String>, String) {
+    let mut req = reqwest::Client::new()
+        .get(format!("{}{path}", halo.edge))
+        .header("host", host);
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let r = req.send().await.unwrap();
+    let header = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
+    let (deployment, cookie, cache) = (
+        header("x-halo-deployment").unwrap_or_default(),
+        header("set-cookie"),
+        header("cache-control").unwrap_or_default(),
+    );
+    (
+        r.status().as_u16(),
+        r.text().await.unwrap(),
+        deployment,
+        cookie,
+        cache,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_visitors_keep_their_versions_data_until_the_window_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let halo = Halo::start(&tmp.path().join("data"), Some(TOKEN));
+    let (site, cache) = (tmp.path().join("site"), tmp.path().join("cache"));
+    let settings = format!(r#"{{"skew": {{"max_age_secs": {WINDOW_SECS}, "pinning": true}}}}"#);
+    let version = |v: &str| {
+        write_site(
+            &site,
+            &[
+                ("index.html", &format!("<html>{v}")),
+                ("data.json", &format!("{{\"v\":\"{v}\"}}")),
+                ("halo.json", &settings),
+            ],
+        )
+    };
+    version("v1");
+    let v1 = common::cli_deploy(
+        &halo.api,
+        TOKEN,
+        &cache,
+        &[site.to_str().unwrap(), "--project", "pin", "--prod"],
+    );
+    let v1_id = v1["deployment_id"].as_str().unwrap().to_owned();
+    let host = "pin.halo.test";
+    // Paths that are not patterns are refused with the field named.
+    let r = reqwest::Client::new()
+        .patch(format!(
+            "{}/v1/projects/{}",
+            halo.api,
+            v1["project_id"].as_str().unwrap()
+        ))
+        .bearer_auth(TOKEN)
+        .json(&json!({"settings": {"skew": {"paths": ["assets/*"]}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "invalid_settings", "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("skew.paths"),
+        "{err}"
+    );
+    // The page names its deployment in an HttpOnly, SameSite=Lax cookie for the window.
+    let (_, body, _, cookie, _) = get_with(&halo, host, "/", &[]).await;
+    assert_eq!(body, "<html>v1");
+    let cookie = cookie.expect("the HTML answer sets the pin cookie");
+    assert_eq!(
+        cookie,
+        format!("halo_dpl={v1_id}; Path=/; Max-Age={WINDOW_SECS}; HttpOnly; SameSite=Lax")
+    );
+    // Data answers set none.
+    assert_eq!(get_with(&halo, host, "/data.json", &[]).await.3, None);
+    version("v2");
+    let v2 = common::cli_deploy(
+        &halo.api,
+        TOKEN,
+        &cache,
+        &[
+            site.to_str().unwrap(),
+            "--project",
+            "pin",
+            "--prod",
+            "--no-delta",
+        ],
+    );
+    let promoted = Instant::now();
+    let v2_id = v2["deployment_id"].as_str().unwrap().to_owned();
+    let pin_cookie = format!("theme=dark; halo_dpl={v1_id}");
+    // Twice each, so a memoized answer of one kind can never be given for the other.
+    for _ in 0..2 {
+        // A new visitor: v2's page and data, and v2's cookie.
+        let (_, body, _, cookie, _) = get_with(&halo, host, "/", &[]).await;
+        assert_eq!(body, "<html>v2");
+        assert!(cookie.unwrap().starts_with(&format!("halo_dpl={v2_id};")));
+        let (_, body, dpl, _, _) = get_with(&halo, host, "/data.json", &[]).await;
+        assert_eq!(
+            (body.as_str(), dpl.as_str()),
+            (r#"{"v":"v2"}"#, v2_id.as_str())
+        );
+        // The v1 visitor's data requests: v1's, private to them.
+        for pinned in [
+            get_with(&halo, host, "/data.json", &[("cookie", &pin_cookie)]).await,
+            get_with(&halo, host, &format!("/data.json?dpl={v1_id}"), &[]).await,
+            get_with(&halo, host, "/data.json", &[("x-deployment-id", &v1_id)]).await,
+        ] {
+            let (status, body, dpl, _, cache) = pinned;
+            assert_eq!(
+                (status, body.as_str(), dpl.as_str()),
+                (200, r#"{"v":"v1"}"#, v1_id.as_str())
+            );
+            assert!(cache.starts_with("private"), "{cache}");
+        }
+        // A page load with the cookie is a navigation: the current version, a new cookie.
+        let (_, body, _, cookie, _) = get_with(
+            &halo,
+            host,
+            "/",
+            &[("cookie", &pin_cookie), ("sec-fetch-mode", "navigate")],
+        )
+        .await;
+        assert_eq!(body, "<html>v2");
+        assert!(cookie.unwrap().contains(&v2_id));
+        // Even without the navigation header, a page is never served from the pin.
+        assert_eq!(
+            get_with(&halo, host, "/", &[("cookie", &pin_cookie)])
+                .await
+                .1,
+            "<html>v2"
+        );
+        // A preview host ignores pins.
+        let preview = common::host_of(&v2);
+        assert_eq!(
+            get_with(&halo, &preview, "/data.json", &[("cookie", &pin_cookie)])
+                .await
+                .1,
+            r#"{"v":"v2"}"#
+        );
+    }
+    // After the window the pin is ignored.
+    tokio::time::sleep(
+        (promoted + Duration::from_secs(WINDOW_SECS + 1)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    let (_, body, dpl, _, _) =
+        get_with(&halo, host, "/data.json", &[("cookie", &pin_cookie)]).await;
+    assert_eq!(
+        (body.as_str(), dpl.as_str()),
+        (r#"{"v":"v2"}"#, v2_id.as_str())
+    );
 }

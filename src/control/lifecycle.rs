@@ -9,7 +9,7 @@ use super::{Control, ControlError};
 use crate::meta::{Actor, Deployment, MetaError, Project, ProjectUpdate, Retention};
 use crate::model::Status;
 use crate::model::owner::{self, Attribution, AttributionPatch, Metadata};
-use crate::model::settings::SettingsPatch;
+use crate::model::settings::{SettingsPatch, SiteSettings};
 
 /// A `PATCH /v1/projects/{id}` body.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -44,6 +44,14 @@ pub struct DeploymentPatch {
 }
 
 /// Checks attribution and metadata against their limits.
+/// Refuses settings no deployment could be built with.
+pub(super) fn validate_settings(s: &SiteSettings) -> Result<(), ControlError> {
+    s.validate().map_err(|message| ControlError::Invalid {
+        code: "invalid_settings",
+        message,
+    })
+}
+
 pub(super) fn validate_owner(a: &Attribution, m: &Metadata) -> Result<(), ControlError> {
     a.validate()
         .and_then(|()| owner::validate_metadata(m))
@@ -71,7 +79,7 @@ impl Control {
         let update = ProjectUpdate {
             settings: match &patch.settings {
                 Some(s) => p.settings.patched(s),
-                None => p.settings,
+                None => p.settings.clone(),
             },
             attribution: patch.attribution.apply(&p.attribution),
             metadata: match &patch.metadata {
@@ -84,6 +92,7 @@ impl Control {
             },
         };
         validate_owner(&update.attribution, &update.metadata)?;
+        validate_settings(&update.settings)?;
         if update.retention.keep_last == Some(0) {
             return Err(ControlError::Invalid {
                 code: "invalid_field",

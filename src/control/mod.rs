@@ -244,6 +244,7 @@ impl Control {
             message,
         })?;
         lifecycle::validate_owner(&new.attribution, &new.metadata)?;
+        lifecycle::validate_settings(&new.settings)?;
         let project = Project {
             id: names::random_id("prj"),
             name: new.name,

@@ -175,7 +175,7 @@ impl Router {
     /// ready are left out. A failed read leaves none: skew protection is a convenience,
     /// never a reason to hold a change back.
     async fn fallbacks(&self, site: &Site) -> Option<Arc<[Fallback]>> {
-        let skew = site.settings.skew;
+        let skew = &site.settings.skew;
         let limit = skew.max_deployments.saturating_mul(2).saturating_add(2);
         let promotions = match self.meta.promotions(&site.project_id, limit).await {
             Ok(p) => p,

@@ -327,7 +327,15 @@ fn parse(buf: &[u8], opts: &ServeOptions) -> Step {
             return Step::Hyper;
         } else if CONDITIONAL.iter().any(|c| is(c.as_bytes())) {
             conditional = true;
+        } else if (is(b"cookie") || is(b"x-deployment-id"))
+            && memo::may_pin(b"", std::iter::once(h.value), is(b"x-deployment-id"))
+        {
+            // The answer may depend on a skew pin: not the memo's to give or keep.
+            conditional = true;
         }
+    }
+    if memo::may_pin(target.as_bytes(), std::iter::empty(), false) {
+        conditional = true;
     }
     Step::Request(Parsed {
         len,

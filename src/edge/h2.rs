@@ -162,6 +162,17 @@ fn memo_accept_encoding<B>(req: &Request<B>) -> Option<&[u8]> {
     {
         return None;
     }
+    let target = req.uri().path_and_query().map_or("", |p| p.as_str());
+    if memo::may_pin(
+        target.as_bytes(),
+        headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes()),
+        headers.contains_key(&memo::X_DEPLOYMENT_ID),
+    ) {
+        return None;
+    }
     let mut encodings = headers.get_all(ACCEPT_ENCODING).iter();
     let accept_encoding = encodings.next().map_or(&b""[..], |v| v.as_bytes());
     encodings.next().is_none().then_some(accept_encoding)

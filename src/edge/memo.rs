@@ -21,6 +21,26 @@ use quick_cache::{DefaultHashBuilder, Equivalent, OptionsBuilder, Weighter};
 use super::site::Site;
 use super::table::AliasTable;
 
+/// Names a deployment to pin a request to (skew pinning).
+pub static X_DEPLOYMENT_ID: http::HeaderName = http::HeaderName::from_static("x-deployment-id");
+/// `navigate` for a page load, which is never pinned.
+pub static SEC_FETCH_MODE: http::HeaderName = http::HeaderName::from_static("sec-fetch-mode");
+
+/// Whether a request may carry a skew pin (an `x-deployment-id` header, a `dpl=` query
+/// parameter, or a `Cookie` naming the pin cookie): its answer may depend on it, so the memo
+/// neither answers nor keeps it. `cookies` are the `Cookie` values, `pin_header` whether
+/// `x-deployment-id` is present.
+pub fn may_pin<'a>(
+    target: &[u8],
+    mut cookies: impl Iterator<Item = &'a [u8]>,
+    pin_header: bool,
+) -> bool {
+    const COOKIE: &[u8] = super::site::PIN_COOKIE.as_bytes();
+    pin_header
+        || target.windows(4).any(|w| w == b"dpl=")
+        || cookies.any(|c| c.windows(COOKIE.len()).any(|w| w == COOKIE))
+}
+
 /// Bodies larger than this are not memoized: their per-request overhead is noise next to
 /// the bytes they move.
 pub const MAX_BODY: usize = 64 * 1024;

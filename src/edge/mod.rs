@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http::header::{
     ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH,
-    CONTENT_RANGE, CONTENT_TYPE, ETAG, HOST, LAST_MODIFIED, LOCATION, VARY,
+    CONTENT_RANGE, CONTENT_TYPE, COOKIE, ETAG, HOST, LAST_MODIFIED, LOCATION, SET_COOKIE, VARY,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -60,6 +60,7 @@ pub type EdgeBody = Either<Full<Bytes>, UnsyncBoxBody<Bytes, io::Error>>;
 
 const CACHE_REVALIDATE: HeaderValue =
     HeaderValue::from_static("public, max-age=0, must-revalidate");
+const CACHE_PRIVATE: HeaderValue = HeaderValue::from_static("private, max-age=0, must-revalidate");
 const CACHE_IMMUTABLE: HeaderValue =
     HeaderValue::from_static("public, max-age=31536000, immutable");
 const BYTES: HeaderValue = HeaderValue::from_static("bytes");
@@ -132,6 +133,10 @@ struct FileAnswer {
     extra: Vec<(HeaderName, HeaderValue)>,
     /// From a former production deployment (skew protection): `x-halo-skew: 1`.
     skew: bool,
+    /// Chosen by the request's pin, so private to its sender.
+    pinned: bool,
+    /// `Set-Cookie` naming the deployment, for an HTML page of a site with skew pinning.
+    pin_cookie: Option<HeaderValue>,
 }
 
 impl Edge {
@@ -154,7 +159,7 @@ impl Edge {
     pub async fn handle<B>(&self, req: Request<B>) -> Response<EdgeBody> {
         let secure = req.extensions().get::<Secure>().is_some();
         let mut hsts = None;
-        let mut resp = self.answer(req, secure.then_some(&mut hsts)).await;
+        let mut resp = self.answer(req, secure, secure.then_some(&mut hsts)).await;
         if let Some(v) = hsts {
             resp.headers_mut()
                 .insert(STRICT_TRANSPORT_SECURITY.clone(), v);
@@ -175,6 +180,7 @@ impl Edge {
     async fn answer<B>(
         &self,
         req: Request<B>,
+        secure: bool,
         hsts: Option<&mut Option<HeaderValue>>,
     ) -> Response<EdgeBody> {
         // ACME HTTP-01 comes before any site routing, rules or redirects (RFC 8555 §8.3).
@@ -205,8 +211,14 @@ impl Edge {
         // so a swap during the request cannot mix versions.
         let answer = {
             let table = self.table.load();
-            let resolved =
-                resolve::resolve(&table, Some(host), req.uri().path(), req.uri().query());
+            let pin = request_pin(&req);
+            let resolved = resolve::resolve_pinned(
+                &table,
+                Some(host),
+                req.uri().path(),
+                req.uri().query(),
+                pin,
+            );
             if let Some(out) = hsts
                 && let Some(site) = resolved.site()
             {
@@ -242,6 +254,16 @@ impl Edge {
                     headers,
                     skew,
                 } => FileAnswer {
+                    pinned: skew && pin == Some(&*site.deployment_id),
+                    pin_cookie: match &site.pin_cookie {
+                        Some(c)
+                            if !preview
+                                && file.content_type.as_bytes().starts_with(b"text/html") =>
+                        {
+                            Some(c[usize::from(secure)].clone())
+                        }
+                        _ => None,
+                    },
                     site: site.clone(),
                     entry: file.clone(),
                     status,
@@ -293,6 +315,8 @@ impl Edge {
             preview,
             extra,
             skew,
+            pinned,
+            pin_cookie,
         } = answer;
         let (encoding, variant) = match self.representation(&entry, request).await {
             Ok(r) => r,
@@ -317,6 +341,9 @@ impl Edge {
         h.insert(LAST_MODIFIED, site.last_modified.clone());
         let cache_control = if entry.immutable && status == StatusCode::OK {
             CACHE_IMMUTABLE
+        } else if pinned {
+            // Chosen by this visitor's pin: no shared cache may give it to another.
+            CACHE_PRIVATE
         } else {
             CACHE_REVALIDATE
         };
@@ -329,6 +356,9 @@ impl Edge {
         }
         if skew {
             h.insert(X_HALO_SKEW.clone(), HeaderValue::from_static("1"));
+        }
+        if let Some(c) = pin_cookie {
+            h.insert(SET_COOKIE, c);
         }
         apply_extra(&mut h, extra);
         let range = match plan {
@@ -419,6 +449,32 @@ impl Edge {
         };
         respond(status, h, body)
     }
+}
+
+/// The deployment a request is pinned to (skew pinning), if it names one and is not a
+/// navigation: the `x-deployment-id` header, else a `dpl` query parameter, else the
+/// [`site::PIN_COOKIE`] cookie. A page load always gets the current version.
+fn request_pin<B>(req: &Request<B>) -> Option<&str> {
+    let h = req.headers();
+    if h.get(&memo::SEC_FETCH_MODE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"navigate"))
+    {
+        return None;
+    }
+    if let Some(v) = h.get(&memo::X_DEPLOYMENT_ID) {
+        return v.to_str().ok();
+    }
+    if let Some(q) = req.uri().query()
+        && let Some(v) = q.split('&').find_map(|kv| kv.strip_prefix("dpl="))
+    {
+        return Some(v);
+    }
+    h.get_all(COOKIE).iter().find_map(|v| {
+        v.to_str().ok()?.split(';').find_map(|c| {
+            let (name, value) = c.trim().split_once('=')?;
+            (name == site::PIN_COOKIE).then_some(value)
+        })
+    })
 }
 
 /// The authority a request names (RFC 9112 §3.2, §3.2.2; RFC 9113 §8.3.1), or `None` for a

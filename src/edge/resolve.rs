@@ -210,6 +210,20 @@ pub fn resolve<'t>(
     path: &str,
     query: Option<&str>,
 ) -> Resolved<'t> {
+    resolve_pinned(table, host, path, query, None)
+}
+
+/// [`resolve`] for a request pinned to deployment `pin` (skew pinning: its cookie,
+/// `?dpl=` or `x-deployment-id`; never given for a navigation). Where the production
+/// site has pinning on and `pin` is one of its fallbacks inside its window, a non-HTML
+/// file that deployment has is served from it.
+pub fn resolve_pinned<'t>(
+    table: &'t AliasTable,
+    host: Option<&str>,
+    path: &str,
+    query: Option<&str>,
+    pin: Option<&str>,
+) -> Resolved<'t> {
     let Some(host) = host.and_then(normalize_host) else {
         return Resolved::UnknownHost;
     };
@@ -223,8 +237,14 @@ pub fn resolve<'t>(
         return Resolved::BadPath(site);
     };
     let rel = decoded.strip_prefix('/').unwrap_or(&decoded);
-    let found = lookup(site, rel);
     let preview = site.preview_host.as_deref() == Some(&*host);
+    if let Some(pin) =
+        pin.filter(|p| !preview && site.pin_cookie.is_some() && **p != *site.deployment_id)
+        && let Some(pinned) = pinned(table, site, pin, rel, &host, &decoded)
+    {
+        return pinned;
+    }
+    let found = lookup(site, rel);
     let file = |file: &'t FileEntry, status: StatusCode| Resolved::File {
         site,
         file,
@@ -291,16 +311,46 @@ fn skew<'t>(
     let now = std::time::SystemTime::now();
     fallbacks.iter().filter(|f| f.until > now).find_map(|f| {
         let file = f.site.file(rel)?;
-        let html = file.content_type.as_bytes().starts_with(b"text/html");
-        (file.immutable && !html).then(|| Resolved::File {
-            site: &f.site,
-            file,
-            status: StatusCode::OK,
-            preview: false,
-            headers: f.site.rules.headers.matching(host, decoded).collect(),
-            skew: true,
-        })
+        site.skew_applies(host, decoded, file)
+            .then(|| skewed(&f.site, file, host, decoded))
     })
+}
+
+/// A file served by a former production deployment.
+fn skewed<'t>(site: &'t Arc<Site>, file: &'t FileEntry, host: &str, decoded: &str) -> Resolved<'t> {
+    Resolved::File {
+        site,
+        file,
+        status: StatusCode::OK,
+        preview: false,
+        headers: site.rules.headers.matching(host, decoded).collect(),
+        skew: true,
+    }
+}
+
+/// Skew pinning: the file at `rel` of the fallback `pin` names, if it is one of `site`'s
+/// inside its window and has that file, which is not HTML (a page is always the current
+/// version's).
+fn pinned<'t>(
+    table: &'t AliasTable,
+    site: &'t Arc<Site>,
+    pin: &str,
+    rel: &str,
+    host: &str,
+    decoded: &str,
+) -> Option<Resolved<'t>> {
+    let f = table
+        .fallbacks(&site.deployment_id)
+        .iter()
+        .find(|f| *f.site.deployment_id == *pin)?;
+    if f.until <= std::time::SystemTime::now() {
+        return None;
+    }
+    let Lookup::File(file) = lookup(&f.site, rel) else {
+        return None;
+    };
+    let html = file.content_type.as_bytes().starts_with(b"text/html");
+    (!html).then(|| skewed(&f.site, file, host, decoded))
 }
 
 #[cfg(test)]

@@ -163,7 +163,7 @@ fn clean_urls_and_trailing_slash_policies() {
             hsts: None,
             skew: Default::default(),
         };
-        let t = table_of(site_with(&files, settings, "", ""));
+        let t = table_of(site_with(&files, settings.clone(), "", ""));
         for (req, want) in reqs {
             assert_eq!(outcome(&t, req), *want, "{req} with {settings:?}");
         }
@@ -393,4 +393,104 @@ fn skew_serves_a_former_production_chunk_and_nothing_else() {
         resolve(&table, Some("site.test"), "/assets/app.3f9a7c21.js", None),
         Resolved::File { skew: false, .. }
     ));
+}
+
+#[test]
+fn a_pinned_request_gets_its_deployments_assets_but_never_its_pages() {
+    use crate::edge::table::Fallback;
+    use crate::model::settings::Skew;
+    let pinning = |paths: Vec<String>| SiteSettings {
+        skew: Skew {
+            pinning: true,
+            paths,
+            ..Skew::default()
+        },
+        ..SiteSettings::default()
+    };
+    let mut old = site_with(
+        &[
+            "index.html",
+            "data.json",
+            "assets/app.3f9a7c21.js",
+            "styles/old.css",
+        ],
+        SiteSettings::default(),
+        "",
+        "",
+    );
+    old.deployment_id = "dpl_old".into();
+    let build = |settings: SiteSettings, old: &Arc<Site>, until: i64| {
+        let new = Arc::new(site_with(&["index.html", "data.json"], settings, "", ""));
+        AliasTable::new(
+            3,
+            [
+                ("site.test".to_owned(), new.clone()),
+                ("prj-1.halo.test".to_owned(), new),
+            ],
+        )
+        .with_skew(&[(
+            "dpl_1".into(),
+            Some(vec![Fallback::new(old.clone(), until)].into()),
+        )])
+    };
+    let old = Arc::new(old);
+    let far = crate::model::now_millis() + 60_000;
+    let get = |t: &AliasTable, host: &str, path: &str, pin: Option<&str>| match resolve_pinned(
+        t,
+        Some(host),
+        path,
+        None,
+        pin,
+    ) {
+        Resolved::File { site, skew, .. } => format!("{} {skew}", site.deployment_id),
+        other => format!("{other:?}")
+            .split([' ', '('])
+            .next()
+            .unwrap()
+            .to_owned(),
+    };
+    let t = build(pinning(Vec::new()), &old, far);
+    // Pinned: data the current version also has comes from the pinned one.
+    assert_eq!(
+        get(&t, "site.test", "/data.json", Some("dpl_old")),
+        "dpl_old true"
+    );
+    assert_eq!(get(&t, "site.test", "/data.json", None), "dpl_1 false");
+    // Never a page; never on a preview host; an unknown pin is ignored.
+    assert_eq!(get(&t, "site.test", "/", Some("dpl_old")), "dpl_1 false");
+    assert_eq!(
+        get(&t, "prj-1.halo.test", "/data.json", Some("dpl_old")),
+        "dpl_1 false"
+    );
+    assert_eq!(
+        get(&t, "site.test", "/data.json", Some("dpl_x")),
+        "dpl_1 false"
+    );
+    // Pinning off: the pin is ignored, plain fallback still applies to fingerprinted files.
+    let t = build(SiteSettings::default(), &old, far);
+    assert_eq!(
+        get(&t, "site.test", "/data.json", Some("dpl_old")),
+        "dpl_1 false"
+    );
+    assert_eq!(
+        get(&t, "site.test", "/assets/app.3f9a7c21.js", None),
+        "dpl_old true"
+    );
+    assert_eq!(get(&t, "site.test", "/styles/old.css", None), "NotFound");
+    // Outside the window: ignored.
+    let t = build(pinning(Vec::new()), &old, 1);
+    assert_eq!(
+        get(&t, "site.test", "/data.json", Some("dpl_old")),
+        "dpl_1 false"
+    );
+    // Configured paths replace the fingerprint detection for the fallback.
+    let t = build(pinning(vec!["/styles/*".into()]), &old, far);
+    assert_eq!(
+        get(&t, "site.test", "/styles/old.css", None),
+        "dpl_old true"
+    );
+    assert_eq!(
+        get(&t, "site.test", "/assets/app.3f9a7c21.js", None),
+        "NotFound"
+    );
 }

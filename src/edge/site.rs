@@ -14,6 +14,9 @@ use crate::store::{BlobStore, StoreError};
 /// Largest rules file read (`_redirects` with the maximum number of rules fits easily).
 pub const RULES_FILE_MAX: u64 = 4 * 1024 * 1024;
 
+/// The cookie naming the deployment a visitor's HTML came from (skew pinning).
+pub const PIN_COOKIE: &str = "halo_dpl";
+
 /// The custom not-found page a site may carry.
 pub const NOT_FOUND_PAGE: &str = "404.html";
 
@@ -53,6 +56,11 @@ pub struct Site {
     pub rules: Rules,
     /// The deployment's preview host: responses there carry `X-Robots-Tag: noindex`.
     pub preview_host: Option<Box<str>>,
+    /// `skew.paths`, compiled (empty: fingerprinted files).
+    skew_paths: Box<[rules::pattern::PathPattern]>,
+    /// With skew pinning on, the `Set-Cookie` its HTML answers carry: over plain HTTP and
+    /// over HTTPS (`Secure`), prebuilt.
+    pub pin_cookie: Option<[HeaderValue; 2]>,
     /// `Last-Modified` of every file: the deployment's creation time.
     pub last_modified: HeaderValue,
     /// The same, for `If-Modified-Since` comparisons.
@@ -173,19 +181,38 @@ impl Site {
             .map_or(SystemTime::UNIX_EPOCH, |d| {
                 SystemTime::UNIX_EPOCH + Duration::from_secs(d.as_secs())
             });
+        let skew = &manifest.settings.skew;
+        let skew_paths = skew
+            .paths
+            .iter()
+            .filter_map(|p| rules::pattern::PathPattern::parse(p).ok())
+            .collect();
+        let pin_cookie = (skew.enabled && skew.pinning).then(|| {
+            let v = format!(
+                "{PIN_COOKIE}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+                manifest.deployment_id, skew.max_age_secs
+            );
+            [
+                HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("")),
+                HeaderValue::from_str(&format!("{v}; Secure"))
+                    .unwrap_or(HeaderValue::from_static("")),
+            ]
+        });
         Site {
             manifest: digest,
             deployment_header: HeaderValue::from_str(&manifest.deployment_id)
                 .unwrap_or(HeaderValue::from_static("invalid")),
             deployment_id: manifest.deployment_id.clone(),
             project_id: manifest.project_id.clone(),
-            settings: manifest.settings,
+            settings: manifest.settings.clone(),
             hsts: manifest
                 .settings
                 .hsts
                 .and_then(|h| HeaderValue::from_str(&h.header_value()).ok()),
             rules,
             preview_host: manifest.preview_host.as_deref().map(Into::into),
+            skew_paths,
+            pin_cookie,
             last_modified: HeaderValue::from_str(&httpdate::fmt_http_date(modified))
                 .expect("an HTTP date is a valid header value"),
             modified,
@@ -203,6 +230,21 @@ impl Site {
     /// The file at a manifest path.
     pub fn file(&self, path: &str) -> Option<&FileEntry> {
         self.files.get(path)
+    }
+
+    /// Whether skew protection may answer `path` (decoded, with its leading slash) with
+    /// `file` of a former deployment, by this site's settings: never HTML; the paths of
+    /// `skew.paths`, or else fingerprinted files.
+    pub fn skew_applies(&self, host: &str, path: &str, file: &FileEntry) -> bool {
+        if file.content_type.as_bytes().starts_with(b"text/html") {
+            return false;
+        }
+        if self.skew_paths.is_empty() {
+            return file.immutable;
+        }
+        self.skew_paths
+            .iter()
+            .any(|p| p.matches(host, path).is_some())
     }
 
     /// The site's own `404.html`, if it has one.

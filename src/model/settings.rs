@@ -53,7 +53,7 @@ impl Hsts {
 /// Skew protection: a production host serves a fingerprinted file the promoted deployment
 /// lacks from the project's recent production deployments, so browsers still running the
 /// previous version keep loading its chunks after a deploy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Skew {
     /// On unless turned off.
@@ -62,7 +62,18 @@ pub struct Skew {
     pub max_age_secs: u64,
     /// How many former production deployments are fallen back to, newest first.
     pub max_deployments: u32,
+    /// Opt-in: HTML answers set a cookie naming their deployment, and asset and data
+    /// requests carrying it (or `?dpl=`, or `x-deployment-id`) are served by that
+    /// deployment while it is inside the window.
+    pub pinning: bool,
+    /// Paths skew protection applies to, as `_headers` patterns (`/assets/*`); empty:
+    /// fingerprinted files (the `immutable` cache policy's detection). Never HTML.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
 }
+
+/// Most `skew.paths` patterns accepted.
+pub const SKEW_PATHS_MAX: usize = 64;
 
 impl Default for Skew {
     fn default() -> Self {
@@ -70,12 +81,14 @@ impl Default for Skew {
             enabled: true,
             max_age_secs: 24 * 3600,
             max_deployments: 5,
+            pinning: false,
+            paths: Vec::new(),
         }
     }
 }
 
 /// The conventions in force for one deployment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SiteSettings {
     /// `/about` serves `about.html`; `/about.html` redirects to `/about`.
@@ -130,16 +143,39 @@ impl SiteSettings {
         if let Some(h) = patch.hsts {
             self.hsts = (h.max_age > 0).then_some(h);
         }
-        if let Some(k) = patch.skew {
-            self.skew = k;
+        if let Some(k) = &patch.skew {
+            self.skew = k.clone();
         }
         self
+    }
+
+    /// Why these settings cannot be used, if they cannot (a message naming the field).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.skew.paths.len() > SKEW_PATHS_MAX {
+            return Err(format!(
+                "skew.paths: at most {SKEW_PATHS_MAX} patterns, got {}",
+                self.skew.paths.len()
+            ));
+        }
+        for p in &self.skew.paths {
+            crate::edge::rules::pattern::PathPattern::parse(p)
+                .map_err(|e| format!("skew.paths: {e}"))?;
+        }
+        Ok(())
     }
 }
 
 /// Parses a deployment's `halo.json`; the message names what is wrong and where.
 pub fn parse_file(bytes: &[u8]) -> Result<SettingsPatch, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("{FILE}: {e}"))
+    let patch: SettingsPatch = serde_json::from_slice(bytes).map_err(|e| format!("{FILE}: {e}"))?;
+    if let Some(skew) = &patch.skew {
+        let probe = SiteSettings {
+            skew: skew.clone(),
+            ..SiteSettings::default()
+        };
+        probe.validate().map_err(|e| format!("{FILE}: {e}"))?;
+    }
+    Ok(patch)
 }
 
 #[cfg(test)]
