@@ -119,6 +119,14 @@ impl Server {
         );
         edge_state.acme = acme.as_ref().map(|(c, _, _)| c.clone());
         let edge_state = Arc::new(edge_state);
+        // The protected-preview key every edge shares lives in the store: made now, in
+        // the background, so edge nodes find it and no request waits for it.
+        let keyed = edge_state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = keyed.gate.key(&*keyed.store).await {
+                tracing::warn!(error = %e, "cannot read or create the access key");
+            }
+        });
         let tls_task = match tls {
             Some(listener) => {
                 let dir = match &config.tls_cert_dir {

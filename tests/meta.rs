@@ -23,6 +23,7 @@ fn project(name: &str) -> Project {
         attribution: Default::default(),
         metadata: Default::default(),
         retention: Default::default(),
+        protection: Default::default(),
     }
 }
 

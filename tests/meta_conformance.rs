@@ -28,6 +28,7 @@ fn project(name: &str) -> Project {
         attribution: Default::default(),
         metadata: Default::default(),
         retention: Default::default(),
+        protection: Default::default(),
     }
 }
 
@@ -578,6 +579,48 @@ mod suite {
         assert!(!m.lease("gc", "b", 60_000).await.unwrap());
     }
 
+    pub async fn protection_is_a_change_of_the_table(m: &dyn MetaStore) {
+        use halo::model::protection::{Mode, Protection};
+        let pid = ready(m, "shop", &[]).await;
+        let before = m.routes().await.unwrap();
+        assert_eq!(before.access, Some(vec![]), "the whole table says none");
+        let on = Protection {
+            mode: Mode::Token,
+            bypass_hash: Some(blob(7)),
+            epoch: 1,
+            ..Protection::default()
+        };
+        let change = m.set_protection(&pid, &on, &actor()).await.unwrap();
+        assert_eq!(
+            change.revision,
+            before.revision + 1,
+            "one revision, like an alias change"
+        );
+        assert!(change.routes.is_empty() && change.removed.is_empty());
+        assert_eq!(change.access, Some(vec![(pid.clone(), on.clone())]));
+        assert_eq!(m.project(&pid).await.unwrap().unwrap().protection, on);
+        let now = m.routes().await.unwrap();
+        assert_eq!(
+            (now.revision, now.access),
+            (change.revision, Some(vec![(pid.clone(), on)]))
+        );
+        // Another replica catching up learns it too (a backend that cannot tell says None:
+        // read the whole table).
+        if let Some(c) = m.alias_changes_since(before.revision).await.unwrap() {
+            assert_eq!(c.access.map(|a| a.len()), Some(1));
+        }
+        let off = m
+            .set_protection(&pid, &Protection::default(), &actor())
+            .await
+            .unwrap();
+        assert_eq!(off.access, Some(vec![]));
+        assert!(matches!(
+            m.set_protection("prj_nope", &Protection::default(), &actor())
+                .await,
+            Err(MetaError::NotFound(_))
+        ));
+    }
+
     pub async fn gc_spares_referenced_and_recent_blobs(m: &dyn MetaStore) {
         let pid = ready(m, "shop", &[]).await;
         // Blobs 1 and 2 are files of a live deployment; 3 is referenced by nothing.
@@ -645,6 +688,7 @@ macro_rules! conformance {
             case!(events_append_in_order);
             case!(gc_spares_referenced_and_recent_blobs);
             case!(leases_have_one_holder_until_they_expire);
+            case!(protection_is_a_change_of_the_table);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_blob_arrivals_start_each_deployment_once() {

@@ -102,6 +102,51 @@ async fn any_replica_answers_any_request() {
         latencies.last().unwrap()
     );
 
+    // Protection set through A is enforced by the edge following B (a routing change:
+    // B reads it back when notified), and turned off through B.
+    let preview = common::host_of(&green);
+    let set = |api: &str, body: serde_json::Value| {
+        client
+            .patch(format!("{api}/v1/projects/{pid}"))
+            .bearer_auth(TOKEN)
+            .json(&json!({ "protection": body }))
+            .send()
+    };
+    let on: serde_json::Value = set(&api_a, json!({"mode": "token"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bypass = on["protection"]["bypass_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status_on_b = |headers: Vec<(&'static str, String)>| {
+        let (client, url, preview) = (client.clone(), edges[1].clone(), preview.clone());
+        async move {
+            let mut r = client.get(&url).header("host", preview);
+            for (n, v) in headers {
+                r = r.header(n, v);
+            }
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    let started = Instant::now();
+    while status_on_b(vec![]).await != 401 {
+        assert!(
+            started.elapsed() < LIMIT,
+            "the other replica's edge never protected the preview"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status_on_b(vec![("x-halo-bypass", bypass)]).await, 200);
+    set(&api_b, json!({"mode": "none"})).await.unwrap();
+    while status_on_b(vec![]).await != 200 {
+        assert!(started.elapsed() < LIMIT * 2, "never public again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     // Releases racing on A and B with the same If-Match: one wins, one is told it lost.
     let routes: serde_json::Value = common::get_json(
         &client,

@@ -155,6 +155,7 @@ impl From<ControlError> for ApiError {
             ControlError::StaleRevision(current) => Self::stale(current),
             ControlError::Store(s) => s.into(),
             ControlError::Meta(m) => m.into(),
+            ControlError::Internal(e) => Self::internal(&e),
         }
     }
 }

@@ -85,8 +85,17 @@ pub async fn update(
 ) -> Result<Json<ProjectView>, ApiError> {
     visible(&s, &caller, &id).await?;
     patch.attribution = attribution;
-    let p = s.control.update_project(&id, &patch).await?;
-    Ok(Json(ProjectView::new(&s.control, p)))
+    let mut p = s.control.update_project(&id, &patch).await?;
+    let mut bypass_token = None;
+    if let Some(protection) = &patch.protection {
+        (p, bypass_token) = s
+            .control
+            .protect(&id, protection, &caller.0.actor())
+            .await?;
+    }
+    let mut view = ProjectView::new(&s.control, p);
+    view.protection.bypass_token = bypass_token;
+    Ok(Json(view))
 }
 
 #[derive(Deserialize)]

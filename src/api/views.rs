@@ -25,6 +25,8 @@ pub struct ProjectView {
     attribution: Attribution,
     metadata: Metadata,
     retention: crate::meta::Retention,
+    /// Who may see its hosts (never a hash; the bypass token once, when issued).
+    pub protection: crate::model::protection::ProtectionView,
 }
 
 impl ProjectView {
@@ -41,6 +43,7 @@ impl ProjectView {
             attribution: p.attribution,
             metadata: p.metadata,
             retention: p.retention,
+            protection: crate::model::protection::ProtectionView::new(&p.protection),
         }
     }
 }

@@ -28,6 +28,9 @@ pub struct ProjectPatch {
     /// A new retention policy, or `null` for none.
     #[serde(default, deserialize_with = "owner::patch_field")]
     pub retention: Option<Option<Retention>>,
+    /// Protected previews (applied by [`Control::protect`]).
+    #[serde(default)]
+    pub protection: Option<crate::model::protection::ProtectionPatch>,
 }
 
 /// A `PATCH /v1/deployments/{id}` body.

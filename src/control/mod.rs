@@ -29,6 +29,7 @@ pub mod gc;
 mod group;
 pub mod leases;
 mod lifecycle;
+mod protect;
 mod publish;
 mod reads;
 mod router;
@@ -81,6 +82,9 @@ pub enum ControlError {
     /// The metadata store failed or refused.
     #[error(transparent)]
     Meta(#[from] MetaError),
+    /// Something of this process failed (a worker thread, a hash); logged, never shown.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<std::io::Error> for ControlError {
@@ -255,6 +259,7 @@ impl Control {
             attribution: new.attribution,
             metadata: new.metadata,
             retention: new.retention,
+            protection: Default::default(),
         };
         let host = self.production_host(&project.name);
         match self.meta.create_project(&project, &host, claim).await {

@@ -131,7 +131,9 @@ impl Router {
         let skew = self
             .skew_of(hosts.iter().map(|(h, s)| (h.as_str(), s)))
             .await;
-        let table = AliasTable::new(routes.revision, hosts).with_skew(&skew);
+        let table = AliasTable::new(routes.revision, hosts)
+            .with_skew(&skew)
+            .with_access(routes.access.as_ref());
         tracing::info!(
             revision = table.revision,
             hosts = table.len(),
@@ -270,7 +272,7 @@ impl Release<'_> {
     /// metadata rather than left stale. Never fails: the change is committed, so the edge
     /// must follow it.
     pub(super) async fn apply(&self, change: AliasChange) {
-        if change.routes.is_empty() && change.removed.is_empty() {
+        if change.routes.is_empty() && change.removed.is_empty() && change.access.is_none() {
             return;
         }
         let local = self.router.table.load().revision;
@@ -305,7 +307,7 @@ impl Release<'_> {
         changes.extend(change.removed.into_iter().map(|h| (h, None)));
         if router
             .table
-            .apply_with_skew(change.revision, &changes, &skew)
+            .apply_change(change.revision, &changes, &skew, change.access.as_ref())
         {
             router.revision.send_replace(change.revision);
         }

@@ -174,9 +174,16 @@ impl Follower {
         }
         self.sites = keep;
         let revision = snapshot.revision;
-        let applied = self
-            .table
-            .replace_if_newer(AliasTable::new(revision, hosts).with_skew(&skew));
+        let access: Vec<_> = snapshot
+            .access
+            .into_iter()
+            .map(|a| (a.project_id, a.protection))
+            .collect();
+        let applied = self.table.replace_if_newer(
+            AliasTable::new(revision, hosts)
+                .with_skew(&skew)
+                .with_access(Some(&access)),
+        );
         if applied {
             tracing::info!(
                 revision,

@@ -44,6 +44,7 @@ pub(super) async fn serve<IO>(
     opts: Arc<ServeOptions>,
     stop: CancellationToken,
     secure: bool,
+    peer: std::net::IpAddr,
 ) -> Result<(), h2::Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -68,7 +69,7 @@ where
             next = conn.accept() => {
                 let Some(next) = next else { return Ok(()) };
                 let (req, respond) = next?;
-                answer_stream(&edge, &opts, &mut streams, &mut date, memo, secure, req, respond);
+                answer_stream(&edge, &opts, &mut streams, &mut date, (memo, secure, peer), req, respond);
                 // PERF: take every request already decoded before the connection is polled
                 // again, since each poll flushes what was answered: a batch of requests
                 // read together is answered in one write (one TLS record, one syscall)
@@ -80,7 +81,7 @@ where
                         Poll::Ready(None) => return Ok(()),
                         Poll::Ready(Some(next)) => {
                             let (req, respond) = next?;
-                            answer_stream(&edge, &opts, &mut streams, &mut date, memo, secure, req, respond);
+                            answer_stream(&edge, &opts, &mut streams, &mut date, (memo, secure, peer), req, respond);
                         }
                     }
                 }
@@ -102,9 +103,8 @@ fn answer_stream(
     opts: &Arc<ServeOptions>,
     streams: &mut JoinSet<()>,
     date: &mut DateCache,
-    memo: bool,
-    secure: bool,
-    req: Request<RecvStream>,
+    (memo, secure, peer): (bool, bool, std::net::IpAddr),
+    mut req: Request<RecvStream>,
     respond: SendResponse<Bytes>,
 ) {
     let accept_encoding = memo.then(|| memo_accept_encoding(&req)).flatten();
@@ -118,6 +118,7 @@ fn answer_stream(
     }
     // Owned for the task: only a miss pays for the copy.
     let key = accept_encoding.map(Bytes::copy_from_slice);
+    req.extensions_mut().insert(super::Peer(peer));
     let (edge, opts) = (edge.clone(), opts.clone());
     streams.spawn(async move {
         let lookup = key.map(|k| (k, request_view(&req)));

@@ -130,6 +130,9 @@ impl Memo {
     /// made from.
     pub fn get(&self, req: &Lookup<'_>, table: &AliasTable) -> Option<Arc<Entry>> {
         let entry = self.cache.as_ref()?.get(req)?;
+        if table.guards(req.host) {
+            return None;
+        }
         let site = super::resolve::site_at(table, Some(req.host))?;
         (Weak::as_ptr(&entry.site) == Arc::as_ptr(site)).then_some(entry)
     }
@@ -146,6 +149,9 @@ impl Memo {
         let Some(site) = super::resolve::site_at(table, Some(req.host)) else {
             return;
         };
+        if table.guards(req.host) {
+            return;
+        }
         if headers.get(&super::X_HALO_DEPLOYMENT) != Some(&site.deployment_header) {
             return;
         }

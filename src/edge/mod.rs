@@ -3,6 +3,7 @@
 //! Resolution ([`resolve`]) is pure over one [`table::AliasTable`] snapshot; this module
 //! turns its answer into a response, reading blob bytes from the store.
 
+pub mod access;
 pub mod cache;
 pub mod compress;
 pub mod conditional;
@@ -60,6 +61,7 @@ pub type EdgeBody = Either<Full<Bytes>, UnsyncBoxBody<Bytes, io::Error>>;
 
 const CACHE_REVALIDATE: HeaderValue =
     HeaderValue::from_static("public, max-age=0, must-revalidate");
+const PRIVATE_NO_STORE: HeaderValue = HeaderValue::from_static("private, no-store");
 const CACHE_PRIVATE: HeaderValue = HeaderValue::from_static("private, max-age=0, must-revalidate");
 const CACHE_IMMUTABLE: HeaderValue =
     HeaderValue::from_static("public, max-age=31536000, immutable");
@@ -72,6 +74,7 @@ const VARY_ENCODING: HeaderValue = HeaderValue::from_static("accept-encoding");
 // Bodies of the edge's own pages, built into the binary: no formatting per request.
 const UNKNOWN_HOST_BODY: &str = "404 Not Found\n\nNo site is deployed at this address.\n";
 const NOT_FOUND_BODY: &str = "404 Not Found\n";
+const PROTECTED_BODY: &str = "401 Unauthorized\n\nThis deployment is protected.\n";
 const BAD_PATH_BODY: &str = "400 Bad Request\n\nThe path is not valid: bad percent-encoding, an encoded slash or NUL, or a '.' or '..' segment.\n";
 const BAD_HOST_BODY: &str = "400 Bad Request\n\nThe request needs exactly one valid Host header.\n";
 const TOO_LONG_BODY: &str = "414 URI Too Long\n";
@@ -93,7 +96,18 @@ pub struct Edge {
     pub memo: memo::Memo,
     /// HTTP-01 answers, when this edge takes part in automatic HTTPS.
     pub acme: Option<Arc<crate::acme::Challenges>>,
+    /// Protected previews: the shared cookie key and the login rate limit.
+    pub gate: access::Gate,
 }
+
+/// The client's address (a request extension set by the listener): login attempts are
+/// rate-limited by it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::IpAddr);
+
+/// What the access check left for the answer of a protected host: served privately, with
+/// a cookie to set when the bypass header granted one.
+type Guarded = Option<Option<HeaderValue>>;
 
 fn full(data: impl Into<Bytes>) -> EdgeBody {
     Either::Left(Full::new(data.into()))
@@ -152,6 +166,7 @@ impl Edge {
             metrics: metrics::EdgeMetrics::default(),
             memo,
             acme: None,
+            gate: access::Gate::default(),
         }
     }
 
@@ -159,10 +174,22 @@ impl Edge {
     pub async fn handle<B>(&self, req: Request<B>) -> Response<EdgeBody> {
         let secure = req.extensions().get::<Secure>().is_some();
         let mut hsts = None;
-        let mut resp = self.answer(req, secure, secure.then_some(&mut hsts)).await;
+        let mut guarded = None;
+        let mut resp = self
+            .answer(req, secure, secure.then_some(&mut hsts), &mut guarded)
+            .await;
         if let Some(v) = hsts {
             resp.headers_mut()
                 .insert(STRICT_TRANSPORT_SECURITY.clone(), v);
+        }
+        if let Some(cookie) = guarded {
+            // Behind protection: never in a shared cache, never indexed.
+            let h = resp.headers_mut();
+            h.insert(CACHE_CONTROL, PRIVATE_NO_STORE);
+            h.insert(X_ROBOTS_TAG.clone(), NOINDEX);
+            if let Some(c) = cookie {
+                h.append(SET_COOKIE, c);
+            }
         }
         let len = hyper::body::Body::size_hint(resp.body())
             .exact()
@@ -182,6 +209,7 @@ impl Edge {
         req: Request<B>,
         secure: bool,
         hsts: Option<&mut Option<HeaderValue>>,
+        guarded: &mut Guarded,
     ) -> Response<EdgeBody> {
         // ACME HTTP-01 comes before any site routing, rules or redirects (RFC 8555 §8.3).
         if let Some(challenges) = &self.acme
@@ -207,10 +235,27 @@ impl Edge {
         let Some(host) = request_host(&req) else {
             return plain(StatusCode::BAD_REQUEST, BAD_HOST_BODY, None);
         };
+        // PERF: the key is fetched (once per process) only when some project is protected.
+        let key = if self.table.load().has_access() {
+            match self.gate.key(&*self.store).await {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the access key; protected hosts refuse");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         // One snapshot per request: what it resolves to is kept (Arc) until the body is sent,
         // so a swap during the request cannot mix versions.
         let answer = {
             let table = self.table.load();
+            if table.has_access()
+                && let Some(refused) = self.guard(&table, key, &req, host, secure, guarded)
+            {
+                return refused;
+            }
             let pin = request_pin(&req);
             let resolved = resolve::resolve_pinned(
                 &table,
@@ -448,6 +493,185 @@ impl Edge {
             }
         };
         respond(status, h, body)
+    }
+}
+
+impl Edge {
+    /// The access check of a protected host in `table`: `None` to go on (`guarded` set
+    /// when the host is protected), or the answer that refuses or redirects. Without the
+    /// key a protected host refuses.
+    fn guard<B>(
+        &self,
+        table: &table::AliasTable,
+        key: Option<&[u8; 32]>,
+        req: &Request<B>,
+        host: &str,
+        secure: bool,
+        guarded: &mut Guarded,
+    ) -> Option<Response<EdgeBody>> {
+        let norm = host::normalize_host(host)?;
+        let site = table.site(&norm)?;
+        let p = table.protection(site, &norm)?;
+        let Some(key) = key else {
+            return Some(plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE_BODY,
+                None,
+            ));
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let uri = req.uri();
+        match access::check(
+            key,
+            &norm,
+            &site.project_id,
+            p,
+            req.method(),
+            uri.path(),
+            uri.query(),
+            req.headers(),
+            now,
+            secure,
+        ) {
+            access::Check::Allowed(cookie) => {
+                *guarded = Some(cookie);
+                None
+            }
+            access::Check::Redirect(cookie, location) => {
+                let mut resp = protected_answer(StatusCode::SEE_OTHER, Bytes::new(), TEXT_PLAIN);
+                resp.headers_mut().insert(SET_COOKIE, cookie);
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    resp.headers_mut().insert(LOCATION, v);
+                }
+                Some(resp)
+            }
+            access::Check::Refused { login } => {
+                let next = uri.path_and_query().map_or("/", |p| p.as_str());
+                Some(refusal(login, next, false))
+            }
+        }
+    }
+
+    /// Answers a login post (`form`: its body, `None` when unreadable or too large) to a
+    /// password-protected host: a redirect with the cookie, the form again on a wrong
+    /// password, 429 past the rate limit.
+    pub async fn login(
+        &self,
+        host: Option<&str>,
+        form: Option<Bytes>,
+        peer: Option<std::net::IpAddr>,
+        secure: bool,
+    ) -> Response<EdgeBody> {
+        let not_found = || plain(StatusCode::NOT_FOUND, NOT_FOUND_BODY, None);
+        let Some(norm) = host.and_then(host::normalize_host) else {
+            return plain(StatusCode::BAD_REQUEST, BAD_HOST_BODY, None);
+        };
+        let found = {
+            let table = self.table.load();
+            table.site(&norm).and_then(|site| {
+                let p = table.protection(site, &norm)?;
+                Some((site.project_id.clone(), p.clone()))
+            })
+        };
+        let Some((project, p)) =
+            found.filter(|(_, p)| p.mode == crate::model::protection::Mode::Password)
+        else {
+            return not_found();
+        };
+        if let Err(wait) = self
+            .gate
+            .attempt(peer.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()))
+        {
+            let mut resp = protected_answer(
+                StatusCode::TOO_MANY_REQUESTS,
+                Bytes::from_static(
+                    b"429 Too Many Requests\n\nToo many attempts. Try again shortly.\n",
+                ),
+                TEXT_PLAIN,
+            );
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(wait));
+            return resp;
+        }
+        let Some(form) = form else {
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "413 Payload Too Large\n",
+                None,
+            );
+        };
+        let (password, next) = access::parse_form(&form);
+        let Some(password) = password else {
+            return refusal(true, &next, true);
+        };
+        let key = match self.gate.key(&*self.store).await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the access key");
+                return plain(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE_BODY, None);
+            }
+        };
+        let verify = p.clone();
+        let ok = tokio::task::spawn_blocking(move || access::password_matches(&verify, &password))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            tracing::info!(host = %norm, ?peer, "wrong password for a protected host");
+            return refusal(true, &next, true);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut resp = protected_answer(StatusCode::SEE_OTHER, Bytes::new(), TEXT_PLAIN);
+        let h = resp.headers_mut();
+        h.insert(
+            SET_COOKIE,
+            access::grant(key, &norm, &project, &p, now, secure),
+        );
+        if let Ok(v) = HeaderValue::from_str(&next) {
+            h.insert(LOCATION, v);
+        }
+        resp
+    }
+}
+
+/// An answer of the access gate: private, never indexed, nothing of the site.
+fn protected_answer(
+    status: StatusCode,
+    body: Bytes,
+    content_type: HeaderValue,
+) -> Response<EdgeBody> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, content_type);
+    h.insert(CACHE_CONTROL, PRIVATE_NO_STORE);
+    h.insert(X_ROBOTS_TAG.clone(), NOINDEX);
+    resp
+}
+
+/// 401 for a protected host: the login form for a page load in password mode, plain text
+/// otherwise.
+fn refusal(login: bool, next: &str, failed: bool) -> Response<EdgeBody> {
+    if login {
+        let mut resp = protected_answer(
+            StatusCode::UNAUTHORIZED,
+            Bytes::from(access::login_page(next, failed)),
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        resp.headers_mut().insert(
+            http::header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+        );
+        resp
+    } else {
+        protected_answer(
+            StatusCode::UNAUTHORIZED,
+            Bytes::from_static(PROTECTED_BODY.as_bytes()),
+            TEXT_PLAIN,
+        )
     }
 }
 

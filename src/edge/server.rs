@@ -139,7 +139,7 @@ async fn run(
                 let stop = shutdown.clone();
                 conns.spawn(async move {
                     let _slot = slot;
-                    let conn = Conn { edge, builder: &builder, opts: &opts, graceful, stop };
+                    let conn = Conn { edge, builder: &builder, opts: &opts, graceful, stop, peer: peer.ip() };
                     match tls {
                         None => connection(stream, conn, false).await,
                         Some(acceptor) => {
@@ -196,6 +196,8 @@ struct Conn<'a> {
     opts: &'a Arc<ServeOptions>,
     graceful: Watcher,
     stop: CancellationToken,
+    /// The client's address.
+    peer: std::net::IpAddr,
 }
 
 /// Serves one connection: requests through `edge` (or to HTTPS), closed when idle. Plain
@@ -210,6 +212,7 @@ where
         opts,
         graceful,
         stop,
+        peer,
     } = conn;
     let active = Arc::new(AtomicBool::new(true));
     let io = Activity {
@@ -219,9 +222,10 @@ where
     };
     let svc_opts = opts.clone();
     let svc_edge = edge.clone();
-    let svc = service_fn(move |req: Request<Incoming>| {
+    let svc = service_fn(move |mut req: Request<Incoming>| {
         let edge = svc_edge.clone();
         let opts = svc_opts.clone();
+        req.extensions_mut().insert(super::Peer(peer));
         async move { Ok::<_, Infallible>(answer(&edge, &opts, req, secure).await) }
     });
     let fast = opts.http1_fast_path && (secure || opts.redirect_https.is_none());
@@ -246,7 +250,7 @@ where
                 // The drain waits for this watcher to drop; `stop` makes the connection go
                 // away gracefully.
                 let _graceful = graceful;
-                h2::serve(io, edge, opts.clone(), stop, secure)
+                h2::serve(io, edge, opts.clone(), stop, secure, peer)
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -282,7 +286,7 @@ where
 
 /// The answer to one request on every path but the memo: the HTTPS redirect on the plain
 /// listener (ACME's HTTP-01 excepted), the edge, the access log.
-pub(super) async fn answer<B>(
+pub(super) async fn answer<B: FormBody>(
     edge: &Edge,
     opts: &ServeOptions,
     mut req: Request<B>,
@@ -294,6 +298,12 @@ pub(super) async fn answer<B>(
         && !req.uri().path().starts_with(crate::acme::HTTP01_PREFIX)
     {
         return to_https(&req, port);
+    }
+    if req.method() == http::Method::POST && req.uri().path() == super::access::LOGIN_PATH {
+        let host = super::request_host(&req).map(str::to_owned);
+        let peer = req.extensions().get::<super::Peer>().map(|p| p.0);
+        let form = req.into_body().read_form(super::access::FORM_MAX).await;
+        return edge.login(host.as_deref(), form, peer, secure).await;
     }
     if !opts.access_log {
         return edge.handle(req).await;
@@ -307,6 +317,41 @@ pub(super) async fn answer<B>(
     let resp = edge.handle(req).await;
     log_access(&method, &uri, host.as_ref(), &resp, started);
     resp
+}
+
+/// A request body read whole up to a limit (the login form), on either protocol.
+pub(super) trait FormBody: Send {
+    /// The body, or `None` when it is longer than `max` or cannot be read.
+    fn read_form(
+        self,
+        max: usize,
+    ) -> impl std::future::Future<Output = Option<bytes::Bytes>> + Send;
+}
+
+impl FormBody for Incoming {
+    async fn read_form(self, max: usize) -> Option<bytes::Bytes> {
+        use http_body_util::BodyExt;
+        let collected = http_body_util::Limited::new(self, max)
+            .collect()
+            .await
+            .ok()?;
+        Some(collected.to_bytes())
+    }
+}
+
+impl FormBody for ::h2::RecvStream {
+    async fn read_form(mut self, max: usize) -> Option<bytes::Bytes> {
+        let mut out = bytes::BytesMut::new();
+        while let Some(chunk) = self.data().await {
+            let chunk = chunk.ok()?;
+            let _ = self.flow_control().release_capacity(chunk.len());
+            if out.len() + chunk.len() > max {
+                return None;
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Some(out.freeze())
+    }
 }
 
 /// One `halo::access` line at info for a request (both HTTP/1.1 paths and h2 share it).

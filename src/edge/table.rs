@@ -5,6 +5,7 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 
 use super::site::Site;
+use crate::model::protection::Protection;
 
 /// An immutable snapshot of every routable host. A request reads one snapshot and keeps
 /// it, so it is served wholly by one version whatever is swapped in meanwhile.
@@ -20,7 +21,12 @@ pub struct AliasTable {
     /// Skew protection: by production deployment, the former production deployments its
     /// hosts fall back to for fingerprinted files it lacks, newest first.
     skew: imbl::HashMap<Box<str>, Arc<[Fallback]>>,
+    /// Protected previews: by project id, the protection of projects that have one on.
+    access: imbl::HashMap<Box<str>, Arc<Protection>>,
 }
+
+/// Every project's protection, replacing a table's (see [`crate::meta::AliasChange`]).
+pub type AccessChange = Vec<(String, Protection)>;
 
 /// A former production deployment fallen back to, and until when.
 #[derive(Debug, Clone)]
@@ -58,7 +64,42 @@ impl AliasTable {
                 .map(|(h, s)| (h.into_boxed_str(), s))
                 .collect(),
             skew: imbl::HashMap::new(),
+            access: imbl::HashMap::new(),
         }
+    }
+
+    /// This table with the protections of `access` (every project that has one on).
+    pub fn with_access(mut self, access: Option<&AccessChange>) -> Self {
+        if let Some(a) = access {
+            self.access = access_map(a);
+        }
+        self
+    }
+
+    /// Whether some project is protected.
+    pub fn has_access(&self) -> bool {
+        !self.access.is_empty()
+    }
+
+    /// Whether a raw Host header value names a protected host (the memo serves none).
+    pub fn guards(&self, raw_host: &str) -> bool {
+        self.has_access()
+            && super::host::normalize_host(raw_host).is_some_and(|h| {
+                self.site(&h)
+                    .is_some_and(|s| self.protection(s, &h).is_some())
+            })
+    }
+
+    /// The protection a request to `host`, served by `site`, must pass, if any: the
+    /// project's, on the deployment's preview host, and on every other host too when it
+    /// covers production.
+    pub fn protection(&self, site: &Site, host: &str) -> Option<&Protection> {
+        // PERF: one emptiness check when no project is protected (the common case).
+        if self.access.is_empty() {
+            return None;
+        }
+        let p = self.access.get(&*site.project_id)?;
+        (p.production || site.preview_host.as_deref() == Some(host)).then_some(&**p)
     }
 
     /// This table with the fallbacks of `skew` set (builders of whole tables use it).
@@ -112,6 +153,17 @@ impl AliasTable {
         snapshot
             .skew
             .sort_by(|a, b| a.deployment_id.cmp(&b.deployment_id));
+        snapshot.access = self
+            .access
+            .iter()
+            .map(|(id, p)| crate::model::snapshot::SnapshotAccess {
+                project_id: id.to_string(),
+                protection: (**p).clone(),
+            })
+            .collect();
+        snapshot
+            .access
+            .sort_by(|a, b| a.project_id.cmp(&b.project_id));
         snapshot
     }
 
@@ -147,6 +199,7 @@ impl AliasTable {
         revision: u64,
         changes: &[(String, Option<Arc<Site>>)],
         skew: &[SkewChange],
+        access: Option<&AccessChange>,
     ) -> Self {
         let mut hosts = self.hosts.clone();
         for (host, site) in changes {
@@ -161,8 +214,16 @@ impl AliasTable {
             revision,
             hosts,
             skew: fallbacks,
+            access: access.map_or_else(|| self.access.clone(), access_map),
         }
     }
+}
+
+fn access_map(a: &AccessChange) -> imbl::HashMap<Box<str>, Arc<Protection>> {
+    a.iter()
+        .filter(|(_, p)| p.is_on())
+        .map(|(id, p)| (id.as_str().into(), Arc::new(p.clone())))
+        .collect()
 }
 
 fn apply_skew(map: &mut imbl::HashMap<Box<str>, Arc<[Fallback]>>, skew: &[SkewChange]) {
@@ -230,6 +291,18 @@ impl TableHandle {
         changes: &[(String, Option<Arc<Site>>)],
         skew: &[SkewChange],
     ) -> bool {
+        self.apply_change(revision, changes, skew, None)
+    }
+
+    /// [`TableHandle::apply_with_skew`], with the projects' protections replaced when
+    /// `access` is given.
+    pub fn apply_change(
+        &self,
+        revision: u64,
+        changes: &[(String, Option<Arc<Site>>)],
+        skew: &[SkewChange],
+        access: Option<&AccessChange>,
+    ) -> bool {
         let mut applied = false;
         self.current.rcu(|old| {
             if revision <= old.revision {
@@ -237,7 +310,7 @@ impl TableHandle {
                 return old.clone();
             }
             applied = true;
-            Arc::new(old.with_changes(revision, changes, skew))
+            Arc::new(old.with_changes(revision, changes, skew, access))
         });
         if !applied {
             tracing::warn!(revision, "stale alias-table change ignored");

@@ -57,6 +57,7 @@ const TABLES: &[Table] = &[
             ("metadata", Text),
             ("retention_keep_last", Int4),
             ("retention_keep_days", Int4),
+            ("protection", Text),
             ("deployment_count", Int8),
         ],
         order: "id",

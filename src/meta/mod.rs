@@ -50,6 +50,8 @@ pub struct Project {
     pub metadata: Metadata,
     /// How many deployments `halo gc` keeps.
     pub retention: Retention,
+    /// Who may see its hosts (protected previews).
+    pub protection: crate::model::protection::Protection,
 }
 
 /// A deployment as stored.
@@ -202,6 +204,10 @@ pub struct AliasChange {
     pub routes: Vec<Route>,
     /// Hosts no longer routed.
     pub removed: Vec<String>,
+    /// When the change touched protection, or when the whole table is read: the
+    /// protection of every project that has one on (replacing what the table held);
+    /// `None`: unchanged.
+    pub access: Option<Vec<(String, crate::model::protection::Protection)>>,
 }
 
 /// Errors of the metadata layer.
@@ -410,8 +416,18 @@ pub trait MetaStore: Send + Sync + 'static {
         project_id: &str,
         limit: u32,
     ) -> Result<Vec<(String, Millis)>, MetaError>;
-    /// Every routable alias and the current revision: what the edge table is built from.
+    /// Every routable alias and the current revision: what the edge table is built from
+    /// (with every project's protection in `access`).
     async fn routes(&self) -> Result<AliasChange, MetaError>;
+    /// Sets a project's protection as a change of the routing table: the revision is
+    /// bumped and the audit log records it (action `protect`, no host), so edges and other
+    /// replicas take it with the table. Returns the change, `access` filled.
+    async fn set_protection(
+        &self,
+        project_id: &str,
+        protection: &crate::model::protection::Protection,
+        actor: &Actor,
+    ) -> Result<AliasChange, MetaError>;
 
     /// Records blobs as durably stored (size when known) in the blob index, clears them from
     /// every deployment's missing set, and returns the deployments that thereby have no

@@ -190,6 +190,10 @@ const MIGRATIONS: &[&str] = &[
         until INTEGER NOT NULL
     );
     "#,
+    // 8: protected previews: a project's access policy (JSON; `{}` is none).
+    r#"
+    ALTER TABLE projects ADD COLUMN protection TEXT NOT NULL DEFAULT '{}';
+    "#,
 ];
 
 /// The schema version this build writes.

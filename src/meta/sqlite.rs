@@ -207,6 +207,32 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
+    async fn set_protection(
+        &self,
+        project_id: &str,
+        protection: &crate::model::protection::Protection,
+        actor: &Actor,
+    ) -> Result<AliasChange, MetaError> {
+        let (id, p, actor) = (project_id.to_owned(), to_json(protection), actor.clone());
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let n = tx.execute("UPDATE projects SET protection = ?2 WHERE id = ?1", params![id, p])?;
+            if n == 0 {
+                return Err(MetaError::NotFound(format!("project {id}")));
+            }
+            let revision = bump_revision(&tx)?;
+            tx.execute(
+                "INSERT INTO alias_history (at, revision, host, project_id, action, actor_id, actor_name)
+                 VALUES (?1, ?2, '', ?3, 'protect', ?4, ?5)",
+                params![now_millis(), revision as i64, id, actor.id, actor.name],
+            )?;
+            let access = aliases::access(&tx)?;
+            tx.commit()?;
+            Ok(AliasChange { revision, routes: Vec::new(), removed: Vec::new(), access: Some(access) })
+        })
+        .await
+    }
+
     async fn projects(&self, f: &ProjectFilter) -> Result<Vec<Project>, MetaError> {
         let f = f.clone();
         self.read(move |c| {
@@ -566,7 +592,7 @@ impl MetaStore for SqliteMeta {
             let routes = stmt
                 .query_map([], |r| Ok(Route { host: r.get(0)?, deployment_id: r.get(1)? }))?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(AliasChange { revision, routes, removed: Vec::new() })
+            Ok(AliasChange { revision, routes, removed: Vec::new(), access: Some(aliases::access(&tx)?) })
         })
         .await
     }

@@ -5,6 +5,7 @@ pub mod deployment;
 pub mod manifest;
 pub mod names;
 pub mod owner;
+pub mod protection;
 pub mod settings;
 pub mod snapshot;
 pub mod token;

@@ -41,6 +41,19 @@ pub struct RouteSnapshot {
     /// snapshots without skew read as before).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skew: Vec<SnapshotSkew>,
+    /// Protected previews: the protection of every project that has one on (absent when
+    /// none). Hashes only: an argon2id password hash, a SHA-256 of the bypass token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access: Vec<SnapshotAccess>,
+}
+
+/// One project's protection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotAccess {
+    /// The project.
+    pub project_id: String,
+    /// Its protection.
+    pub protection: crate::model::protection::Protection,
 }
 
 /// The former production deployments a production deployment falls back to.
@@ -105,6 +118,7 @@ impl RouteSnapshot {
             revision,
             routes,
             skew: Vec::new(),
+            access: Vec::new(),
         }
     }
 

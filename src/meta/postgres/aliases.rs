@@ -62,6 +62,7 @@ pub(super) async fn commit(
             revision,
             routes: Vec::new(),
             removed: Vec::new(),
+            access: None,
         });
     }
     let revision = bump_revision(tx).await?;

@@ -29,6 +29,9 @@ struct Carried {
 /// Payload of a notification: `change:<json>` (the change of one revision), or
 /// `revision:<n>` when the change is too large to carry; `events` otherwise.
 pub(super) fn change_payload(change: &AliasChange) -> String {
+    if change.access.is_some() {
+        return format!("revision:{}", change.revision);
+    }
     let carried = Carried {
         revision: change.revision,
         routes: change
@@ -57,6 +60,7 @@ fn parse_change(json: &str) -> Option<AliasChange> {
             })
             .collect(),
         removed: c.removed,
+        access: None,
     })
 }
 
@@ -174,12 +178,19 @@ mod tests {
                 deployment_id: "dpl_1".into(),
             }],
             removed: vec!["b.halo.test".into()],
+            access: None,
         };
         let p = change_payload(&change);
         assert_eq!(
             parse_change(p.strip_prefix("change:").unwrap()),
             Some(change.clone())
         );
+        // Protections are read back, never carried.
+        let protected = AliasChange {
+            access: Some(Vec::new()),
+            ..change.clone()
+        };
+        assert_eq!(change_payload(&protected), "revision:7");
         change.removed = (0..500).map(|i| format!("host-{i}.halo.test")).collect();
         assert_eq!(change_payload(&change), "revision:7");
     }

@@ -1015,11 +1015,57 @@ impl MetaStore for PgMeta {
                 deployment_id: r.get(1),
             })
             .collect();
+        let access = rows::access(&tx).await?;
         tx.commit().await?;
         Ok(AliasChange {
             revision,
             routes,
             removed: Vec::new(),
+            access: Some(access),
+        })
+    }
+
+    async fn set_protection(
+        &self,
+        project_id: &str,
+        protection: &crate::model::protection::Protection,
+        actor: &Actor,
+    ) -> Result<AliasChange, MetaError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        // The revision row lock orders this with every alias change.
+        rows::lock_revision(&tx).await?;
+        let n = execute(
+            &tx,
+            "UPDATE projects SET protection = $2 WHERE id = $1",
+            &[&project_id, &to_json(protection)],
+        )
+        .await?;
+        if n == 0 {
+            return Err(MetaError::NotFound(format!("project {project_id}")));
+        }
+        let revision = rows::bump_revision(&tx).await?;
+        execute(
+            &tx,
+            "INSERT INTO alias_history (at, revision, host, project_id, action, actor_id, actor_name)
+             VALUES ($1, $2, '', $3, 'protect', $4, $5)",
+            &[&now_millis(), &(revision as i64), &project_id, &actor.id, &actor.name],
+        )
+        .await?;
+        let access = rows::access(&tx).await?;
+        // Too much to carry: followers read it back (alias_changes_since sees `protect`).
+        execute(
+            &tx,
+            "SELECT pg_notify($1, $2)",
+            &[&feed::CHANNEL, &format!("revision:{revision}")],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(AliasChange {
+            revision,
+            routes: Vec::new(),
+            removed: Vec::new(),
+            access: Some(access),
         })
     }
 
@@ -1108,9 +1154,15 @@ impl MetaStore for PgMeta {
         if moved.len() as i64 > MOST {
             return Ok(None);
         }
-        let moved: Vec<(String, Option<String>)> =
+        let mut moved: Vec<(String, Option<String>)> =
             moved.iter().map(|r| (r.get(0), r.get(1))).collect();
-        let change = routing_change(&tx, revision, moved).await?;
+        // A protection change (action `protect`, no host) sends every project's along.
+        let protected = moved.iter().any(|(host, _)| host.is_empty());
+        moved.retain(|(host, _)| !host.is_empty());
+        let mut change = routing_change(&tx, revision, moved).await?;
+        if protected {
+            change.access = Some(rows::access(&tx).await?);
+        }
         tx.commit().await?;
         Ok(Some(change))
     }

@@ -89,6 +89,26 @@ pub(super) async fn lock_revision(c: &impl GenericClient) -> Result<u64, MetaErr
     Ok(row.get::<_, i64>(0) as u64)
 }
 
+/// Every project's protection that is on: what edges enforce.
+pub(super) async fn access(
+    c: &impl GenericClient,
+) -> Result<Vec<(String, crate::model::protection::Protection)>, MetaError> {
+    let mut out = Vec::new();
+    for r in query(
+        c,
+        "SELECT id, protection FROM projects WHERE protection <> '{}' ORDER BY id",
+        &[],
+    )
+    .await?
+    {
+        let p: crate::model::protection::Protection = json_col(r.get(1), "project protection")?;
+        if p.is_on() {
+            out.push((r.get(0), p));
+        }
+    }
+    Ok(out)
+}
+
 pub(super) async fn bump_revision(c: &impl GenericClient) -> Result<u64, MetaError> {
     let row = query_one(
         c,
@@ -110,7 +130,7 @@ fn attribution_at(r: &Row, first: usize) -> Attribution {
 
 pub(super) const PROJECT_COLS: &str = "id, name, env, created_at, production_deployment_id, settings, \
      workspace_id, external_workspace_id, external_user_id, external_project_id, metadata, \
-     retention_keep_last, retention_keep_days";
+     retention_keep_last, retention_keep_days, protection";
 
 pub(super) fn read_project(r: &Row) -> Result<Project, MetaError> {
     Ok(Project {
@@ -126,6 +146,7 @@ pub(super) fn read_project(r: &Row) -> Result<Project, MetaError> {
             keep_last: r.get::<_, Option<i32>>(11).map(|v| v as u32),
             keep_days: r.get::<_, Option<i32>>(12).map(|v| v as u32),
         },
+        protection: json_col(r.get(13), "project protection")?,
     })
 }
 
@@ -293,6 +314,7 @@ pub(super) async fn routing_change(
         revision,
         routes: Vec::new(),
         removed: Vec::new(),
+        access: None,
     };
     for (host, to) in moved {
         match to {

@@ -166,6 +166,10 @@ const MIGRATIONS: &[&str] = &[
         until BIGINT NOT NULL
     );
     "#,
+    // 3: protected previews: a project's access policy (JSON; `{}` is none).
+    r#"
+    ALTER TABLE projects ADD COLUMN protection TEXT NOT NULL DEFAULT '{}';
+    "#,
 ];
 
 /// The schema version this build writes.

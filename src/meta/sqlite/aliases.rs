@@ -39,6 +39,25 @@ fn alias_row(tx: &Transaction<'_>, host: &str) -> Result<Option<AliasRow>, MetaE
     .transpose()
 }
 
+/// Every project's protection that is on: what edges enforce.
+pub(super) fn access(
+    conn: &Connection,
+) -> Result<Vec<(String, crate::model::protection::Protection)>, MetaError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, protection FROM projects WHERE protection <> '{}' ORDER BY id",
+    )?;
+    let mut out = Vec::new();
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let p: crate::model::protection::Protection =
+            super::rows::json_col(&r.get::<_, String>(1)?, "project protection")?;
+        if p.is_on() {
+            out.push((r.get(0)?, p));
+        }
+    }
+    Ok(out)
+}
+
 /// The current alias-table revision.
 pub(super) fn revision(conn: &Connection) -> Result<u64, MetaError> {
     let rev: i64 = conn.query_row(
@@ -64,6 +83,7 @@ pub(super) fn commit(
             revision: revision(tx)?,
             routes: Vec::new(),
             removed: Vec::new(),
+            access: None,
         });
     }
     let revision = bump_revision(tx)?;
@@ -72,6 +92,7 @@ pub(super) fn commit(
         revision,
         routes: Vec::new(),
         removed: Vec::new(),
+        access: None,
     };
     let mut log = tx.prepare_cached(
             "INSERT INTO alias_history (at, revision, host, project_id, action, from_deployment, to_deployment, actor_id, actor_name)

@@ -65,6 +65,7 @@ pub(super) fn read_project(r: &Row<'_>) -> Result<Project, MetaError> {
             keep_last: r.get(11)?,
             keep_days: r.get(12)?,
         },
+        protection: json_col(&r.get::<_, String>(13)?, "project protection")?,
     })
 }
 
@@ -124,7 +125,7 @@ impl Query {
 
 pub(super) const PROJECT_COLS: &str = "id, name, env, created_at, production_deployment_id, settings, \
      workspace_id, external_workspace_id, external_user_id, external_project_id, metadata, \
-     retention_keep_last, retention_keep_days";
+     retention_keep_last, retention_keep_days, protection";
 pub(super) const DEPLOYMENT_COLS: &str = "seq, id, project_id, target, status, env, error, file_count, \
      total_bytes, manifest, preview_host, created_at, building_at, ready_at, errored_at, \
      workspace_id, external_workspace_id, external_user_id, external_project_id, metadata, \
