@@ -195,3 +195,69 @@ async fn hsts_is_a_per_project_setting_sent_over_https_only() {
     }
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn protected_hosts_log_in_over_https_on_both_protocols() {
+    let ca = ca();
+    let certs = tempfile::tempdir().unwrap();
+    write_leaf(&ca, certs.path(), "c.halo.test");
+    let dir = certs.path().to_path_buf();
+    let srv = TestServer::start_with(|c| {
+        c.tls_cert_dir = Some(dir);
+        c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let c = common::create_project_over_http(&http, &srv.api, TOKEN, "c").await;
+    deploy_over_http(
+        &http,
+        &srv.api,
+        TOKEN,
+        &c,
+        &one_page("site c"),
+        "production",
+    )
+    .await;
+    let r = http
+        .patch(format!("{}/v1/projects/{c}", srv.api))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"protection": {"mode": "password", "password": "over tls only", "production": true}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    let addr = srv.tls_addr.unwrap();
+    let url = |path: &str| format!("https://c.halo.test:{}{path}", addr.port());
+    for http1 in [true, false] {
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+            .resolve("c.halo.test", addr)
+            .redirect(reqwest::redirect::Policy::none());
+        let client = if http1 { client.http1_only() } else { client }
+            .build()
+            .unwrap();
+        let r = client.get(url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        // The form posted over TLS (an h2 request body on the second round).
+        let r = client
+            .post(url("/.halo/login"))
+            .form(&[("password", "over tls only"), ("next", "/")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "http1: {http1}");
+        assert_eq!(r.version() == reqwest::Version::HTTP_2, !http1);
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(set.ends_with("; Secure"), "{set}");
+        let cookie = set.split(';').next().unwrap().to_owned();
+        let r = client
+            .get(url("/"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "site c");
+    }
+    srv.stop().await;
+}
