@@ -116,6 +116,10 @@ pub struct ServeArgs {
     /// Run retention and GC every this many seconds; 0 never [default: 0]
     #[arg(long, env = "HALO_GC_INTERVAL_SECS")]
     pub gc_interval_secs: Option<u64>,
+    /// Expire previews past their project's `retention.preview_ttl_secs` every this many
+    /// seconds; 0 never [default: 60]
+    #[arg(long, env = "HALO_PREVIEW_SWEEP_SECS")]
+    pub preview_sweep_secs: Option<u64>,
     /// Scrub (re-hash) every stored blob every this many seconds; 0 never [default: 0]
     #[arg(long, env = "HALO_SCRUB_INTERVAL_SECS")]
     pub scrub_interval_secs: Option<u64>,
@@ -193,6 +197,7 @@ struct FileConfig {
     archive_max_files: Option<u64>,
     archive_max_ratio: Option<u64>,
     gc_interval_secs: Option<u64>,
+    preview_sweep_secs: Option<u64>,
     scrub_interval_secs: Option<u64>,
     scrub_bytes_per_sec: Option<u64>,
     storage: Option<StorageFile>,
@@ -273,6 +278,8 @@ pub struct Config {
     pub gc_interval: Option<Duration>,
     /// Automatic HTTPS, when on.
     pub acme: Option<crate::acme::issuer::AcmeSettings>,
+    /// How often expired previews are swept (`None`: never).
+    pub preview_sweep: Option<Duration>,
     /// Periodic scrub: how often, and at most how many bytes per second.
     pub scrub_interval: Option<Duration>,
     /// Read rate of a periodic scrub.
@@ -297,6 +304,7 @@ impl Default for Config {
             tls_cert_dir: None,
             api: crate::api::ApiOptions::default(),
             gc_interval: None,
+            preview_sweep: Some(Duration::from_secs(60)),
             acme: None,
             scrub_interval: None,
             scrub_bytes_per_sec: 50 * 1024 * 1024,
@@ -414,6 +422,11 @@ impl Config {
                 .or(file.gc_interval_secs)
                 .filter(|s| *s > 0)
                 .map(Duration::from_secs),
+            preview_sweep: match args.preview_sweep_secs.or(file.preview_sweep_secs) {
+                Some(0) => None,
+                Some(s) => Some(Duration::from_secs(s)),
+                None => d.preview_sweep,
+            },
             scrub_interval: args
                 .scrub_interval_secs
                 .or(file.scrub_interval_secs)

@@ -206,6 +206,13 @@ impl Server {
                 shutdown.clone(),
             ));
         }
+        if let Some(every) = config.preview_sweep {
+            tokio::spawn(periodic_preview_expiry(
+                control.clone(),
+                every,
+                shutdown.clone(),
+            ));
+        }
         if let Some(every) = config.scrub_interval {
             tokio::spawn(periodic_scrub(
                 control.clone(),
@@ -278,6 +285,25 @@ async fn periodic_gc(
         };
         if let Err(e) = control.gc(opts, &actor).await {
             tracing::warn!(error = %e, "periodic gc failed");
+        }
+    }
+}
+
+/// Expires previews past their project's lifetime every `every` until shutdown (one
+/// replica at a time); a failed sweep is logged and retried at the next tick.
+async fn periodic_preview_expiry(
+    control: Arc<Control>,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = control.expire_due_previews().await {
+            tracing::warn!(error = %e, "preview expiry failed");
         }
     }
 }

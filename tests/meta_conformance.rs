@@ -621,6 +621,60 @@ mod suite {
         ));
     }
 
+    pub async fn previews_expire_once_and_stay_gone(m: &dyn MetaStore) {
+        let pid = ready(m, "shop", &["dpl_prod", "dpl_old", "dpl_pinned"]).await;
+        m.promote("dpl_prod", &actor(), None).await.unwrap();
+        let d = m.deployment("dpl_pinned").await.unwrap().unwrap();
+        m.update_deployment(&d.id, &d.attribution, &d.metadata, true)
+            .await
+            .unwrap();
+        let p = m.project(&pid).await.unwrap().unwrap();
+        let mut retention = p.retention;
+        retention.preview_ttl_secs = Some(1);
+        m.update_project(
+            &pid,
+            &halo::meta::ProjectUpdate {
+                settings: p.settings.clone(),
+                attribution: p.attribution.clone(),
+                metadata: p.metadata.clone(),
+                retention,
+            },
+        )
+        .await
+        .unwrap();
+        let later = now_millis() + 10_000;
+        let due = m.retention_expired(later).await.unwrap();
+        assert_eq!(due.expire, ["dpl_old"], "not production, not pinned");
+        assert!(due.delete.is_empty());
+        let before = m.routes().await.unwrap().revision;
+        // Asked for all three, only the one that may expire does.
+        let ids: Vec<String> = ["dpl_prod", "dpl_old", "dpl_pinned"]
+            .map(String::from)
+            .into();
+        let change = m.expire_previews(&ids, &actor()).await.unwrap();
+        assert_eq!(change.revision, before + 1);
+        assert_eq!(change.removed, ["dpl_old.halo.test"]);
+        assert_eq!(change.gone, ["dpl_old.halo.test"]);
+        let d = m.deployment("dpl_old").await.unwrap().unwrap();
+        assert!(d.expired_at.is_some() && d.status == Status::Ready);
+        assert!(m.deployment("dpl_pinned").await.unwrap().unwrap().pinned);
+        let table = m.routes().await.unwrap();
+        assert_eq!(table.gone, ["dpl_old.halo.test"]);
+        assert!(!table.routes.iter().any(|r| r.host == "dpl_old.halo.test"));
+        // Once: again is no change; retention now collects it.
+        let again = m.expire_previews(&ids, &actor()).await.unwrap();
+        assert_eq!((again.revision, again.gone.len()), (before + 1, 0));
+        let due = m.retention_expired(later).await.unwrap();
+        assert!(due.expire.is_empty());
+        assert_eq!(due.delete, ["dpl_old"]);
+        m.delete_deployment("dpl_old", &actor()).await.unwrap();
+        assert_eq!(
+            m.routes().await.unwrap().gone,
+            ["dpl_old.halo.test"],
+            "gone stays gone"
+        );
+    }
+
     pub async fn gc_spares_referenced_and_recent_blobs(m: &dyn MetaStore) {
         let pid = ready(m, "shop", &[]).await;
         // Blobs 1 and 2 are files of a live deployment; 3 is referenced by nothing.
@@ -689,6 +743,7 @@ macro_rules! conformance {
             case!(gc_spares_referenced_and_recent_blobs);
             case!(leases_have_one_holder_until_they_expire);
             case!(protection_is_a_change_of_the_table);
+            case!(previews_expire_once_and_stay_gone);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_blob_arrivals_start_each_deployment_once() {

@@ -91,6 +91,10 @@ pub struct DeploymentView {
     metadata: Metadata,
     /// The token that created it.
     created_by: Option<String>,
+    /// Kept whatever retention and preview expiry say.
+    pinned: bool,
+    /// When its preview host expired (it answers 410 Gone since).
+    expired_at: Option<String>,
     /// Build phases with their status and duration (on `GET` of one deployment).
     #[serde(skip_serializing_if = "Option::is_none")]
     phases: Option<Vec<PhaseView>>,
@@ -135,6 +139,8 @@ impl DeploymentView {
             attribution: d.attribution,
             metadata: d.metadata,
             created_by: d.created_by,
+            pinned: d.pinned,
+            expired_at: d.expired_at.map(rfc3339),
             phases: None,
             missing,
         }

@@ -38,6 +38,8 @@ pub struct GcOptions {
 pub struct GcReport {
     /// Whether nothing was changed.
     pub dry_run: bool,
+    /// Deployments whose preview host expired (`retention.preview_ttl_secs`).
+    pub previews_expired: Vec<String>,
     /// Deployments deleted by retention.
     pub deployments_deleted: Vec<String>,
     /// Blobs removed.
@@ -117,13 +119,53 @@ impl Control {
             })
     }
 
+    /// Expires the preview hosts of `ids` (as retention chose them): a table change, so
+    /// every edge answers 410 Gone for them from its next table on.
+    pub async fn expire_previews(&self, ids: &[String], actor: &Actor) -> Result<(), ControlError> {
+        let release = self.router.begin().await;
+        let change = self.meta.expire_previews(ids, actor).await?;
+        if !change.gone.is_empty() {
+            tracing::info!(hosts = ?change.gone, "preview hosts expired");
+        }
+        release.apply(change).await;
+        Ok(())
+    }
+
+    /// Expires the previews that are due now, on one replica at a time (the periodic
+    /// sweep; GC does the same first thing). Returns how many expired.
+    pub async fn expire_due_previews(&self) -> Result<usize, ControlError> {
+        let ttl = std::time::Duration::from_secs(60);
+        let run = async {
+            let due = self.meta.retention_expired(now_millis()).await?;
+            if !due.expire.is_empty() {
+                self.expire_previews(&due.expire, &Actor::system("preview expiry"))
+                    .await?;
+            }
+            Ok::<_, ControlError>(due.expire.len())
+        };
+        self.leases
+            .with("preview-expiry", ttl, run)
+            .await
+            .unwrap_or(Ok(0))
+    }
+
     async fn gc_held(&self, opts: GcOptions, actor: &Actor) -> Result<GcReport, ControlError> {
         let mut report = GcReport {
             dry_run: opts.dry_run,
             ..Default::default()
         };
         let now = now_millis();
-        for id in self.meta.retention_expired(now).await? {
+        let mut due = self.meta.retention_expired(now).await?;
+        if !due.expire.is_empty() {
+            report.previews_expired = std::mem::take(&mut due.expire);
+            if !opts.dry_run {
+                self.expire_previews(&report.previews_expired, actor)
+                    .await?;
+                // What just expired is collected in this same run.
+                due = self.meta.retention_expired(now).await?;
+            }
+        }
+        for id in due.delete {
             if !opts.dry_run {
                 match self.delete_deployment(&id, actor).await {
                     Ok(_) => {}

@@ -44,6 +44,9 @@ pub struct DeploymentPatch {
     /// Metadata keys to set, or remove with `null`.
     #[serde(default)]
     pub metadata: Option<BTreeMap<String, Option<String>>>,
+    /// Keep it whatever retention and preview expiry say.
+    #[serde(default)]
+    pub pinned: Option<bool>,
 }
 
 /// Checks attribution and metadata against their limits.
@@ -96,6 +99,12 @@ impl Control {
         };
         validate_owner(&update.attribution, &update.metadata)?;
         validate_settings(&update.settings)?;
+        if update.retention.preview_ttl_secs == Some(0) {
+            return Err(ControlError::Invalid {
+                code: "invalid_field",
+                message: "retention.preview_ttl_secs must be at least 1".into(),
+            });
+        }
         if update.retention.keep_last == Some(0) {
             return Err(ControlError::Invalid {
                 code: "invalid_field",
@@ -105,7 +114,7 @@ impl Control {
         Ok(self.meta.update_project(&p.id, &update).await?)
     }
 
-    /// Applies a patch to a deployment's attribution and metadata.
+    /// Applies a patch to a deployment's attribution, metadata and pin.
     pub async fn update_deployment(
         &self,
         id: &str,
@@ -120,7 +129,12 @@ impl Control {
         validate_owner(&attribution, &metadata)?;
         Ok(self
             .meta
-            .update_deployment(&d.id, &attribution, &metadata)
+            .update_deployment(
+                &d.id,
+                &attribution,
+                &metadata,
+                patch.pinned.unwrap_or(d.pinned),
+            )
             .await?)
     }
 

@@ -133,7 +133,8 @@ impl Router {
             .await;
         let table = AliasTable::new(routes.revision, hosts)
             .with_skew(&skew)
-            .with_access(routes.access.as_ref());
+            .with_access(routes.access.as_ref())
+            .with_gone(&routes.gone);
         tracing::info!(
             revision = table.revision,
             hosts = table.len(),
@@ -272,7 +273,11 @@ impl Release<'_> {
     /// metadata rather than left stale. Never fails: the change is committed, so the edge
     /// must follow it.
     pub(super) async fn apply(&self, change: AliasChange) {
-        if change.routes.is_empty() && change.removed.is_empty() && change.access.is_none() {
+        if change.routes.is_empty()
+            && change.removed.is_empty()
+            && change.access.is_none()
+            && change.gone.is_empty()
+        {
             return;
         }
         let local = self.router.table.load().revision;
@@ -305,10 +310,13 @@ impl Release<'_> {
             )
             .await;
         changes.extend(change.removed.into_iter().map(|h| (h, None)));
-        if router
-            .table
-            .apply_change(change.revision, &changes, &skew, change.access.as_ref())
-        {
+        if router.table.apply_change(
+            change.revision,
+            &changes,
+            &skew,
+            change.access.as_ref(),
+            &change.gone,
+        ) {
             router.revision.send_replace(change.revision);
         }
     }

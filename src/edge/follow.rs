@@ -182,7 +182,8 @@ impl Follower {
         let applied = self.table.replace_if_newer(
             AliasTable::new(revision, hosts)
                 .with_skew(&skew)
-                .with_access(Some(&access)),
+                .with_access(Some(&access))
+                .with_gone(&snapshot.gone),
         );
         if applied {
             tracing::info!(

@@ -74,6 +74,7 @@ const VARY_ENCODING: HeaderValue = HeaderValue::from_static("accept-encoding");
 // Bodies of the edge's own pages, built into the binary: no formatting per request.
 const UNKNOWN_HOST_BODY: &str = "404 Not Found\n\nNo site is deployed at this address.\n";
 const NOT_FOUND_BODY: &str = "404 Not Found\n";
+const GONE_BODY: &str = "410 Gone\n\nThis preview has expired.\n";
 const PROTECTED_BODY: &str = "401 Unauthorized\n\nThis deployment is protected.\n";
 const BAD_PATH_BODY: &str = "400 Bad Request\n\nThe path is not valid: bad percent-encoding, an encoded slash or NUL, or a '.' or '..' segment.\n";
 const BAD_HOST_BODY: &str = "400 Bad Request\n\nThe request needs exactly one valid Host header.\n";
@@ -275,6 +276,11 @@ impl Edge {
                     return plain(StatusCode::NOT_FOUND, UNKNOWN_HOST_BODY, None);
                 }
                 Resolved::TooLong => return plain(StatusCode::URI_TOO_LONG, TOO_LONG_BODY, None),
+                Resolved::Gone => {
+                    let mut resp = plain(StatusCode::GONE, GONE_BODY, None);
+                    resp.headers_mut().insert(X_ROBOTS_TAG.clone(), NOINDEX);
+                    return resp;
+                }
                 Resolved::BadPath(site) => {
                     return plain(StatusCode::BAD_REQUEST, BAD_PATH_BODY, Some(site));
                 }

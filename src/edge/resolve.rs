@@ -29,6 +29,8 @@ pub type ExtraHeaders<'t> = Vec<&'t [(HeaderName, HeaderValue)]>;
 pub enum Resolved<'t> {
     /// No site at this host (or no usable host at all).
     UnknownHost,
+    /// An expired preview host.
+    Gone,
     /// A file of the site, answered with `status` (200; 404 for a not-found page; a
     /// rule's status for rewrites).
     File {
@@ -64,7 +66,7 @@ impl<'t> Resolved<'t> {
             | Resolved::Redirect(site, ..)
             | Resolved::NotFound(site)
             | Resolved::BadPath(site) => Some(site),
-            Resolved::UnknownHost | Resolved::TooLong => None,
+            Resolved::UnknownHost | Resolved::Gone | Resolved::TooLong => None,
         }
     }
 }
@@ -228,7 +230,11 @@ pub fn resolve_pinned<'t>(
         return Resolved::UnknownHost;
     };
     let Some(site) = table.site(&host) else {
-        return Resolved::UnknownHost;
+        return if table.is_gone(&host) {
+            Resolved::Gone
+        } else {
+            Resolved::UnknownHost
+        };
     };
     if path.len() > PATH_MAX {
         return Resolved::TooLong;

@@ -75,6 +75,7 @@ fn outcome(t: &AliasTable, path_and_query: &str) -> String {
         Resolved::BadPath(_) => "400".into(),
         Resolved::TooLong => "414".into(),
         Resolved::UnknownHost => "unknown host".into(),
+        Resolved::Gone => "410".into(),
     }
 }
 

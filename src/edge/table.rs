@@ -23,6 +23,8 @@ pub struct AliasTable {
     skew: imbl::HashMap<Box<str>, Arc<[Fallback]>>,
     /// Protected previews: by project id, the protection of projects that have one on.
     access: imbl::HashMap<Box<str>, Arc<Protection>>,
+    /// Expired preview hosts, which answer 410 Gone.
+    gone: imbl::HashSet<Box<str>>,
 }
 
 /// Every project's protection, replacing a table's (see [`crate::meta::AliasChange`]).
@@ -65,7 +67,23 @@ impl AliasTable {
                 .collect(),
             skew: imbl::HashMap::new(),
             access: imbl::HashMap::new(),
+            gone: imbl::HashSet::new(),
         }
+    }
+
+    /// This table with the expired preview hosts `gone` (those not routed).
+    pub fn with_gone(mut self, gone: &[String]) -> Self {
+        for h in gone {
+            if !self.hosts.contains_key(h.as_str()) {
+                self.gone.insert(h.as_str().into());
+            }
+        }
+        self
+    }
+
+    /// Whether a normalised host is an expired preview's (410 Gone).
+    pub fn is_gone(&self, host: &str) -> bool {
+        !self.gone.is_empty() && self.gone.contains(host)
     }
 
     /// This table with the protections of `access` (every project that has one on).
@@ -164,6 +182,8 @@ impl AliasTable {
         snapshot
             .access
             .sort_by(|a, b| a.project_id.cmp(&b.project_id));
+        snapshot.gone = self.gone.iter().map(|h| h.to_string()).collect();
+        snapshot.gone.sort();
         snapshot
     }
 
@@ -200,13 +220,22 @@ impl AliasTable {
         changes: &[(String, Option<Arc<Site>>)],
         skew: &[SkewChange],
         access: Option<&AccessChange>,
+        expired: &[String],
     ) -> Self {
         let mut hosts = self.hosts.clone();
+        let mut gone = self.gone.clone();
         for (host, site) in changes {
             match site {
                 Some(site) => hosts.insert(host.as_str().into(), site.clone()),
                 None => hosts.remove(host.as_str()),
             };
+            // Routed again, or removed for another reason (its deployment deleted).
+            gone.remove(host.as_str());
+        }
+        for host in expired {
+            if !hosts.contains_key(host.as_str()) {
+                gone.insert(host.as_str().into());
+            }
         }
         let mut fallbacks = self.skew.clone();
         apply_skew(&mut fallbacks, skew);
@@ -215,6 +244,7 @@ impl AliasTable {
             hosts,
             skew: fallbacks,
             access: access.map_or_else(|| self.access.clone(), access_map),
+            gone,
         }
     }
 }
@@ -291,17 +321,18 @@ impl TableHandle {
         changes: &[(String, Option<Arc<Site>>)],
         skew: &[SkewChange],
     ) -> bool {
-        self.apply_change(revision, changes, skew, None)
+        self.apply_change(revision, changes, skew, None, &[])
     }
 
     /// [`TableHandle::apply_with_skew`], with the projects' protections replaced when
-    /// `access` is given.
+    /// `access` is given, and the hosts `expired` answering 410 Gone from now on.
     pub fn apply_change(
         &self,
         revision: u64,
         changes: &[(String, Option<Arc<Site>>)],
         skew: &[SkewChange],
         access: Option<&AccessChange>,
+        expired: &[String],
     ) -> bool {
         let mut applied = false;
         self.current.rcu(|old| {
@@ -310,7 +341,7 @@ impl TableHandle {
                 return old.clone();
             }
             applied = true;
-            Arc::new(old.with_changes(revision, changes, skew, access))
+            Arc::new(old.with_changes(revision, changes, skew, access, expired))
         });
         if !applied {
             tracing::warn!(revision, "stale alias-table change ignored");
@@ -388,5 +419,25 @@ mod tests {
                 .unwrap()
                 .contains("skew")
         );
+    }
+
+    #[test]
+    fn expired_hosts_are_gone_until_routed_again_or_deleted() {
+        let h = TableHandle::new(AliasTable::new(1, [("p.x".to_owned(), site("dpl_1"))]));
+        assert!(h.apply_change(2, &[("p.x".into(), None)], &[], None, &["p.x".into()]));
+        assert!(h.load().is_gone("p.x") && h.load().site("p.x").is_none());
+        let back =
+            crate::model::snapshot::RouteSnapshot::from_bytes(&h.load().snapshot().to_bytes())
+                .unwrap();
+        assert_eq!(back.gone, ["p.x"]);
+        // Another change leaves it gone; routing the host again ends it.
+        assert!(h.apply(3, &[("q.x".into(), Some(site("dpl_2")))]));
+        assert!(h.load().is_gone("p.x"));
+        assert!(h.apply(4, &[("p.x".into(), Some(site("dpl_2")))]));
+        assert!(!h.load().is_gone("p.x"));
+        // A whole table says which hosts are gone, never a routed one.
+        let t = AliasTable::new(5, [("q.x".to_owned(), site("dpl_2"))])
+            .with_gone(&["p.x".into(), "q.x".into()]);
+        assert!(t.is_gone("p.x") && !t.is_gone("q.x"));
     }
 }

@@ -101,6 +101,10 @@ pub struct Deployment {
     pub canceled_at: Option<Millis>,
     /// When it was deleted.
     pub deleted_at: Option<Millis>,
+    /// Kept whatever retention and preview expiry say.
+    pub pinned: bool,
+    /// When its preview host expired (then answering 410 Gone).
+    pub expired_at: Option<Millis>,
 }
 
 /// A deployment to record, with what the store was found to be missing.
@@ -208,6 +212,9 @@ pub struct AliasChange {
     /// protection of every project that has one on (replacing what the table held);
     /// `None`: unchanged.
     pub access: Option<Vec<(String, crate::model::protection::Protection)>>,
+    /// Hosts that answer 410 Gone (expired previews): in a change, those it expired; when
+    /// the whole table is read, all of them.
+    pub gone: Vec<String>,
 }
 
 /// Errors of the metadata layer.
@@ -309,12 +316,13 @@ pub trait MetaStore: Send + Sync + 'static {
         actor: &Actor,
         claim: Option<&IdemClaim>,
     ) -> Result<AliasChange, MetaError>;
-    /// Replaces a deployment's attribution and metadata.
+    /// Replaces a deployment's attribution, metadata and pin.
     async fn update_deployment(
         &self,
         id: &str,
         attribution: &Attribution,
         metadata: &Metadata,
+        pinned: bool,
     ) -> Result<Deployment, MetaError>;
     /// Stops a queued or building deployment for good. `Refused(not_cancelable)` otherwise.
     async fn cancel_deployment(&self, id: &str) -> Result<Deployment, MetaError>;
@@ -397,10 +405,18 @@ pub trait MetaStore: Send + Sync + 'static {
     /// returns those still indexed (one GC removed meanwhile, perhaps on another replica,
     /// is not among them, and must not be reported present).
     async fn touch_blobs(&self, blobs: &[Sha256]) -> Result<Vec<Sha256>, MetaError>;
-    /// Deployments retention says to delete now: older than each project's newest
-    /// `keep_last` ready ones and not promoted within `keep_days`, never a production one
-    /// nor one a custom alias points at.
-    async fn retention_expired(&self, now: Millis) -> Result<Vec<String>, MetaError>;
+    /// What retention says to do now (the rows of [`rules::retention_expired`] and
+    /// [`rules::previews_expired`], read and judged project by project): deployments to
+    /// delete, and ready ones whose preview host expires.
+    async fn retention_expired(&self, now: Millis) -> Result<rules::RetentionDue, MetaError>;
+    /// Expires the preview hosts of `ids` (those still ready, unpinned and not production
+    /// when it commits): their preview aliases are removed (audit action `expire`) and
+    /// they are marked expired, so their hosts answer 410 Gone. One table change.
+    async fn expire_previews(
+        &self,
+        ids: &[String],
+        actor: &Actor,
+    ) -> Result<AliasChange, MetaError>;
     /// Indexed blobs no live deployment references, untouched since `cutoff`.
     async fn gc_candidates(&self, cutoff: Millis) -> Result<Vec<GcCandidate>, MetaError>;
     /// Removes from the index those of `blobs` that are still candidates (checked again

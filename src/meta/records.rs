@@ -226,6 +226,11 @@ pub struct Retention {
     /// Beyond `keep_last`, still keep every deployment promoted within the last D days.
     #[serde(default)]
     pub keep_days: Option<u32>,
+    /// A preview host stops serving (410 Gone) this long after its deployment was ready,
+    /// unless the deployment is pinned, production, or was production inside the skew
+    /// window; GC then collects the deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_ttl_secs: Option<u64>,
 }
 
 /// A blob garbage collection may remove: unreferenced and untouched for the grace period.

@@ -252,16 +252,115 @@ pub struct RetentionRow {
     pub last_promoted: Option<Millis>,
     /// When it last stopped being production (the next promotion after its last one).
     pub demoted_at: Option<Millis>,
+    /// Pinned by its owner: kept, and its preview never expires.
+    pub pinned: bool,
+    /// When it became ready.
+    pub ready_at: Option<Millis>,
+    /// Its preview host expired.
+    pub expired: bool,
 }
 
-/// The deployments retention deletes now, from one project's `rows` oldest first: older
-/// than the project's newest `keep_last` ready ones and not promoted within `keep_days`,
-/// never a production one nor one a custom alias points at, never one still building, and
-/// never one skew protection may still fall back to (production until less than
+impl RetentionRow {
+    /// Kept whatever the policy: pinned, production, aliased, or production inside the
+    /// skew window.
+    fn held(&self, skew_window_ms: i64, now: Millis) -> bool {
+        self.pinned
+            || self.production
+            || self.custom_alias
+            || self
+                .demoted_at
+                .is_some_and(|at| at.saturating_add(skew_window_ms) > now)
+    }
+}
+
+/// What retention does now, from one project's rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionDue {
+    /// Deployments to delete.
+    pub delete: Vec<String>,
+    /// Ready deployments whose preview host expires.
+    pub expire: Vec<String>,
+}
+
+/// A project's retention settings, as the rules read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// See [`super::Retention::keep_last`].
+    pub keep_last: Option<u32>,
+    /// See [`super::Retention::keep_days`].
+    pub keep_days: Option<u32>,
+    /// See [`super::Retention::preview_ttl_secs`].
+    pub preview_ttl_secs: Option<u64>,
+    /// The project's skew window (what keeps former production deployments).
+    pub skew_window_ms: i64,
+}
+
+impl RetentionPolicy {
+    /// Adds what the policy does now to one project's `rows` (oldest first) to `due`.
+    pub fn judge(&self, rows: &[RetentionRow], now: Millis, due: &mut RetentionDue) {
+        due.delete.extend(retention_expired(
+            rows,
+            self.keep_last,
+            self.keep_days,
+            self.skew_window_ms,
+            now,
+        ));
+        if let Some(ttl) = self.preview_ttl_secs {
+            let ttl_ms = i64::try_from(ttl.saturating_mul(1000)).unwrap_or(i64::MAX);
+            due.expire
+                .extend(previews_expired(rows, ttl_ms, self.skew_window_ms, now));
+        }
+    }
+}
+
+/// The columns of a [`RetentionRow`] for deployment `d` (both backends select them):
+/// id, status, production, custom alias, last promoted, demoted at, pinned, ready at,
+/// expired.
+pub const RETENTION_ROW: &str = "d.id, d.status,
+    d.id IS NOT DISTINCT FROM p.production_deployment_id,
+    EXISTS (SELECT 1 FROM aliases a WHERE a.deployment_id = d.id AND a.kind = 'custom'),
+    (SELECT MAX(pr.at) FROM promotions pr WHERE pr.deployment_id = d.id),
+    (SELECT MIN(n.at) FROM promotions n WHERE n.project_id = d.project_id
+      AND n.seq > (SELECT MAX(pr2.seq) FROM promotions pr2 WHERE pr2.deployment_id = d.id)),
+    d.pinned, d.ready_at, d.expired_at IS NOT NULL";
+
+/// The hosts that answer 410 Gone: preview hosts of expired deployments that nothing
+/// routes again (both backends run it when reading the whole table).
+pub const GONE_HOSTS: &str = "SELECT d.preview_host FROM deployments d
+    WHERE d.expired_at IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM aliases a WHERE a.host = d.preview_host)
+    ORDER BY d.preview_host";
+
+/// The ready deployments whose preview host expires now, from one project's `rows`: ready
+/// for `ttl_ms` or longer, never a pinned or production one, one a custom alias points at,
+/// or one production inside the skew window.
+pub fn previews_expired(
+    rows: &[RetentionRow],
+    ttl_ms: i64,
+    skew_window_ms: i64,
+    now: Millis,
+) -> Vec<String> {
+    rows.iter()
+        .filter(|d| {
+            d.status == Status::Ready
+                && !d.expired
+                && !d.held(skew_window_ms, now)
+                && d.ready_at
+                    .is_some_and(|at| at.saturating_add(ttl_ms) <= now)
+        })
+        .map(|d| d.id.clone())
+        .collect()
+}
+
+/// The deployments retention deletes now, from one project's `rows` oldest first: those
+/// whose preview expired; and, with `keep_last`, those older than the project's newest
+/// `keep_last` ready ones and not promoted within `keep_days`. Never a pinned or
+/// production one nor one a custom alias points at, never one still building, and never
+/// one skew protection may still fall back to (production until less than
 /// `skew_window_ms` ago).
 pub fn retention_expired(
     rows: &[RetentionRow],
-    keep_last: u32,
+    keep_last: Option<u32>,
     keep_days: Option<u32>,
     skew_window_ms: i64,
     now: Millis,
@@ -269,13 +368,17 @@ pub fn retention_expired(
     let mut out = Vec::new();
     for (i, d) in rows.iter().enumerate() {
         if !matches!(d.status, Status::Ready | Status::Error | Status::Canceled)
-            || d.production
-            || d.custom_alias
-            || d.demoted_at
-                .is_some_and(|at| at.saturating_add(skew_window_ms) > now)
+            || d.held(skew_window_ms, now)
         {
             continue;
         }
+        if d.expired {
+            out.push(d.id.clone());
+            continue;
+        }
+        let Some(keep_last) = keep_last else {
+            continue;
+        };
         let newer_ready = rows[i + 1..]
             .iter()
             .filter(|n| n.status == Status::Ready)
@@ -438,6 +541,9 @@ mod tests {
             custom_alias: false,
             last_promoted: None,
             demoted_at: None,
+            pinned: false,
+            ready_at: Some(0),
+            expired: false,
         }
     }
 
@@ -454,26 +560,62 @@ mod tests {
             r("d6", Status::Ready),
         ];
         assert_eq!(
-            retention_expired(&rows, 2, None, 0, now),
+            retention_expired(&rows, Some(2), None, 0, now),
             ["d1", "d2", "d3"]
         );
         rows[0].production = true;
         rows[2].custom_alias = true;
-        assert_eq!(retention_expired(&rows, 2, None, 0, now), ["d2"]);
+        assert_eq!(retention_expired(&rows, Some(2), None, 0, now), ["d2"]);
         rows[1].last_promoted = Some(now - day);
-        assert!(retention_expired(&rows, 2, Some(7), 0, now).is_empty());
-        assert_eq!(retention_expired(&rows, 2, Some(0), 0, now), ["d2"]);
+        assert!(retention_expired(&rows, Some(2), Some(7), 0, now).is_empty());
+        assert_eq!(retention_expired(&rows, Some(2), Some(0), 0, now), ["d2"]);
         assert_eq!(
-            retention_expired(&rows, 0, None, 0, now),
+            retention_expired(&rows, Some(0), None, 0, now),
             ["d2", "d4", "d6"]
         );
         // Production until an hour ago: kept while a day of skew protection lasts.
         rows[3].demoted_at = Some(now - day / 24);
-        assert_eq!(retention_expired(&rows, 0, None, day, now), ["d2", "d6"]);
         assert_eq!(
-            retention_expired(&rows, 0, None, day / 48, now),
+            retention_expired(&rows, Some(0), None, day, now),
+            ["d2", "d6"]
+        );
+        assert_eq!(
+            retention_expired(&rows, Some(0), None, day / 48, now),
             ["d2", "d4", "d6"]
         );
+        // Pinned: kept whatever the policy; expired: collected whatever the policy.
+        rows[1].pinned = true;
+        assert_eq!(retention_expired(&rows, Some(0), None, day, now), ["d6"]);
+        rows[5].expired = true;
+        assert!(retention_expired(&rows, Some(5), None, day, now) == ["d6"]);
+        assert_eq!(retention_expired(&rows, None, None, day, now), ["d6"]);
+    }
+
+    #[test]
+    fn previews_expire_unless_pinned_production_or_recently_production() {
+        let (day, now) = (86_400_000, 100 * 86_400_000);
+        let mut rows = vec![
+            r("old", Status::Ready),
+            r("new", Status::Ready),
+            r("err", Status::Error),
+        ];
+        rows[1].ready_at = Some(now - 1000);
+        assert_eq!(previews_expired(&rows, 5000, day, now), ["old"]);
+        rows[0].pinned = true;
+        assert!(previews_expired(&rows, 5000, day, now).is_empty());
+        rows[0].pinned = false;
+        rows[0].demoted_at = Some(now - 10);
+        assert!(
+            previews_expired(&rows, 5000, day, now).is_empty(),
+            "production a moment ago"
+        );
+        rows[0].demoted_at = None;
+        rows[0].production = true;
+        assert!(previews_expired(&rows, 5000, day, now).is_empty());
+        rows[0].production = false;
+        rows[0].expired = true;
+        assert!(previews_expired(&rows, 5000, day, now).is_empty(), "once");
+        assert_eq!(previews_expired(&rows, 500, day, now), ["new"]);
     }
 
     #[test]

@@ -194,6 +194,13 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE projects ADD COLUMN protection TEXT NOT NULL DEFAULT '{}';
     "#,
+    // 9: preview expiry: a project's preview lifetime; deployments pinned against it
+    // (and retention), and when their preview host expired.
+    r#"
+    ALTER TABLE projects ADD COLUMN retention_preview_ttl_secs INTEGER;
+    ALTER TABLE deployments ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deployments ADD COLUMN expired_at INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.

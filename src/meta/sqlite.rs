@@ -154,12 +154,14 @@ impl MetaStore for SqliteMeta {
             let a = &p.attribution;
             tx.execute(
                 "INSERT INTO projects (id, name, env, created_at, settings, workspace_id, external_workspace_id,
-                   external_user_id, external_project_id, metadata, retention_keep_last, retention_keep_days)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                   external_user_id, external_project_id, metadata, retention_keep_last, retention_keep_days,
+                   retention_preview_ttl_secs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 params![
                     p.id, p.name, env_to_json(&p.env), p.created_at, to_json(&p.settings),
                     a.workspace_id, a.external_workspace_id, a.external_user_id, a.external_project_id,
-                    to_json(&p.metadata), p.retention.keep_last, p.retention.keep_days
+                    to_json(&p.metadata), p.retention.keep_last, p.retention.keep_days,
+                    p.retention.preview_ttl_secs.map(|v| v as i64)
                 ],
             )?;
             tx.execute(
@@ -185,7 +187,7 @@ impl MetaStore for SqliteMeta {
             let n = c.execute(
                 "UPDATE projects SET settings = ?2, workspace_id = ?3, external_workspace_id = ?4,
                    external_user_id = ?5, external_project_id = ?6, metadata = ?7,
-                   retention_keep_last = ?8, retention_keep_days = ?9
+                   retention_keep_last = ?8, retention_keep_days = ?9, retention_preview_ttl_secs = ?10
                  WHERE id = ?1",
                 params![
                     id,
@@ -196,7 +198,8 @@ impl MetaStore for SqliteMeta {
                     a.external_project_id,
                     to_json(&u.metadata),
                     u.retention.keep_last,
-                    u.retention.keep_days
+                    u.retention.keep_days,
+                    u.retention.preview_ttl_secs.map(|v| v as i64)
                 ],
             )?;
             if n == 0 {
@@ -228,7 +231,7 @@ impl MetaStore for SqliteMeta {
             )?;
             let access = aliases::access(&tx)?;
             tx.commit()?;
-            Ok(AliasChange { revision, routes: Vec::new(), removed: Vec::new(), access: Some(access) })
+            Ok(AliasChange { revision, routes: Vec::new(), removed: Vec::new(), access: Some(access), gone: Vec::new() })
         })
         .await
     }
@@ -506,19 +509,21 @@ impl MetaStore for SqliteMeta {
         id: &str,
         attribution: &Attribution,
         metadata: &Metadata,
+        pinned: bool,
     ) -> Result<Deployment, MetaError> {
         let (id, a, m) = (id.to_owned(), attribution.clone(), to_json(metadata));
         self.run(move |c| {
             let n = c.execute(
                 "UPDATE deployments SET workspace_id = ?2, external_workspace_id = ?3,
-                   external_user_id = ?4, external_project_id = ?5, metadata = ?6 WHERE id = ?1",
+                   external_user_id = ?4, external_project_id = ?5, metadata = ?6, pinned = ?7 WHERE id = ?1",
                 params![
                     id,
                     a.workspace_id,
                     a.external_workspace_id,
                     a.external_user_id,
                     a.external_project_id,
-                    m
+                    m,
+                    pinned
                 ],
             )?;
             if n == 0 {
@@ -592,7 +597,17 @@ impl MetaStore for SqliteMeta {
             let routes = stmt
                 .query_map([], |r| Ok(Route { host: r.get(0)?, deployment_id: r.get(1)? }))?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(AliasChange { revision, routes, removed: Vec::new(), access: Some(aliases::access(&tx)?) })
+            let gone = tx
+                .prepare(rules::GONE_HOSTS)?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(AliasChange {
+                revision,
+                routes,
+                removed: Vec::new(),
+                access: Some(aliases::access(&tx)?),
+                gone,
+            })
         })
         .await
     }
@@ -866,8 +881,26 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn retention_expired(&self, now: Millis) -> Result<Vec<String>, MetaError> {
+    async fn retention_expired(&self, now: Millis) -> Result<rules::RetentionDue, MetaError> {
         self.read(move |c| records::retention_expired(c, now)).await
+    }
+
+    async fn expire_previews(
+        &self,
+        ids: &[String],
+        actor: &Actor,
+    ) -> Result<AliasChange, MetaError> {
+        let (ids, actor) = (ids.to_vec(), actor.clone());
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let mut changes = aliases::Changes::default();
+            let gone = records::expire_previews(&tx, &ids, now_millis(), &mut changes)?;
+            let mut change = aliases::commit(changes, &tx, &actor)?;
+            tx.commit()?;
+            change.gone = gone;
+            Ok(change)
+        })
+        .await
     }
 
     async fn gc_candidates(&self, cutoff: Millis) -> Result<Vec<GcCandidate>, MetaError> {

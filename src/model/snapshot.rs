@@ -45,6 +45,9 @@ pub struct RouteSnapshot {
     /// none). Hashes only: an argon2id password hash, a SHA-256 of the bypass token.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access: Vec<SnapshotAccess>,
+    /// Expired preview hosts, answering 410 Gone (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gone: Vec<String>,
 }
 
 /// One project's protection.
@@ -119,6 +122,7 @@ impl RouteSnapshot {
             routes,
             skew: Vec::new(),
             access: Vec::new(),
+            gone: Vec::new(),
         }
     }
 

@@ -63,10 +63,14 @@ pub(super) async fn commit(
             routes: Vec::new(),
             removed: Vec::new(),
             access: None,
+            gone: Vec::new(),
         });
     }
     let revision = bump_revision(tx).await?;
     let now = now_millis();
+    // Expired hosts answer 410 on every replica: they read the change back (which says so)
+    // rather than take the notification's plain removal.
+    let expiring = changes.moved.iter().any(|m| m.2 == "expire");
     // PERF: the audit rows in one statement, and which targets are ready in one query
     // (not one round trip per host).
     let n = changes.moved.len();
@@ -108,7 +112,14 @@ pub(super) async fn commit(
     execute(
         tx,
         "SELECT pg_notify($1, $2)",
-        &[&super::feed::CHANNEL, &super::feed::change_payload(&change)],
+        &[
+            &super::feed::CHANNEL,
+            &if expiring {
+                format!("revision:{revision}")
+            } else {
+                super::feed::change_payload(&change)
+            },
+        ],
     )
     .await?;
     Ok(change)

@@ -61,6 +61,7 @@ fn parse_change(json: &str) -> Option<AliasChange> {
             .collect(),
         removed: c.removed,
         access: None,
+        gone: Vec::new(),
     })
 }
 
@@ -179,6 +180,7 @@ mod tests {
             }],
             removed: vec!["b.halo.test".into()],
             access: None,
+            gone: Vec::new(),
         };
         let p = change_payload(&change);
         assert_eq!(

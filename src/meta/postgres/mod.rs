@@ -220,13 +220,15 @@ impl MetaStore for PgMeta {
         let a = &p.attribution;
         execute(&tx,
             "INSERT INTO projects (id, name, env, created_at, settings, workspace_id, external_workspace_id,
-               external_user_id, external_project_id, metadata, retention_keep_last, retention_keep_days)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+               external_user_id, external_project_id, metadata, retention_keep_last, retention_keep_days,
+               retention_preview_ttl_secs)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             &[
                 &p.id, &p.name, &to_json(&p.env), &p.created_at, &to_json(&p.settings),
                 &a.workspace_id, &a.external_workspace_id, &a.external_user_id,
                 &a.external_project_id, &to_json(&p.metadata),
                 &p.retention.keep_last.map(|v| v as i32), &p.retention.keep_days.map(|v| v as i32),
+                &p.retention.preview_ttl_secs.map(|v| v as i64),
             ],
         )
         .await
@@ -266,7 +268,7 @@ impl MetaStore for PgMeta {
             &c,
             "UPDATE projects SET settings = $2, workspace_id = $3, external_workspace_id = $4,
                    external_user_id = $5, external_project_id = $6, metadata = $7,
-                   retention_keep_last = $8, retention_keep_days = $9
+                   retention_keep_last = $8, retention_keep_days = $9, retention_preview_ttl_secs = $10
                  WHERE id = $1",
             &[
                 &id,
@@ -278,6 +280,7 @@ impl MetaStore for PgMeta {
                 &to_json(&u.metadata),
                 &u.retention.keep_last.map(|v| v as i32),
                 &u.retention.keep_days.map(|v| v as i32),
+                &u.retention.preview_ttl_secs.map(|v| v as i64),
             ],
         )
         .await?;
@@ -537,12 +540,13 @@ impl MetaStore for PgMeta {
         id: &str,
         a: &Attribution,
         metadata: &Metadata,
+        pinned: bool,
     ) -> Result<Deployment, MetaError> {
         let c = self.client().await?;
         let n = execute(
             &c,
             "UPDATE deployments SET workspace_id = $2, external_workspace_id = $3,
-                   external_user_id = $4, external_project_id = $5, metadata = $6 WHERE id = $1",
+                   external_user_id = $4, external_project_id = $5, metadata = $6, pinned = $7 WHERE id = $1",
             &[
                 &id,
                 &a.workspace_id,
@@ -550,6 +554,7 @@ impl MetaStore for PgMeta {
                 &a.external_user_id,
                 &a.external_project_id,
                 &to_json(metadata),
+                &pinned,
             ],
         )
         .await?;
@@ -877,48 +882,95 @@ impl MetaStore for PgMeta {
         Ok(())
     }
 
-    async fn retention_expired(&self, now: Millis) -> Result<Vec<String>, MetaError> {
-        // The rows the rule needs, project by project, oldest first; the rule decides.
+    async fn retention_expired(&self, now: Millis) -> Result<rules::RetentionDue, MetaError> {
+        // The rows the rules need, project by project, oldest first; the rules decide.
         let c = self.client().await?;
-        let rows = query(&c,
-                "SELECT p.id, p.retention_keep_last, p.retention_keep_days, d.id, d.status,
-                        d.id IS NOT DISTINCT FROM p.production_deployment_id,
-                        EXISTS (SELECT 1 FROM aliases a WHERE a.deployment_id = d.id AND a.kind = 'custom'),
-                        (SELECT MAX(pr.at) FROM promotions pr WHERE pr.deployment_id = d.id),
-                        (SELECT MIN(n.at) FROM promotions n WHERE n.project_id = d.project_id
-                  AND n.seq > (SELECT MAX(pr2.seq) FROM promotions pr2 WHERE pr2.deployment_id = d.id)),
-                        p.settings
+        let rows = query(
+            &c,
+            &format!(
+                "SELECT p.id, p.retention_keep_last, p.retention_keep_days, p.retention_preview_ttl_secs,
+                        p.settings, {}
                  FROM projects p JOIN deployments d ON d.project_id = p.id
-                 WHERE p.retention_keep_last IS NOT NULL AND d.status <> 'deleted'
+                 WHERE (p.retention_keep_last IS NOT NULL OR p.retention_preview_ttl_secs IS NOT NULL
+                        OR d.expired_at IS NOT NULL)
+                   AND d.status <> 'deleted'
                  ORDER BY p.id, d.seq",
-                &[],
-            )
-            .await?;
-        let mut out = Vec::new();
+                rules::RETENTION_ROW
+            ),
+            &[],
+        )
+        .await?;
+        let mut due = rules::RetentionDue::default();
         let mut i = 0;
         while i < rows.len() {
             let pid: &str = rows[i].get(0);
-            let keep_last = rows[i].get::<_, i32>(1) as u32;
-            let keep_days = rows[i].get::<_, Option<i32>>(2).map(|v| v as u32);
-            let skew = rules::skew_window_ms(rows[i].get(9));
+            let policy = rules::RetentionPolicy {
+                keep_last: rows[i].get::<_, Option<i32>>(1).map(|v| v as u32),
+                keep_days: rows[i].get::<_, Option<i32>>(2).map(|v| v as u32),
+                preview_ttl_secs: rows[i].get::<_, Option<i64>>(3).map(|v| v as u64),
+                skew_window_ms: rules::skew_window_ms(rows[i].get(4)),
+            };
             let mut batch = Vec::new();
             while i < rows.len() && rows[i].get::<_, &str>(0) == pid {
                 let r = &rows[i];
                 batch.push(rules::RetentionRow {
-                    id: r.get(3),
-                    status: parse_col(r.get(4), "deployment status")?,
-                    production: r.get(5),
-                    custom_alias: r.get(6),
-                    last_promoted: r.get(7),
-                    demoted_at: r.get(8),
+                    id: r.get(5),
+                    status: parse_col(r.get(6), "deployment status")?,
+                    production: r.get(7),
+                    custom_alias: r.get(8),
+                    last_promoted: r.get(9),
+                    demoted_at: r.get(10),
+                    pinned: r.get(11),
+                    ready_at: r.get(12),
+                    expired: r.get(13),
                 });
                 i += 1;
             }
-            out.extend(rules::retention_expired(
-                &batch, keep_last, keep_days, skew, now,
-            ));
+            policy.judge(&batch, now, &mut due);
         }
-        Ok(out)
+        Ok(due)
+    }
+
+    async fn expire_previews(
+        &self,
+        ids: &[String],
+        actor: &Actor,
+    ) -> Result<AliasChange, MetaError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        // The revision row lock orders this with every alias change.
+        let revision = rows::lock_revision(&tx).await?;
+        let mut changes = Changes::default();
+        let mut gone = Vec::new();
+        let now = now_millis();
+        for id in ids {
+            let n = execute(
+                &tx,
+                "UPDATE deployments d SET expired_at = $2
+                 WHERE id = $1 AND status = 'ready' AND expired_at IS NULL AND NOT pinned
+                   AND id IS DISTINCT FROM (SELECT production_deployment_id FROM projects p WHERE p.id = d.project_id)",
+                &[id, &now],
+            )
+            .await?;
+            if n == 0 {
+                continue;
+            }
+            for r in query(
+                &tx,
+                "DELETE FROM aliases WHERE deployment_id = $1 AND kind = 'preview' RETURNING host, project_id",
+                &[id],
+            )
+            .await?
+            {
+                let (host, project): (String, String) = (r.get(0), r.get(1));
+                changes.push(&host, &project, "expire", Some(id.clone()), None);
+                gone.push(host);
+            }
+        }
+        let mut change = aliases::commit(changes, &tx, revision, actor).await?;
+        tx.commit().await?;
+        change.gone = gone;
+        Ok(change)
     }
 
     async fn gc_candidates(&self, cutoff: Millis) -> Result<Vec<GcCandidate>, MetaError> {
@@ -1016,12 +1068,18 @@ impl MetaStore for PgMeta {
             })
             .collect();
         let access = rows::access(&tx).await?;
+        let gone = query(&tx, rules::GONE_HOSTS, &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         tx.commit().await?;
         Ok(AliasChange {
             revision,
             routes,
             removed: Vec::new(),
             access: Some(access),
+            gone,
         })
     }
 
@@ -1066,6 +1124,7 @@ impl MetaStore for PgMeta {
             routes: Vec::new(),
             removed: Vec::new(),
             access: Some(access),
+            gone: Vec::new(),
         })
     }
 
@@ -1152,6 +1211,17 @@ impl MetaStore for PgMeta {
         )
         .await?;
         if moved.len() as i64 > MOST {
+            return Ok(None);
+        }
+        let expired: bool = query_one(
+            &tx,
+            "SELECT EXISTS (SELECT 1 FROM alias_history WHERE revision > $1 AND action = 'expire')",
+            &[&(after as i64)],
+        )
+        .await?
+        .get(0);
+        if expired {
+            // Which hosts answer 410 comes with the whole table.
             return Ok(None);
         }
         let mut moved: Vec<(String, Option<String>)> =

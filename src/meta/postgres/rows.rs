@@ -130,7 +130,7 @@ fn attribution_at(r: &Row, first: usize) -> Attribution {
 
 pub(super) const PROJECT_COLS: &str = "id, name, env, created_at, production_deployment_id, settings, \
      workspace_id, external_workspace_id, external_user_id, external_project_id, metadata, \
-     retention_keep_last, retention_keep_days, protection";
+     retention_keep_last, retention_keep_days, protection, retention_preview_ttl_secs";
 
 pub(super) fn read_project(r: &Row) -> Result<Project, MetaError> {
     Ok(Project {
@@ -145,6 +145,7 @@ pub(super) fn read_project(r: &Row) -> Result<Project, MetaError> {
         retention: Retention {
             keep_last: r.get::<_, Option<i32>>(11).map(|v| v as u32),
             keep_days: r.get::<_, Option<i32>>(12).map(|v| v as u32),
+            preview_ttl_secs: r.get::<_, Option<i64>>(14).map(|v| v as u64),
         },
         protection: json_col(r.get(13), "project protection")?,
     })
@@ -168,6 +169,7 @@ pub(super) const DEPLOYMENT_COLS: &str = "d.seq, d.id, d.project_id, d.target, d
      d.building_at, d.ready_at, d.errored_at, d.workspace_id, d.external_workspace_id, \
      d.external_user_id, d.external_project_id, d.metadata, d.created_by, d.canceled_at, \
      d.deleted_at, d.number, \
+     d.pinned, d.expired_at, \
      (SELECT COUNT(*) FROM deployment_missing m WHERE m.deployment_id = d.id), \
      ARRAY(SELECT a.host FROM aliases a WHERE a.deployment_id = d.id AND a.kind <> 'preview' \
            ORDER BY a.host)";
@@ -197,8 +199,10 @@ pub(super) fn read_deployment(r: &Row) -> Result<(i64, Deployment), MetaError> {
         canceled_at: r.get(21),
         deleted_at: r.get(22),
         number: r.get::<_, i64>(23) as u64,
-        missing_count: r.get::<_, i64>(24) as u64,
-        serving_hosts: r.get(25),
+        pinned: r.get(24),
+        expired_at: r.get(25),
+        missing_count: r.get::<_, i64>(26) as u64,
+        serving_hosts: r.get(27),
     };
     Ok((r.get(0), d))
 }
@@ -315,6 +319,7 @@ pub(super) async fn routing_change(
         routes: Vec::new(),
         removed: Vec::new(),
         access: None,
+        gone: Vec::new(),
     };
     for (host, to) in moved {
         match to {

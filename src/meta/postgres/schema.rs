@@ -170,6 +170,13 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE projects ADD COLUMN protection TEXT NOT NULL DEFAULT '{}';
     "#,
+    // 4: preview expiry: a project's preview lifetime; deployments pinned against it
+    // (and retention), and when their preview host expired.
+    r#"
+    ALTER TABLE projects ADD COLUMN retention_preview_ttl_secs BIGINT;
+    ALTER TABLE deployments ADD COLUMN pinned BOOLEAN NOT NULL DEFAULT FALSE;
+    ALTER TABLE deployments ADD COLUMN expired_at BIGINT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -84,6 +84,7 @@ pub(super) fn commit(
             routes: Vec::new(),
             removed: Vec::new(),
             access: None,
+            gone: Vec::new(),
         });
     }
     let revision = bump_revision(tx)?;
@@ -93,6 +94,7 @@ pub(super) fn commit(
         routes: Vec::new(),
         removed: Vec::new(),
         access: None,
+        gone: Vec::new(),
     };
     let mut log = tx.prepare_cached(
             "INSERT INTO alias_history (at, revision, host, project_id, action, from_deployment, to_deployment, actor_id, actor_name)

@@ -196,52 +196,88 @@ pub(super) fn gc_forget(
     Ok(gone)
 }
 
-/// Deployments retention deletes now (see the trait's documentation).
-pub(super) fn retention_expired(c: &Connection, now: Millis) -> Result<Vec<String>, MetaError> {
-    // The rows the rule needs, project by project, oldest first; the rule decides.
-    let mut stmt = c.prepare(
-        "SELECT p.id, p.retention_keep_last, p.retention_keep_days, d.id, d.status,
-                d.id IS p.production_deployment_id,
-                EXISTS (SELECT 1 FROM aliases a WHERE a.deployment_id = d.id AND a.kind = 'custom'),
-                (SELECT MAX(pr.at) FROM promotions pr WHERE pr.deployment_id = d.id),
-                (SELECT MIN(n.at) FROM promotions n WHERE n.project_id = d.project_id
-                  AND n.seq > (SELECT MAX(pr2.seq) FROM promotions pr2 WHERE pr2.deployment_id = d.id)),
-                p.settings
+/// What retention does now (see the trait's documentation).
+pub(super) fn retention_expired(
+    c: &Connection,
+    now: Millis,
+) -> Result<rules::RetentionDue, MetaError> {
+    // The rows the rules need, project by project, oldest first; the rules decide.
+    let mut stmt = c.prepare(&format!(
+        "SELECT p.id, p.retention_keep_last, p.retention_keep_days, p.retention_preview_ttl_secs,
+                p.settings, {}
          FROM projects p JOIN deployments d ON d.project_id = p.id
-         WHERE p.retention_keep_last IS NOT NULL AND d.status != 'deleted'
+         WHERE (p.retention_keep_last IS NOT NULL OR p.retention_preview_ttl_secs IS NOT NULL
+                OR d.expired_at IS NOT NULL)
+           AND d.status != 'deleted'
          ORDER BY p.id, d.seq",
-    )?;
+        rules::RETENTION_ROW
+    ))?;
     let mut rows = stmt.query([])?;
-    let mut out = Vec::new();
-    let mut project: Option<(String, u32, Option<u32>, i64)> = None;
+    let mut due = rules::RetentionDue::default();
+    let mut project: Option<(String, rules::RetentionPolicy)> = None;
     let mut batch: Vec<rules::RetentionRow> = Vec::new();
-    let flush = |project: &Option<(String, u32, Option<u32>, i64)>,
-                 batch: &mut Vec<rules::RetentionRow>,
-                 out: &mut Vec<String>| {
-        if let Some((_, keep_last, keep_days, skew)) = project {
-            out.extend(rules::retention_expired(
-                batch, *keep_last, *keep_days, *skew, now,
-            ));
-        }
-        batch.clear();
-    };
     while let Some(r) = rows.next()? {
         let pid: String = r.get(0)?;
         if project.as_ref().map(|p| &p.0) != Some(&pid) {
-            flush(&project, &mut batch, &mut out);
-            let settings: String = r.get(9)?;
-            project = Some((pid, r.get(1)?, r.get(2)?, rules::skew_window_ms(&settings)));
+            if let Some((_, policy)) = &project {
+                policy.judge(&batch, now, &mut due);
+            }
+            batch.clear();
+            let settings: String = r.get(4)?;
+            let policy = rules::RetentionPolicy {
+                keep_last: r.get(1)?,
+                keep_days: r.get(2)?,
+                preview_ttl_secs: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                skew_window_ms: rules::skew_window_ms(&settings),
+            };
+            project = Some((pid, policy));
         }
-        let status: String = r.get(4)?;
+        let status: String = r.get(6)?;
         batch.push(rules::RetentionRow {
-            id: r.get(3)?,
+            id: r.get(5)?,
             status: super::parse_col(status, "deployment status")?,
-            production: r.get(5)?,
-            custom_alias: r.get(6)?,
-            last_promoted: r.get(7)?,
-            demoted_at: r.get(8)?,
+            production: r.get(7)?,
+            custom_alias: r.get(8)?,
+            last_promoted: r.get(9)?,
+            demoted_at: r.get(10)?,
+            pinned: r.get(11)?,
+            ready_at: r.get(12)?,
+            expired: r.get(13)?,
         });
     }
-    flush(&project, &mut batch, &mut out);
-    Ok(out)
+    if let Some((_, policy)) = &project {
+        policy.judge(&batch, now, &mut due);
+    }
+    Ok(due)
+}
+
+/// Expires the preview hosts of `ids` that may still expire (see the trait).
+pub(super) fn expire_previews(
+    tx: &rusqlite::Transaction<'_>,
+    ids: &[String],
+    now: Millis,
+    changes: &mut rules::Moves,
+) -> Result<Vec<String>, MetaError> {
+    let mut gone = Vec::new();
+    for id in ids {
+        let n = tx.execute(
+            "UPDATE deployments SET expired_at = ?2
+             WHERE id = ?1 AND status = 'ready' AND expired_at IS NULL AND NOT pinned
+               AND id IS NOT (SELECT production_deployment_id FROM projects p WHERE p.id = project_id)",
+            rusqlite::params![id, now],
+        )?;
+        if n == 0 {
+            continue;
+        }
+        let hosts: Vec<(String, String)> = tx
+            .prepare_cached("SELECT host, project_id FROM aliases WHERE deployment_id = ?1 AND kind = 'preview'")?
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (host, project) in hosts {
+            tx.execute("DELETE FROM aliases WHERE host = ?1", [&host])?;
+            changes.push(&host, &project, "expire", Some(id.clone()), None);
+            gone.push(host);
+        }
+    }
+    Ok(gone)
 }

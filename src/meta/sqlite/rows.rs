@@ -64,6 +64,7 @@ pub(super) fn read_project(r: &Row<'_>) -> Result<Project, MetaError> {
         retention: Retention {
             keep_last: r.get(11)?,
             keep_days: r.get(12)?,
+            preview_ttl_secs: r.get::<_, Option<i64>>(14)?.map(|v| v as u64),
         },
         protection: json_col(&r.get::<_, String>(13)?, "project protection")?,
     })
@@ -125,11 +126,11 @@ impl Query {
 
 pub(super) const PROJECT_COLS: &str = "id, name, env, created_at, production_deployment_id, settings, \
      workspace_id, external_workspace_id, external_user_id, external_project_id, metadata, \
-     retention_keep_last, retention_keep_days, protection";
+     retention_keep_last, retention_keep_days, protection, retention_preview_ttl_secs";
 pub(super) const DEPLOYMENT_COLS: &str = "seq, id, project_id, target, status, env, error, file_count, \
      total_bytes, manifest, preview_host, created_at, building_at, ready_at, errored_at, \
      workspace_id, external_workspace_id, external_user_id, external_project_id, metadata, \
-     created_by, canceled_at, deleted_at, number";
+     created_by, canceled_at, deleted_at, number, pinned, expired_at";
 
 /// Reads one deployment row (selected with [`DEPLOYMENT_COLS`]) plus its derived fields.
 pub(super) fn read_deployment(
@@ -171,6 +172,8 @@ pub(super) fn read_deployment(
         canceled_at: r.get(21)?,
         deleted_at: r.get(22)?,
         number: r.get::<_, Option<i64>>(23)?.unwrap_or(0) as u64,
+        pinned: r.get(24)?,
+        expired_at: r.get(25)?,
         serving_hosts,
         id,
     };
