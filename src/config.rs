@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// Domain under which project and preview hosts live [default: halo.localhost]
     #[arg(long, env = "HALO_DOMAIN")]
     pub domain: Option<String>,
+    /// Trusted request header naming the client's country, set by a CDN in front (e.g.
+    /// cf-ipcountry), for `_redirects` Country= conditions [default: none: refused]
+    #[arg(long, env = "HALO_COUNTRY_HEADER")]
+    pub country_header: Option<String>,
     /// Largest file accepted by PUT /v1/files, in bytes [default: 536870912]
     #[arg(long, env = "HALO_MAX_FILE_BYTES")]
     pub max_file_bytes: Option<u64>,
@@ -187,6 +191,7 @@ struct FileConfig {
     api_listen: Option<SocketAddr>,
     edge_listen: Option<SocketAddr>,
     domain: Option<String>,
+    country_header: Option<String>,
     max_file_bytes: Option<u64>,
     shutdown_grace_secs: Option<u64>,
     cache_bytes: Option<u64>,
@@ -254,6 +259,8 @@ pub struct Config {
     pub edge_listen: SocketAddr,
     /// Parent domain of every project and preview host.
     pub domain: String,
+    /// The trusted header naming the client's country (`_redirects` `Country=`).
+    pub country_header: Option<http::HeaderName>,
     /// Largest accepted file upload.
     pub max_file_bytes: u64,
     /// How long shutdown waits for requests in flight.
@@ -293,6 +300,7 @@ impl Default for Config {
             api_listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             edge_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             domain: "halo.localhost".to_owned(),
+            country_header: None,
             max_file_bytes: 512 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             admin_token: None,
@@ -364,6 +372,17 @@ impl Config {
                 .or(file.edge_listen)
                 .unwrap_or(d.edge_listen),
             domain: args.domain.clone().or(file.domain).unwrap_or(d.domain),
+            country_header: match args.country_header.clone().or(file.country_header) {
+                Some(h) if !h.is_empty() => Some(
+                    http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(
+                        |_| ConfigError::Invalid {
+                            key: "country_header",
+                            reason: format!("{h:?} is not a header name"),
+                        },
+                    )?,
+                ),
+                _ => None,
+            },
             max_file_bytes: args
                 .max_file_bytes
                 .or(file.max_file_bytes)

@@ -115,6 +115,7 @@ async fn edge_node(
         store.clone(),
         halo::edge::cache::BlobCache::new(config.cache_bytes),
     );
+    edge.country_header = config.country_header.clone();
     let tls = match config.tls_listen {
         Some(addr) => Some((
             bind(addr, "edge TLS listener").await?,

@@ -93,6 +93,7 @@ impl Server {
         )
         .await
         .context("loading deployments")?;
+        control.set_country_source(config.country_header.is_some());
 
         let grace = config.shutdown_grace;
         // Automatic HTTPS: one issuer here; the edge answers its challenges and serves its
@@ -118,6 +119,7 @@ impl Server {
             BlobCache::new(config.cache_bytes),
         );
         edge_state.acme = acme.as_ref().map(|(c, _, _)| c.clone());
+        edge_state.country_header = config.country_header.clone();
         let edge_state = Arc::new(edge_state);
         // The protected-preview key every edge shares lives in the store: made now, in
         // the background, so edge nodes find it and no request waits for it.

@@ -71,6 +71,16 @@ impl Control {
                                 message: e.to_string(),
                             },
                         })?;
+                if rules.redirects.any_country()
+                    && !self
+                        .country_source
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    return Err(ControlError::Invalid {
+                        code: "invalid_rules",
+                        message: "_redirects: Country= conditions need the client's country: set country_header to the trusted header a CDN in front adds (e.g. cf-ipcountry)".into(),
+                    });
+                }
                 Ok((settings, rules))
             })
             .await?;

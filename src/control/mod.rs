@@ -157,9 +157,19 @@ pub struct Control {
     tokens: tokens::TokenCache,
     /// Work one replica at a time does (snapshots, GC, builds).
     leases: Arc<leases::Leases>,
+    /// Whether the edges know the client's country (a trusted header): `_redirects`
+    /// `Country=` rules are refused at build without it.
+    country_source: std::sync::atomic::AtomicBool,
 }
 
 impl Control {
+    /// Says whether the edges have a country source (`country_header`), which builds of
+    /// `_redirects` with `Country=` rules need.
+    pub fn set_country_source(&self, on: bool) {
+        self.country_source
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Starts the control plane: builds the edge table from the metadata store and resumes
     /// builds a previous run left unfinished.
     pub async fn open(
@@ -180,6 +190,7 @@ impl Control {
             tokens: tokens::TokenCache::default(),
             leases,
             meta,
+            country_source: Default::default(),
         });
         // At start-up, before the edge serves; later changes go through `Release::apply`.
         control.router.rebuild().await?;

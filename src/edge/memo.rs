@@ -155,6 +155,15 @@ impl Memo {
         if headers.get(&super::X_HALO_DEPLOYMENT) != Some(&site.deployment_header) {
             return;
         }
+        // An answer that depends on more of the request than the key holds (a
+        // `_redirects` condition: `Vary: accept-language`, …) is not the memo's to replay.
+        if headers
+            .get_all(http::header::VARY)
+            .iter()
+            .any(|v| v != "accept-encoding")
+        {
+            return;
+        }
         let head = http1_head(&headers);
         let key = Key {
             host: req.host.into(),

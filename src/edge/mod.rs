@@ -99,6 +99,9 @@ pub struct Edge {
     pub acme: Option<Arc<crate::acme::Challenges>>,
     /// Protected previews: the shared cookie key and the login rate limit.
     pub gate: access::Gate,
+    /// The trusted request header naming the client's country (set by a CDN in front),
+    /// for `_redirects` `Country=` conditions.
+    pub country_header: Option<HeaderName>,
 }
 
 /// The client's address (a request extension set by the listener): login attempts are
@@ -109,6 +112,18 @@ pub struct Peer(pub std::net::IpAddr);
 /// What the access check left for the answer of a protected host: served privately, with
 /// a cookie to set when the bypass header granted one.
 type Guarded = Option<Option<HeaderValue>>;
+
+/// Headers every answer of a resolved request gets, whatever its kind, noted while it is
+/// resolved and added by [`Edge::handle`].
+#[derive(Default)]
+struct After {
+    /// The site's `Strict-Transport-Security` (over TLS only).
+    hsts: Option<HeaderValue>,
+    /// Behind protection.
+    guarded: Guarded,
+    /// Request headers the answer depended on through `_redirects` conditions.
+    vary: rules::redirects::Vary,
+}
 
 fn full(data: impl Into<Bytes>) -> EdgeBody {
     Either::Left(Full::new(data.into()))
@@ -168,22 +183,38 @@ impl Edge {
             memo,
             acme: None,
             gate: access::Gate::default(),
+            country_header: None,
         }
     }
 
     /// Answers one request. Never fails: every outcome is a response.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<EdgeBody> {
         let secure = req.extensions().get::<Secure>().is_some();
-        let mut hsts = None;
-        let mut guarded = None;
-        let mut resp = self
-            .answer(req, secure, secure.then_some(&mut hsts), &mut guarded)
-            .await;
-        if let Some(v) = hsts {
+        let mut after = After::default();
+        let mut resp = self.answer(req, secure, &mut after).await;
+        if let Some(v) = after.hsts {
             resp.headers_mut()
                 .insert(STRICT_TRANSPORT_SECURITY.clone(), v);
         }
-        if let Some(cookie) = guarded {
+        if after.vary.any() {
+            // The answer depends on these: say so, for caches (the memo keeps none of it).
+            let h = resp.headers_mut();
+            if after.vary.language {
+                h.append(VARY, HeaderValue::from_static("accept-language"));
+            }
+            if after.vary.cookie {
+                h.append(VARY, HeaderValue::from_static("cookie"));
+            }
+            if after.vary.country
+                && let Some(name) = &self.country_header
+            {
+                h.append(
+                    VARY,
+                    HeaderValue::from_str(name.as_str()).expect("a header name"),
+                );
+            }
+        }
+        if let Some(cookie) = after.guarded {
             // Behind protection: never in a shared cache, never indexed.
             let h = resp.headers_mut();
             h.insert(CACHE_CONTROL, PRIVATE_NO_STORE);
@@ -209,8 +240,7 @@ impl Edge {
         &self,
         req: Request<B>,
         secure: bool,
-        hsts: Option<&mut Option<HeaderValue>>,
-        guarded: &mut Guarded,
+        after: &mut After,
     ) -> Response<EdgeBody> {
         // ACME HTTP-01 comes before any site routing, rules or redirects (RFC 8555 §8.3).
         if let Some(challenges) = &self.acme
@@ -253,22 +283,29 @@ impl Edge {
         let answer = {
             let table = self.table.load();
             if table.has_access()
-                && let Some(refused) = self.guard(&table, key, &req, host, secure, guarded)
+                && let Some(refused) =
+                    self.guard(&table, key, &req, host, secure, &mut after.guarded)
             {
                 return refused;
             }
             let pin = request_pin(&req);
-            let resolved = resolve::resolve_pinned(
+            let ctx = resolve::Context {
+                pin,
+                facts: Some(rules::redirects::Facts {
+                    headers: req.headers(),
+                    country: self.country_header.as_ref(),
+                }),
+            };
+            let resolved = resolve::resolve_with(
                 &table,
                 Some(host),
                 req.uri().path(),
                 req.uri().query(),
-                pin,
+                &ctx,
+                &mut after.vary,
             );
-            if let Some(out) = hsts
-                && let Some(site) = resolved.site()
-            {
-                out.clone_from(&site.hsts);
+            if secure && let Some(site) = resolved.site() {
+                after.hsts.clone_from(&site.hsts);
             }
             match resolved {
                 Resolved::UnknownHost => {

@@ -14,6 +14,7 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode};
 use super::host::normalize_host;
 use super::rules::Action;
 use super::rules::redirects::LOCATION_SET;
+use super::rules::redirects::{Facts, Vary};
 use super::site::{FileEntry, Site};
 use super::table::AliasTable;
 use crate::model::settings::TrailingSlash;
@@ -212,20 +213,39 @@ pub fn resolve<'t>(
     path: &str,
     query: Option<&str>,
 ) -> Resolved<'t> {
-    resolve_pinned(table, host, path, query, None)
+    resolve_with(
+        table,
+        host,
+        path,
+        query,
+        &Context::default(),
+        &mut Vary::default(),
+    )
 }
 
-/// [`resolve`] for a request pinned to deployment `pin` (skew pinning: its cookie,
-/// `?dpl=` or `x-deployment-id`; never given for a navigation). Where the production
-/// site has pinning on and `pin` is one of its fallbacks inside its window, a non-HTML
-/// file that deployment has is served from it.
-pub fn resolve_pinned<'t>(
+/// What a request brings to resolution besides host, path and query.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    /// The deployment the request is pinned to (skew pinning: its cookie, `?dpl=` or
+    /// `x-deployment-id`; never given for a navigation).
+    pub pin: Option<&'a str>,
+    /// Headers for `_redirects` conditions (`None`: no conditional rule holds).
+    pub facts: Option<Facts<'a>>,
+}
+
+/// [`resolve`] with the request's [`Context`]. Where the production site has pinning on
+/// and `ctx.pin` is one of its fallbacks inside its window, a non-HTML file that
+/// deployment has is served from it. `vary` is left naming the request headers the
+/// answer depended on through rule conditions.
+pub fn resolve_with<'t>(
     table: &'t AliasTable,
     host: Option<&str>,
     path: &str,
     query: Option<&str>,
-    pin: Option<&str>,
+    ctx: &Context<'_>,
+    vary: &mut Vary,
 ) -> Resolved<'t> {
+    let pin = ctx.pin;
     let Some(host) = host.and_then(normalize_host) else {
         return Resolved::UnknownHost;
     };
@@ -264,7 +284,11 @@ pub fn resolve_pinned<'t>(
         skew: false,
     };
     let exists = !matches!(found, Lookup::Missing);
-    match site.rules.redirects.lookup(&host, &decoded, query, exists) {
+    match site
+        .rules
+        .redirects
+        .lookup_with(&host, &decoded, query, exists, ctx.facts.as_ref(), vary)
+    {
         Some(Action::Redirect { status, location }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
             return Resolved::Redirect(site, status, location);

@@ -436,12 +436,13 @@ fn a_pinned_request_gets_its_deployments_assets_but_never_its_pages() {
     };
     let old = Arc::new(old);
     let far = crate::model::now_millis() + 60_000;
-    let get = |t: &AliasTable, host: &str, path: &str, pin: Option<&str>| match resolve_pinned(
+    let get = |t: &AliasTable, host: &str, path: &str, pin: Option<&str>| match resolve_with(
         t,
         Some(host),
         path,
         None,
-        pin,
+        &Context { pin, facts: None },
+        &mut Vary::default(),
     ) {
         Resolved::File { site, skew, .. } => format!("{} {skew}", site.deployment_id),
         other => format!("{other:?}")

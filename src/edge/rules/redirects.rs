@@ -35,8 +35,134 @@ pub const LOCATION_SET: &AsciiSet = &CONTROLS
 /// so controls, spaces and non-ASCII are encoded (`%` stays: the author may have encoded).
 const LITERAL_SET: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'<').add(b'>').add(b'`');
 
-/// Netlify's request conditions; matching on them needs data Halo does not have.
-const CONDITIONS: [&str; 4] = ["country", "language", "role", "cookie"];
+/// A request condition of a rule (Netlify's `Language=`, `Cookie=`, `Country=`): the rule
+/// applies only when the request matches one of the values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Condition {
+    /// Languages the client accepts (`Accept-Language`), by tag or primary subtag.
+    Language(Box<[Box<str>]>),
+    /// Cookies the request carries, by name.
+    Cookie(Box<[Box<str>]>),
+    /// The client's country (ISO 3166 alpha-2), from the trusted header the operator names.
+    Country(Box<[Box<str>]>),
+}
+
+/// Which request headers an answer depended on through rule conditions (its `Vary`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Vary {
+    /// `Accept-Language`.
+    pub language: bool,
+    /// `Cookie`.
+    pub cookie: bool,
+    /// The country header.
+    pub country: bool,
+}
+
+impl Vary {
+    /// Whether the answer depended on any.
+    pub fn any(&self) -> bool {
+        self.language || self.cookie || self.country
+    }
+}
+
+/// What rule conditions are checked against: the request's headers, and which of them
+/// carries the client's country (`None`: no country source configured).
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// The request headers.
+    pub headers: &'a http::HeaderMap,
+    /// The trusted header naming the client's country.
+    pub country: Option<&'a http::HeaderName>,
+}
+
+impl Condition {
+    fn parse(key: &str, value: &str) -> Option<Result<Self, String>> {
+        // Comma-separated, any one matching; languages and countries case-insensitive,
+        // cookie names exact.
+        let values = |fold: bool| -> Result<Box<[Box<str>]>, String> {
+            let v: Vec<Box<str>> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| {
+                    if fold {
+                        v.to_ascii_lowercase()
+                    } else {
+                        v.to_owned()
+                    }
+                    .into()
+                })
+                .collect();
+            if v.is_empty() {
+                return Err(format!("{key}= needs at least one value"));
+            }
+            Ok(v.into())
+        };
+        Some(match key.to_ascii_lowercase().as_str() {
+            "language" => values(true).map(Condition::Language),
+            "cookie" => values(false).map(Condition::Cookie),
+            "country" => values(true).map(Condition::Country),
+            "role" => Err(
+                "Role= conditions need Netlify Identity's signed roles, which Halo does not have; protect the site with `protection` instead".into(),
+            ),
+            _ => return None,
+        })
+    }
+
+    fn matches(&self, facts: &Facts<'_>) -> bool {
+        match self {
+            Condition::Language(want) => facts
+                .headers
+                .get_all(http::header::ACCEPT_LANGUAGE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|entry| {
+                    let mut parts = entry.split(';');
+                    let tag = parts.next()?.trim().to_ascii_lowercase();
+                    let refused = parts.any(|p| {
+                        p.trim()
+                            .strip_prefix("q=")
+                            .and_then(|q| q.trim().parse::<f32>().ok())
+                            == Some(0.0)
+                    });
+                    (!tag.is_empty() && !refused).then_some(tag)
+                })
+                .any(|tag| {
+                    want.iter().any(|w| {
+                        tag == **w
+                            || tag
+                                .strip_prefix(&**w)
+                                .is_some_and(|rest| rest.starts_with('-'))
+                    })
+                }),
+            Condition::Cookie(names) => facts
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|c| Some(c.split_once('=')?.0.trim()))
+                .any(|n| names.iter().any(|w| **w == *n)),
+            Condition::Country(want) => facts
+                .country
+                .and_then(|h| facts.headers.get(h))
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|c| {
+                    let c = c.trim().to_ascii_lowercase();
+                    want.iter().any(|w| **w == c)
+                }),
+        }
+    }
+
+    fn mark(&self, vary: &mut Vary) {
+        match self {
+            Condition::Language(_) => vary.language = true,
+            Condition::Cookie(_) => vary.cookie = true,
+            Condition::Country(_) => vary.country = true,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum QueryValue {
@@ -57,6 +183,7 @@ pub struct RedirectRule {
     pub line: usize,
     from: PathPattern,
     query: Box<[(Box<str>, QueryValue)]>,
+    conditions: Box<[Condition]>,
     to: Box<[Part]>,
     to_has_query: bool,
     /// HTTP status of the rule.
@@ -90,6 +217,7 @@ pub struct Redirects {
     rules: Vec<RedirectRule>,
     any_forced: bool,
     any_query: bool,
+    any_country: bool,
 }
 
 fn is_status(tok: &str) -> bool {
@@ -144,6 +272,7 @@ fn parse_line(line: &str) -> Result<Option<RedirectRule>, String> {
     let from = PathPattern::parse(tokens[0])?;
     let mut i = 1;
     let mut query = Vec::new();
+    let mut conditions = Vec::new();
     while i < tokens.len() && !is_target(tokens[i]) {
         let Some((k, v)) = tokens[i].split_once('=') else {
             return Err(format!(
@@ -154,10 +283,10 @@ fn parse_line(line: &str) -> Result<Option<RedirectRule>, String> {
         if k.is_empty() {
             return Err(format!("query condition {:?} has no name", tokens[i]));
         }
-        if CONDITIONS.contains(&k.to_ascii_lowercase().as_str()) {
-            return Err(format!(
-                "{k}= conditions are not supported (only query parameters)"
-            ));
+        if let Some(c) = Condition::parse(k, v) {
+            conditions.push(c?);
+            i += 1;
+            continue;
         }
         let value = match v.strip_prefix(':') {
             Some(name) if is_placeholder_name(name) => QueryValue::Param(name.into()),
@@ -188,12 +317,19 @@ fn parse_line(line: &str) -> Result<Option<RedirectRule>, String> {
         }
         None => (301, false),
     };
-    if let Some(t) = tokens.get(i) {
-        return Err(if t.contains('=') {
-            format!("conditions such as {t:?} are not supported")
-        } else {
-            format!("unexpected {t:?} after the status")
-        });
+    // Netlify also takes conditions after the status (`/ /fr 302 Language=fr`).
+    while let Some(t) = tokens.get(i) {
+        let Some(c) = t.split_once('=').and_then(|(k, v)| Condition::parse(k, v)) else {
+            return Err(if t.contains('=') {
+                format!(
+                    "conditions such as {t:?} are not supported (Language=, Cookie=, Country= are)"
+                )
+            } else {
+                format!("unexpected {t:?} after the status")
+            });
+        };
+        conditions.push(c?);
+        i += 1;
     }
     let external = !to.starts_with('/');
     match status {
@@ -232,6 +368,7 @@ fn parse_line(line: &str) -> Result<Option<RedirectRule>, String> {
         line: 0,
         from,
         query: query.into(),
+        conditions: conditions.into(),
         to_has_query: to.contains('?'),
         to: to_parts,
         status,
@@ -283,6 +420,11 @@ impl Redirects {
         Ok(Redirects {
             any_forced: rules.iter().any(|r| r.force),
             any_query: rules.iter().any(|r| !r.query.is_empty()),
+            any_country: rules.iter().any(|r| {
+                r.conditions
+                    .iter()
+                    .any(|c| matches!(c, Condition::Country(_)))
+            }),
             rules,
         })
     }
@@ -295,6 +437,11 @@ impl Redirects {
     /// Whether there are no rules.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// Whether any rule has a `Country=` condition (which needs a country source).
+    pub fn any_country(&self) -> bool {
+        self.any_country
     }
 
     /// Whether any rule can apply where a file exists.
@@ -311,6 +458,21 @@ impl Redirects {
         path: &str,
         query: Option<&str>,
         file_exists: bool,
+    ) -> Option<Action> {
+        self.lookup_with(host, path, query, file_exists, None, &mut Vary::default())
+    }
+
+    /// [`Redirects::lookup`] with the request's `facts` for rule conditions (`None`: no
+    /// conditional rule matches); `vary` notes every condition a rule whose path and query
+    /// matched was checked against, since the answer depends on it whether it held or not.
+    pub fn lookup_with(
+        &self,
+        host: &str,
+        path: &str,
+        query: Option<&str>,
+        file_exists: bool,
+        facts: Option<&Facts<'_>>,
+        vary: &mut Vary,
     ) -> Option<Action> {
         if self.rules.is_empty() || (file_exists && !self.any_forced) {
             return None;
@@ -336,6 +498,14 @@ impl Redirects {
             }
             if !query_ok {
                 continue;
+            }
+            if !rule.conditions.is_empty() {
+                rule.conditions.iter().for_each(|c| c.mark(vary));
+                // Every condition holds (Netlify: all of them, any value of each).
+                let holds = facts.is_some_and(|f| rule.conditions.iter().all(|c| c.matches(f)));
+                if !holds {
+                    continue;
+                }
             }
             if file_exists && !rule.force {
                 return None;

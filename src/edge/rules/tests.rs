@@ -68,8 +68,9 @@ fn redirect_errors_name_the_line() {
     for (text, line, needle) in [
         ("/a /b\n/c", 2, "no target"),
         ("/a /b 999", 1, "status 999"),
-        ("\n\n/a /b 301 Country=us", 3, "not supported"),
-        ("/a Language=en /b", 1, "not supported"),
+        ("\n\n/a /b 301 Role=admin", 3, "Netlify Identity"),
+        ("/a Language= /b", 1, "at least one value"),
+        ("/a /b 301 Colour=red", 1, "not supported"),
         ("/a https://x.test/ 200", 1, "proxy"),
         ("/a /b/:slug 301", 1, ":slug"),
         ("/a/*/b /c", 1, "splat"),
@@ -157,4 +158,80 @@ proptest! {
             prop_assert!(!lower.contains("%2f"), "{path}");
         }
     }
+}
+
+#[test]
+fn conditions_match_language_cookie_and_country_and_say_what_they_read() {
+    use super::redirects::{Facts, Vary};
+    let r = Redirects::parse(
+        "/ /fr/ 302 Language=fr,de\n/ /beta/ 302 Cookie=beta,preview\n/ /ca/ 302 Country=CA\n/x /y 301",
+    )
+    .unwrap();
+    let country = http::HeaderName::from_static("cf-ipcountry");
+    let at = |headers: &[(&str, &str)]| {
+        let mut h = http::HeaderMap::new();
+        for (n, v) in headers {
+            h.append(
+                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let mut vary = Vary::default();
+        let facts = Facts {
+            headers: &h,
+            country: Some(&country),
+        };
+        let got = match r.lookup_with("h", "/", None, false, Some(&facts), &mut vary) {
+            Some(Action::Redirect { location, .. }) => location,
+            other => format!("{other:?}"),
+        };
+        (got, vary)
+    };
+    let all = Vary {
+        language: true,
+        cookie: true,
+        country: true,
+    };
+    assert_eq!(at(&[("accept-language", "de-CH, en;q=0.8")]).0, "/fr/");
+    // q=0 refuses a language; a longer tag is not its prefix.
+    assert_eq!(
+        at(&[("accept-language", "fr;q=0, en")]),
+        ("None".into(), all)
+    );
+    assert_eq!(at(&[("accept-language", "french")]).0, "None");
+    // Cookies by exact name, across several Cookie fields (HTTP/2 splits them).
+    assert_eq!(
+        at(&[("cookie", "a=1"), ("cookie", "preview=yes")]).0,
+        "/beta/"
+    );
+    assert_eq!(at(&[("cookie", "betamax=1")]).0, "None");
+    assert_eq!(at(&[("cf-ipcountry", "ca")]).0, "/ca/");
+    // The first rule whose conditions hold wins; what was checked up to it is noted.
+    let (got, vary) = at(&[("accept-language", "fr"), ("cookie", "beta=1")]);
+    assert_eq!(
+        (got.as_str(), vary),
+        (
+            "/fr/",
+            Vary {
+                language: true,
+                ..Vary::default()
+            }
+        )
+    );
+    // No facts (no request headers): conditional rules never hold.
+    let mut vary = Vary::default();
+    assert_eq!(r.lookup_with("h", "/", None, false, None, &mut vary), None);
+    // A path no conditional rule matches depends on nothing.
+    let mut vary = Vary::default();
+    let h = http::HeaderMap::new();
+    let facts = Facts {
+        headers: &h,
+        country: None,
+    };
+    assert!(
+        r.lookup_with("h", "/x", None, false, Some(&facts), &mut vary)
+            .is_some()
+    );
+    assert!(!vary.any());
+    assert!(r.any_country());
 }
