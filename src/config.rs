@@ -35,6 +35,12 @@ pub struct ServeArgs {
     /// cf-ipcountry), for `_redirects` Country= conditions [default: none: refused]
     #[arg(long, env = "HALO_COUNTRY_HEADER")]
     pub country_header: Option<String>,
+    /// Let proxy rewrites reach private, loopback and link-local addresses [default: false]
+    #[arg(long, env = "HALO_PROXY_ALLOW_PRIVATE")]
+    pub proxy_allow_private: Option<bool>,
+    /// Seconds an upstream of a proxy rewrite has to answer [default: 30]
+    #[arg(long, env = "HALO_PROXY_TIMEOUT_SECS")]
+    pub proxy_timeout_secs: Option<u64>,
     /// Largest file accepted by PUT /v1/files, in bytes [default: 536870912]
     #[arg(long, env = "HALO_MAX_FILE_BYTES")]
     pub max_file_bytes: Option<u64>,
@@ -192,6 +198,8 @@ struct FileConfig {
     edge_listen: Option<SocketAddr>,
     domain: Option<String>,
     country_header: Option<String>,
+    proxy_allow_private: Option<bool>,
+    proxy_timeout_secs: Option<u64>,
     max_file_bytes: Option<u64>,
     shutdown_grace_secs: Option<u64>,
     cache_bytes: Option<u64>,
@@ -261,6 +269,8 @@ pub struct Config {
     pub domain: String,
     /// The trusted header naming the client's country (`_redirects` `Country=`).
     pub country_header: Option<http::HeaderName>,
+    /// How proxy rewrites are forwarded.
+    pub proxy: crate::edge::proxy::ProxyOptions,
     /// Largest accepted file upload.
     pub max_file_bytes: u64,
     /// How long shutdown waits for requests in flight.
@@ -301,6 +311,7 @@ impl Default for Config {
             edge_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             domain: "halo.localhost".to_owned(),
             country_header: None,
+            proxy: crate::edge::proxy::ProxyOptions::default(),
             max_file_bytes: 512 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             admin_token: None,
@@ -372,6 +383,17 @@ impl Config {
                 .or(file.edge_listen)
                 .unwrap_or(d.edge_listen),
             domain: args.domain.clone().or(file.domain).unwrap_or(d.domain),
+            proxy: crate::edge::proxy::ProxyOptions {
+                allow_private: args
+                    .proxy_allow_private
+                    .or(file.proxy_allow_private)
+                    .unwrap_or(d.proxy.allow_private),
+                timeout: args
+                    .proxy_timeout_secs
+                    .or(file.proxy_timeout_secs)
+                    .filter(|s| *s > 0)
+                    .map_or(d.proxy.timeout, Duration::from_secs),
+            },
             country_header: match args.country_header.clone().or(file.country_header) {
                 Some(h) if !h.is_empty() => Some(
                     http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(

@@ -116,6 +116,7 @@ async fn edge_node(
         halo::edge::cache::BlobCache::new(config.cache_bytes),
     );
     edge.country_header = config.country_header.clone();
+    edge.proxier = halo::edge::proxy::Proxier::new(config.proxy);
     let tls = match config.tls_listen {
         Some(addr) => Some((
             bind(addr, "edge TLS listener").await?,

@@ -120,6 +120,7 @@ impl Server {
         );
         edge_state.acme = acme.as_ref().map(|(c, _, _)| c.clone());
         edge_state.country_header = config.country_header.clone();
+        edge_state.proxier = edge::proxy::Proxier::new(config.proxy);
         let edge_state = Arc::new(edge_state);
         // The protected-preview key every edge shares lives in the store: made now, in
         // the background, so edge nodes find it and no request waits for it.

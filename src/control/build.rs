@@ -71,6 +71,19 @@ impl Control {
                                 message: e.to_string(),
                             },
                         })?;
+                let allowed = settings.proxy.clone().unwrap_or_default();
+                if let Some((line, origin)) = rules
+                    .redirects
+                    .proxy_origins()
+                    .find(|(_, o)| !allowed.allows(o))
+                {
+                    return Err(ControlError::Invalid {
+                        code: "invalid_rules",
+                        message: format!(
+                            "_redirects line {line}: proxying to {origin} is not allowed for this project: list it in settings.proxy.allow (proxy rewrites are off unless origins are listed)"
+                        ),
+                    });
+                }
                 if rules.redirects.any_country()
                     && !self
                         .country_source

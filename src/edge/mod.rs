@@ -14,6 +14,7 @@ pub mod host;
 pub mod memo;
 pub mod metrics;
 pub mod node;
+pub mod proxy;
 pub mod resolve;
 pub mod rules;
 pub mod server;
@@ -102,6 +103,8 @@ pub struct Edge {
     /// The trusted request header naming the client's country (set by a CDN in front),
     /// for `_redirects` `Country=` conditions.
     pub country_header: Option<HeaderName>,
+    /// Forwards proxy rewrites.
+    pub proxier: proxy::Proxier,
 }
 
 /// The client's address (a request extension set by the listener): login attempts are
@@ -184,14 +187,25 @@ impl Edge {
             acme: None,
             gate: access::Gate::default(),
             country_header: None,
+            proxier: proxy::Proxier::new(proxy::ProxyOptions::default()),
         }
     }
 
     /// Answers one request. Never fails: every outcome is a response.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<EdgeBody> {
+        self.handle_with_body(req, None).await
+    }
+
+    /// [`Edge::handle`] for a request whose body was read (`Some`: a method other than
+    /// GET and HEAD, which only a proxy rewrite answers).
+    pub async fn handle_with_body<B>(
+        &self,
+        req: Request<B>,
+        body: Option<Bytes>,
+    ) -> Response<EdgeBody> {
         let secure = req.extensions().get::<Secure>().is_some();
         let mut after = After::default();
-        let mut resp = self.answer(req, secure, &mut after).await;
+        let mut resp = self.answer(req, body, secure, &mut after).await;
         if let Some(v) = after.hsts {
             resp.headers_mut()
                 .insert(STRICT_TRANSPORT_SECURITY.clone(), v);
@@ -239,6 +253,7 @@ impl Edge {
     async fn answer<B>(
         &self,
         req: Request<B>,
+        body: Option<Bytes>,
         secure: bool,
         after: &mut After,
     ) -> Response<EdgeBody> {
@@ -257,11 +272,16 @@ impl Edge {
             };
         }
         let head = req.method() == Method::HEAD;
-        if req.method() != Method::GET && !head {
+        // Other methods reach only proxy rewrites (their body read by the listener).
+        let not_allowed = || {
             let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, NOT_ALLOWED_BODY, None);
             resp.headers_mut()
                 .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return resp;
+            resp
+        };
+        let read_only = req.method() == Method::GET || head;
+        if !read_only && body.is_none() {
+            return not_allowed();
         }
         let Some(host) = request_host(&req) else {
             return plain(StatusCode::BAD_REQUEST, BAD_HOST_BODY, None);
@@ -307,7 +327,23 @@ impl Edge {
             if secure && let Some(site) = resolved.site() {
                 after.hsts.clone_from(&site.hsts);
             }
+            if !read_only && !matches!(resolved, Resolved::Proxy(..)) {
+                return not_allowed();
+            }
             match resolved {
+                Resolved::Proxy(_, url) => {
+                    let forward = proxy::Forward {
+                        method: req.method(),
+                        url: &url,
+                        headers: req.headers(),
+                        body: body.unwrap_or_default(),
+                        peer: req.extensions().get::<Peer>().map(|p| p.0),
+                        host,
+                        secure,
+                    };
+                    drop(table);
+                    return self.proxier.forward(forward).await;
+                }
                 Resolved::UnknownHost => {
                     tracing::debug!(host, "unknown host");
                     return plain(StatusCode::NOT_FOUND, UNKNOWN_HOST_BODY, None);
@@ -595,6 +631,33 @@ impl Edge {
                 Some(refusal(login, next, false))
             }
         }
+    }
+
+    /// Whether `req` resolves to a proxy rewrite (the only answer a method other than GET
+    /// and HEAD gets).
+    pub fn proxies<B>(&self, req: &Request<B>) -> bool {
+        let Some(host) = request_host(req) else {
+            return false;
+        };
+        let table = self.table.load();
+        let ctx = resolve::Context {
+            pin: None,
+            facts: Some(rules::redirects::Facts {
+                headers: req.headers(),
+                country: self.country_header.as_ref(),
+            }),
+        };
+        matches!(
+            resolve::resolve_with(
+                &table,
+                Some(host),
+                req.uri().path(),
+                req.uri().query(),
+                &ctx,
+                &mut rules::redirects::Vary::default(),
+            ),
+            Resolved::Proxy(..)
+        )
     }
 
     /// Answers a login post (`form`: its body, `None` when unreadable or too large) to a

@@ -50,6 +50,8 @@ pub enum Resolved<'t> {
     },
     /// Send the client elsewhere.
     Redirect(&'t Arc<Site>, StatusCode, String),
+    /// Forward the request to this URL (a proxy rewrite).
+    Proxy(&'t Arc<Site>, String),
     /// Nothing at this path and no not-found page.
     NotFound(&'t Arc<Site>),
     /// A path that is not valid percent-encoded UTF-8, or one that tries to leave the
@@ -65,6 +67,7 @@ impl<'t> Resolved<'t> {
         match self {
             Resolved::File { site, .. }
             | Resolved::Redirect(site, ..)
+            | Resolved::Proxy(site, _)
             | Resolved::NotFound(site)
             | Resolved::BadPath(site) => Some(site),
             Resolved::UnknownHost | Resolved::Gone | Resolved::TooLong => None,
@@ -293,6 +296,7 @@ pub fn resolve_with<'t>(
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
             return Resolved::Redirect(site, status, location);
         }
+        Some(Action::Proxy { url }) => return Resolved::Proxy(site, url),
         Some(Action::Rewrite { status, path }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             if let Some(f) = rewrite_target(site, &path) {

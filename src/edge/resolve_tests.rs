@@ -76,6 +76,7 @@ fn outcome(t: &AliasTable, path_and_query: &str) -> String {
         Resolved::TooLong => "414".into(),
         Resolved::UnknownHost => "unknown host".into(),
         Resolved::Gone => "410".into(),
+        Resolved::Proxy(_, url) => format!("proxy {url}"),
     }
 }
 
@@ -163,6 +164,7 @@ fn clean_urls_and_trailing_slash_policies() {
             spa: false,
             hsts: None,
             skew: Default::default(),
+            proxy: None,
         };
         let t = table_of(site_with(&files, settings.clone(), "", ""));
         for (req, want) in reqs {

@@ -305,6 +305,21 @@ pub(super) async fn answer<B: FormBody>(
         let form = req.into_body().read_form(super::access::FORM_MAX).await;
         return edge.login(host.as_deref(), form, peer, secure).await;
     }
+    if req.method() != http::Method::GET && req.method() != http::Method::HEAD && edge.proxies(&req)
+    {
+        // Only a proxy rewrite takes a body: read it (bounded), then forward it.
+        let (parts, body) = req.into_parts();
+        let Some(body) = body.read_form(super::proxy::REQUEST_MAX).await else {
+            let mut resp = Response::new(super::full(bytes::Bytes::from_static(
+                b"413 Payload Too Large\n",
+            )));
+            *resp.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
+            return resp;
+        };
+        return edge
+            .handle_with_body(Request::from_parts(parts, ()), Some(body))
+            .await;
+    }
     if !opts.access_log {
         return edge.handle(req).await;
     }

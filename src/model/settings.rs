@@ -72,6 +72,28 @@ pub struct Skew {
     pub paths: Vec<String>,
 }
 
+/// Proxy rewrites (`_redirects` rules with status 200 to another origin): off unless the
+/// project lists the origins it may forward to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Proxy {
+    /// Origins (`https://api.example.com`, `http://10.0.0.5:8080`) proxy rules may target.
+    pub allow: Vec<String>,
+}
+
+impl Proxy {
+    /// Whether `url` (a rule's target) is on one of the allowed origins.
+    pub fn allows(&self, url: &str) -> bool {
+        self.allow.iter().any(|o| {
+            url.strip_prefix(o.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+}
+
+/// Most `proxy.allow` origins accepted.
+pub const PROXY_ORIGINS_MAX: usize = 32;
+
 /// Most `skew.paths` patterns accepted.
 pub const SKEW_PATHS_MAX: usize = 64;
 
@@ -102,6 +124,9 @@ pub struct SiteSettings {
     pub hsts: Option<Hsts>,
     /// Skew protection; what the production deployment's settings say applies.
     pub skew: Skew,
+    /// Proxy rewrites: off (`None`) unless origins are allowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<Proxy>,
 }
 
 /// A partial change of settings: a project update, or a deployment's `halo.json`.
@@ -123,6 +148,9 @@ pub struct SettingsPatch {
     /// See [`SiteSettings::skew`]; replaces it whole.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skew: Option<Skew>,
+    /// See [`SiteSettings::proxy`]; replaces it whole (`{"allow": []}` turns it off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<Proxy>,
     /// JSON-schema reference editors add; ignored.
     #[serde(rename = "$schema", skip_serializing)]
     pub schema: Option<String>,
@@ -146,6 +174,9 @@ impl SiteSettings {
         if let Some(k) = &patch.skew {
             self.skew = k.clone();
         }
+        if let Some(p) = &patch.proxy {
+            self.proxy = (!p.allow.is_empty()).then(|| p.clone());
+        }
         self
     }
 
@@ -161,20 +192,44 @@ impl SiteSettings {
             crate::edge::rules::pattern::PathPattern::parse(p)
                 .map_err(|e| format!("skew.paths: {e}"))?;
         }
+        if let Some(proxy) = &self.proxy {
+            if proxy.allow.len() > PROXY_ORIGINS_MAX {
+                return Err(format!("proxy.allow: at most {PROXY_ORIGINS_MAX} origins"));
+            }
+            for o in &proxy.allow {
+                let ok = (o.starts_with("https://") || o.starts_with("http://"))
+                    && url_origin(o).is_some_and(|origin| origin == o.as_str());
+                if !ok {
+                    return Err(format!(
+                        "proxy.allow: {o:?} is not an origin (scheme://host[:port], nothing after)"
+                    ));
+                }
+            }
+        }
         Ok(())
     }
+}
+
+/// The origin (`scheme://authority`) of an `http(s)://` URL, if it has a non-empty host.
+pub fn url_origin(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    Some(&url[..url.len() - rest.len() + end])
 }
 
 /// Parses a deployment's `halo.json`; the message names what is wrong and where.
 pub fn parse_file(bytes: &[u8]) -> Result<SettingsPatch, String> {
     let patch: SettingsPatch = serde_json::from_slice(bytes).map_err(|e| format!("{FILE}: {e}"))?;
-    if let Some(skew) = &patch.skew {
-        let probe = SiteSettings {
-            skew: skew.clone(),
-            ..SiteSettings::default()
-        };
-        probe.validate().map_err(|e| format!("{FILE}: {e}"))?;
-    }
+    SiteSettings::default()
+        .patched(&patch)
+        .validate()
+        .map_err(|e| format!("{FILE}: {e}"))?;
     Ok(patch)
 }
 

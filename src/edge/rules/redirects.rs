@@ -190,6 +190,8 @@ pub struct RedirectRule {
     pub status: u16,
     /// `!`: applies even where a file exists.
     pub force: bool,
+    /// A proxy rewrite (200 to another origin).
+    proxy: bool,
 }
 
 /// What a matching rule asks for.
@@ -201,6 +203,12 @@ pub enum Action {
         status: u16,
         /// Absolute path or URL, query included.
         location: String,
+    },
+    /// Forward the request to `url` (a proxy rewrite: status 200 to another origin) and
+    /// stream its answer back.
+    Proxy {
+        /// The upstream URL, query included.
+        url: String,
     },
     /// Serve the file at `path` (decoded, absolute) with `status` (200, 404, 410).
     Rewrite {
@@ -227,6 +235,22 @@ fn is_status(tok: &str) -> bool {
 
 fn is_target(tok: &str) -> bool {
     tok.starts_with('/') || tok.starts_with("http://") || tok.starts_with("https://")
+}
+
+/// The origin of a proxy target, when no placeholder is part of it.
+fn proxy_origin(to: &str) -> Option<&str> {
+    let origin = crate::model::settings::url_origin(to)?;
+    let parts = parse_target(to);
+    match parts.first() {
+        // The literal text before any placeholder holds the whole authority.
+        Some(Part::Literal(l))
+            if l.len() > origin.len() || (l.len() == origin.len() && parts.len() == 1) =>
+        {
+            // A port is digits: `https://h:port` would be a placeholder, caught above.
+            Some(origin)
+        }
+        _ => None,
+    }
 }
 
 /// Splits `to` at `:name` placeholders (a `:` followed by a digit stays literal: a port).
@@ -334,9 +358,18 @@ fn parse_line(line: &str) -> Result<Option<RedirectRule>, String> {
     let external = !to.starts_with('/');
     match status {
         301 | 302 | 303 | 307 | 308 => {}
-        200 | 404 | 410 if external => {
+        200 if external => {
+            // A proxy rewrite: its origin must be literal, so the build can check it
+            // against the project's allow-list.
+            if proxy_origin(to).is_none() {
+                return Err(format!(
+                    "{to:?}: a proxy target needs a literal origin (https://host[:port]/…)"
+                ));
+            }
+        }
+        404 | 410 if external => {
             return Err(format!(
-                "status {status} to another origin would proxy it, which Halo does not do; use a redirect (301/302/307/308)"
+                "status {status} to another origin is not supported; use a redirect (301/302/307/308) or a proxy (200)"
             ));
         }
         200 | 404 | 410 => {}
@@ -373,6 +406,7 @@ fn parse_line(line: &str) -> Result<Option<RedirectRule>, String> {
         to: to_parts,
         status,
         force,
+        proxy: status == 200 && external,
     }))
 }
 
@@ -437,6 +471,17 @@ impl Redirects {
     /// Whether there are no rules.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// The origins of the rules that proxy (for the build's allow-list check), with each
+    /// rule's line.
+    pub fn proxy_origins(&self) -> impl Iterator<Item = (usize, String)> + '_ {
+        self.rules.iter().filter(|r| r.proxy).filter_map(|r| {
+            let Part::Literal(l) = r.to.first()? else {
+                return None;
+            };
+            Some((r.line, proxy_origin(l)?.to_owned()))
+        })
     }
 
     /// Whether any rule has a `Country=` condition (which needs a country source).
@@ -528,7 +573,8 @@ impl RedirectRule {
         pairs: &[(Cow<'_, str>, Cow<'_, str>)],
         query: Option<&str>,
     ) -> Action {
-        let redirect = (300..400).contains(&self.status);
+        // A proxy target is a URL, built as a redirect's is (query passed on).
+        let redirect = (300..400).contains(&self.status) || self.proxy;
         let value = |name: &str| -> String {
             // Query placeholders are looked up in the request's query pairs.
             let from_query = self.query.iter().find_map(|(k, v)| match v {
@@ -560,9 +606,13 @@ impl RedirectRule {
                 out.push('?');
                 out.push_str(q);
             }
-            Action::Redirect {
-                status: self.status,
-                location: out,
+            if self.proxy {
+                Action::Proxy { url: out }
+            } else {
+                Action::Redirect {
+                    status: self.status,
+                    location: out,
+                }
             }
         } else {
             // An internal target's own query string has no file to select; drop it.

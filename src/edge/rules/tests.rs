@@ -71,7 +71,8 @@ fn redirect_errors_name_the_line() {
         ("\n\n/a /b 301 Role=admin", 3, "Netlify Identity"),
         ("/a Language= /b", 1, "at least one value"),
         ("/a /b 301 Colour=red", 1, "not supported"),
-        ("/a https://x.test/ 200", 1, "proxy"),
+        ("/a https://x.test/ 404", 1, "or a proxy (200)"),
+        ("/a/:h https://:h.test/ 200", 1, "literal origin"),
         ("/a /b/:slug 301", 1, ":slug"),
         ("/a/*/b /c", 1, "splat"),
         ("a /b", 1, "starting with '/'"),
@@ -234,4 +235,19 @@ fn conditions_match_language_cookie_and_country_and_say_what_they_read() {
     );
     assert!(!vary.any());
     assert!(r.any_country());
+}
+
+#[test]
+fn proxy_rules_name_a_literal_origin_and_build_the_url() {
+    let r = Redirects::parse("/api/* https://api.example.com:8443/v1/:splat 200\n").unwrap();
+    assert_eq!(
+        r.proxy_origins().collect::<Vec<_>>(),
+        [(1, "https://api.example.com:8443".to_owned())]
+    );
+    assert_eq!(
+        r.lookup("h", "/api/users/a b", Some("x=1"), false),
+        Some(Action::Proxy {
+            url: "https://api.example.com:8443/v1/users/a%20b?x=1".into()
+        })
+    );
 }
