@@ -389,3 +389,79 @@ async fn pinned_visitors_keep_their_versions_data_until_the_window_ends() {
         (r#"{"v":"v2"}"#, v2_id.as_str())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stand_alone_edge_node_falls_back_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let halo = Halo::start(&data, Some(TOKEN));
+    let (site, cache) = (tmp.path().join("site"), tmp.path().join("cache"));
+    for (v, chunk) in [
+        ("v1", "assets/app.3f9a7c21.js"),
+        ("v2", "assets/app.9b1e2d44.js"),
+    ] {
+        write_site(&site, &[("index.html", v), (chunk, &format!("{v} chunk"))]);
+        common::cli_deploy(
+            &halo.api,
+            TOKEN,
+            &cache,
+            &[
+                site.to_str().unwrap(),
+                "--project",
+                "node",
+                "--prod",
+                "--no-delta",
+            ],
+        );
+    }
+    // The node follows the control plane; its table carries the fallbacks (in the
+    // routing snapshot it receives).
+    let mut node = common::process::Proc::spawn(
+        &[
+            "edge".into(),
+            "--edge-listen".into(),
+            "127.0.0.1:0".into(),
+            "--admin-listen".into(),
+            "127.0.0.1:0".into(),
+            "--token".into(),
+            TOKEN.into(),
+            "--control-plane".into(),
+            halo.api.clone(),
+            "--data-dir".into(),
+            data.to_str().unwrap().into(),
+        ],
+        &[],
+        &["edge listening", "admin listening"],
+    );
+    let edge = node.url("edge listening");
+    let get = |path: &'static str| {
+        let edge = edge.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .get(format!("{edge}{path}"))
+                .header("host", "node.halo.test")
+                .send()
+                .await
+                .unwrap();
+            let skew = r
+                .headers()
+                .get("x-halo-skew")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (r.status().as_u16(), skew, r.text().await.unwrap())
+        }
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while get("/").await.2 != "v2" {
+        assert!(Instant::now() < until, "the node never served v2");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        get("/assets/app.3f9a7c21.js").await,
+        (200, Some("1".to_owned()), "v1 chunk".to_owned())
+    );
+    assert_eq!(
+        get("/assets/app.9b1e2d44.js").await,
+        (200, None, "v2 chunk".to_owned())
+    );
+    node.terminate();
+}
