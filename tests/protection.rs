@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::process::{Halo, Proc};
+use common::process::Halo;
 use reqwest::header::{CACHE_CONTROL, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
 
@@ -292,23 +292,7 @@ async fn protected_previews_refuse_everything_without_access() {
     assert_eq!(get(edge, &other_host, "/", &with_cookie).await.status, 401);
 
     // A stand-alone edge node following the control plane enforces the same.
-    let mut node = Proc::spawn(
-        &[
-            "edge".into(),
-            "--edge-listen".into(),
-            "127.0.0.1:0".into(),
-            "--admin-listen".into(),
-            "127.0.0.1:0".into(),
-            "--token".into(),
-            TOKEN.into(),
-            "--control-plane".into(),
-            halo.api.clone(),
-            "--data-dir".into(),
-            data.to_str().unwrap().into(),
-        ],
-        &[],
-        &["edge listening", "admin listening"],
-    );
+    let mut node = common::process::edge_node(&halo.api, TOKEN, &data);
     let node_edge = node.url("edge listening");
     let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while get(&node_edge, prod_host, "/", &[]).await.status != 200 {

@@ -129,26 +129,13 @@ async fn proxy_rewrites_forward_to_allowed_upstreams() {
     ];
     // An origin off the list fails the build, naming the line and the setting.
     write_site(&site, up, dead, &allow[..2]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_halo"))
-        .args([
-            "deploy",
-            site.to_str().unwrap(),
-            "--project",
-            "proxy",
-            "--prod",
-        ])
-        .env("HALO_API", &halo.api)
-        .env("HALO_TOKEN", TOKEN)
-        .env("XDG_CACHE_HOME", &cache)
-        .env("XDG_CONFIG_HOME", &cache)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("settings.proxy.allow"),
-        "{stderr}"
+    let stderr = common::cli_deploy_fails(
+        &halo.api,
+        TOKEN,
+        &cache,
+        &[site.to_str().unwrap(), "--project", "proxy", "--prod"],
     );
+    assert!(stderr.contains("settings.proxy.allow"), "{stderr}");
     assert!(stderr.contains("line 5"), "{stderr}");
 
     write_site(&site, up, dead, &allow);

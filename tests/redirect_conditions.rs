@@ -123,22 +123,11 @@ async fn country_needs_a_country_source() {
     let halo = Halo::start(&tmp.path().join("data"), Some(TOKEN));
     let (site, cache) = (tmp.path().join("site"), tmp.path().join("cache"));
     write_site(&site, "/shop /shop-ca.html 200 Country=ca\n");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_halo"))
-        .args([
-            "deploy",
-            site.to_str().unwrap(),
-            "--project",
-            "nocountry",
-            "--prod",
-        ])
-        .env("HALO_API", &halo.api)
-        .env("HALO_TOKEN", TOKEN)
-        .env("XDG_CACHE_HOME", &cache)
-        .env("XDG_CONFIG_HOME", &cache)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let stderr = common::cli_deploy_fails(
+        &halo.api,
+        TOKEN,
+        &cache,
+        &[site.to_str().unwrap(), "--project", "nocountry", "--prod"],
+    );
     assert!(stderr.contains("country_header"), "{stderr}");
 }

@@ -416,23 +416,7 @@ async fn a_stand_alone_edge_node_falls_back_too() {
     }
     // The node follows the control plane; its table carries the fallbacks (in the
     // routing snapshot it receives).
-    let mut node = common::process::Proc::spawn(
-        &[
-            "edge".into(),
-            "--edge-listen".into(),
-            "127.0.0.1:0".into(),
-            "--admin-listen".into(),
-            "127.0.0.1:0".into(),
-            "--token".into(),
-            TOKEN.into(),
-            "--control-plane".into(),
-            halo.api.clone(),
-            "--data-dir".into(),
-            data.to_str().unwrap().into(),
-        ],
-        &[],
-        &["edge listening", "admin listening"],
-    );
+    let mut node = common::process::edge_node(&halo.api, TOKEN, &data);
     let edge = node.url("edge listening");
     let get = |path: &'static str| {
         let edge = edge.clone();

@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use super::ControlError;
 use crate::edge::metrics::PromoteMetrics;
 use crate::edge::site::Site;
-use crate::edge::table::{AliasTable, Fallback, SkewChange, TableHandle};
+use crate::edge::table::{AliasTable, Fallback, SkewChange, TableChange, TableHandle};
 use crate::meta::{AliasChange, MetaStore, rules};
 use crate::store::BlobStore;
 
@@ -310,13 +310,13 @@ impl Release<'_> {
             )
             .await;
         changes.extend(change.removed.into_iter().map(|h| (h, None)));
-        if router.table.apply_change(
-            change.revision,
-            &changes,
-            &skew,
-            change.access.as_ref(),
-            &change.gone,
-        ) {
+        let swap = TableChange {
+            hosts: &changes,
+            skew: &skew,
+            access: change.access.as_ref(),
+            expired: &change.gone,
+        };
+        if router.table.apply_change(change.revision, &swap) {
             router.revision.send_replace(change.revision);
         }
     }

@@ -191,21 +191,18 @@ pub enum Check {
     },
 }
 
-/// Decides a request (`method`, `path`, `query`, `headers`) to protected `host` of
-/// `project` at `now` (seconds since the epoch).
-#[allow(clippy::too_many_arguments)]
-pub fn check(
+/// Decides `req`, to protected `host` of `project`, at `now` (seconds since the epoch).
+pub fn check<B>(
     key: &[u8; 32],
     host: &str,
     project: &str,
     p: &Protection,
-    method: &Method,
-    path: &str,
-    query: Option<&str>,
-    headers: &HeaderMap,
+    req: &http::Request<B>,
     now: u64,
     secure: bool,
 ) -> Check {
+    let (method, headers) = (req.method(), req.headers());
+    let (path, query) = (req.uri().path(), req.uri().query());
     if cookies(headers, AUTH_COOKIE).any(|v| valid(key, host, project, p, v, now)) {
         return Check::Allowed(None);
     }
@@ -327,149 +324,71 @@ mod tests {
         }
     }
 
-    fn cookie_header(set_cookie: &HeaderValue) -> HeaderMap {
+    fn cookie_header(set_cookie: &HeaderValue) -> (&'static str, String) {
         let pair = set_cookie.to_str().unwrap().split(';').next().unwrap();
-        let mut h = HeaderMap::new();
-        h.insert(
-            http::header::COOKIE,
-            format!("other=1; {pair}").parse().unwrap(),
-        );
-        h
+        ("cookie", format!("other=1; {pair}"))
+    }
+
+    /// A GET of `target` with `headers`.
+    fn req(target: &str, headers: &[(&str, String)]) -> http::Request<()> {
+        let mut r = http::Request::get(target);
+        for (n, v) in headers {
+            r = r.header(*n, v);
+        }
+        r.body(()).unwrap()
     }
 
     #[test]
     fn a_cookie_opens_its_host_for_its_session_and_epoch_only() {
         let (key, p) = ([7u8; 32], protection());
         let c = grant(&key, "a.test", "prj_1", &p, 1_000, false);
-        let h = cookie_header(&c);
-        let at = |host: &str, p: &Protection, now: u64| {
-            check(
-                &key,
-                host,
-                "prj_1",
-                p,
-                &Method::GET,
-                "/",
-                None,
-                &h,
-                now,
-                false,
-            )
+        let with_cookie = req("/", &[cookie_header(&c)]);
+        let at = |key: &[u8; 32], host: &str, p: &Protection, r: &http::Request<()>, now| {
+            check(key, host, "prj_1", p, r, now, false)
         };
-        assert_eq!(at("a.test", &p, 1_050), Check::Allowed(None));
-        // Another host, a later epoch, past its expiry, another key: refused.
-        assert!(matches!(at("b.test", &p, 1_050), Check::Refused { .. }));
+        assert_eq!(
+            at(&key, "a.test", &p, &with_cookie, 1_050),
+            Check::Allowed(None)
+        );
+        // Another host, a later epoch, past its expiry, another key, a forged signature.
         let newer = Protection {
             epoch: 4,
             ..protection()
         };
-        assert!(matches!(at("a.test", &newer, 1_050), Check::Refused { .. }));
-        assert!(matches!(at("a.test", &p, 1_100), Check::Refused { .. }));
-        let other = check(
-            &[8u8; 32],
-            "a.test",
-            "prj_1",
-            &p,
-            &Method::GET,
-            "/",
-            None,
-            &h,
-            1_050,
-            false,
-        );
-        assert!(matches!(other, Check::Refused { .. }));
-        // A forged signature.
-        let mut forged = HeaderMap::new();
-        forged.insert(
-            http::header::COOKIE,
-            "halo_auth=3.1100.00ff".parse().unwrap(),
-        );
-        let r = check(
-            &key,
-            "a.test",
-            "prj_1",
-            &p,
-            &Method::GET,
-            "/",
-            None,
-            &forged,
-            1_050,
-            false,
-        );
-        assert!(matches!(r, Check::Refused { .. }));
+        let forged = req("/", &[("cookie", "halo_auth=3.1100.00ff".into())]);
+        for refused in [
+            at(&key, "b.test", &p, &with_cookie, 1_050),
+            at(&key, "a.test", &newer, &with_cookie, 1_050),
+            at(&key, "a.test", &p, &with_cookie, 1_100),
+            at(&[8u8; 32], "a.test", &p, &with_cookie, 1_050),
+            at(&key, "a.test", &p, &forged, 1_050),
+        ] {
+            assert!(matches!(refused, Check::Refused { .. }), "{refused:?}");
+        }
     }
 
     #[test]
     fn the_bypass_token_sets_the_cookie_and_leaves_the_address() {
         let (key, p) = ([7u8; 32], protection());
-        let none = HeaderMap::new();
-        let r = check(
-            &key,
-            "a.test",
-            "prj_1",
-            &p,
-            &Method::GET,
-            "/x",
-            Some("a=1&halo_bypass=hbp_secret"),
-            &none,
-            10,
-            true,
-        );
+        let at = |r: &http::Request<()>, secure| check(&key, "a.test", "prj_1", &p, r, 10, secure);
+        let r = at(&req("/x?a=1&halo_bypass=hbp_secret", &[]), true);
         let Check::Redirect(cookie, location) = r else {
             panic!("{r:?}")
         };
         assert_eq!(location, "/x?a=1");
         assert!(cookie.to_str().unwrap().ends_with("; Secure"));
-        let mut h = HeaderMap::new();
-        h.insert(&X_HALO_BYPASS, "hbp_secret".parse().unwrap());
+        let bypass = |t: &str| (X_HALO_BYPASS.as_str(), t.to_owned());
         assert!(matches!(
-            check(
-                &key,
-                "a.test",
-                "prj_1",
-                &p,
-                &Method::GET,
-                "/",
-                None,
-                &h,
-                10,
-                false
-            ),
+            at(&req("/", &[bypass("hbp_secret")]), false),
             Check::Allowed(Some(_))
         ));
-        h.insert(&X_HALO_BYPASS, "hbp_wrong".parse().unwrap());
-        let mut html = h.clone();
-        html.insert(http::header::ACCEPT, "text/html".parse().unwrap());
+        let wrong = bypass("hbp_wrong");
         assert_eq!(
-            check(
-                &key,
-                "a.test",
-                "prj_1",
-                &p,
-                &Method::GET,
-                "/",
-                None,
-                &h,
-                10,
-                false
-            ),
+            at(&req("/", std::slice::from_ref(&wrong)), false),
             Check::Refused { login: false }
         );
-        assert_eq!(
-            check(
-                &key,
-                "a.test",
-                "prj_1",
-                &p,
-                &Method::GET,
-                "/",
-                None,
-                &html,
-                10,
-                false
-            ),
-            Check::Refused { login: true }
-        );
+        let page = req("/", &[wrong, ("accept", "text/html".into())]);
+        assert_eq!(at(&page, false), Check::Refused { login: true });
     }
 
     #[test]

@@ -602,18 +602,7 @@ impl Edge {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let uri = req.uri();
-        match access::check(
-            key,
-            &norm,
-            &site.project_id,
-            p,
-            req.method(),
-            uri.path(),
-            uri.query(),
-            req.headers(),
-            now,
-            secure,
-        ) {
+        match access::check(key, &norm, &site.project_id, p, req, now, secure) {
             access::Check::Allowed(cookie) => {
                 *guarded = Some(cookie);
                 None

@@ -30,6 +30,21 @@ pub struct AliasTable {
 /// Every project's protection, replacing a table's (see [`crate::meta::AliasChange`]).
 pub type AccessChange = Vec<(String, Protection)>;
 
+/// What one swap changes: hosts routed (`Some`) or unrouted (`None`), production
+/// deployments' fallbacks, every project's protection (when given), and hosts that expired
+/// (410 Gone from now on).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TableChange<'a> {
+    /// Hosts and where they route now.
+    pub hosts: &'a [(String, Option<Arc<Site>>)],
+    /// Fallback changes.
+    pub skew: &'a [SkewChange],
+    /// The protections, replacing the table's, when they changed.
+    pub access: Option<&'a AccessChange>,
+    /// Hosts that expired.
+    pub expired: &'a [String],
+}
+
 /// A former production deployment fallen back to, and until when.
 #[derive(Debug, Clone)]
 pub struct Fallback {
@@ -212,19 +227,12 @@ impl AliasTable {
         self.hosts.is_empty()
     }
 
-    /// This table with `changes` applied, at `revision`: a host with a site is routed to
+    /// This table with `change` applied, at `revision`: a host with a site is routed to
     /// it, a host with `None` is no longer routed.
-    pub fn with_changes(
-        &self,
-        revision: u64,
-        changes: &[(String, Option<Arc<Site>>)],
-        skew: &[SkewChange],
-        access: Option<&AccessChange>,
-        expired: &[String],
-    ) -> Self {
+    pub fn with_changes(&self, revision: u64, change: &TableChange<'_>) -> Self {
         let mut hosts = self.hosts.clone();
         let mut gone = self.gone.clone();
-        for (host, site) in changes {
+        for (host, site) in change.hosts {
             match site {
                 Some(site) => hosts.insert(host.as_str().into(), site.clone()),
                 None => hosts.remove(host.as_str()),
@@ -232,18 +240,20 @@ impl AliasTable {
             // Routed again, or removed for another reason (its deployment deleted).
             gone.remove(host.as_str());
         }
-        for host in expired {
+        for host in change.expired {
             if !hosts.contains_key(host.as_str()) {
                 gone.insert(host.as_str().into());
             }
         }
         let mut fallbacks = self.skew.clone();
-        apply_skew(&mut fallbacks, skew);
+        apply_skew(&mut fallbacks, change.skew);
         AliasTable {
             revision,
             hosts,
             skew: fallbacks,
-            access: access.map_or_else(|| self.access.clone(), access_map),
+            access: change
+                .access
+                .map_or_else(|| self.access.clone(), access_map),
             gone,
         }
     }
@@ -321,19 +331,18 @@ impl TableHandle {
         changes: &[(String, Option<Arc<Site>>)],
         skew: &[SkewChange],
     ) -> bool {
-        self.apply_change(revision, changes, skew, None, &[])
+        self.apply_change(
+            revision,
+            &TableChange {
+                hosts: changes,
+                skew,
+                ..TableChange::default()
+            },
+        )
     }
 
-    /// [`TableHandle::apply_with_skew`], with the projects' protections replaced when
-    /// `access` is given, and the hosts `expired` answering 410 Gone from now on.
-    pub fn apply_change(
-        &self,
-        revision: u64,
-        changes: &[(String, Option<Arc<Site>>)],
-        skew: &[SkewChange],
-        access: Option<&AccessChange>,
-        expired: &[String],
-    ) -> bool {
+    /// Applies `change` as one swap to `revision` (see [`TableHandle::apply`]).
+    pub fn apply_change(&self, revision: u64, change: &TableChange<'_>) -> bool {
         let mut applied = false;
         self.current.rcu(|old| {
             if revision <= old.revision {
@@ -341,7 +350,7 @@ impl TableHandle {
                 return old.clone();
             }
             applied = true;
-            Arc::new(old.with_changes(revision, changes, skew, access, expired))
+            Arc::new(old.with_changes(revision, change))
         });
         if !applied {
             tracing::warn!(revision, "stale alias-table change ignored");
@@ -424,7 +433,15 @@ mod tests {
     #[test]
     fn expired_hosts_are_gone_until_routed_again_or_deleted() {
         let h = TableHandle::new(AliasTable::new(1, [("p.x".to_owned(), site("dpl_1"))]));
-        assert!(h.apply_change(2, &[("p.x".into(), None)], &[], None, &["p.x".into()]));
+        let expired = ["p.x".to_owned()];
+        assert!(h.apply_change(
+            2,
+            &TableChange {
+                hosts: &[("p.x".into(), None)],
+                expired: &expired,
+                ..TableChange::default()
+            }
+        ));
         assert!(h.load().is_gone("p.x") && h.load().site("p.x").is_none());
         let back =
             crate::model::snapshot::RouteSnapshot::from_bytes(&h.load().snapshot().to_bytes())

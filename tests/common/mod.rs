@@ -728,7 +728,33 @@ pub fn replica_args(
 /// Runs `halo deploy <args> --json` against `api` with `token`, its hash cache and config
 /// under `cache`; returns the JSON result (panics with stderr on failure).
 pub fn cli_deploy(api: &str, token: &str, cache: &std::path::Path, args: &[&str]) -> Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_halo"))
+    let out = cli_deploy_output(api, token, cache, args);
+    assert!(
+        out.status.success(),
+        "halo deploy {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `halo deploy ARGS --json` against `api`, for a deploy expected to fail: its stderr.
+pub fn cli_deploy_fails(api: &str, token: &str, cache: &std::path::Path, args: &[&str]) -> String {
+    let out = cli_deploy_output(api, token, cache, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "halo deploy {args:?} succeeded: {stderr}"
+    );
+    stderr
+}
+
+fn cli_deploy_output(
+    api: &str,
+    token: &str,
+    cache: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_halo"))
         .arg("deploy")
         .args(args)
         .arg("--json")
@@ -738,13 +764,7 @@ pub fn cli_deploy(api: &str, token: &str, cache: &std::path::Path, args: &[&str]
         .env("XDG_CONFIG_HOME", cache)
         .stdin(std::process::Stdio::null())
         .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "halo deploy {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+        .unwrap()
 }
 
 /// The blobs among `digests` the API reports missing.

@@ -183,3 +183,25 @@ impl Halo {
         self.proc.logged(needle)
     }
 }
+
+/// A stand-alone `halo edge` following the control plane at `api`, its store the fs store
+/// in `data` (shared with the control plane).
+pub fn edge_node(api: &str, token: &str, data: &Path) -> Proc {
+    let args: Vec<String> = [
+        "edge",
+        "--edge-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--token",
+        token,
+        "--control-plane",
+        api,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Proc::spawn(&args, &[], &["edge listening", "admin listening"])
+}
