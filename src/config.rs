@@ -41,6 +41,12 @@ pub struct ServeArgs {
     /// Seconds an upstream of a proxy rewrite has to answer [default: 30]
     #[arg(long, env = "HALO_PROXY_TIMEOUT_SECS")]
     pub proxy_timeout_secs: Option<u64>,
+    /// Let webhooks reach private, loopback and link-local addresses [default: false]
+    #[arg(long, env = "HALO_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: Option<bool>,
+    /// Disable a webhook failing this many seconds without a success [default: 259200]
+    #[arg(long, env = "HALO_WEBHOOK_DISABLE_AFTER_SECS")]
+    pub webhook_disable_after_secs: Option<u64>,
     /// Largest file accepted by PUT /v1/files, in bytes [default: 536870912]
     #[arg(long, env = "HALO_MAX_FILE_BYTES")]
     pub max_file_bytes: Option<u64>,
@@ -200,6 +206,8 @@ struct FileConfig {
     country_header: Option<String>,
     proxy_allow_private: Option<bool>,
     proxy_timeout_secs: Option<u64>,
+    webhook_allow_private: Option<bool>,
+    webhook_disable_after_secs: Option<u64>,
     max_file_bytes: Option<u64>,
     shutdown_grace_secs: Option<u64>,
     cache_bytes: Option<u64>,
@@ -271,6 +279,8 @@ pub struct Config {
     pub country_header: Option<http::HeaderName>,
     /// How proxy rewrites are forwarded.
     pub proxy: crate::edge::proxy::ProxyOptions,
+    /// How webhooks are delivered.
+    pub webhooks: crate::control::webhooks::WebhookOptions,
     /// Largest accepted file upload.
     pub max_file_bytes: u64,
     /// How long shutdown waits for requests in flight.
@@ -312,6 +322,7 @@ impl Default for Config {
             domain: "halo.localhost".to_owned(),
             country_header: None,
             proxy: crate::edge::proxy::ProxyOptions::default(),
+            webhooks: crate::control::webhooks::WebhookOptions::default(),
             max_file_bytes: 512 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             admin_token: None,
@@ -393,6 +404,17 @@ impl Config {
                     .or(file.proxy_timeout_secs)
                     .filter(|s| *s > 0)
                     .map_or(d.proxy.timeout, Duration::from_secs),
+            },
+            webhooks: crate::control::webhooks::WebhookOptions {
+                allow_private: args
+                    .webhook_allow_private
+                    .or(file.webhook_allow_private)
+                    .unwrap_or(d.webhooks.allow_private),
+                disable_after: args
+                    .webhook_disable_after_secs
+                    .or(file.webhook_disable_after_secs)
+                    .filter(|s| *s > 0)
+                    .map_or(d.webhooks.disable_after, Duration::from_secs),
             },
             country_header: match args.country_header.clone().or(file.country_header) {
                 Some(h) if !h.is_empty() => Some(

@@ -94,6 +94,7 @@ impl Server {
         .await
         .context("loading deployments")?;
         control.set_country_source(config.country_header.is_some());
+        control.set_webhook_options(config.webhooks);
 
         let grace = config.shutdown_grace;
         // Automatic HTTPS: one issuer here; the edge answers its challenges and serves its
@@ -209,6 +210,7 @@ impl Server {
                 shutdown.clone(),
             ));
         }
+        tokio::spawn(deliver_webhooks(control.clone(), shutdown.clone()));
         if let Some(every) = config.preview_sweep {
             tokio::spawn(periodic_preview_expiry(
                 control.clone(),
@@ -288,6 +290,22 @@ async fn periodic_gc(
         };
         if let Err(e) = control.gc(opts, &actor).await {
             tracing::warn!(error = %e, "periodic gc failed");
+        }
+    }
+}
+
+/// Delivers webhook events every second until shutdown (one replica at a time); a failed
+/// pass is logged and the next one goes on from the cursors in the database.
+async fn deliver_webhooks(control: Arc<Control>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = control.deliver_webhooks().await {
+            tracing::warn!(error = %e, "webhook delivery failed");
         }
     }
 }

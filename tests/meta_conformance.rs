@@ -675,6 +675,80 @@ mod suite {
         );
     }
 
+    pub async fn changes_write_their_webhook_events_in_commit_order(m: &dyn MetaStore) {
+        use halo::model::webhook::{Webhook, WebhookState};
+        // Before any endpoint, nothing is kept.
+        let pid = ready(m, "shop", &["dpl_1"]).await;
+        assert!(m.outbox_after(&pid, 0, 10).await.unwrap().is_empty());
+        let w = Webhook {
+            id: "whk_1".into(),
+            project_id: pid.clone(),
+            url: "http://example.com/hook".into(),
+            events: vec!["deployment.promoted".into()],
+            secret: "whsec_AAAA".into(),
+            created_at: now_millis(),
+            state: WebhookState::default(),
+        };
+        let made = m.create_webhook(&w).await.unwrap();
+        assert_eq!((made.secret.as_str(), made.state.cursor), ("whsec_AAAA", 0));
+        m.create_deployment(new_deployment("dpl_2", &pid, vec![]), None)
+            .await
+            .unwrap();
+        m.mark_ready("dpl_2", &blob(200), 10).await.unwrap();
+        m.promote("dpl_2", &actor(), None).await.unwrap();
+        m.promote("dpl_1", &actor(), None).await.unwrap();
+        m.promote("dpl_2", &actor(), None).await.unwrap();
+        m.cancel_deployment("dpl_2").await.ok();
+        let events = m.outbox_after(&pid, made.state.cursor, 100).await.unwrap();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "deployment.created",
+                "deployment.ready",
+                "deployment.promoted",
+                "deployment.promoted",
+                "deployment.rolled_back",
+            ]
+        );
+        assert!(events.windows(2).all(|p| p[0].seq < p[1].seq));
+        assert_eq!(events[2].data["deployment_id"], "dpl_2");
+        assert_eq!(
+            events[2].data["hosts"],
+            serde_json::json!(["shop.halo.test"])
+        );
+        // The cursor, the delivery log, rotation and removal.
+        let mut state = made.state.clone();
+        state.cursor = events[1].seq;
+        state.failing_since = Some(5);
+        m.set_webhook_state("whk_1", &state).await.unwrap();
+        assert!(
+            m.update_webhook("whk_1", "http://example.com/2", &w.events, "whsec_BBBB")
+                .await
+                .unwrap()
+        );
+        let now = m.webhook("whk_1").await.unwrap().unwrap();
+        assert_eq!(
+            (now.state, now.url.as_str(), now.secret.as_str()),
+            (state, "http://example.com/2", "whsec_BBBB")
+        );
+        let a = halo::model::webhook::Attempt {
+            webhook_id: "whk_1".into(),
+            event_id: events[2].id.clone(),
+            kind: events[2].kind.clone(),
+            at: now_millis(),
+            status: Some(503),
+            error: Some("status 503".into()),
+            duration_ms: 3,
+        };
+        m.record_attempt(&a).await.unwrap();
+        assert_eq!(m.attempts("whk_1", 10).await.unwrap(), vec![a]);
+        assert_eq!(m.webhooks(Some(&pid)).await.unwrap().len(), 1);
+        assert!(m.delete_webhook("whk_1").await.unwrap());
+        assert!(m.webhooks(None).await.unwrap().is_empty());
+        assert!(m.attempts("whk_1", 10).await.unwrap().is_empty());
+    }
+
     pub async fn gc_spares_referenced_and_recent_blobs(m: &dyn MetaStore) {
         let pid = ready(m, "shop", &[]).await;
         // Blobs 1 and 2 are files of a live deployment; 3 is referenced by nothing.
@@ -744,6 +818,7 @@ macro_rules! conformance {
             case!(leases_have_one_holder_until_they_expire);
             case!(protection_is_a_change_of_the_table);
             case!(previews_expire_once_and_stay_gone);
+            case!(changes_write_their_webhook_events_in_commit_order);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_blob_arrivals_start_each_deployment_once() {

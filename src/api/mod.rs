@@ -19,6 +19,7 @@ mod routes;
 mod scrub;
 mod tokens;
 mod views;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -182,6 +183,49 @@ fn v1() -> Table {
             "/projects/{id}/promotions",
             ProjectsRead,
             p::promotions,
+        )
+        .add(
+            post_.clone(),
+            "/projects/{id}/webhooks",
+            ProjectsWrite,
+            webhooks::create,
+        )
+        .add(
+            get_.clone(),
+            "/projects/{id}/webhooks",
+            ProjectsRead,
+            webhooks::list,
+        )
+        .add(get_.clone(), "/webhooks/{id}", ProjectsRead, webhooks::get)
+        .add(
+            patch_.clone(),
+            "/webhooks/{id}",
+            ProjectsWrite,
+            webhooks::update,
+        )
+        .add(
+            delete_.clone(),
+            "/webhooks/{id}",
+            ProjectsWrite,
+            webhooks::delete,
+        )
+        .add(
+            post_.clone(),
+            "/webhooks/{id}/rotate",
+            ProjectsWrite,
+            webhooks::rotate,
+        )
+        .add(
+            post_.clone(),
+            "/webhooks/{id}/ping",
+            ProjectsWrite,
+            webhooks::ping,
+        )
+        .add(
+            get_.clone(),
+            "/webhooks/{id}/deliveries",
+            ProjectsRead,
+            webhooks::deliveries,
         )
         .add(
             post_.clone(),

@@ -35,6 +35,7 @@ mod reads;
 mod router;
 pub mod scrub;
 pub mod tokens;
+pub mod webhooks;
 
 pub use events::Phase;
 pub use group::{BlobGroup, GroupOutcomes};
@@ -160,6 +161,8 @@ pub struct Control {
     /// Whether the edges know the client's country (a trusted header): `_redirects`
     /// `Country=` rules are refused at build without it.
     country_source: std::sync::atomic::AtomicBool,
+    /// How webhooks are delivered ([`webhooks`]).
+    hooks: std::sync::RwLock<Arc<webhooks::Sender>>,
 }
 
 impl Control {
@@ -191,6 +194,9 @@ impl Control {
             leases,
             meta,
             country_source: Default::default(),
+            hooks: std::sync::RwLock::new(Arc::new(webhooks::Sender::new(
+                webhooks::WebhookOptions::default(),
+            ))),
         });
         // At start-up, before the edge serves; later changes go through `Release::apply`.
         control.router.rebuild().await?;

@@ -104,9 +104,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 .filter(|a| allow_private || !is_private(a.ip()))
                 .collect();
             if addrs.is_empty() {
-                return Err(
-                    format!("{} resolves to no address a proxy may reach", name.as_str()).into(),
-                );
+                return Err(format!("{} resolves to {REFUSED_NAME}", name.as_str()).into());
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
@@ -163,19 +161,46 @@ pub struct Forward<'a> {
     pub secure: bool,
 }
 
+/// An HTTP client for requests a site or a user chose the target of (proxy rewrites,
+/// webhooks): no redirects followed, timeouts, and names resolving only to addresses
+/// `allow_private` permits.
+pub fn guarded_client(allow_private: bool, timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(timeout)
+        .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+        .no_proxy()
+        .build()
+        .expect("the guarded client builds")
+}
+
+/// Whether `url` names a private address literal that `allow_private` forbids (a literal
+/// never reaches the resolver).
+pub fn refused_literal(url: &reqwest::Url, allow_private: bool) -> bool {
+    !allow_private
+        && url
+            .host_str()
+            .and_then(|h| {
+                h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                    .ok()
+            })
+            .is_some_and(is_private)
+}
+
+/// Whether a client error is the resolver refusing every address of a name.
+pub fn refused_name(e: &reqwest::Error) -> bool {
+    format!("{e:?}").contains(REFUSED_NAME)
+}
+
+const REFUSED_NAME: &str = "no address a proxy may reach";
+
 impl Proxier {
     /// A proxier with its own connection pool.
     pub fn new(options: ProxyOptions) -> Self {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(options.timeout)
-            .dns_resolver(Arc::new(GuardedResolver {
-                allow_private: options.allow_private,
-            }))
-            .no_proxy()
-            .build()
-            .expect("the proxy client builds");
+        let client = guarded_client(options.allow_private, options.timeout);
         Proxier { client, options }
     }
 
@@ -188,14 +213,7 @@ impl Proxier {
                 "502 Bad Gateway\n\nThe proxy target is not a valid URL.\n",
             );
         };
-        // An address literal never reaches the resolver: check it here.
-        let literal = url.host_str().and_then(|h| {
-            h.trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-                .ok()
-        });
-        if literal.is_some_and(|ip| !self.options.allow_private && is_private(ip)) {
+        if refused_literal(&url, self.options.allow_private) {
             tracing::warn!(url = f.url, "proxy to a private address refused");
             return plain(StatusCode::BAD_GATEWAY, NOT_ALLOWED);
         }
@@ -237,7 +255,7 @@ impl Proxier {
             }
             Err(e) => {
                 tracing::warn!(url = f.url, error = ?e, "proxy upstream failed");
-                let not_allowed = format!("{e:?}").contains("no address a proxy may reach");
+                let not_allowed = refused_name(&e);
                 return plain(
                     StatusCode::BAD_GATEWAY,
                     if not_allowed {

@@ -24,6 +24,7 @@ use async_trait::async_trait;
 
 use crate::digest::Sha256;
 use crate::model::owner::{Attribution, Metadata};
+use crate::model::webhook::{Attempt, OutboxEvent, Webhook, WebhookState};
 use crate::model::{Millis, Status, Target};
 
 /// Environment variables: name → value, sorted so stored and shown forms are stable.
@@ -475,6 +476,35 @@ pub trait MetaStore: Send + Sync + 'static {
     /// and goes to the next asker: how work one replica at a time does (publishing routing
     /// snapshots, GC, a build) moves to another when its replica dies.
     async fn lease(&self, name: &str, owner: &str, ttl_millis: i64) -> Result<bool, MetaError>;
+    /// Records a webhook endpoint; it receives the events committed from now on.
+    async fn create_webhook(&self, w: &Webhook) -> Result<Webhook, MetaError>;
+    /// A project's endpoints (every endpoint with `None`), oldest first.
+    async fn webhooks(&self, project_id: Option<&str>) -> Result<Vec<Webhook>, MetaError>;
+    /// One endpoint.
+    async fn webhook(&self, id: &str) -> Result<Option<Webhook>, MetaError>;
+    /// Replaces an endpoint's URL, events and secret; false when it does not exist.
+    async fn update_webhook(
+        &self,
+        id: &str,
+        url: &str,
+        events: &[String],
+        secret: &str,
+    ) -> Result<bool, MetaError>;
+    /// Replaces an endpoint's delivery state.
+    async fn set_webhook_state(&self, id: &str, state: &WebhookState) -> Result<(), MetaError>;
+    /// Removes an endpoint and its delivery log; false when it did not exist.
+    async fn delete_webhook(&self, id: &str) -> Result<bool, MetaError>;
+    /// A project's outbox events after `after`, in commit order.
+    async fn outbox_after(
+        &self,
+        project_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>, MetaError>;
+    /// Logs a delivery attempt.
+    async fn record_attempt(&self, a: &Attempt) -> Result<(), MetaError>;
+    /// An endpoint's delivery log, newest first.
+    async fn attempts(&self, webhook_id: &str, limit: u32) -> Result<Vec<Attempt>, MetaError>;
     /// Gives up a lease `owner` holds (nothing when it holds none).
     async fn release_lease(&self, name: &str, owner: &str) -> Result<(), MetaError>;
 

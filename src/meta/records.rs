@@ -241,3 +241,17 @@ pub struct GcCandidate {
     /// Its size when known.
     pub size: Option<u64>,
 }
+
+/// What a deployment event tells a webhook receiver about the deployment.
+pub fn event_data(d: &super::Deployment) -> serde_json::Value {
+    serde_json::json!({
+        "deployment_id": d.id,
+        "project_id": d.project_id,
+        "number": d.number,
+        "target": d.target,
+        "status": d.status,
+        "preview_host": d.preview_host,
+        "error": d.error,
+        "metadata": d.metadata,
+    })
+}

@@ -95,6 +95,60 @@ impl Moves {
     }
 }
 
+/// A webhook event one alias-changing transaction reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AliasEvent {
+    /// The project.
+    pub project_id: String,
+    /// `Some(deployment)` for a promote (reported as promoted or rolled back, as the
+    /// backend finds it promoted before), `None` for other alias changes.
+    pub promoted: Option<String>,
+    /// The event's data.
+    pub data: serde_json::Value,
+}
+
+/// The webhook events of a committed change at `revision`: one per deployment promoted
+/// (with the hosts that moved to it), one per project for its other moves. A preview host
+/// routed when its build is ready is the `deployment.ready` event's, not an alias change.
+pub fn alias_events(moves: &Moves, revision: u64) -> Vec<AliasEvent> {
+    let mut out: Vec<AliasEvent> = Vec::new();
+    for (host, project, action, from, to) in &moves.moved {
+        if action == "preview" {
+            continue;
+        }
+        let promoted = (action == "promote").then(|| to.clone()).flatten();
+        let at = out
+            .iter()
+            .position(|e| e.project_id == *project && e.promoted == promoted);
+        let i = at.unwrap_or_else(|| {
+            out.push(AliasEvent {
+                project_id: project.clone(),
+                promoted: promoted.clone(),
+                data: match &promoted {
+                    Some(d) => {
+                        serde_json::json!({"deployment_id": d, "revision": revision, "hosts": []})
+                    }
+                    None => serde_json::json!({"revision": revision, "changes": []}),
+                },
+            });
+            out.len() - 1
+        });
+        let e = &mut out[i];
+        if e.promoted.is_some() {
+            e.data["hosts"]
+                .as_array_mut()
+                .expect("an array")
+                .push(host.as_str().into());
+        } else {
+            e.data["changes"]
+                .as_array_mut()
+                .expect("an array")
+                .push(serde_json::json!({"host": host, "action": action, "from": from, "to": to}));
+        }
+    }
+    out
+}
+
 /// An alias as the rules see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AliasRow {

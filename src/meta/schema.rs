@@ -201,6 +201,45 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE deployments ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE deployments ADD COLUMN expired_at INTEGER;
     "#,
+    // 10: signed deploy webhooks: endpoints with their delivery state, the outbox of
+    // events (written in the transaction of the change each reports), the delivery log.
+    r#"
+    CREATE TABLE webhooks (
+        id              TEXT PRIMARY KEY,
+        project_id      TEXT NOT NULL REFERENCES projects(id),
+        url             TEXT NOT NULL,
+        events          TEXT NOT NULL,
+        secret          TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,
+        cursor          INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL DEFAULT 0,
+        failing_since   INTEGER,
+        disabled_at     INTEGER,
+        disabled_reason TEXT
+    );
+    CREATE INDEX webhooks_by_project ON webhooks (project_id);
+    CREATE TABLE webhook_events (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        id         TEXT NOT NULL,
+        project_id TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        at         INTEGER NOT NULL,
+        data       TEXT NOT NULL
+    );
+    CREATE INDEX webhook_events_by_project ON webhook_events (project_id, seq);
+    CREATE TABLE webhook_attempts (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        webhook_id  TEXT NOT NULL,
+        event_id    TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        at          INTEGER NOT NULL,
+        status      INTEGER,
+        error       TEXT,
+        duration_ms INTEGER NOT NULL
+    );
+    CREATE INDEX webhook_attempts_by_webhook ON webhook_attempts (webhook_id, seq);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -20,6 +20,7 @@ use crate::model::{Millis, Status, now_millis};
 mod aliases;
 mod records;
 mod rows;
+mod webhooks;
 
 use rows::*;
 
@@ -210,6 +211,83 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
+    async fn create_webhook(
+        &self,
+        w: &crate::model::webhook::Webhook,
+    ) -> Result<crate::model::webhook::Webhook, MetaError> {
+        let w = w.clone();
+        self.run(move |c| webhooks::create(c, &w)).await
+    }
+
+    async fn webhooks(
+        &self,
+        project_id: Option<&str>,
+    ) -> Result<Vec<crate::model::webhook::Webhook>, MetaError> {
+        let p = project_id.map(str::to_owned);
+        self.read(move |c| webhooks::list(c, p.as_deref())).await
+    }
+
+    async fn webhook(&self, id: &str) -> Result<Option<crate::model::webhook::Webhook>, MetaError> {
+        let id = id.to_owned();
+        self.read(move |c| webhooks::get(c, &id)).await
+    }
+
+    async fn update_webhook(
+        &self,
+        id: &str,
+        url: &str,
+        events: &[String],
+        secret: &str,
+    ) -> Result<bool, MetaError> {
+        let (id, url, events, secret) = (
+            id.to_owned(),
+            url.to_owned(),
+            events.to_vec(),
+            secret.to_owned(),
+        );
+        self.run(move |c| webhooks::update(c, &id, &url, &events, &secret))
+            .await
+    }
+
+    async fn set_webhook_state(
+        &self,
+        id: &str,
+        state: &crate::model::webhook::WebhookState,
+    ) -> Result<(), MetaError> {
+        let (id, state) = (id.to_owned(), state.clone());
+        self.run(move |c| webhooks::set_state(c, &id, &state)).await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool, MetaError> {
+        let id = id.to_owned();
+        self.run(move |c| webhooks::delete(c, &id)).await
+    }
+
+    async fn outbox_after(
+        &self,
+        project_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::model::webhook::OutboxEvent>, MetaError> {
+        let p = project_id.to_owned();
+        self.read(move |c| webhooks::events_after(c, &p, after, limit))
+            .await
+    }
+
+    async fn record_attempt(&self, a: &crate::model::webhook::Attempt) -> Result<(), MetaError> {
+        let a = a.clone();
+        self.run(move |c| webhooks::record_attempt(c, &a)).await
+    }
+
+    async fn attempts(
+        &self,
+        webhook_id: &str,
+        limit: u32,
+    ) -> Result<Vec<crate::model::webhook::Attempt>, MetaError> {
+        let id = webhook_id.to_owned();
+        self.read(move |c| webhooks::attempts(c, &id, limit)).await
+    }
+
     async fn set_protection(
         &self,
         project_id: &str,
@@ -309,6 +387,7 @@ impl MetaStore for SqliteMeta {
             }
             records::claim(&tx, claim.as_ref(), &format!("deployment:{}", new.id))?;
             let d = get_deployment(&tx, &new.id)?.ok_or_else(|| MetaError::NotFound(new.id.clone()))?;
+            webhooks::outbox(&tx, &d.project_id, "deployment.created", &crate::meta::records::event_data(&d))?;
             tx.commit()?;
             Ok(d)
         })
@@ -465,6 +544,7 @@ impl MetaStore for SqliteMeta {
             if d.target == crate::model::Target::Production {
                 aliases::promote(&tx, &id, "promote", &mut changes)?;
             }
+            webhooks::outbox(&tx, &d.project_id, "deployment.ready", &crate::meta::records::event_data(&d))?;
             let change = aliases::commit(changes, &tx, &actor)?;
             tx.commit()?;
             Ok(change)
@@ -475,11 +555,23 @@ impl MetaStore for SqliteMeta {
     async fn mark_error(&self, id: &str, message: &str) -> Result<bool, MetaError> {
         let (id, message) = (id.to_owned(), message.to_owned());
         self.run(move |c| {
-            let n = c.execute(
+            let tx = c.transaction()?;
+            let n = tx.execute(
                 "UPDATE deployments SET status = 'error', error = ?2, errored_at = ?3
                  WHERE id = ?1 AND status IN ('queued', 'building')",
                 params![id, message, now_millis()],
             )?;
+            if n == 1
+                && let Some(d) = get_deployment(&tx, &id)?
+            {
+                webhooks::outbox(
+                    &tx,
+                    &d.project_id,
+                    "deployment.error",
+                    &crate::meta::records::event_data(&d),
+                )?;
+            }
+            tx.commit()?;
             Ok(n == 1)
         })
         .await
@@ -551,6 +643,12 @@ impl MetaStore for SqliteMeta {
             )?;
             let d = get_deployment(&tx, &id)?
                 .ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
+            webhooks::outbox(
+                &tx,
+                &d.project_id,
+                "deployment.canceled",
+                &crate::meta::records::event_data(&d),
+            )?;
             tx.commit()?;
             Ok(d)
         })

@@ -9,6 +9,7 @@ pub mod protection;
 pub mod settings;
 pub mod snapshot;
 pub mod token;
+pub mod webhook;
 
 pub use deployment::{Status, Target};
 pub use manifest::{Manifest, ManifestEntry, validate_path};

@@ -67,6 +67,7 @@ pub(super) async fn commit(
         });
     }
     let revision = bump_revision(tx).await?;
+    super::webhooks::alias_outbox(tx, &changes, revision).await?;
     let now = now_millis();
     // Expired hosts answer 410 on every replica: they read the change back (which says so)
     // rather than take the notification's plain removal.

@@ -12,6 +12,7 @@ mod feed;
 mod group_commit;
 mod rows;
 mod schema;
+mod webhooks;
 
 use std::collections::HashMap;
 
@@ -358,6 +359,13 @@ impl MetaStore for PgMeta {
         let d = get_deployment(&tx, &new.id)
             .await?
             .ok_or_else(|| MetaError::NotFound(new.id.clone()))?;
+        webhooks::outbox(
+            &tx,
+            &d.project_id,
+            "deployment.created",
+            &super::records::event_data(&d),
+        )
+        .await?;
         tx.commit().await?;
         Ok(d)
     }
@@ -501,20 +509,42 @@ impl MetaStore for PgMeta {
         if d.target == crate::model::Target::Production {
             aliases::promote(&tx, id, "promote", &mut changes).await?;
         }
+        // Ready before promoted, as on SQLite; the revision row is locked already, so the
+        // outbox lock comes after it here as in every alias change.
+        webhooks::outbox(
+            &tx,
+            &d.project_id,
+            "deployment.ready",
+            &super::records::event_data(&d),
+        )
+        .await?;
         let change = aliases::commit(changes, &tx, revision, &actor).await?;
         tx.commit().await?;
         Ok(change)
     }
 
     async fn mark_error(&self, id: &str, message: &str) -> Result<bool, MetaError> {
-        let c = self.client().await?;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
         let n = execute(
-            &c,
+            &tx,
             "UPDATE deployments SET status = 'error', error = $2, errored_at = $3
                  WHERE id = $1 AND status IN ('queued', 'building')",
             &[&id, &message, &now_millis()],
         )
         .await?;
+        if n == 1
+            && let Some(d) = get_deployment(&tx, id).await?
+        {
+            webhooks::outbox(
+                &tx,
+                &d.project_id,
+                "deployment.error",
+                &super::records::event_data(&d),
+            )
+            .await?;
+        }
+        tx.commit().await?;
         Ok(n == 1)
     }
 
@@ -592,6 +622,13 @@ impl MetaStore for PgMeta {
         )
         .await?;
         let d = get_deployment(&tx, id).await?.ok_or_else(missing)?;
+        webhooks::outbox(
+            &tx,
+            &d.project_id,
+            "deployment.canceled",
+            &super::records::event_data(&d),
+        )
+        .await?;
         tx.commit().await?;
         Ok(d)
     }
@@ -1081,6 +1118,71 @@ impl MetaStore for PgMeta {
             access: Some(access),
             gone,
         })
+    }
+
+    async fn create_webhook(
+        &self,
+        w: &crate::model::webhook::Webhook,
+    ) -> Result<crate::model::webhook::Webhook, MetaError> {
+        webhooks::create(&self.client().await?, w).await
+    }
+
+    async fn webhooks(
+        &self,
+        project_id: Option<&str>,
+    ) -> Result<Vec<crate::model::webhook::Webhook>, MetaError> {
+        webhooks::list(&self.client().await?, project_id).await
+    }
+
+    async fn webhook(&self, id: &str) -> Result<Option<crate::model::webhook::Webhook>, MetaError> {
+        webhooks::get(&self.client().await?, id).await
+    }
+
+    async fn update_webhook(
+        &self,
+        id: &str,
+        url: &str,
+        events: &[String],
+        secret: &str,
+    ) -> Result<bool, MetaError> {
+        webhooks::update(&self.client().await?, id, url, events, secret).await
+    }
+
+    async fn set_webhook_state(
+        &self,
+        id: &str,
+        state: &crate::model::webhook::WebhookState,
+    ) -> Result<(), MetaError> {
+        webhooks::set_state(&self.client().await?, id, state).await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool, MetaError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let gone = webhooks::delete(&tx, id).await?;
+        tx.commit().await?;
+        Ok(gone)
+    }
+
+    async fn outbox_after(
+        &self,
+        project_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::model::webhook::OutboxEvent>, MetaError> {
+        webhooks::events_after(&self.client().await?, project_id, after, limit).await
+    }
+
+    async fn record_attempt(&self, a: &crate::model::webhook::Attempt) -> Result<(), MetaError> {
+        webhooks::record_attempt(&self.client().await?, a).await
+    }
+
+    async fn attempts(
+        &self,
+        webhook_id: &str,
+        limit: u32,
+    ) -> Result<Vec<crate::model::webhook::Attempt>, MetaError> {
+        webhooks::attempts(&self.client().await?, webhook_id, limit).await
     }
 
     async fn set_protection(

@@ -88,6 +88,7 @@ pub(super) fn commit(
         });
     }
     let revision = bump_revision(tx)?;
+    super::webhooks::alias_outbox(tx, &changes, revision)?;
     let now = now_millis();
     let mut change = AliasChange {
         revision,
