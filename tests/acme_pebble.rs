@@ -225,6 +225,36 @@ async fn acme_server(
     .await
 }
 
+/// A webhook receiver on loopback: its URL, and the (type, host) of what it heard.
+async fn certificate_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+) {
+    type Heard = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+    let heard: Heard = Default::default();
+    let app =
+        axum::Router::new()
+            .route(
+                "/hook",
+                axum::routing::post(
+                    |axum::extract::State(h): axum::extract::State<Heard>,
+                     body: axum::body::Bytes| async move {
+                        let v: Value = serde_json::from_slice(&body).unwrap();
+                        let host = v["data"]["host"].as_str().unwrap_or_default().to_owned();
+                        h.lock()
+                            .unwrap()
+                            .push((v["type"].as_str().unwrap().to_owned(), host));
+                        axum::http::StatusCode::OK
+                    },
+                ),
+            )
+            .with_state(heard.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, heard)
+}
+
 async fn certificates(srv: &TestServer) -> Value {
     srv.client
         .get(format!("{}/v1/certificates", srv.api))
@@ -322,12 +352,24 @@ async fn hosts_get_certificates_by_http01_and_keep_them_across_a_restart() {
         c.data_dir = data_dir.clone();
         c.acme = Some(settings(&directory, &ca));
         c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.webhooks.allow_private = true;
     };
     let srv = TestServer::start_with(configure).await;
     let tls_addr = srv.tls_addr.expect("a TLS listener");
     let pebble = start_pebble(work.path(), &ports, srv.edge_addr.port(), tls_addr.port());
 
     let pid = srv.create_project("web").await;
+    // The project's webhook hears of each certificate issued.
+    let (hook_url, heard) = certificate_receiver().await;
+    let r = srv
+        .client
+        .post(format!("{}/v1/projects/{pid}/webhooks", srv.api))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "url": hook_url, "events": ["certificate.issued", "certificate.failing"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
     let site = BTreeMap::from([("index.html".to_owned(), b"<h1>secure</h1>".to_vec())]);
     let d = deploy_over_http(&srv.client, &srv.api, TOKEN, &pid, &site, "production").await;
     let preview = common::host_of(&d);
@@ -343,6 +385,29 @@ async fn hosts_get_certificates_by_http01_and_keep_them_across_a_restart() {
 
     let hosts = ["web.halo.test", "www.example.test"];
     let c = wait_valid(&srv, &hosts, &work.path().join("pebble.log")).await;
+    let started = std::time::Instant::now();
+    loop {
+        let mut got = heard.lock().unwrap().clone();
+        got.sort();
+        if got.len() >= 2 {
+            assert_eq!(
+                got[..2],
+                [
+                    ("certificate.issued".to_owned(), "web.halo.test".to_owned()),
+                    (
+                        "certificate.issued".to_owned(),
+                        "www.example.test".to_owned()
+                    )
+                ]
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "webhooks heard {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         !c.to_string().contains("PRIVATE KEY"),
         "no key in API answers"

@@ -521,10 +521,11 @@ impl Issuer {
                         "rate limit: {n} certificates for this registered domain in the last 7 days (limit {}); not ordered",
                         self.settings.certificates_per_week
                     ),
-                );
+                )
+                .await;
             }
             Ok(_) => {}
-            Err(e) => return self.failed(host, state, e),
+            Err(e) => return self.failed(host, state, e).await,
         }
         self.orders
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -532,7 +533,9 @@ impl Issuer {
         match self.order(host).await {
             Ok(bundle) => {
                 if let Err(e) = bundle.save(&*self.store).await {
-                    return self.failed(host, state, format!("storing the certificate: {e}"));
+                    return self
+                        .failed(host, state, format!("storing the certificate: {e}"))
+                        .await;
                 }
                 // Edge nodes poll the index; a failure here only delays them.
                 if let Err(e) = store::Index::record(&*self.store, &bundle).await {
@@ -540,8 +543,11 @@ impl Issuer {
                 }
                 tracing::info!(%host, not_after = bundle.not_after, issuer = %bundle.issuer, "acme: certificate issued");
                 self.serve(&bundle);
+                let data = serde_json::json!({"host": host, "issuer": bundle.issuer,
+                    "not_before": bundle.not_before, "not_after": bundle.not_after});
+                self.notify(host, "certificate.issued", data).await;
             }
-            Err(e) => self.failed(host, state, e),
+            Err(e) => self.failed(host, state, e).await,
         }
     }
 
@@ -567,7 +573,7 @@ impl Issuer {
         );
     }
 
-    fn failed(&self, host: &str, mut state: CertState, error: String) {
+    async fn failed(&self, host: &str, mut state: CertState, error: String) {
         self.failures
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         state.failures += 1;
@@ -584,8 +590,27 @@ impl Issuer {
             "failed"
         };
         tracing::warn!(%host, %error, failures = state.failures, retry_in_secs = wait.as_secs(), "acme: order failed");
+        let data = serde_json::json!({"host": host, "error": error, "failures": state.failures,
+            "state": state.state, "retry_in_secs": wait.as_secs()});
+        self.notify(host, "certificate.failing", data).await;
         state.last_error = Some(error);
         self.states.insert(host.to_owned(), state);
+    }
+
+    /// Tells the host's project's webhooks (the certificate lives in the store, so the
+    /// event has its own transaction); a failure to record it is logged, never fatal.
+    async fn notify(&self, host: &str, kind: &str, data: serde_json::Value) {
+        let project = match self.meta.alias(host).await {
+            Ok(Some(a)) => a.project_id,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(%host, error = %e, "acme: cannot find the host's project for its webhooks");
+                return;
+            }
+        };
+        if let Err(e) = self.meta.append_webhook_event(&project, kind, &data).await {
+            tracing::warn!(%host, error = %e, "acme: cannot record a webhook event");
+        }
     }
 
     /// The account: the stored one for this directory, else a new one (stored).

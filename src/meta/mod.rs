@@ -494,6 +494,14 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn set_webhook_state(&self, id: &str, state: &WebhookState) -> Result<(), MetaError>;
     /// Removes an endpoint and its delivery log; false when it did not exist.
     async fn delete_webhook(&self, id: &str) -> Result<bool, MetaError>;
+    /// Appends an event to the outbox on its own (for changes that live outside the
+    /// database, as certificates do), when the project has an endpoint.
+    async fn append_webhook_event(
+        &self,
+        project_id: &str,
+        kind: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), MetaError>;
     /// A project's outbox events after `after`, in commit order.
     async fn outbox_after(
         &self,

@@ -274,6 +274,16 @@ impl MetaStore for SqliteMeta {
             .await
     }
 
+    async fn append_webhook_event(
+        &self,
+        project_id: &str,
+        kind: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), MetaError> {
+        let (p, k, d) = (project_id.to_owned(), kind.to_owned(), data.clone());
+        self.run(move |c| webhooks::outbox(c, &p, &k, &d)).await
+    }
+
     async fn record_attempt(&self, a: &crate::model::webhook::Attempt) -> Result<(), MetaError> {
         let a = a.clone();
         self.run(move |c| webhooks::record_attempt(c, &a)).await

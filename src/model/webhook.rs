@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::Millis;
 
 /// Every event type an endpoint can subscribe to.
-pub const EVENTS: [&str; 7] = [
+pub const EVENTS: [&str; 9] = [
     "deployment.created",
     "deployment.ready",
     "deployment.error",
@@ -19,6 +19,8 @@ pub const EVENTS: [&str; 7] = [
     "deployment.promoted",
     "deployment.rolled_back",
     "alias.changed",
+    "certificate.issued",
+    "certificate.failing",
 ];
 
 /// The test event `POST /v1/webhooks/{id}/ping` sends (never from the outbox).

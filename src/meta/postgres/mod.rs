@@ -1173,6 +1173,19 @@ impl MetaStore for PgMeta {
         webhooks::events_after(&self.client().await?, project_id, after, limit).await
     }
 
+    async fn append_webhook_event(
+        &self,
+        project_id: &str,
+        kind: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), MetaError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        webhooks::outbox(&tx, project_id, kind, data).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn record_attempt(&self, a: &crate::model::webhook::Attempt) -> Result<(), MetaError> {
         webhooks::record_attempt(&self.client().await?, a).await
     }
