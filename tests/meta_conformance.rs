@@ -743,6 +743,11 @@ mod suite {
         };
         m.record_attempt(&a).await.unwrap();
         assert_eq!(m.attempts("whk_1", 10).await.unwrap(), vec![a]);
+        // Pruning keeps what the endpoint has not had yet (its cursor is at event 2).
+        assert_eq!(m.prune_webhooks(now_millis() + 1).await.unwrap(), 2);
+        let left = m.outbox_after(&pid, 0, 100).await.unwrap();
+        assert_eq!(left.first().map(|e| e.seq), Some(events[2].seq));
+        assert!(m.attempts("whk_1", 10).await.unwrap().is_empty());
         assert_eq!(m.webhooks(Some(&pid)).await.unwrap().len(), 1);
         assert!(m.delete_webhook("whk_1").await.unwrap());
         assert!(m.webhooks(None).await.unwrap().is_empty());

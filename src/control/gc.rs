@@ -42,6 +42,8 @@ pub struct GcReport {
     pub previews_expired: Vec<String>,
     /// Deployments deleted by retention.
     pub deployments_deleted: Vec<String>,
+    /// Webhook events every endpoint had delivered, older than a week, removed.
+    pub webhook_events_pruned: u64,
     /// Blobs removed.
     pub blobs: u64,
     /// Their bytes (where the index knows their size).
@@ -55,6 +57,9 @@ pub struct GcReport {
     /// Bytes those packs held that no live blob used.
     pub pack_bytes_reclaimed: u64,
 }
+
+/// How long delivered webhook events and delivery-log entries are kept.
+const WEBHOOK_KEEP_MS: i64 = 7 * 86_400_000;
 
 /// The GC lock and epoch (see the module comment): held shared by everything that makes a
 /// blob count as present, exclusively by GC while it removes a batch.
@@ -164,6 +169,9 @@ impl Control {
                 // What just expired is collected in this same run.
                 due = self.meta.retention_expired(now).await?;
             }
+        }
+        if !opts.dry_run {
+            report.webhook_events_pruned = self.meta.prune_webhooks(now - WEBHOOK_KEEP_MS).await?;
         }
         for id in due.delete {
             if !opts.dry_run {

@@ -509,6 +509,10 @@ pub trait MetaStore: Send + Sync + 'static {
         after: i64,
         limit: u32,
     ) -> Result<Vec<OutboxEvent>, MetaError>;
+    /// Removes outbox events committed before `before` that every endpoint of their
+    /// project has delivered (all of them when it has none left), and delivery-log entries
+    /// older than `before`; returns how many events went.
+    async fn prune_webhooks(&self, before: Millis) -> Result<u64, MetaError>;
     /// Logs a delivery attempt.
     async fn record_attempt(&self, a: &Attempt) -> Result<(), MetaError>;
     /// An endpoint's delivery log, newest first.

@@ -284,6 +284,17 @@ impl MetaStore for SqliteMeta {
         self.run(move |c| webhooks::outbox(c, &p, &k, &d)).await
     }
 
+    async fn prune_webhooks(&self, before: Millis) -> Result<u64, MetaError> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(webhooks::PRUNE_EVENTS, [before])?;
+            tx.execute("DELETE FROM webhook_attempts WHERE at < ?1", [before])?;
+            tx.commit()?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn record_attempt(&self, a: &crate::model::webhook::Attempt) -> Result<(), MetaError> {
         let a = a.clone();
         self.run(move |c| webhooks::record_attempt(c, &a)).await

@@ -1186,6 +1186,20 @@ impl MetaStore for PgMeta {
         Ok(())
     }
 
+    async fn prune_webhooks(&self, before: Millis) -> Result<u64, MetaError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let n = execute(&tx, webhooks::PRUNE_EVENTS, &[&before]).await?;
+        execute(
+            &tx,
+            "DELETE FROM webhook_attempts WHERE at < $1",
+            &[&before],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
     async fn record_attempt(&self, a: &crate::model::webhook::Attempt) -> Result<(), MetaError> {
         webhooks::record_attempt(&self.client().await?, a).await
     }

@@ -14,6 +14,11 @@ use crate::model::{names, now_millis};
 /// The advisory lock key of outbox writers.
 const OUTBOX_LOCK: i64 = 0x6861_6c6f_5f77_6868;
 
+/// Events every endpoint of their project has delivered, committed before `$1`.
+pub(super) const PRUNE_EVENTS: &str =
+    "DELETE FROM webhook_events WHERE at < $1 AND seq <= COALESCE(
+    (SELECT MIN(w.cursor) FROM webhooks w WHERE w.project_id = webhook_events.project_id), seq)";
+
 const COLS: &str = "id, project_id, url, events, secret, created_at, cursor, attempts, \
     next_attempt_at, failing_since, disabled_at, disabled_reason";
 

@@ -9,6 +9,11 @@ use crate::meta::rules;
 use crate::model::webhook::{Attempt, OutboxEvent, Webhook, WebhookState};
 use crate::model::{names, now_millis};
 
+/// Events every endpoint of their project has delivered, committed before `?1`.
+pub(super) const PRUNE_EVENTS: &str =
+    "DELETE FROM webhook_events WHERE at < ?1 AND seq <= COALESCE(
+    (SELECT MIN(w.cursor) FROM webhooks w WHERE w.project_id = webhook_events.project_id), seq)";
+
 const COLS: &str = "id, project_id, url, events, secret, created_at, cursor, attempts, \
     next_attempt_at, failing_since, disabled_at, disabled_reason";
 
