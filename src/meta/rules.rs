@@ -107,6 +107,18 @@ pub struct AliasEvent {
     pub data: serde_json::Value,
 }
 
+impl AliasEvent {
+    /// The event's type; for a promote, `promotions` is how many times the deployment has
+    /// been promoted, this one included: more than once is a rollback to it.
+    pub fn kind(&self, promotions: i64) -> &'static str {
+        match &self.promoted {
+            Some(_) if promotions > 1 => "deployment.rolled_back",
+            Some(_) => "deployment.promoted",
+            None => "alias.changed",
+        }
+    }
+}
+
 /// The webhook events of a committed change at `revision`: one per deployment promoted
 /// (with the hosts that moved to it), one per project for its other moves. A preview host
 /// routed when its build is ready is the `deployment.ready` event's, not an alias change.
@@ -716,5 +728,45 @@ mod tests {
             vec![("d2".into(), 1950)]
         );
         assert!(skew_fallbacks(&[], 0, 1, 1).is_empty());
+    }
+
+    #[test]
+    fn alias_events_group_a_promote_and_leave_out_preview_routing() {
+        let mut m = Moves::default();
+        m.push(
+            "p-3.halo.test",
+            "prj",
+            "preview",
+            None,
+            Some("dpl_3".into()),
+        );
+        m.push(
+            "shop.halo.test",
+            "prj",
+            "promote",
+            Some("dpl_1".into()),
+            Some("dpl_3".into()),
+        );
+        m.push(
+            "www.shop.test",
+            "prj",
+            "promote",
+            Some("dpl_1".into()),
+            Some("dpl_3".into()),
+        );
+        m.push("old.shop.test", "prj", "delete", Some("dpl_1".into()), None);
+        let e = alias_events(&m, 9);
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].promoted.as_deref(), Some("dpl_3"));
+        assert_eq!(
+            e[0].data["hosts"],
+            serde_json::json!(["shop.halo.test", "www.shop.test"])
+        );
+        assert_eq!(
+            (e[0].kind(1), e[0].kind(2)),
+            ("deployment.promoted", "deployment.rolled_back")
+        );
+        assert_eq!(e[1].kind(0), "alias.changed");
+        assert_eq!(e[1].data["changes"][0]["action"], "delete");
     }
 }

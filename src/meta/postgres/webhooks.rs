@@ -83,23 +83,17 @@ pub(super) async fn alias_outbox(
     revision: u64,
 ) -> Result<(), MetaError> {
     for e in rules::alias_events(moves, revision) {
-        let kind = match &e.promoted {
-            Some(d) => {
-                let promotions: i64 = query_one(
-                    c,
-                    "SELECT COUNT(*) FROM promotions WHERE deployment_id = $1",
-                    &[d],
-                )
-                .await?
-                .get(0);
-                if promotions > 1 {
-                    "deployment.rolled_back"
-                } else {
-                    "deployment.promoted"
-                }
-            }
-            None => "alias.changed",
+        let promotions: i64 = match &e.promoted {
+            Some(d) => query_one(
+                c,
+                "SELECT COUNT(*) FROM promotions WHERE deployment_id = $1",
+                &[d],
+            )
+            .await?
+            .get(0),
+            None => 0,
         };
+        let kind = e.kind(promotions);
         outbox(c, &e.project_id, kind, &e.data).await?;
     }
     Ok(())

@@ -58,29 +58,22 @@ pub(super) fn outbox(
     Ok(())
 }
 
-/// The events of an alias change at `revision` (see [`rules::alias_events`]): a promote
-/// of a deployment promoted before is a rollback.
+/// The events of an alias change at `revision` (see [`rules::alias_events`]).
 pub(super) fn alias_outbox(
     c: &Connection,
     moves: &rules::Moves,
     revision: u64,
 ) -> Result<(), MetaError> {
     for e in rules::alias_events(moves, revision) {
-        let kind = match &e.promoted {
-            Some(d) => {
-                let promotions: i64 = c.query_row(
-                    "SELECT COUNT(*) FROM promotions WHERE deployment_id = ?1",
-                    [d],
-                    |r| r.get(0),
-                )?;
-                if promotions > 1 {
-                    "deployment.rolled_back"
-                } else {
-                    "deployment.promoted"
-                }
-            }
-            None => "alias.changed",
+        let promotions: i64 = match &e.promoted {
+            Some(d) => c.query_row(
+                "SELECT COUNT(*) FROM promotions WHERE deployment_id = ?1",
+                [d],
+                |r| r.get(0),
+            )?,
+            None => 0,
         };
+        let kind = e.kind(promotions);
         outbox(c, &e.project_id, kind, &e.data)?;
     }
     Ok(())
