@@ -26,7 +26,9 @@ async fn any_replica_answers_any_request() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (shared, env) = common::s3_process_args(&s3, TOKEN);
+    let (shared, mut env) = common::s3_process_args(&s3, TOKEN);
+    // The webhook receiver below is on loopback.
+    env.push(("HALO_WEBHOOK_ALLOW_PRIVATE", "true".to_owned()));
     let replica_env = |name: &str, extra: &[(&'static str, String)]| {
         let a = common::replica_args(
             &["api", "--api-listen", "127.0.0.1:0"],
@@ -145,6 +147,62 @@ async fn any_replica_answers_any_request() {
     while status_on_b(vec![]).await != 200 {
         assert!(started.elapsed() < LIMIT * 2, "never public again");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A webhook registered through B hears a deploy and a promote made through A, once
+    // each and in order, whichever replica delivers (the outbox and cursors are shared).
+    let heard: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+    let receiver = {
+        let heard = heard.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let heard = heard.clone();
+                    async move {
+                        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        let id = headers["webhook-id"].to_str().unwrap().to_owned();
+                        heard
+                            .lock()
+                            .unwrap()
+                            .push((id, v["type"].as_str().unwrap().to_owned()));
+                        axum::http::StatusCode::OK
+                    }
+                },
+            ),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, receiver).await.unwrap() });
+    let r = client
+        .post(format!("{api_b}/v1/projects/{pid}/webhooks"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"url": hook_url, "events": ["deployment.ready", "deployment.promoted"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let hooked =
+        common::deploy_over_http(&client, &api_a, TOKEN, &pid, &fixture("blue"), "preview").await;
+    let hooked_id = hooked["id"].as_str().unwrap().to_owned();
+    common::promote_over_http(&client, &api_a, TOKEN, &hooked_id).await;
+    let started = Instant::now();
+    loop {
+        let got = heard.lock().unwrap().clone();
+        let mut ids: Vec<&String> = got.iter().map(|(id, _)| id).collect();
+        ids.dedup();
+        if ids.len() >= 2 {
+            let kinds: Vec<&str> = got.iter().map(|(_, k)| k.as_str()).collect();
+            assert_eq!(
+                kinds[..2],
+                ["deployment.ready", "deployment.promoted"],
+                "{got:?}"
+            );
+            break;
+        }
+        assert!(started.elapsed() < LIMIT, "webhooks heard only {got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // Releases racing on A and B with the same If-Match: one wins, one is told it lost.
