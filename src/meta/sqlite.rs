@@ -58,6 +58,13 @@ pub struct SqliteMeta {
 impl SqliteMeta {
     /// Opens (creating and migrating as needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, MetaError> {
+        Self::open_with_readers(path, READERS)
+    }
+
+    /// [`SqliteMeta::open`] with `readers` read-only connections; with 0, reads share the
+    /// writer's connection and queue behind its commits (how it was before the pool; the
+    /// `meta_readers` benchmark compares the two).
+    pub fn open_with_readers(path: &Path, readers: usize) -> Result<Self, MetaError> {
         let mut conn = Connection::open(path)?;
         // WAL for concurrent readers; FULL sync so an acknowledged write survives power loss.
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -66,8 +73,9 @@ impl SqliteMeta {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         super::schema::migrate(&mut conn)?;
         let conn = Arc::new(Mutex::new(conn));
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
+        let pool = readers;
+        let mut readers = Vec::with_capacity(pool);
+        for _ in 0..pool {
             let r = Connection::open_with_flags(
                 path,
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -95,6 +103,9 @@ impl SqliteMeta {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, MetaError> + Send + 'static,
     ) -> Result<T, MetaError> {
+        if self.readers.is_empty() {
+            return self.run(f).await;
+        }
         let readers = self.readers.clone();
         let first = self
             .next_reader
