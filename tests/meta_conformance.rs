@@ -465,6 +465,56 @@ mod suite {
         assert!(m.token_by_secret(&b).await.unwrap().is_some());
     }
 
+    pub async fn sessions_end_with_their_token_and_expire(m: &dyn MetaStore) {
+        use halo::model::session::{BlobStats, Session};
+        let t = Token {
+            id: "tok_s".into(),
+            name: "dashboard".into(),
+            scopes: vec![Scope::ProjectsRead],
+            project_ids: None,
+            expires_at: None,
+            created_at: now_millis(),
+            created_by: None,
+        };
+        let token_hash = Sha256::of(b"token secret");
+        m.create_token(&t, &token_hash).await.unwrap();
+        let now = now_millis();
+        let session = |id: &[u8], created_at: i64, expires_at: i64| Session {
+            id_hash: Sha256::of(id),
+            token_hash,
+            csrf: format!("csrf-{}", id.len()),
+            created_at,
+            expires_at,
+        };
+        let old = session(b"old", now - 10_000, now - 5_000);
+        let live = session(b"live one", now, now + 60_000);
+        m.create_session(&old).await.unwrap();
+        assert_eq!(m.session(&old.id_hash).await.unwrap(), Some(old.clone()));
+        // Opening a session forgets those expired before it began.
+        m.create_session(&live).await.unwrap();
+        assert_eq!(m.session(&old.id_hash).await.unwrap(), None);
+        assert_eq!(m.session(&live.id_hash).await.unwrap(), Some(live.clone()));
+        m.delete_session(&live.id_hash).await.unwrap();
+        assert_eq!(m.session(&live.id_hash).await.unwrap(), None);
+        // Revoking the token ends its sessions.
+        m.create_session(&live).await.unwrap();
+        assert!(m.delete_token("tok_s").await.unwrap());
+        assert_eq!(m.session(&live.id_hash).await.unwrap(), None);
+        // The blob index totals.
+        assert_eq!(m.blob_stats().await.unwrap(), BlobStats::default());
+        m.blobs_stored(&[(blob(1), Some(10)), (blob(2), Some(32)), (blob(3), None)])
+            .await
+            .unwrap();
+        assert_eq!(
+            m.blob_stats().await.unwrap(),
+            BlobStats {
+                blobs: 3,
+                bytes: 42,
+                unsized_blobs: 1
+            }
+        );
+    }
+
     pub async fn idempotency_keys_commit_with_their_effect(m: &dyn MetaStore) {
         let claim = IdemClaim {
             token_id: "tok_1".into(),
@@ -817,6 +867,7 @@ macro_rules! conformance {
             case!(alias_changes_compare_and_swap);
             case!(production_is_never_deleted_and_only_unfinished_builds_cancel);
             case!(tokens_round_trip);
+            case!(sessions_end_with_their_token_and_expire);
             case!(idempotency_keys_commit_with_their_effect);
             case!(events_append_in_order);
             case!(gc_spares_referenced_and_recent_blobs);

@@ -517,6 +517,17 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn record_attempt(&self, a: &Attempt) -> Result<(), MetaError>;
     /// An endpoint's delivery log, newest first.
     async fn attempts(&self, webhook_id: &str, limit: u32) -> Result<Vec<Attempt>, MetaError>;
+    /// Records a dashboard session, and forgets the sessions that expired before it began.
+    async fn create_session(&self, s: &crate::model::session::Session) -> Result<(), MetaError>;
+    /// The session whose cookie secret hashes to `id_hash`, expired or not.
+    async fn session(
+        &self,
+        id_hash: &Sha256,
+    ) -> Result<Option<crate::model::session::Session>, MetaError>;
+    /// Ends a session (nothing when there is none).
+    async fn delete_session(&self, id_hash: &Sha256) -> Result<(), MetaError>;
+    /// How many blobs the index holds and their bytes.
+    async fn blob_stats(&self) -> Result<crate::model::session::BlobStats, MetaError>;
     /// Gives up a lease `owner` holds (nothing when it holds none).
     async fn release_lease(&self, name: &str, owner: &str) -> Result<(), MetaError>;
 

@@ -20,6 +20,7 @@ use crate::model::{Millis, Status, now_millis};
 mod aliases;
 mod records;
 mod rows;
+mod sessions;
 mod webhooks;
 
 use rows::*;
@@ -267,6 +268,28 @@ impl MetaStore for SqliteMeta {
     ) -> Result<(), MetaError> {
         let (id, state) = (id.to_owned(), state.clone());
         self.run(move |c| webhooks::set_state(c, &id, &state)).await
+    }
+
+    async fn create_session(&self, s: &crate::model::session::Session) -> Result<(), MetaError> {
+        let s = s.clone();
+        self.run(move |c| sessions::create(c, &s)).await
+    }
+
+    async fn session(
+        &self,
+        id_hash: &Sha256,
+    ) -> Result<Option<crate::model::session::Session>, MetaError> {
+        let id = *id_hash;
+        self.read(move |c| sessions::get(c, &id)).await
+    }
+
+    async fn delete_session(&self, id_hash: &Sha256) -> Result<(), MetaError> {
+        let id = *id_hash;
+        self.run(move |c| sessions::delete(c, &id)).await
+    }
+
+    async fn blob_stats(&self) -> Result<crate::model::session::BlobStats, MetaError> {
+        self.read(|c| sessions::blob_stats(c)).await
     }
 
     async fn delete_webhook(&self, id: &str) -> Result<bool, MetaError> {
@@ -842,8 +865,11 @@ impl MetaStore for SqliteMeta {
 
     async fn delete_token(&self, id: &str) -> Result<bool, MetaError> {
         let id = id.to_owned();
-        self.run(move |c| Ok(c.execute("DELETE FROM tokens WHERE id = ?1", [id])? == 1))
-            .await
+        self.run(move |c| {
+            sessions::delete_for_token(c, &id)?;
+            Ok(c.execute("DELETE FROM tokens WHERE id = ?1", [id])? == 1)
+        })
+        .await
     }
 
     async fn aliases(

@@ -2,10 +2,12 @@
 
 pub mod batch;
 pub mod deployment;
+pub mod diff;
 pub mod manifest;
 pub mod names;
 pub mod owner;
 pub mod protection;
+pub mod session;
 pub mod settings;
 pub mod snapshot;
 pub mod token;

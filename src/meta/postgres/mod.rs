@@ -12,6 +12,7 @@ mod feed;
 mod group_commit;
 mod rows;
 mod schema;
+mod sessions;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -690,8 +691,12 @@ impl MetaStore for PgMeta {
     }
 
     async fn delete_token(&self, id: &str) -> Result<bool, MetaError> {
-        let c = self.client().await?;
-        Ok(execute(&c, "DELETE FROM tokens WHERE id = $1", &[&id]).await? == 1)
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        sessions::delete_for_token(&tx, id).await?;
+        let gone = execute(&tx, "DELETE FROM tokens WHERE id = $1", &[&id]).await? == 1;
+        tx.commit().await?;
+        Ok(gone)
     }
 
     async fn aliases(
@@ -1154,6 +1159,25 @@ impl MetaStore for PgMeta {
         state: &crate::model::webhook::WebhookState,
     ) -> Result<(), MetaError> {
         webhooks::set_state(&self.client().await?, id, state).await
+    }
+
+    async fn create_session(&self, s: &crate::model::session::Session) -> Result<(), MetaError> {
+        sessions::create(&self.client().await?, s).await
+    }
+
+    async fn session(
+        &self,
+        id_hash: &Sha256,
+    ) -> Result<Option<crate::model::session::Session>, MetaError> {
+        sessions::get(&self.client().await?, id_hash).await
+    }
+
+    async fn delete_session(&self, id_hash: &Sha256) -> Result<(), MetaError> {
+        sessions::delete(&self.client().await?, id_hash).await
+    }
+
+    async fn blob_stats(&self) -> Result<crate::model::session::BlobStats, MetaError> {
+        sessions::blob_stats(&self.client().await?).await
     }
 
     async fn delete_webhook(&self, id: &str) -> Result<bool, MetaError> {

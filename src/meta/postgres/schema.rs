@@ -216,6 +216,18 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX webhook_attempts_by_webhook ON webhook_attempts (webhook_id, seq);
     "#,
+    // 6: dashboard sessions (by the hash of their cookie; they act as a token).
+    r#"
+    CREATE TABLE ui_sessions (
+        id_sha256    TEXT PRIMARY KEY,
+        token_sha256 TEXT NOT NULL,
+        csrf         TEXT NOT NULL,
+        created_at   BIGINT NOT NULL,
+        expires_at   BIGINT NOT NULL
+    );
+    CREATE INDEX ui_sessions_by_token ON ui_sessions (token_sha256);
+    CREATE INDEX ui_sessions_by_expiry ON ui_sessions (expires_at);
+    "#,
 ];
 
 /// The schema version this build writes.
