@@ -50,28 +50,86 @@ impl Caller {
     }
 }
 
-/// Authenticates `Authorization: Bearer <token>`: unknown, revoked and expired tokens get
-/// 401. Looked up on every request, so a revocation applies to the very next one.
+/// Authenticates `Authorization: Bearer <token>`, or else a dashboard session cookie
+/// (see [`super::ui`]): unknown, revoked and expired tokens and sessions get 401. Looked up
+/// on every request, so a revocation applies to the very next one. A change made with a
+/// session must pass [`check_csrf`].
 pub async fn require_token(
     State(state): State<ApiState>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let secret = req
+    let bearer = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(ApiError::unauthorized)?;
-    let token = state
-        .control
-        .authenticate(secret)
-        .await?
-        .ok_or_else(ApiError::unauthorized)?;
+        .filter(|t| !t.is_empty());
+    let token = match bearer {
+        Some(secret) => state
+            .control
+            .authenticate(secret)
+            .await?
+            .ok_or_else(ApiError::unauthorized)?,
+        None => {
+            let cookie = session_cookie(req.headers()).ok_or_else(ApiError::unauthorized)?;
+            let (session, token) = state
+                .control
+                .session(cookie)
+                .await?
+                .ok_or_else(ApiError::unauthorized)?;
+            if !req.method().is_safe() {
+                check_csrf(req.headers(), &session.csrf)?;
+            }
+            token
+        }
+    };
     req.extensions_mut().insert(Caller(token));
     Ok(next.run(req).await)
+}
+
+/// The dashboard's session cookie.
+pub const SESSION_COOKIE: &str = "halo_session";
+/// The header a session's changes echo its anti-CSRF value in.
+pub const CSRF_HEADER: &str = "x-halo-csrf";
+
+/// The session cookie's value, if the request carries one.
+pub fn session_cookie(headers: &http::HeaderMap) -> Option<&str> {
+    crate::edge::access::cookies(headers, SESSION_COOKIE).find(|v| !v.is_empty())
+}
+
+/// A change made with a session cookie must come from the dashboard itself: the session's
+/// anti-CSRF value in [`CSRF_HEADER`] (another site's page cannot read it, nor set a
+/// custom header cross-origin without CORS, which this API never grants), and no foreign
+/// `Origin`. 403 `csrf_failed` otherwise.
+pub fn check_csrf(headers: &http::HeaderMap, expected: &str) -> Result<(), ApiError> {
+    use subtle::ConstantTimeEq;
+    let given = headers
+        .get(CSRF_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !bool::from(given.ct_eq(expected.as_bytes())) || !same_origin(headers) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf_failed",
+            "this change needs the dashboard's anti-CSRF header, from the dashboard's own origin",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the request's `Origin`, when it has one, is the host it was sent to.
+pub fn same_origin(headers: &http::HeaderMap) -> bool {
+    let Some(origin) = headers.get(http::header::ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(http::header::HOST).map(|h| h.as_bytes());
+    let origin = origin.as_bytes();
+    let authority = origin
+        .strip_prefix(b"http://")
+        .or_else(|| origin.strip_prefix(b"https://"));
+    authority.is_some() && authority == host
 }
 
 /// Refuses a caller whose token lacks `scope` with 403 `insufficient_scope`.

@@ -34,6 +34,7 @@ mod publish;
 mod reads;
 mod router;
 pub mod scrub;
+pub mod sessions;
 pub mod tokens;
 pub mod webhooks;
 

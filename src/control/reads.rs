@@ -33,6 +33,18 @@ impl Control {
         Ok(self.meta.deployment_files(id).await?)
     }
 
+    /// The sizes the blob index knows of `blobs` (a blob without one is left out).
+    pub async fn blob_sizes(
+        &self,
+        blobs: &[Sha256],
+    ) -> Result<std::collections::HashMap<Sha256, u64>, ControlError> {
+        let known = self.meta.known_blobs(blobs).await?;
+        Ok(known
+            .into_iter()
+            .filter_map(|(b, size)| Some((b, size?)))
+            .collect())
+    }
+
     /// A deployment's upload and build progress.
     pub async fn progress(&self, id: &str) -> Result<Progress, ControlError> {
         Ok(self.meta.progress(id).await?)

@@ -55,7 +55,14 @@ impl Control {
     /// revocation drops the cache entry, so a revoked token still fails on its next request;
     /// unknown secrets are not cached, so guessing cannot fill memory.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<Arc<Token>>, ControlError> {
-        let hash = Sha256::of(secret.as_bytes());
+        self.authenticate_hash(Sha256::of(secret.as_bytes())).await
+    }
+
+    /// [`Control::authenticate`] by the secret's hash (a dashboard session holds only that).
+    pub(super) async fn authenticate_hash(
+        &self,
+        hash: Sha256,
+    ) -> Result<Option<Arc<Token>>, ControlError> {
         // A cached token is trusted for [`TOKEN_TTL`]: a revocation made through another
         // replica (which cannot clear this cache) takes effect here within that bound.
         let cache = &self.tokens;

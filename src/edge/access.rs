@@ -164,7 +164,7 @@ pub fn bypass_matches(p: &Protection, token: &str) -> bool {
 }
 
 /// The values of cookie `name` in a request's `Cookie` headers.
-fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> {
+pub fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
