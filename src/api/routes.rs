@@ -52,6 +52,7 @@ pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
     s.control.render_metrics(&mut body);
     if let Some(edge) = &s.edge {
         edge.metrics.render(edge.cache.counters(), &mut body);
+        edge.traffic.render(&mut body);
     }
     if let Some(issuer) = &s.issuer {
         issuer.render_metrics(&mut body);

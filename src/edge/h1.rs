@@ -202,7 +202,7 @@ where
                 lookup(&buf, &parsed, secure).and_then(|l| edge.memo.get(&l, &edge.table.load()))
         {
             buf.advance(parsed.len);
-            edge.metrics.record(StatusCode::OK, entry.body.len() as u64);
+            edge.count(Some(&entry.slot), StatusCode::OK, entry.body.len() as u64);
             edge.cache.counters().hits.fetch_add(1, Ordering::Relaxed);
             out.clear();
             out.extend_from_slice(&entry.head);
@@ -240,7 +240,8 @@ where
         if let Some(m) = written.memo
             && let Some(l) = lookup(&request_bytes, &parsed, secure)
         {
-            edge.memo.put(&l, &edge.table.load(), m.headers, m.body);
+            edge.memo
+                .put(&l, &edge.table.load(), &edge.traffic, m.headers, m.body);
         }
         if close || !written.keep_alive {
             let _ = io.shutdown().await;

@@ -111,7 +111,7 @@ fn answer_stream(
     if let Some(ae) = accept_encoding
         && let Some(entry) = memo_lookup(edge, &req, ae, secure)
     {
-        edge.metrics.record(StatusCode::OK, entry.body.len() as u64);
+        edge.count(Some(&entry.slot), StatusCode::OK, entry.body.len() as u64);
         edge.cache.counters().hits.fetch_add(1, Ordering::Relaxed);
         send_memoized(respond, &entry, date);
         return;
@@ -134,7 +134,8 @@ fn answer_stream(
                 accept_encoding: &key,
                 secure,
             };
-            edge.memo.put(&l, &edge.table.load(), memo.0, memo.1);
+            edge.memo
+                .put(&l, &edge.table.load(), &edge.traffic, memo.0, memo.1);
         }
     });
 }

@@ -80,6 +80,8 @@ impl Equivalent<Key> for Lookup<'_> {
 /// One memoized response.
 pub struct Entry {
     site: Weak<Site>,
+    /// The host's counters (a replayed answer is counted like any other).
+    pub slot: Arc<super::traffic::Slot>,
     /// Status line and headers, each line ending in CRLF, without `Date` (HTTP/1.1).
     pub head: Bytes,
     /// The same headers as a map, `Content-Length` included, without `Date` (h2).
@@ -141,7 +143,14 @@ impl Memo {
     /// if `table` routes the host to the deployment the answer names now. A response made
     /// from a table that has changed since names another deployment than the current site,
     /// and is not kept.
-    pub fn put(&self, req: &Lookup<'_>, table: &AliasTable, headers: HeaderMap, body: Bytes) {
+    pub fn put(
+        &self,
+        req: &Lookup<'_>,
+        table: &AliasTable,
+        traffic: &super::traffic::Traffic,
+        headers: HeaderMap,
+        body: Bytes,
+    ) {
         let Some(cache) = &self.cache else { return };
         if body.len() > MAX_BODY {
             return;
@@ -173,6 +182,7 @@ impl Memo {
         };
         let entry = Entry {
             site: Arc::downgrade(site),
+            slot: traffic.slot(req.host, &site.project_id),
             head,
             headers,
             body,

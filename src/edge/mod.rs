@@ -21,6 +21,7 @@ pub mod server;
 pub mod site;
 pub mod table;
 pub mod tls;
+pub mod traffic;
 
 use std::io;
 use std::sync::Arc;
@@ -94,6 +95,8 @@ pub struct Edge {
     pub cache: BlobCache,
     /// Request counters for `/metrics`.
     pub metrics: metrics::EdgeMetrics,
+    /// Per-host counters over the last hours (the dashboard's plots).
+    pub traffic: traffic::Traffic,
     /// Small-file responses replayed by the HTTP/1.1 fast path.
     pub memo: memo::Memo,
     /// HTTP-01 answers, when this edge takes part in automatic HTTPS.
@@ -126,6 +129,8 @@ struct After {
     guarded: Guarded,
     /// Request headers the answer depended on through `_redirects` conditions.
     vary: rules::redirects::Vary,
+    /// The counters of the host, when the table routes it.
+    slot: Option<Arc<traffic::Slot>>,
 }
 
 fn full(data: impl Into<Bytes>) -> EdgeBody {
@@ -183,6 +188,7 @@ impl Edge {
             store,
             cache,
             metrics: metrics::EdgeMetrics::default(),
+            traffic: traffic::Traffic::default(),
             memo,
             acme: None,
             gate: access::Gate::default(),
@@ -244,8 +250,18 @@ impl Edge {
                     .get(CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok()?.parse().ok())
             });
-        self.metrics.record(resp.status(), len.unwrap_or(0));
+        self.count(after.slot.as_deref(), resp.status(), len.unwrap_or(0));
         resp
+    }
+
+    /// Counts an answer in the totals and, when the host is routed, in its slot.
+    pub fn count(&self, slot: Option<&traffic::Slot>, status: StatusCode, bytes: u64) {
+        self.metrics.record(status, bytes);
+        let at = traffic::bucket_now();
+        self.traffic.tick(at, self.cache.counters());
+        if let Some(slot) = slot {
+            slot.record(at, status, bytes);
+        }
     }
 
     /// The answer to `req`; over TLS (`hsts` given) the site's `Strict-Transport-Security`
@@ -302,6 +318,11 @@ impl Edge {
         // so a swap during the request cannot mix versions.
         let answer = {
             let table = self.table.load();
+            if let Some(norm) = host::normalize_host(host)
+                && let Some(site) = table.site(&norm)
+            {
+                after.slot = Some(self.traffic.slot(&norm, &site.project_id));
+            }
             if table.has_access()
                 && let Some(refused) =
                     self.guard(&table, key, &req, host, secure, &mut after.guarded)

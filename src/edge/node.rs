@@ -168,6 +168,7 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
         s.edge.cache.entry_count(),
     ));
     s.edge.metrics.render(s.edge.cache.counters(), &mut body);
+    s.edge.traffic.render(&mut body);
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         body,
