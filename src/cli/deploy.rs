@@ -56,6 +56,10 @@ pub struct DeployArgs {
     /// Give up waiting for the deployment to become ready after this many seconds
     #[arg(long, default_value_t = 600)]
     pub wait_secs: u64,
+    /// Metadata for this deployment, over what git says of the tree (git_branch,
+    /// git_commit, git_author) (repeatable)
+    #[arg(long = "meta", value_name = "K=V", value_parser = parse_kv)]
+    pub meta: Vec<(String, String)>,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -179,6 +183,7 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<(), ClientError> {
         "files": manifest,
         "target": if args.prod { "production" } else { "preview" },
         "env": env,
+        "metadata": super::git::metadata(&root, &args.meta),
     });
     // A redeploy of the same tree sends only what changed since this tree's last deploy.
     let delta = (!args.no_delta)

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod deploy;
+mod git;
 pub mod local;
 
 use std::collections::BTreeMap;
