@@ -201,7 +201,11 @@ impl Server {
                 tracing::error!(error = %e, "api server failed");
             }
         });
-        tracing::info!(addr = %api_addr, "api listening");
+        tracing::info!(
+            addr = %api_addr,
+            dashboard = %format!("http://{api_addr}/ui/"),
+            "api listening; sign in to the dashboard with an API token"
+        );
         if let Some(every) = config.gc_interval {
             tokio::spawn(periodic_gc(
                 control.clone(),

@@ -251,16 +251,41 @@ pub async fn delete(
 }
 
 /// The deployment's manifest as submitted: `{"files": {path: sha256}}` (what `halo diff` compares).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesParams {
+    /// Also answer `sizes`: bytes by sha256, as far as the blob index knows them.
+    #[serde(default)]
+    sizes: bool,
+}
+
 pub async fn files(
     State(s): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
+    params: Result<Query<FilesParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let p = query(params)?;
     let d = visible(&s, &caller, &id).await?;
     let files = s.control.deployment_files(&d.id).await?;
+    let mut body = json!({ "id": d.id });
+    if p.sizes {
+        let mut blobs: Vec<_> = files.iter().map(|(_, h)| *h).collect();
+        blobs.sort_unstable();
+        blobs.dedup();
+        let sizes: serde_json::Map<String, Value> = s
+            .control
+            .blob_sizes(&blobs)
+            .await?
+            .into_iter()
+            .map(|(h, n)| (h.to_hex(), json!(n)))
+            .collect();
+        body["sizes"] = Value::Object(sizes);
+    }
     let map: serde_json::Map<String, Value> =
         files.into_iter().map(|(p, h)| (p, json!(h))).collect();
-    Ok(Json(json!({ "id": d.id, "files": map })))
+    body["files"] = Value::Object(map);
+    Ok(Json(body))
 }
 
 #[derive(Deserialize)]

@@ -11,6 +11,7 @@ mod events;
 mod files;
 mod gc;
 mod idempotency;
+mod insight;
 pub use idempotency::Idem;
 mod json;
 pub mod openapi;
@@ -18,6 +19,7 @@ mod projects;
 mod routes;
 mod scrub;
 mod tokens;
+mod ui;
 mod views;
 mod webhooks;
 
@@ -274,6 +276,12 @@ fn v1() -> Table {
         )
         .add(
             get_.clone(),
+            "/deployments/{id}/diff",
+            DeploymentsRead,
+            insight::diff,
+        )
+        .add(
+            get_.clone(),
             "/deployments/{id}/events",
             DeploymentsRead,
             events::stream,
@@ -305,7 +313,12 @@ fn v1() -> Table {
         .add(delete_, "/aliases/{host}", AliasesWrite, a::delete)
         .add(post_.clone(), "/releases", AliasesWrite, a::release)
         .add(get_.clone(), "/routes", Admin, routes::stream)
-        .add(get_, "/certificates", ProjectsRead, certificates::list)
+        .add(
+            get_.clone(),
+            "/certificates",
+            ProjectsRead,
+            certificates::list,
+        )
         .add(
             post_.clone(),
             "/certificates/{host}/renew",
@@ -313,6 +326,8 @@ fn v1() -> Table {
             certificates::renew,
         )
         .add(post_.clone(), "/gc", Admin, gc::run)
+        .add(get_.clone(), "/storage", Admin, insight::storage)
+        .add(get_, "/traffic", ProjectsRead, insight::traffic)
         .add(post_, "/scrub", Admin, scrub::run)
 }
 
@@ -350,6 +365,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/openapi.json", get(openapi::document));
     Router::new()
         .nest("/v1", v1)
+        .merge(ui::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
         .route("/metrics", get(routes::metrics))

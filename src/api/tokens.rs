@@ -34,7 +34,7 @@ pub struct CreateToken {
 
 /// A token as the API shows it (never its secret, except once on creation).
 #[derive(Serialize)]
-pub struct TokenView {
+pub(super) struct TokenView {
     id: String,
     name: String,
     scopes: Vec<Scope>,

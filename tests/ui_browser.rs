@@ -1,0 +1,658 @@
+//! The dashboard in a real browser: headless Chromium driven through chromedriver (Debian
+//! packages `chromium` and `chromium-driver`, installed by `.ci/run`) against the real
+//! `halo serve` binary. Sign-in, a `halo deploy` moving queued → building → ready on
+//! screen, promote and roll back from the UI with the edge's answer checked, what a
+//! read-only session cannot do, CSRF, revocation from another tab; screenshots of every
+//! page at desktop and phone widths under `target/ui-screenshots/`.
+//!
+//! Without Chromium the tests say so and pass, except in CI (`CI` set), where that fails.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use common::TOKEN;
+use common::process::Halo;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn tools() -> Option<(PathBuf, PathBuf)> {
+    let find = |names: &[&str]| {
+        names
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .or_else(|| {
+                let out = Command::new("sh")
+                    .args(["-c", &format!("command -v {}", names[0])])
+                    .output()
+                    .ok()?;
+                let p = String::from_utf8(out.stdout).ok()?;
+                (!p.trim().is_empty()).then(|| PathBuf::from(p.trim()))
+            })
+    };
+    let browser = find(&["/usr/bin/chromium", "/usr/bin/chromium-browser"])?;
+    let driver = find(&["/usr/bin/chromedriver"])?;
+    Some((browser, driver))
+}
+
+fn required() -> Option<(PathBuf, PathBuf)> {
+    let t = tools();
+    if t.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium and chromedriver are required in CI (.ci/run installs them)"
+        );
+        eprintln!(
+            "skipping: chromium or chromedriver not installed (apt-get install chromium chromium-driver)"
+        );
+    }
+    t
+}
+
+/// chromedriver on a free loopback port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn driver(bin: &Path) -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(bin)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let url = format!("http://127.0.0.1:{port}");
+    // Dropped (killed and reaped) on every path from here.
+    let driver = Driver { child, url };
+    for _ in 0..100 {
+        if reqwest::get(format!("{}/status", driver.url)).await.is_ok() {
+            return driver;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not answer on {}", driver.url);
+}
+
+async fn browser(driver: &Driver, chromium: &Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,900", "--hide-scrollbars", "--force-device-scale-factor=1"],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a chromium session")
+}
+
+fn shots_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The current page at desktop (1280×900) and phone (360×780) widths.
+async fn screenshots(c: &Client, name: &str) {
+    for (suffix, w, h) in [("desktop", 1280, 900), ("phone", 360, 780)] {
+        c.set_window_size(w, h).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let png = c.screenshot().await.unwrap();
+        std::fs::write(shots_dir().join(format!("{name}-{suffix}.png")), png).unwrap();
+    }
+    c.set_window_size(1280, 900).await.unwrap();
+}
+
+async fn find(c: &Client, css: &str) -> fantoccini::elements::Element {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
+}
+
+async fn sign_in(c: &Client, api: &str, token: &str) {
+    c.goto(&format!("{api}/ui/")).await.unwrap();
+    let input = find(c, "input#token").await;
+    input.send_keys(token).await.unwrap();
+    find(c, "form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    find(c, "#sign-out").await;
+}
+
+/// Runs `fetch` in the page (same origin, the session cookie attached) and answers the
+/// status: what a script injected into the dashboard could do with its session.
+async fn page_fetch(c: &Client, method: &str, path: &str, csrf: Option<&str>) -> u64 {
+    let script = r#"
+        const [method, path, csrf, done] = arguments;
+        const headers = {};
+        if (csrf) headers['x-halo-csrf'] = csrf;
+        fetch(path, { method, headers, credentials: 'same-origin' }).then((r) => done(r.status), () => done(0));
+    "#;
+    c.execute_async(script, vec![json!(method), json!(path), json!(csrf)])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap()
+}
+
+async fn session_csrf(c: &Client) -> String {
+    let script = r#"const done = arguments[0];
+        fetch('/ui/session').then((r) => r.json()).then((s) => done(s.csrf));"#;
+    c.execute_async(script, vec![])
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A git checkout with `index.html` saying `body`, committed by Ada.
+fn site(dir: &Path, body: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("index.html"), format!("<h1>{body}</h1>")).unwrap();
+    std::fs::write(dir.join("app.css"), "body { color: #222 }").unwrap();
+    let git = |args: &[&str]| {
+        let ok = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "Ada Lovelace")
+            .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+            .env("GIT_COMMITTER_NAME", "Ada Lovelace")
+            .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    if !dir.join(".git").exists() {
+        git(&["init", "-q", "-b", "main"]);
+    }
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", body]);
+}
+
+fn deploy_cmd(api: &str, token: &str, cache: &Path, dir: &Path, prod: bool) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_halo"));
+    cmd.arg("deploy")
+        .arg(dir)
+        .args(["--project", "demo", "--json"])
+        .env("HALO_API", api)
+        .env("HALO_TOKEN", token)
+        .env("XDG_CACHE_HOME", cache)
+        .env("XDG_CONFIG_HOME", cache)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if prod {
+        cmd.arg("--prod");
+    }
+    cmd
+}
+
+fn deploy(api: &str, token: &str, cache: &Path, dir: &Path, prod: bool) -> Value {
+    let out = deploy_cmd(api, token, cache, dir, prod).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A TCP proxy in front of the API that holds file uploads until released: a deploy
+/// through it stays `queued` for as long as the test wants to look.
+struct Gate {
+    url: String,
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+async fn gate(upstream: &str) -> Gate {
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            let mut rx = rx.clone();
+            tokio::spawn(async move {
+                let mut server = TcpStream::connect(&upstream).await.unwrap();
+                let (mut cr, mut cw) = client.split();
+                let (mut sr, mut sw) = server.split();
+                let up = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = cr.read(&mut buf).await?;
+                        if n == 0 {
+                            return sw.shutdown().await;
+                        }
+                        let chunk = &buf[..n];
+                        let upload = |pat: &[u8]| chunk.windows(pat.len()).any(|w| w == pat);
+                        if upload(b"PUT /v1/files/") || upload(b"POST /v1/files/batch") {
+                            let _ = rx.wait_for(|open| *open).await;
+                        }
+                        sw.write_all(chunk).await?;
+                    }
+                };
+                let down = tokio::io::copy(&mut sr, &mut cw);
+                let _ = tokio::join!(up, down);
+            });
+        }
+    });
+    Gate {
+        url,
+        open: Arc::new(tx),
+    }
+}
+
+async fn edge_body(edge: &str, host: &str) -> String {
+    reqwest::Client::new()
+        .get(format!("{edge}/"))
+        .header("host", host)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Installs a recorder of every status badge added to the deployments table: the
+/// statuses a row showed, in order, whatever the timing of the updates.
+async fn record_statuses(c: &Client) {
+    c.execute(
+        r#"window.__seen = [];
+        const note = (el) => {
+          const row = el.closest('tr[data-id]');
+          if (row && el.dataset.status) window.__seen.push([row.dataset.id, el.dataset.status]);
+        };
+        new MutationObserver((records) => {
+          for (const r of records) for (const n of r.addedNodes) {
+            if (n.nodeType !== 1) continue;
+            if (n.matches('[data-status]')) note(n);
+            n.querySelectorAll('[data-status]').forEach(note);
+          }
+        }).observe(document.getElementById('deployments'), { childList: true, subtree: true });"#,
+        vec![],
+    )
+    .await
+    .unwrap();
+}
+
+async fn seen(c: &Client, id: &str) -> Vec<String> {
+    let v = c.execute("return window.__seen;", vec![]).await.unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p[0] == id)
+        .map(|p| p[1].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `sub` appears in `all` in order (not necessarily next to each other).
+fn in_order(all: &[String], sub: &[&str]) -> bool {
+    let mut it = all.iter();
+    sub.iter().all(|s| it.any(|a| a == s))
+}
+
+async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
+    for _ in 0..300 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn click_and_confirm(c: &Client, css: &str) -> String {
+    find(c, css).await.click().await.unwrap();
+    let dialog = find(c, "dialog[open]").await;
+    let text = dialog.text().await.unwrap();
+    find(c, "dialog[open] button[data-confirm]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_shows_live_and_promote_and_rollback_move_production() {
+    let Some((chromium, chromedriver)) = required() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let halo = Halo::start(&tmp.path().join("data"), Some(TOKEN));
+    let (dir, cache) = (tmp.path().join("site"), tmp.path().join("cache"));
+    site(&dir, "v1");
+    let v1 = deploy(&halo.api, TOKEN, &cache, &dir, true);
+    let project = v1["project_id"].as_str().unwrap().to_owned();
+    let v1 = v1["deployment_id"].as_str().unwrap().to_owned();
+    let prod_host = "demo.halo.test";
+    assert!(edge_body(&halo.edge, prod_host).await.contains("v1"));
+
+    let d = driver(&chromedriver).await;
+    let c = browser(&d, &chromium).await;
+    c.goto(&format!("{}/ui/", halo.api)).await.unwrap();
+    find(&c, "input#token").await;
+    screenshots(&c, "sign-in").await;
+    sign_in(&c, &halo.api, TOKEN).await;
+    let row = find(&c, "#projects tbody tr").await;
+    assert!(row.text().await.unwrap().contains("demo"));
+    screenshots(&c, "projects").await;
+
+    // A deploy started now shows up without a reload and moves queued → building → ready.
+    c.goto(&format!("{}/ui/#/projects/{project}", halo.api))
+        .await
+        .unwrap();
+    find(&c, &format!("#deployments tr[data-id='{v1}']")).await;
+    record_statuses(&c).await;
+    let gate = gate(&halo.api).await;
+    site(&dir, "v2");
+    let cli = deploy_cmd(&gate.url, TOKEN, &cache, &dir, false)
+        .spawn()
+        .unwrap();
+    let queued = find(
+        &c,
+        "#deployments tr[data-id] .status [data-status='queued']",
+    )
+    .await;
+    let row = c
+        .execute(
+            "return arguments[0].closest('tr').dataset.id;",
+            vec![serde_json::to_value(&queued).unwrap()],
+        )
+        .await
+        .unwrap();
+    let v2 = row.as_str().unwrap().to_owned();
+    screenshots(&c, "project-deploying").await;
+    gate.open.send_replace(true);
+    let out = cli.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["deployment_id"], v2.as_str());
+    find(
+        &c,
+        &format!("#deployments tr[data-id='{v2}'] .status [data-status='ready']"),
+    )
+    .await;
+    let shown = seen(&c, &v2).await;
+    assert!(
+        in_order(&shown, &["queued", "building", "ready"]),
+        "the row showed {shown:?}"
+    );
+    // Attribution from the checkout.
+    let text = find(&c, &format!("#deployments tr[data-id='{v2}']"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("main") && text.contains("Ada Lovelace"),
+        "{text}"
+    );
+    screenshots(&c, "project").await;
+
+    // Promote v2 from the UI: the confirmation shows the diff; then the edge serves it.
+    let dialog = click_and_confirm(
+        &c,
+        &format!("#deployments tr[data-id='{v2}'] button[data-action='promote']"),
+    )
+    .await;
+    assert!(dialog.contains("1 changed"), "{dialog}");
+    assert!(dialog.contains("index.html"), "{dialog}");
+    wait_until("v2 on the production host", async || {
+        edge_body(&halo.edge, prod_host).await.contains("v2")
+    })
+    .await;
+    find(&c, &format!("#deployments tr.current[data-id='{v2}']")).await;
+
+    // Roll back to v1 from the UI.
+    let dialog = click_and_confirm(
+        &c,
+        &format!("#deployments tr[data-id='{v1}'] button[data-action='promote']"),
+    )
+    .await;
+    assert!(dialog.contains("Roll back"), "{dialog}");
+    wait_until("v1 on the production host again", async || {
+        edge_body(&halo.edge, prod_host).await.contains("v1")
+    })
+    .await;
+    find(&c, &format!("#deployments tr.current[data-id='{v1}']")).await;
+
+    // Every other page renders, at both widths.
+    c.goto(&format!("{}/ui/#/deployments/{v2}", halo.api))
+        .await
+        .unwrap();
+    find(&c, "#phases").await;
+    find(&c, ".tree li").await;
+    let log = find(&c, "#log").await.text().await.unwrap();
+    assert!(log.contains("ready"), "{log}");
+    screenshots(&c, "deployment").await;
+    for (hash, css, name) in [
+        ("#/traffic", "figure svg.chart", "traffic"),
+        ("#/tokens", "#tokens tbody tr", "tokens"),
+        ("#/audit", "#audit tbody tr", "audit"),
+        ("#/storage", "#storage", "storage"),
+    ] {
+        c.goto(&format!("{}/ui/{hash}", halo.api)).await.unwrap();
+        find(&c, css).await;
+        screenshots(&c, name).await;
+    }
+    // The storage view's GC dry run answers.
+    find(&c, "#gc-dry-run").await.click().await.unwrap();
+    find(&c, "#storage + button + div dl").await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_sessions_csrf_and_revocation() {
+    let Some((chromium, chromedriver)) = required() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let halo = Halo::start(&tmp.path().join("data"), Some(TOKEN));
+    let (dir, cache) = (tmp.path().join("site"), tmp.path().join("cache"));
+    site(&dir, "v1");
+    let v1 = deploy(&halo.api, TOKEN, &cache, &dir, true);
+    let project = v1["project_id"].as_str().unwrap().to_owned();
+    site(&dir, "v2");
+    let v2 = deploy(&halo.api, TOKEN, &cache, &dir, false)["deployment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mint = async |name: &str, scopes: Value| -> (String, String) {
+        let v: Value = reqwest::Client::new()
+            .post(format!("{}/v1/tokens", halo.api))
+            .bearer_auth(TOKEN)
+            .json(&json!({ "name": name, "scopes": scopes }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["token"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (_, reader) = mint("reader", json!(["projects:read", "deployments:read"])).await;
+    let (operator_id, operator) = mint("operator", json!(["admin"])).await;
+
+    let d = driver(&chromedriver).await;
+    let c = browser(&d, &chromium).await;
+
+    // A read-only session sees no promote button, and a forged promote is refused.
+    sign_in(&c, &halo.api, &reader).await;
+    c.goto(&format!("{}/ui/#/projects/{project}", halo.api))
+        .await
+        .unwrap();
+    find(&c, &format!("#deployments tr[data-id='{v2}']")).await;
+    let buttons = c
+        .find_all(Locator::Css("button[data-action='promote']"))
+        .await
+        .unwrap();
+    assert!(
+        buttons.is_empty(),
+        "a read-only session has promote buttons"
+    );
+    assert!(
+        c.find_all(Locator::Css("#nav a[href='#/tokens']"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a read-only session is offered the tokens page"
+    );
+    let csrf = session_csrf(&c).await;
+    let promote = format!("/v1/deployments/{v2}/promote");
+    assert_eq!(page_fetch(&c, "POST", &promote, Some(&csrf)).await, 403);
+    assert_eq!(page_fetch(&c, "GET", "/v1/tokens", None).await, 403);
+    find(&c, "#sign-out").await.click().await.unwrap();
+    find(&c, "input#token").await;
+
+    // With an admin session, a change without the anti-CSRF header is refused too; with
+    // it, the same request goes through.
+    sign_in(&c, &halo.api, &operator).await;
+    assert_eq!(page_fetch(&c, "POST", &promote, None).await, 403);
+    assert_eq!(page_fetch(&c, "POST", &promote, Some("forged")).await, 403);
+    let csrf = session_csrf(&c).await;
+    assert_eq!(page_fetch(&c, "POST", &promote, Some(&csrf)).await, 200);
+
+    // Revoking the session's token in another tab signs this one out.
+    let first = c.window().await.unwrap();
+    c.goto(&format!("{}/ui/#/projects/{project}", halo.api))
+        .await
+        .unwrap();
+    find(&c, "#deployments tr").await;
+    let tab = c.new_window(true).await.unwrap();
+    c.switch_to_window(tab.handle).await.unwrap();
+    c.goto(&format!("{}/ui/#/tokens", halo.api)).await.unwrap();
+    click_and_confirm(
+        &c,
+        &format!("#tokens tr[data-id='{operator_id}'] button[data-action='revoke']"),
+    )
+    .await;
+    c.switch_to_window(first).await.unwrap();
+    find(&c, "input#token").await;
+    assert_eq!(page_fetch(&c, "GET", "/ui/session", None).await, 401);
+    assert_eq!(page_fetch(&c, "GET", "/v1/projects", None).await, 401);
+    c.close().await.unwrap();
+}
+
+/// Without a browser: the session cookie is HttpOnly and SameSite=Strict, a foreign
+/// `Origin` is refused even with the anti-CSRF value, and the dashboard's documents carry
+/// the Content-Security-Policy.
+#[tokio::test]
+async fn session_cookie_flags_origin_check_and_csp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let halo = Halo::start(&tmp.path().join("data"), Some(TOKEN));
+    let http = reqwest::Client::new();
+    let page = http.get(format!("{}/ui/", halo.api)).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert!(!csp.contains("unsafe-inline"));
+    let refused = http
+        .post(format!("{}/ui/session", halo.api))
+        .header("origin", "http://evil.example")
+        .json(&json!({ "token": TOKEN }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let bad = http
+        .post(format!("{}/ui/session", halo.api))
+        .json(&json!({ "token": "halo_not_a_token" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    let ok = http
+        .post(format!("{}/ui/session", halo.api))
+        .json(&json!({ "token": TOKEN }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let set = ok.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(flag), "{set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP: {set}");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let csrf = ok.json::<Value>().await.unwrap()["csrf"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token_post = |origin: Option<&str>| {
+        let mut r = http
+            .post(format!("{}/v1/tokens", halo.api))
+            .header("cookie", &cookie)
+            .header("x-halo-csrf", &csrf)
+            .json(&json!({ "name": "from the cookie", "scopes": ["projects:read"] }));
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.send()
+    };
+    assert_eq!(
+        token_post(Some("http://evil.example"))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(token_post(Some(&halo.api)).await.unwrap().status(), 201);
+    // Over a proxy that says HTTPS, the cookie is Secure.
+    let secure = http
+        .post(format!("{}/ui/session", halo.api))
+        .header("x-forwarded-proto", "https")
+        .json(&json!({ "token": TOKEN }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        secure.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("; Secure")
+    );
+}
