@@ -3,7 +3,8 @@
 //! `halo serve` binary. Sign-in, a `halo deploy` moving queued → building → ready on
 //! screen, promote and roll back from the UI with the edge's answer checked, what a
 //! read-only session cannot do, CSRF, revocation from another tab; screenshots of every
-//! page at desktop and phone widths under `target/ui-screenshots/`.
+//! page at desktop and phone widths under `target/ui-screenshots/`, and axe-core's WCAG 2
+//! A/AA checks (contrast, labels, names) on each page.
 //!
 //! Without Chromium the tests say so and pass, except in CI (`CI` set), where that fails.
 
@@ -128,6 +129,53 @@ async fn screenshots(c: &Client, name: &str) {
         std::fs::write(shots_dir().join(format!("{name}-{suffix}.png")), png).unwrap();
     }
     c.set_window_size(1280, 900).await.unwrap();
+}
+
+/// axe-core's source (`tests/ui/node_modules`, installed by `.ci/run`), or `None` with a
+/// message when it is absent outside CI.
+fn axe_source() -> Option<String> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/node_modules/axe-core/axe.min.js");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{}: {e} (.ci/run installs axe-core)",
+                path.display()
+            );
+            eprintln!("skipping the accessibility checks: run npm ci in tests/ui");
+            None
+        }
+    }
+}
+
+/// Runs axe-core's WCAG 2 A and AA rules (contrast, labels, names, ARIA) on the current
+/// page and fails on any violation, naming the rule and the elements.
+async fn accessible(c: &Client, page: &str) {
+    let Some(axe) = axe_source() else { return };
+    c.execute(&format!("{axe}\nreturn typeof window.axe;"), vec![])
+        .await
+        .unwrap();
+    let script = r#"const done = arguments[0];
+        window.axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21aa'] } })
+          .then((r) => done({ passes: r.passes.map((p) => p.id), violations: r.violations.map((v) =>
+                  `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`) }),
+                (e) => done({ passes: [], violations: [`axe failed: ${e}`] }));"#;
+    let v = c.execute_async(script, vec![]).await.unwrap();
+    let violations: Vec<&str> = v["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x.as_str())
+        .collect();
+    assert!(violations.is_empty(), "{page}: {violations:#?}");
+    // The checks ran: contrast was among the rules that passed.
+    let passes = v["passes"].to_string();
+    assert!(
+        passes.contains("color-contrast"),
+        "{page}: axe checked no contrast: {passes}"
+    );
 }
 
 async fn find(c: &Client, css: &str) -> fantoccini::elements::Element {
@@ -370,10 +418,12 @@ async fn a_deploy_shows_live_and_promote_and_rollback_move_production() {
     c.goto(&format!("{}/ui/", halo.api)).await.unwrap();
     find(&c, "input#token").await;
     screenshots(&c, "sign-in").await;
+    accessible(&c, "sign-in").await;
     sign_in(&c, &halo.api, TOKEN).await;
     let row = find(&c, "#projects tbody tr").await;
     assert!(row.text().await.unwrap().contains("demo"));
     screenshots(&c, "projects").await;
+    accessible(&c, "projects").await;
 
     // A deploy started now shows up without a reload and moves queued → building → ready.
     c.goto(&format!("{}/ui/#/projects/{project}", halo.api))
@@ -430,6 +480,7 @@ async fn a_deploy_shows_live_and_promote_and_rollback_move_production() {
         "{text}"
     );
     screenshots(&c, "project").await;
+    accessible(&c, "project").await;
 
     // Promote v2 from the UI: the confirmation shows the diff; then the edge serves it.
     let dialog = click_and_confirm(
@@ -467,6 +518,7 @@ async fn a_deploy_shows_live_and_promote_and_rollback_move_production() {
     let log = find(&c, "#log").await.text().await.unwrap();
     assert!(log.contains("ready"), "{log}");
     screenshots(&c, "deployment").await;
+    accessible(&c, "deployment").await;
     for (hash, css, name) in [
         ("#/traffic", "figure svg.chart", "traffic"),
         ("#/tokens", "#tokens tbody tr", "tokens"),
@@ -476,6 +528,7 @@ async fn a_deploy_shows_live_and_promote_and_rollback_move_production() {
         c.goto(&format!("{}/ui/{hash}", halo.api)).await.unwrap();
         find(&c, css).await;
         screenshots(&c, name).await;
+        accessible(&c, name).await;
     }
     // The storage view's GC dry run answers.
     find(&c, "#gc-dry-run").await.click().await.unwrap();
@@ -556,6 +609,77 @@ async fn read_only_sessions_csrf_and_revocation() {
     assert_eq!(page_fetch(&c, "POST", &promote, Some("forged")).await, 403);
     let csrf = session_csrf(&c).await;
     assert_eq!(page_fetch(&c, "POST", &promote, Some(&csrf)).await, 200);
+
+    // Settings: the API's validation message is shown; a valid change is saved.
+    c.goto(&format!("{}/ui/#/projects/{project}", halo.api))
+        .await
+        .unwrap();
+    let advanced = find(&c, "#settings textarea[name='advanced']").await;
+    advanced.clear().await.unwrap();
+    advanced
+        .send_keys(r#"{"proxy": {"allow": ["https://api.example.com/v1"]}}"#)
+        .await
+        .unwrap();
+    find(&c, "#settings button[type='submit']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let alert = find(&c, "#settings [role='alert']")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(alert.contains("proxy.allow"), "{alert}");
+    find(&c, "#settings input[name='clean_urls']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    advanced.clear().await.unwrap();
+    advanced.send_keys("{}").await.unwrap();
+    find(&c, "#settings button[type='submit']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    find(&c, "#settings [role='status']").await;
+    let p: Value = reqwest::Client::new()
+        .get(format!("{}/v1/projects/{project}", halo.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(p["settings"]["clean_urls"], true);
+
+    // A token made in the UI: its secret is shown once, and it works.
+    c.goto(&format!("{}/ui/#/tokens", halo.api)).await.unwrap();
+    find(&c, "#new-token input[name='name']")
+        .await
+        .send_keys("made in the browser")
+        .await
+        .unwrap();
+    find(&c, "#new-token input[value='projects:read']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    find(&c, "#new-token button[type='submit']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let secret = find(&c, "#token-secret").await.text().await.unwrap();
+    let listed = reqwest::Client::new()
+        .get(format!("{}/v1/projects", halo.api))
+        .bearer_auth(secret.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
 
     // Revoking the session's token in another tab signs this one out.
     let first = c.window().await.unwrap();

@@ -226,10 +226,15 @@ function settings(project) {
       settings: { clean_urls: clean.checked, spa: spa.checked, trailing_slash: slash.value,
         ...Object.fromEntries(Object.entries(extra).filter(([, v]) => v !== undefined && v !== null)) },
       retention: { keep_last: n(keepLast), keep_days: n(keepDays), preview_ttl_secs: n(ttl) },
-      protection: { mode: mode.value, production: prodToo.checked, ...(password.value ? { password: password.value } : {}) },
     };
+    // Protection is a routing change (audited, followed by every edge): only when it changed.
+    const pr = project.protection;
+    if (mode.value !== pr.mode || prodToo.checked !== pr.production || password.value) {
+      patch.protection = { mode: mode.value, production: prodToo.checked, ...(password.value ? { password: password.value } : {}) };
+    }
     try {
       const p = await api('PATCH', `/projects/${project.id}`, patch);
+      project.protection = p.protection;
       password.value = '';
       mount(out, h('p', { role: 'status' }, 'Saved. New deployments use these settings; protection applies at once.',
         p.protection.bypass_token ? [' Bypass token (shown once): ', h('code', {}, p.protection.bypass_token)] : null));
