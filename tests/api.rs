@@ -525,3 +525,111 @@ async fn unknown_routes_answer_json() {
         (StatusCode::NOT_FOUND, Some("not_found"))
     );
 }
+
+#[tokio::test]
+async fn diffs_storage_and_sizes_for_dashboards() {
+    let h = Harness::new().await;
+    let p = h.create_project("diffs").await;
+    let site = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, Vec<u8>> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    };
+    let a = h
+        .deploy(
+            &p,
+            &site(&[("a.html", "A"), ("b.css", "B"), ("z.js", "Z")]),
+            "preview",
+        )
+        .await;
+    let b = h
+        .deploy(
+            &p,
+            &site(&[("a.html", "A"), ("b.css", "B2"), ("c.png", "C")]),
+            "preview",
+        )
+        .await;
+    let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    let (s, d) = h
+        .call(
+            "GET",
+            &format!("/v1/deployments/{b}/diff?against={a}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert_eq!(
+        (&d["added"], &d["changed"], &d["removed"], &d["unchanged"]),
+        (&json!(1), &json!(1), &json!(1), &json!(1))
+    );
+    let files: Vec<(&str, &str)> = d["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap(), f["change"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("b.css", "changed"),
+            ("c.png", "added"),
+            ("z.js", "removed")
+        ]
+    );
+    assert_eq!(d["files"][0]["previous"], json!(Sha256::of(b"B")));
+    // By number too; counts stay whole when the list is cut.
+    let (_, d) = h
+        .call(
+            "GET",
+            &format!("/v1/deployments/diffs@2/diff?against=diffs@1&limit=1"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            d["truncated"].as_bool(),
+            d["files"].as_array().unwrap().len()
+        ),
+        (Some(true), 1)
+    );
+    assert_eq!(d["removed"], 1);
+    let (s, v) = h
+        .call(
+            "GET",
+            &format!("/v1/deployments/{b}/diff?against=dpl_nope"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (s, _) = h
+        .call(
+            "GET",
+            &format!("/v1/deployments/{b}/diff?against={a}&limit=0"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // Sizes by hash, and the blob index totals: five distinct blobs, 6 bytes.
+    let (_, f) = h
+        .call(
+            "GET",
+            &format!("/v1/deployments/{b}/files?sizes=true"),
+            None,
+        )
+        .await;
+    assert_eq!(f["sizes"][Sha256::of(b"B2").to_string()], 2);
+    let (s, st) = h.call("GET", "/v1/storage", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (st["blobs"].as_u64(), st["bytes"].as_u64()),
+        (Some(5), Some(6))
+    );
+    // No edge in this process: no traffic to show.
+    let (_, t) = h.call("GET", "/v1/traffic", None).await;
+    assert_eq!(t["available"], false);
+}

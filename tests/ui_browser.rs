@@ -780,3 +780,103 @@ async fn session_cookie_flags_origin_check_and_csp() {
             .contains("; Secure")
     );
 }
+
+/// What the traffic plots show: every answer counted for its host, memo replays included,
+/// by status class; the same totals on `/metrics`; hosts of other projects hidden from a
+/// limited token.
+#[tokio::test]
+async fn traffic_counts_every_answer_per_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let halo = Halo::start(&tmp.path().join("data"), Some(TOKEN));
+    let (dir, cache) = (tmp.path().join("site"), tmp.path().join("cache"));
+    site(&dir, "v1");
+    let project = deploy(&halo.api, TOKEN, &cache, &dir, true)["project_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let http = reqwest::Client::new();
+    // Over one connection, so the HTTP/1.1 fast path replays the memoized page.
+    for path in ["/", "/", "/", "/", "/nope"] {
+        let r = http
+            .get(format!("{}{path}", halo.edge))
+            .header("host", "demo.halo.test")
+            .send()
+            .await
+            .unwrap();
+        r.bytes().await.unwrap();
+    }
+    // A host nobody routes gets no series of its own.
+    http.get(&halo.edge)
+        .header("host", "unknown.example")
+        .send()
+        .await
+        .unwrap();
+    let t: Value = http
+        .get(format!("{}/v1/traffic", halo.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["available"], true);
+    let hosts = t["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 1, "{t}");
+    assert_eq!(hosts[0]["host"], "demo.halo.test");
+    assert_eq!(hosts[0]["project_id"], project.as_str());
+    let buckets = hosts[0]["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 72);
+    let sum = |class: usize| -> u64 {
+        buckets
+            .iter()
+            .map(|b| b["by_class"][class].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!((sum(1), sum(3)), (4, 1), "{t}");
+    let bytes: u64 = buckets.iter().map(|b| b["bytes"].as_u64().unwrap()).sum();
+    assert!(bytes >= 4 * "<h1>v1</h1>".len() as u64, "{bytes}");
+    let metrics = http
+        .get(format!("{}/metrics", halo.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("halo_edge_host_requests_total{host=\"demo.halo.test\",class=\"2xx\"} 4"),
+        "{metrics}"
+    );
+    // A token limited to another project sees none of it.
+    let other: Value = http
+        .post(format!("{}/v1/projects", halo.api))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "name": "other" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let limited: Value = http
+        .post(format!("{}/v1/tokens", halo.api))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "name": "other only", "scopes": ["projects:read"], "project_ids": [other["id"]] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let t: Value = http
+        .get(format!("{}/v1/traffic", halo.api))
+        .bearer_auth(limited["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["hosts"], json!([]));
+}

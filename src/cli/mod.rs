@@ -6,8 +6,6 @@ pub mod deploy;
 mod git;
 pub mod local;
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 
 use crate::config::ServeArgs;
@@ -403,36 +401,26 @@ async fn promote(client: &Client, id: &str, verb: &str) -> Result<(), ClientErro
 }
 
 async fn diff(client: &Client, a: &str, b: &str) -> Result<(), ClientError> {
-    let files = |v: Value| -> BTreeMap<String, String> {
-        v["files"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, h)| (k.clone(), s(h).to_owned()))
-            .collect()
-    };
-    let fa = files(client.get(&format!("/v1/deployments/{a}/files")).await?);
-    let fb = files(client.get(&format!("/v1/deployments/{b}/files")).await?);
-    let (mut added, mut changed, mut removed) = (0, 0, 0);
-    let paths: std::collections::BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
-    for p in paths {
-        match (fa.get(p), fb.get(p)) {
-            (None, Some(_)) => {
-                added += 1;
-                println!("+ {p}");
-            }
-            (Some(_), None) => {
-                removed += 1;
-                println!("- {p}");
-            }
-            (Some(x), Some(y)) if x != y => {
-                changed += 1;
-                println!("~ {p}");
-            }
-            _ => {}
-        }
+    // The server compares (`GET /v1/deployments/{b}/diff`): two manifests never cross the
+    // network.
+    let path = format!(
+        "/v1/deployments/{}/diff?against={}&limit=1000000",
+        percent_encoding::utf8_percent_encode(b, percent_encoding::NON_ALPHANUMERIC),
+        percent_encoding::utf8_percent_encode(a, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let d = client.get(&path).await?;
+    for f in d["files"].as_array().into_iter().flatten() {
+        let sign = match s(&f["change"]) {
+            "added" => '+',
+            "removed" => '-',
+            _ => '~',
+        };
+        println!("{sign} {}", s(&f["path"]));
     }
-    eprintln!("{added} added, {changed} changed, {removed} removed");
+    eprintln!(
+        "{} added, {} changed, {} removed",
+        d["added"], d["changed"], d["removed"]
+    );
     Ok(())
 }
 
