@@ -582,7 +582,7 @@ async fn diffs_storage_and_sizes_for_dashboards() {
     let (_, d) = h
         .call(
             "GET",
-            &format!("/v1/deployments/diffs@2/diff?against=diffs@1&limit=1"),
+            "/v1/deployments/diffs@2/diff?against=diffs@1&limit=1",
             None,
         )
         .await;
