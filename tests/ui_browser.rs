@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use common::TOKEN;
 use common::process::Halo;
+use common::{TOKEN, get_json, send};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -186,15 +186,15 @@ async fn find(c: &Client, css: &str) -> fantoccini::elements::Element {
         .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
 }
 
+async fn click(c: &Client, css: &str) {
+    find(c, css).await.click().await.unwrap();
+}
+
 async fn sign_in(c: &Client, api: &str, token: &str) {
     c.goto(&format!("{api}/ui/")).await.unwrap();
     let input = find(c, "input#token").await;
     input.send_keys(token).await.unwrap();
-    find(c, "form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "form button[type=submit]").await;
     find(c, "#sign-out").await;
 }
 
@@ -271,13 +271,54 @@ fn deploy_cmd(api: &str, token: &str, cache: &Path, dir: &Path, prod: bool) -> C
 }
 
 fn deploy(api: &str, token: &str, cache: &Path, dir: &Path, prod: bool) -> Value {
-    let out = deploy_cmd(api, token, cache, dir, prod).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let dir = dir.to_str().unwrap();
+    let mut args = vec![dir, "--project", "demo"];
+    if prod {
+        args.push("--prod");
+    }
+    common::cli_deploy(api, token, cache, &args)
+}
+
+/// `halo serve` with project `demo` deployed to production from a git checkout.
+struct Stage {
+    _tmp: tempfile::TempDir,
+    halo: Halo,
+    dir: PathBuf,
+    cache: PathBuf,
+    project: String,
+    v1: String,
+}
+
+fn stage() -> Stage {
+    let tmp = tempfile::tempdir().unwrap();
+    let halo = Halo::start(&tmp.path().join("data"), Some(TOKEN));
+    let (dir, cache) = (tmp.path().join("site"), tmp.path().join("cache"));
+    site(&dir, "v1");
+    let v1 = deploy(&halo.api, TOKEN, &cache, &dir, true);
+    Stage {
+        project: v1["project_id"].as_str().unwrap().to_owned(),
+        v1: v1["deployment_id"].as_str().unwrap().to_owned(),
+        _tmp: tmp,
+        halo,
+        dir,
+        cache,
+    }
+}
+
+/// Mints a token over the API: (id, secret).
+async fn mint(api: &str, body: Value) -> (String, String) {
+    let (status, v, _) = send(
+        reqwest::Client::new()
+            .post(format!("{api}/v1/tokens"))
+            .bearer_auth(TOKEN)
+            .json(&body),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    (
+        v["id"].as_str().unwrap().to_owned(),
+        v["token"].as_str().unwrap().to_owned(),
+    )
 }
 
 /// A TCP proxy in front of the API that holds file uploads until released: a deploy
@@ -387,14 +428,10 @@ async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
 }
 
 async fn click_and_confirm(c: &Client, css: &str) -> String {
-    find(c, css).await.click().await.unwrap();
+    click(c, css).await;
     let dialog = find(c, "dialog[open]").await;
     let text = dialog.text().await.unwrap();
-    find(c, "dialog[open] button[data-confirm]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "dialog[open] button[data-confirm]").await;
     text
 }
 
@@ -403,13 +440,14 @@ async fn a_deploy_shows_live_and_promote_and_rollback_move_production() {
     let Some((chromium, chromedriver)) = required() else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let halo = Halo::start(&tmp.path().join("data"), Some(TOKEN));
-    let (dir, cache) = (tmp.path().join("site"), tmp.path().join("cache"));
-    site(&dir, "v1");
-    let v1 = deploy(&halo.api, TOKEN, &cache, &dir, true);
-    let project = v1["project_id"].as_str().unwrap().to_owned();
-    let v1 = v1["deployment_id"].as_str().unwrap().to_owned();
+    let Stage {
+        halo,
+        dir,
+        cache,
+        project,
+        v1,
+        ..
+    } = stage();
     let prod_host = "demo.halo.test";
     assert!(edge_body(&halo.edge, prod_host).await.contains("v1"));
 
@@ -531,7 +569,7 @@ async fn a_deploy_shows_live_and_promote_and_rollback_move_production() {
         accessible(&c, name).await;
     }
     // The storage view's GC dry run answers.
-    find(&c, "#gc-dry-run").await.click().await.unwrap();
+    click(&c, "#gc-dry-run").await;
     find(&c, "#storage + button + div dl").await;
     c.close().await.unwrap();
 }
@@ -541,35 +579,28 @@ async fn read_only_sessions_csrf_and_revocation() {
     let Some((chromium, chromedriver)) = required() else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let halo = Halo::start(&tmp.path().join("data"), Some(TOKEN));
-    let (dir, cache) = (tmp.path().join("site"), tmp.path().join("cache"));
-    site(&dir, "v1");
-    let v1 = deploy(&halo.api, TOKEN, &cache, &dir, true);
-    let project = v1["project_id"].as_str().unwrap().to_owned();
+    let Stage {
+        halo,
+        dir,
+        cache,
+        project,
+        ..
+    } = stage();
     site(&dir, "v2");
     let v2 = deploy(&halo.api, TOKEN, &cache, &dir, false)["deployment_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let mint = async |name: &str, scopes: Value| -> (String, String) {
-        let v: Value = reqwest::Client::new()
-            .post(format!("{}/v1/tokens", halo.api))
-            .bearer_auth(TOKEN)
-            .json(&json!({ "name": name, "scopes": scopes }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (
-            v["id"].as_str().unwrap().to_owned(),
-            v["token"].as_str().unwrap().to_owned(),
-        )
-    };
-    let (_, reader) = mint("reader", json!(["projects:read", "deployments:read"])).await;
-    let (operator_id, operator) = mint("operator", json!(["admin"])).await;
+    let (_, reader) = mint(
+        &halo.api,
+        json!({ "name": "reader", "scopes": ["projects:read", "deployments:read"] }),
+    )
+    .await;
+    let (operator_id, operator) = mint(
+        &halo.api,
+        json!({ "name": "operator", "scopes": ["admin"] }),
+    )
+    .await;
 
     let d = driver(&chromedriver).await;
     let c = browser(&d, &chromium).await;
@@ -599,7 +630,7 @@ async fn read_only_sessions_csrf_and_revocation() {
     let promote = format!("/v1/deployments/{v2}/promote");
     assert_eq!(page_fetch(&c, "POST", &promote, Some(&csrf)).await, 403);
     assert_eq!(page_fetch(&c, "GET", "/v1/tokens", None).await, 403);
-    find(&c, "#sign-out").await.click().await.unwrap();
+    click(&c, "#sign-out").await;
     find(&c, "input#token").await;
 
     // With an admin session, a change without the anti-CSRF header is refused too; with
@@ -620,39 +651,20 @@ async fn read_only_sessions_csrf_and_revocation() {
         .send_keys(r#"{"proxy": {"allow": ["https://api.example.com/v1"]}}"#)
         .await
         .unwrap();
-    find(&c, "#settings button[type='submit']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#settings button[type='submit']").await;
     let alert = find(&c, "#settings [role='alert']")
         .await
         .text()
         .await
         .unwrap();
     assert!(alert.contains("proxy.allow"), "{alert}");
-    find(&c, "#settings input[name='clean_urls']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#settings input[name='clean_urls']").await;
     advanced.clear().await.unwrap();
     advanced.send_keys("{}").await.unwrap();
-    find(&c, "#settings button[type='submit']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#settings button[type='submit']").await;
     find(&c, "#settings [role='status']").await;
-    let p: Value = reqwest::Client::new()
-        .get(format!("{}/v1/projects/{project}", halo.api))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let http = reqwest::Client::new();
+    let p = get_json(&http, TOKEN, format!("{}/v1/projects/{project}", halo.api)).await;
     assert_eq!(p["settings"]["clean_urls"], true);
 
     // A token made in the UI: its secret is shown once, and it works.
@@ -662,24 +674,15 @@ async fn read_only_sessions_csrf_and_revocation() {
         .send_keys("made in the browser")
         .await
         .unwrap();
-    find(&c, "#new-token input[value='projects:read']")
-        .await
-        .click()
-        .await
-        .unwrap();
-    find(&c, "#new-token button[type='submit']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#new-token input[value='projects:read']").await;
+    click(&c, "#new-token button[type='submit']").await;
     let secret = find(&c, "#token-secret").await.text().await.unwrap();
-    let listed = reqwest::Client::new()
-        .get(format!("{}/v1/projects", halo.api))
-        .bearer_auth(secret.trim())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(listed.status(), 200);
+    let (status, _, _) = send(
+        http.get(format!("{}/v1/projects", halo.api))
+            .bearer_auth(secret.trim()),
+    )
+    .await;
+    assert_eq!(status, 200);
 
     // Revoking the session's token in another tab signs this one out.
     let first = c.window().await.unwrap();
@@ -786,14 +789,7 @@ async fn session_cookie_flags_origin_check_and_csp() {
 /// limited token.
 #[tokio::test]
 async fn traffic_counts_every_answer_per_host() {
-    let tmp = tempfile::tempdir().unwrap();
-    let halo = Halo::start(&tmp.path().join("data"), Some(TOKEN));
-    let (dir, cache) = (tmp.path().join("site"), tmp.path().join("cache"));
-    site(&dir, "v1");
-    let project = deploy(&halo.api, TOKEN, &cache, &dir, true)["project_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let Stage { halo, project, .. } = stage();
     let http = reqwest::Client::new();
     // Over one connection, so the HTTP/1.1 fast path replays the memoized page.
     for path in ["/", "/", "/", "/", "/nope"] {
@@ -811,15 +807,7 @@ async fn traffic_counts_every_answer_per_host() {
         .send()
         .await
         .unwrap();
-    let t: Value = http
-        .get(format!("{}/v1/traffic", halo.api))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let t = get_json(&http, TOKEN, format!("{}/v1/traffic", halo.api)).await;
     assert_eq!(t["available"], true);
     let hosts = t["hosts"].as_array().unwrap();
     assert_eq!(hosts.len(), 1, "{t}");
@@ -849,34 +837,12 @@ async fn traffic_counts_every_answer_per_host() {
         "{metrics}"
     );
     // A token limited to another project sees none of it.
-    let other: Value = http
-        .post(format!("{}/v1/projects", halo.api))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "name": "other" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let limited: Value = http
-        .post(format!("{}/v1/tokens", halo.api))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "name": "other only", "scopes": ["projects:read"], "project_ids": [other["id"]] }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let t: Value = http
-        .get(format!("{}/v1/traffic", halo.api))
-        .bearer_auth(limited["token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let other = common::create_project_over_http(&http, &halo.api, TOKEN, "other").await;
+    let (_, limited) = mint(
+        &halo.api,
+        json!({ "name": "other only", "scopes": ["projects:read"], "project_ids": [other] }),
+    )
+    .await;
+    let t = get_json(&http, &limited, format!("{}/v1/traffic", halo.api)).await;
     assert_eq!(t["hosts"], json!([]));
 }
