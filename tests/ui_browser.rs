@@ -768,6 +768,18 @@ async fn session_cookie_flags_origin_check_and_csp() {
         403
     );
     assert_eq!(token_post(Some(&halo.api)).await.unwrap().status(), 201);
+    // Behind a proxy that names the public host in X-Forwarded-Host.
+    let proxied = http
+        .post(format!("{}/v1/tokens", halo.api))
+        .header("cookie", &cookie)
+        .header("x-halo-csrf", &csrf)
+        .header("origin", "https://halo.example.com")
+        .header("x-forwarded-host", "halo.example.com")
+        .json(&json!({ "name": "through the proxy", "scopes": ["projects:read"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), 201);
     // Over a proxy that says HTTPS, the cookie is Secure.
     let secure = http
         .post(format!("{}/ui/session", halo.api))

@@ -119,17 +119,23 @@ pub fn check_csrf(headers: &http::HeaderMap, expected: &str) -> Result<(), ApiEr
     Ok(())
 }
 
-/// Whether the request's `Origin`, when it has one, is the host it was sent to.
+/// Whether the request's `Origin`, when it has one, is the host it was sent to (as the
+/// request says, or as a proxy in front says in `X-Forwarded-Host`).
 pub fn same_origin(headers: &http::HeaderMap) -> bool {
     let Some(origin) = headers.get(http::header::ORIGIN) else {
         return true;
     };
-    let host = headers.get(http::header::HOST).map(|h| h.as_bytes());
     let origin = origin.as_bytes();
-    let authority = origin
+    let Some(authority) = origin
         .strip_prefix(b"http://")
-        .or_else(|| origin.strip_prefix(b"https://"));
-    authority.is_some() && authority == host
+        .or_else(|| origin.strip_prefix(b"https://"))
+    else {
+        return false;
+    };
+    [http::header::HOST.as_str(), "x-forwarded-host"]
+        .iter()
+        .filter_map(|h| headers.get(*h))
+        .any(|h| h.as_bytes() == authority)
 }
 
 /// Refuses a caller whose token lacks `scope` with 403 `insufficient_scope`.

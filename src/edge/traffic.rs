@@ -168,13 +168,21 @@ impl Traffic {
         let keep = marks.len().saturating_sub(BUCKETS + 1);
         marks.drain(..keep);
         self.marked.store(at, Ordering::Relaxed);
+        drop(marks);
+        // Once per bucket: forget hosts idle for the whole window that no memo entry holds.
+        self.prune(at);
+    }
+
+    fn prune(&self, now: u64) {
+        let first = (now + 1).saturating_sub(BUCKETS as u64);
+        self.hosts
+            .retain(|_, s| Arc::strong_count(s) > 1 || s.latest() >= first);
     }
 
     /// The window ending in bucket `now`, for hosts `visible` shows (by project id).
     pub fn view(&self, now: u64, cache: &Counters, visible: impl Fn(&str) -> bool) -> TrafficView {
         let first = now + 1 - BUCKETS as u64;
-        self.hosts
-            .retain(|_, s| Arc::strong_count(s) > 1 || s.latest() >= first);
+        self.prune(now);
         let mut hosts: Vec<HostSeries> = self
             .hosts
             .iter()
@@ -316,6 +324,12 @@ mod tests {
         let t = Traffic::default();
         let cache = Counters::default();
         t.slot("old.example", "p").record(1, StatusCode::OK, 1);
+        let held = t.slot("held.example", "p");
+        held.record(1, StatusCode::OK, 1);
+        // The next bucket's first answer prunes (a view would too).
+        t.tick(1000, &cache);
+        assert_eq!(t.hosts.len(), 1, "only the slot a memo entry holds is kept");
+        drop(held);
         t.view(1000, &cache, |_| true);
         assert!(t.hosts.is_empty());
     }

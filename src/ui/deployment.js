@@ -122,11 +122,20 @@ export async function deploymentPage(main, id) {
   // Files.
   const fileBox = h('div', {}, h('p', { class: 'muted' }, 'Loading files…'));
   const search = h('input', { type: 'search', name: 'q', placeholder: 'Filter paths' });
-  api('GET', `/deployments/${d.id}/files?sizes=true`).then((f) => {
+  const loadFiles = () => api('GET', `/deployments/${d.id}/files?sizes=true`).then((f) => {
     const show = () => mount(fileBox, tree(f.files, f.sizes || {}, search.value.trim()));
     search.addEventListener('input', show);
     show();
   }, (e) => mount(fileBox, errorBox(e)));
+  // A very large tree is fetched only when asked for (its list alone is megabytes).
+  if (d.file_count > 50000) {
+    mount(fileBox, h('button', { class: 'secondary', onclick: () => {
+      mount(fileBox, h('p', { class: 'muted' }, 'Loading files…'));
+      loadFiles();
+    } }, `Load the list of ${d.file_count.toLocaleString()} files`));
+  } else {
+    loadFiles();
+  }
 
   // Diff against another deployment of the project.
   const { data: others } = await api('GET', `/deployments?project_id=${project.id}&limit=100`);
