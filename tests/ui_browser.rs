@@ -12,13 +12,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 use common::process::Halo;
 use common::{TOKEN, get_json, send};
@@ -321,52 +318,6 @@ async fn mint(api: &str, body: Value) -> (String, String) {
     )
 }
 
-/// A TCP proxy in front of the API that holds file uploads until released: a deploy
-/// through it stays `queued` for as long as the test wants to look.
-struct Gate {
-    url: String,
-    open: Arc<tokio::sync::watch::Sender<bool>>,
-}
-
-async fn gate(upstream: &str) -> Gate {
-    let upstream = upstream.trim_start_matches("http://").to_owned();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let upstream = upstream.clone();
-            let mut rx = rx.clone();
-            tokio::spawn(async move {
-                let mut server = TcpStream::connect(&upstream).await.unwrap();
-                let (mut cr, mut cw) = client.split();
-                let (mut sr, mut sw) = server.split();
-                let up = async {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = cr.read(&mut buf).await?;
-                        if n == 0 {
-                            return sw.shutdown().await;
-                        }
-                        let chunk = &buf[..n];
-                        let upload = |pat: &[u8]| chunk.windows(pat.len()).any(|w| w == pat);
-                        if upload(b"PUT /v1/files/") || upload(b"POST /v1/files/batch") {
-                            let _ = rx.wait_for(|open| *open).await;
-                        }
-                        sw.write_all(chunk).await?;
-                    }
-                };
-                let down = tokio::io::copy(&mut sr, &mut cw);
-                let _ = tokio::join!(up, down);
-            });
-        }
-    });
-    Gate {
-        url,
-        open: Arc::new(tx),
-    }
-}
-
 async fn edge_body(edge: &str, host: &str) -> String {
     reqwest::Client::new()
         .get(format!("{edge}/"))
@@ -469,7 +420,7 @@ async fn a_deploy_shows_live_and_promote_and_rollback_move_production() {
         .unwrap();
     find(&c, &format!("#deployments tr[data-id='{v1}']")).await;
     record_statuses(&c).await;
-    let gate = gate(&halo.api).await;
+    let gate = common::gate::gate(&halo.api).await;
     site(&dir, "v2");
     let cli = deploy_cmd(&gate.url, TOKEN, &cache, &dir, false)
         .spawn()
@@ -488,7 +439,7 @@ async fn a_deploy_shows_live_and_promote_and_rollback_move_production() {
         .unwrap();
     let v2 = row.as_str().unwrap().to_owned();
     screenshots(&c, "project-deploying").await;
-    gate.open.send_replace(true);
+    gate.release();
     let out = cli.wait_with_output().unwrap();
     assert!(
         out.status.success(),

@@ -2,6 +2,7 @@
 //! real loopback sockets.
 #![allow(dead_code)]
 
+pub mod gate;
 pub mod process;
 
 use std::collections::BTreeMap;
