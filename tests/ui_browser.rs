@@ -288,7 +288,12 @@ struct Stage {
 
 fn stage() -> Stage {
     let tmp = tempfile::tempdir().unwrap();
-    let halo = Halo::start(&tmp.path().join("data"), Some(TOKEN));
+    // The webhook receiver of the tests is on loopback.
+    let halo = Halo::start_env(
+        &tmp.path().join("data"),
+        Some(TOKEN),
+        &[("HALO_WEBHOOK_ALLOW_PRIVATE", "true")],
+    );
     let (dir, cache) = (tmp.path().join("site"), tmp.path().join("cache"));
     site(&dir, "v1");
     let v1 = deploy(&halo.api, TOKEN, &cache, &dir, true);
@@ -316,6 +321,52 @@ async fn mint(api: &str, body: Value) -> (String, String) {
         v["id"].as_str().unwrap().to_owned(),
         v["token"].as_str().unwrap().to_owned(),
     )
+}
+
+/// A webhook receiver on loopback answering 204 to everything: its URL and how many
+/// requests it has had.
+async fn receiver() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                // One request per connection: its head, then `Content-Length` bytes of
+                // body, then the answer.
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = conn.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&req).to_ascii_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len: usize = text[..end]
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if req.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = conn
+                    .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (url, count)
 }
 
 async fn edge_body(edge: &str, host: &str) -> String {
@@ -519,7 +570,38 @@ async fn a_deploy_shows_live_and_promote_and_rollback_move_production() {
         screenshots(&c, name).await;
         accessible(&c, name).await;
     }
+    // Webhooks: an endpoint added in the UI shows its secret once; a test event sent from
+    // the UI reaches the receiver and is in the delivery log.
+    let (hook, received) = receiver().await;
+    c.goto(&format!("{}/ui/#/projects/{project}", halo.api))
+        .await
+        .unwrap();
+    find(&c, "#new-webhook input[name='url']")
+        .await
+        .send_keys(&hook)
+        .await
+        .unwrap();
+    click(&c, "#new-webhook button[type='submit']").await;
+    let secret = find(&c, "#webhook-secret").await.text().await.unwrap();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    c.refresh().await.unwrap();
+    click(&c, "#webhooks li[data-id] button[data-action='ping']").await;
+    let row = find(&c, "#webhooks table.deliveries tbody tr").await;
+    let text = row.text().await.unwrap();
+    assert!(
+        text.contains("webhook.ping") && text.contains("204"),
+        "{text}"
+    );
+    assert!(received.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    c.goto(&format!("{}/ui/#/certificates", halo.api))
+        .await
+        .unwrap();
+    find(&c, "#certificates").await;
+    screenshots(&c, "certificates").await;
+    accessible(&c, "certificates").await;
+
     // The storage view's GC dry run answers.
+    c.goto(&format!("{}/ui/#/storage", halo.api)).await.unwrap();
     click(&c, "#gc-dry-run").await;
     find(&c, "#storage + button + div dl").await;
     c.close().await.unwrap();

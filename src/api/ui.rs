@@ -42,6 +42,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("project.js", JS, include_str!("../ui/project.js")),
     ("deployment.js", JS, include_str!("../ui/deployment.js")),
     ("admin.js", JS, include_str!("../ui/admin.js")),
+    ("hooks.js", JS, include_str!("../ui/hooks.js")),
     ("icon.svg", "image/svg+xml", include_str!("../ui/icon.svg")),
 ];
 const JS: &str = "text/javascript; charset=utf-8";

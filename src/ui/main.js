@@ -7,6 +7,7 @@ import { projectsPage, trafficPage } from './projects.js';
 import { projectPage } from './project.js';
 import { deploymentPage } from './deployment.js';
 import { tokensPage, auditPage, storagePage } from './admin.js';
+import { certificatesPage } from './hooks.js';
 
 const main = document.getElementById('main');
 let cleanup = null;
@@ -19,10 +20,11 @@ const routes = [
   [/^#\/tokens$/, tokensPage, 'tokens'],
   [/^#\/audit$/, auditPage, 'audit'],
   [/^#\/storage$/, storagePage, 'storage'],
+  [/^#\/certificates$/, certificatesPage, 'certificates'],
 ];
 
 function nav(active) {
-  const links = [['#/', 'Projects', 'projects'], ['#/traffic', 'Traffic', 'traffic'], ['#/audit', 'Audit log', 'audit']];
+  const links = [['#/', 'Projects', 'projects'], ['#/traffic', 'Traffic', 'traffic'], ['#/audit', 'Audit log', 'audit'], ['#/certificates', 'Certificates', 'certificates']];
   if (can('admin')) links.push(['#/tokens', 'Tokens', 'tokens'], ['#/storage', 'Storage', 'storage']);
   mount(document.getElementById('nav'), links.map(([href, text, key]) =>
     h('a', { href, 'aria-current': key === active ? 'page' : null }, text)));

@@ -4,6 +4,7 @@
 import { h, mount, when, badge, ms, field, toast, confirmDialog, errorBox, short } from './dom.js';
 import { api, can, deploymentEvents } from './api.js';
 import { duration } from './projects.js';
+import { webhooksSection } from './hooks.js';
 
 const TERMINAL = new Set(['ready', 'error', 'canceled', 'deleted']);
 
@@ -157,6 +158,7 @@ export async function projectPage(main, id) {
     pager,
     await domains(project),
     await releases(project),
+    await webhooksSection(project),
     settings(project));
   await refresh();
   // New deployments appear without a reload; their status then follows their event stream.
