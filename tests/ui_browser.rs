@@ -750,6 +750,28 @@ async fn session_cookie_flags_origin_check_and_csp() {
     let csp = page.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
     assert!(!csp.contains("unsafe-inline"));
+    // Assets revalidate: an unchanged one is a 304.
+    let js = http
+        .get(format!("{}/ui/assets/main.js", halo.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(js.status(), 200);
+    assert!(
+        js.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let tag = js.headers()["etag"].clone();
+    let again = http
+        .get(format!("{}/ui/assets/main.js", halo.api))
+        .header("if-none-match", tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    assert!(again.headers().contains_key("content-security-policy"));
     let refused = http
         .post(format!("{}/ui/session", halo.api))
         .header("origin", "http://evil.example")
@@ -836,11 +858,18 @@ async fn session_cookie_flags_origin_check_and_csp() {
 async fn traffic_counts_every_answer_per_host() {
     let Stage { halo, project, .. } = stage();
     let http = reqwest::Client::new();
-    // Over one connection, so the HTTP/1.1 fast path replays the memoized page.
-    for path in ["/", "/", "/", "/", "/nope"] {
+    // Over one connection, so the HTTP/1.1 fast path replays the memoized page; with and
+    // without a port in `Host`, as browsers send it, one host all the same.
+    for (path, host) in [
+        ("/", "demo.halo.test"),
+        ("/", "demo.halo.test:8080"),
+        ("/", "Demo.Halo.Test:8080"),
+        ("/", "demo.halo.test:8080"),
+        ("/nope", "demo.halo.test"),
+    ] {
         let r = http
             .get(format!("{}{path}", halo.edge))
-            .header("host", "demo.halo.test")
+            .header("host", host)
             .send()
             .await
             .unwrap();

@@ -76,13 +76,33 @@ fn guarded(mut resp: Response) -> Response {
     resp
 }
 
-async fn index() -> Response {
-    guarded(([(CONTENT_TYPE, "text/html; charset=utf-8")], INDEX).into_response())
+/// An embedded file's answer: `304` when the browser's copy is current (its `ETag` is a
+/// hash of the bytes, so a new binary's changed files are fetched again and nothing else).
+fn embedded(headers: &HeaderMap, ty: &'static str, body: &'static str) -> Response {
+    let tag = format!("\"{}\"", &blake3::hash(body.as_bytes()).to_hex()[..32]);
+    let fresh = headers
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+    let mut resp = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(CONTENT_TYPE, ty)], body).into_response()
+    };
+    resp.headers_mut().insert(
+        http::header::ETAG,
+        HeaderValue::from_str(&tag).expect("hex in quotes"),
+    );
+    guarded(resp)
 }
 
-async fn asset(Path(name): Path<String>) -> Response {
+async fn index(headers: HeaderMap) -> Response {
+    embedded(&headers, "text/html; charset=utf-8", INDEX)
+}
+
+async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
     match ASSETS.iter().find(|a| a.0 == name) {
-        Some((_, ty, body)) => guarded(([(CONTENT_TYPE, *ty)], *body).into_response()),
+        Some((_, ty, body)) => embedded(&headers, ty, body),
         None => guarded(ApiError::no_route().into_response()),
     }
 }

@@ -182,7 +182,10 @@ impl Memo {
         };
         let entry = Entry {
             site: Arc::downgrade(site),
-            slot: traffic.slot(req.host, &site.project_id),
+            slot: traffic.slot(
+                &super::host::normalize_host(req.host).unwrap_or(req.host.into()),
+                &site.project_id,
+            ),
             head,
             headers,
             body,

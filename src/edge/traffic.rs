@@ -132,23 +132,29 @@ pub struct TrafficView {
 }
 
 impl Traffic {
-    /// The slot of `host` (a host the table routes to a site of `project_id`).
+    /// The slot of `host` (normalized; a host the table routes to a site of `project_id`).
+    /// A host that moved to another project starts a new slot: its past traffic was the
+    /// other project's.
     pub fn slot(&self, host: &str, project_id: &str) -> Arc<Slot> {
-        if let Some(s) = self.hosts.get(host) {
+        if let Some(s) = self.hosts.get(host)
+            && *s.project_id == *project_id
+        {
             return s.clone();
         }
-        self.hosts
-            .entry(host.into())
-            .or_insert_with(|| {
-                Arc::new(Slot {
-                    project_id: project_id.into(),
-                    ring: Mutex::new(Ring {
-                        buckets: [Bucket::default(); BUCKETS],
-                        total: Bucket::default(),
-                    }),
-                })
+        let fresh = || {
+            Arc::new(Slot {
+                project_id: project_id.into(),
+                ring: Mutex::new(Ring {
+                    buckets: [Bucket::default(); BUCKETS],
+                    total: Bucket::default(),
+                }),
             })
-            .clone()
+        };
+        let mut entry = self.hosts.entry(host.into()).or_insert_with(fresh);
+        if *entry.project_id != *project_id {
+            *entry = fresh();
+        }
+        entry.clone()
     }
 
     /// Notes the cache counters at the first answer of each bucket.
@@ -181,7 +187,7 @@ impl Traffic {
 
     /// The window ending in bucket `now`, for hosts `visible` shows (by project id).
     pub fn view(&self, now: u64, cache: &Counters, visible: impl Fn(&str) -> bool) -> TrafficView {
-        let first = now + 1 - BUCKETS as u64;
+        let first = (now + 1).saturating_sub(BUCKETS as u64);
         self.prune(now);
         let mut hosts: Vec<HostSeries> = self
             .hosts
@@ -317,6 +323,27 @@ mod tests {
         t.render(&mut text);
         assert!(text.contains("halo_edge_host_requests_total{host=\"a.example\",class=\"2xx\"} 3"));
         assert!(text.contains("halo_edge_host_sent_bytes_total{host=\"b.example\"} 0"));
+    }
+
+    #[test]
+    fn a_host_moved_to_another_project_starts_afresh() {
+        let t = Traffic::default();
+        t.slot("www.example", "prj_a")
+            .record(500, StatusCode::OK, 1);
+        assert!(Arc::ptr_eq(
+            &t.slot("www.example", "prj_a"),
+            &t.slot("www.example", "prj_a")
+        ));
+        let moved = t.slot("www.example", "prj_b");
+        let v = t.view(500, &Counters::default(), |p| p == "prj_b");
+        assert!(v.hosts.is_empty(), "prj_a's answers are not prj_b's");
+        moved.record(500, StatusCode::OK, 1);
+        assert_eq!(
+            t.view(500, &Counters::default(), |p| p == "prj_b")
+                .hosts
+                .len(),
+            1
+        );
     }
 
     #[test]
