@@ -79,7 +79,7 @@ impl Server {
                     .context("connecting to the PostgreSQL metadata database")?,
             ),
         };
-        bootstrap_admin_token(config, &*meta).await?;
+        let first_start = bootstrap_admin_token(config, &*meta).await?;
         let api_addr = api.local_addr()?;
         let edge_addr = match &edge {
             Some(l) => l.local_addr()?,
@@ -206,6 +206,14 @@ impl Server {
             dashboard = %format!("http://{api_addr}/ui/"),
             "api listening; sign in to the dashboard with an API token"
         );
+        if let Some(admin) = first_start {
+            // First start: one click into the dashboard as the admin (once, for an hour).
+            let link = control.sign_in_link(&admin).await?;
+            tracing::info!(
+                link = %format!("http://{api_addr}/ui/#link={link}"),
+                "dashboard sign-in link for the admin (works once, for one hour)"
+            );
+        }
         if let Some(every) = config.gc_interval {
             tokio::spawn(periodic_gc(
                 control.clone(),
@@ -416,22 +424,28 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
 
 /// Installs the bootstrap admin token: `HALO_ADMIN_TOKEN` when set, else the one in
 /// `<data-dir>/admin-token`, created (mode 0600) on first start. Only its hash is stored.
-async fn bootstrap_admin_token(config: &Config, meta: &dyn MetaStore) -> anyhow::Result<()> {
-    let token = match &config.admin_token {
+/// Returns the token when this start created it (the first start of a data directory):
+/// the dashboard's one-time sign-in link is then made for it.
+async fn bootstrap_admin_token(
+    config: &Config,
+    meta: &dyn MetaStore,
+) -> anyhow::Result<Option<String>> {
+    let (token, created) = match &config.admin_token {
         Some(t) => {
             tracing::info!("admin token taken from HALO_ADMIN_TOKEN");
-            t.clone()
+            (t.clone(), false)
         }
         None => {
             let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+            let created = !path.exists();
             let token = read_or_create_token(&path)?;
             tracing::info!(path = %path.display(), "admin token is in this file");
-            token
+            (token, created)
         }
     };
     meta.set_bootstrap_token(&Sha256::of(token.as_bytes()))
         .await?;
-    Ok(())
+    Ok(created.then_some(token))
 }
 
 fn read_or_create_token(path: &Path) -> anyhow::Result<String> {

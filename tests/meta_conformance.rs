@@ -485,6 +485,7 @@ mod suite {
             csrf: format!("csrf-{}", id.len()),
             created_at,
             expires_at,
+            link: false,
         };
         let old = session(b"old", now - 10_000, now - 5_000);
         let live = session(b"live one", now, now + 60_000);
@@ -494,8 +495,21 @@ mod suite {
         m.create_session(&live).await.unwrap();
         assert_eq!(m.session(&old.id_hash).await.unwrap(), None);
         assert_eq!(m.session(&live.id_hash).await.unwrap(), Some(live.clone()));
-        m.delete_session(&live.id_hash).await.unwrap();
+        assert!(m.delete_session(&live.id_hash).await.unwrap());
+        assert!(
+            !m.delete_session(&live.id_hash).await.unwrap(),
+            "gone already"
+        );
         assert_eq!(m.session(&live.id_hash).await.unwrap(), None);
+        // A sign-in link is stored as such.
+        let link = Session {
+            link: true,
+            csrf: String::new(),
+            ..session(b"a link", now, now + 60_000)
+        };
+        m.create_session(&link).await.unwrap();
+        assert_eq!(m.session(&link.id_hash).await.unwrap(), Some(link.clone()));
+        assert!(m.delete_session(&link.id_hash).await.unwrap());
         // Revoking the token ends its sessions.
         m.create_session(&live).await.unwrap();
         assert!(m.delete_token("tok_s").await.unwrap());

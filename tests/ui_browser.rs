@@ -920,3 +920,62 @@ async fn traffic_counts_every_answer_per_host() {
     let t = get_json(&http, &limited, format!("{}/v1/traffic", halo.api)).await;
     assert_eq!(t["hosts"], json!([]));
 }
+
+/// On the first start of a data directory `halo serve` prints a one-time link that signs
+/// the admin in: it works once, leaves the address bar, and is not printed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_start_link_signs_the_admin_in_once() {
+    let Some((chromium, chromedriver)) = required() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut halo = Halo::start(&data, None);
+    let line = halo
+        .proc
+        .line("dashboard sign-in link")
+        .expect("the first start prints a sign-in link");
+    let link = line
+        .split_once(" link=")
+        .unwrap()
+        .1
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        link.starts_with(&format!("{}/ui/#link=", halo.api)),
+        "{line}"
+    );
+
+    let d = driver(&chromedriver).await;
+    let c = browser(&d, &chromium).await;
+    c.goto(&link).await.unwrap();
+    let who = find(&c, "#who").await;
+    find(&c, "#sign-out").await;
+    assert!(who.text().await.unwrap().contains("bootstrap admin"));
+    let url = c.current_url().await.unwrap();
+    assert!(
+        !url.as_str().contains("link="),
+        "the link stays in the address bar: {url}"
+    );
+    click(&c, "#sign-out").await;
+    find(&c, "input#token").await;
+    // Used: the second visit is refused and says why.
+    c.goto(&link).await.unwrap();
+    let alert = find(&c, "form [role='alert']").await.text().await.unwrap();
+    assert!(alert.contains("already used"), "{alert}");
+    assert!(
+        c.find_all(Locator::Css("#sign-out"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    c.close().await.unwrap();
+
+    // The next start of the same data directory prints none.
+    halo.terminate();
+    halo.wait_exit();
+    let mut again = Halo::start(&data, None);
+    assert!(!again.logged("dashboard sign-in link"));
+}

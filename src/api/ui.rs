@@ -107,10 +107,14 @@ async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
     }
 }
 
+/// `{"token": "…"}`, or `{"link": "…"}` for the one-time link `halo serve` prints.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignIn {
-    token: String,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    link: Option<String>,
 }
 
 /// Whether the browser reached us over HTTPS (directly or through a proxy saying so).
@@ -143,7 +147,8 @@ fn session_json(s: &ApiState, csrf: &str, token: &crate::meta::Token) -> Value {
     })
 }
 
-/// `POST /ui/session` `{"token": "…"}`: signs in. 401 for a token that does not work.
+/// `POST /ui/session` `{"token": "…"}` or `{"link": "…"}`: signs in. 401 for a token
+/// that does not work, or a link unknown, used or expired.
 async fn sign_in(
     State(s): State<ApiState>,
     headers: HeaderMap,
@@ -157,11 +162,17 @@ async fn sign_in(
             "sign in from the dashboard's own origin",
         ));
     }
-    let signed = s
-        .control
-        .sign_in(req.token.trim())
-        .await?
-        .ok_or_else(ApiError::unauthorized)?;
+    let signed = match (&req.token, &req.link) {
+        (Some(token), None) => s.control.sign_in(token.trim()).await?,
+        (None, Some(link)) => s.control.redeem_link(link.trim()).await?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "give either token or link",
+            ));
+        }
+    }
+    .ok_or_else(ApiError::unauthorized)?;
     let max_age = (signed.session.expires_at - signed.session.created_at) / 1000;
     let body = session_json(&s, &signed.session.csrf, &signed.token);
     let mut resp = Json(body).into_response();

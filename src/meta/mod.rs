@@ -524,8 +524,9 @@ pub trait MetaStore: Send + Sync + 'static {
         &self,
         id_hash: &Sha256,
     ) -> Result<Option<crate::model::session::Session>, MetaError>;
-    /// Ends a session (nothing when there is none).
-    async fn delete_session(&self, id_hash: &Sha256) -> Result<(), MetaError>;
+    /// Ends a session, or takes a sign-in link; true when this call removed it (a link is
+    /// redeemed once, however many ask at the same time).
+    async fn delete_session(&self, id_hash: &Sha256) -> Result<bool, MetaError>;
     /// How many blobs the index holds and their bytes.
     async fn blob_stats(&self) -> Result<crate::model::session::BlobStats, MetaError>;
     /// Gives up a lease `owner` holds (nothing when it holds none).

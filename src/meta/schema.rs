@@ -252,6 +252,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX ui_sessions_by_token ON ui_sessions (token_sha256);
     CREATE INDEX ui_sessions_by_expiry ON ui_sessions (expires_at);
     "#,
+    // 12: one-time sign-in links beside sessions.
+    r#"
+    ALTER TABLE ui_sessions ADD COLUMN link INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes.

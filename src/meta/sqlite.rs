@@ -283,7 +283,7 @@ impl MetaStore for SqliteMeta {
         self.read(move |c| sessions::get(c, &id)).await
     }
 
-    async fn delete_session(&self, id_hash: &Sha256) -> Result<(), MetaError> {
+    async fn delete_session(&self, id_hash: &Sha256) -> Result<bool, MetaError> {
         let id = *id_hash;
         self.run(move |c| sessions::delete(c, &id)).await
     }

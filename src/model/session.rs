@@ -22,7 +22,13 @@ pub struct Session {
     pub created_at: Millis,
     /// When it stops working.
     pub expires_at: Millis,
+    /// A one-time sign-in link, not yet a session: it opens one session when redeemed and
+    /// is gone then; it never authenticates a request itself.
+    pub link: bool,
 }
+
+/// How long the sign-in link `halo serve` prints on first start stays redeemable.
+pub const LINK_TTL_MILLIS: Millis = 3600 * 1000;
 
 /// What the blob index holds (the storage view).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]

@@ -36,11 +36,12 @@ export async function loadSession() {
   return session;
 }
 
-export async function signIn(token) {
+/** Signs in with `{token}` or with the one-time `{link}` `halo serve` prints. */
+export async function signIn(credentials) {
   const r = await fetch('/ui/session', {
     method: 'POST', credentials: 'same-origin',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ token }),
+    body: JSON.stringify(credentials),
   });
   session = await answer(r);
   return session;

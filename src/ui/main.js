@@ -42,7 +42,7 @@ function signInPage() {
   const form = h('form', { class: 'stack panel', onsubmit: async (ev) => {
     ev.preventDefault();
     try {
-      await signIn(input.value);
+      await signIn({ token: input.value });
       input.value = '';
       route();
     } catch (e) {
@@ -58,7 +58,21 @@ function signInPage() {
 async function route() {
   if (cleanup) { cleanup(); cleanup = null; }
   document.getElementById('toast').textContent = '';
-  if (!current()) return signInPage();
+  // The one-time sign-in link `halo serve` prints on first start (`/ui/#link=…`): redeemed
+  // once, and taken out of the address bar and the history first.
+  const link = location.hash.match(/^#link=([0-9a-f]+)$/);
+  let refused = false;
+  if (link) {
+    history.replaceState(null, '', '#/');
+    try { await signIn({ link: link[1] }); } catch { refused = true; }
+  }
+  if (!current()) {
+    signInPage();
+    if (refused) {
+      main.querySelector('form').append(errorBox(new Error('That sign-in link was already used or has expired: sign in with the admin token.')));
+    }
+    return;
+  }
   const hash = location.hash || '#/';
   for (const [re, page, key] of routes) {
     const m = hash.match(re);

@@ -80,8 +80,13 @@ impl Proc {
 
     /// Whether any log line so far contains `needle`.
     pub fn logged(&mut self, needle: &str) -> bool {
+        self.line(needle).is_some()
+    }
+
+    /// The first log line so far that contains `needle`.
+    pub fn line(&mut self, needle: &str) -> Option<String> {
         self.early.extend(self.log.try_iter());
-        self.early.iter().any(|l| l.contains(needle))
+        self.early.iter().find(|l| l.contains(needle)).cloned()
     }
 
     /// SIGKILL and reap: the process gets no chance to clean up.

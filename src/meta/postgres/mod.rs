@@ -1172,7 +1172,7 @@ impl MetaStore for PgMeta {
         sessions::get(&self.client().await?, id_hash).await
     }
 
-    async fn delete_session(&self, id_hash: &Sha256) -> Result<(), MetaError> {
+    async fn delete_session(&self, id_hash: &Sha256) -> Result<bool, MetaError> {
         sessions::delete(&self.client().await?, id_hash).await
     }
 

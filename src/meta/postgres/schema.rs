@@ -228,6 +228,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX ui_sessions_by_token ON ui_sessions (token_sha256);
     CREATE INDEX ui_sessions_by_expiry ON ui_sessions (expires_at);
     "#,
+    // 7: one-time sign-in links beside sessions.
+    r#"
+    ALTER TABLE ui_sessions ADD COLUMN link BOOLEAN NOT NULL DEFAULT FALSE;
+    "#,
 ];
 
 /// The schema version this build writes.

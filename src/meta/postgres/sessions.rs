@@ -16,14 +16,15 @@ pub(super) async fn create(c: &impl GenericClient, s: &Session) -> Result<(), Me
     .await?;
     execute(
         c,
-        "INSERT INTO ui_sessions (id_sha256, token_sha256, csrf, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO ui_sessions (id_sha256, token_sha256, csrf, created_at, expires_at, link)
+         VALUES ($1, $2, $3, $4, $5, $6)",
         &[
             &s.id_hash.to_hex(),
             &s.token_hash.to_hex(),
             &s.csrf,
             &s.created_at,
             &s.expires_at,
+            &s.link,
         ],
     )
     .await?;
@@ -36,7 +37,7 @@ pub(super) async fn get(
 ) -> Result<Option<Session>, MetaError> {
     let row = query_opt(
         c,
-        "SELECT token_sha256, csrf, created_at, expires_at FROM ui_sessions
+        "SELECT token_sha256, csrf, created_at, expires_at, link FROM ui_sessions
          WHERE id_sha256 = $1",
         &[&id_hash.to_hex()],
     )
@@ -48,19 +49,20 @@ pub(super) async fn get(
             csrf: r.get(1),
             created_at: r.get(2),
             expires_at: r.get(3),
+            link: r.get(4),
         })
     })
     .transpose()
 }
 
-pub(super) async fn delete(c: &impl GenericClient, id_hash: &Sha256) -> Result<(), MetaError> {
-    execute(
+pub(super) async fn delete(c: &impl GenericClient, id_hash: &Sha256) -> Result<bool, MetaError> {
+    Ok(execute(
         c,
         "DELETE FROM ui_sessions WHERE id_sha256 = $1",
         &[&id_hash.to_hex()],
     )
-    .await?;
-    Ok(())
+    .await?
+        == 1)
 }
 
 /// Ends every session of the token `token_id` (it is being revoked).

@@ -11,15 +11,16 @@ pub(super) fn create(c: &Connection, s: &Session) -> Result<(), MetaError> {
     c.prepare_cached("DELETE FROM ui_sessions WHERE expires_at < ?1")?
         .execute([s.created_at])?;
     c.prepare_cached(
-        "INSERT INTO ui_sessions (id_sha256, token_sha256, csrf, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO ui_sessions (id_sha256, token_sha256, csrf, created_at, expires_at, link)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         s.id_hash.to_hex(),
         s.token_hash.to_hex(),
         s.csrf,
         s.created_at,
-        s.expires_at
+        s.expires_at,
+        s.link
     ])?;
     Ok(())
 }
@@ -27,7 +28,7 @@ pub(super) fn create(c: &Connection, s: &Session) -> Result<(), MetaError> {
 pub(super) fn get(c: &Connection, id_hash: &Sha256) -> Result<Option<Session>, MetaError> {
     let row = c
         .prepare_cached(
-            "SELECT token_sha256, csrf, created_at, expires_at FROM ui_sessions
+            "SELECT token_sha256, csrf, created_at, expires_at, link FROM ui_sessions
              WHERE id_sha256 = ?1",
         )?
         .query_row([id_hash.to_hex()], |r| {
@@ -36,25 +37,29 @@ pub(super) fn get(c: &Connection, id_hash: &Sha256) -> Result<Option<Session>, M
                 r.get::<_, String>(1)?,
                 r.get(2)?,
                 r.get(3)?,
+                r.get(4)?,
             ))
         })
         .optional()?;
-    row.map(|(token, csrf, created_at, expires_at)| {
+    row.map(|(token, csrf, created_at, expires_at, link)| {
         Ok(Session {
             id_hash: *id_hash,
             token_hash: parse_col(token, "session token hash")?,
             csrf,
             created_at,
             expires_at,
+            link,
         })
     })
     .transpose()
 }
 
-pub(super) fn delete(c: &Connection, id_hash: &Sha256) -> Result<(), MetaError> {
-    c.prepare_cached("DELETE FROM ui_sessions WHERE id_sha256 = ?1")?
-        .execute([id_hash.to_hex()])?;
-    Ok(())
+pub(super) fn delete(c: &Connection, id_hash: &Sha256) -> Result<bool, MetaError> {
+    Ok(
+        c.prepare_cached("DELETE FROM ui_sessions WHERE id_sha256 = ?1")?
+            .execute([id_hash.to_hex()])?
+            == 1,
+    )
 }
 
 /// Ends every session of the token `token_id` (it is being revoked).
