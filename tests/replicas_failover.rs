@@ -34,23 +34,8 @@ async fn a_replica_killed_mid_deploy_the_cli_finishes_through_the_other() {
     let b = replica("b");
     let (api_a, api_b) = (a.url("api listening"), b.url("api listening"));
     let edge = |n: usize, control_plane: String| {
-        let mut args: Vec<String> = [
-            "edge",
-            "--edge-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--token",
-            TOKEN,
-            "--control-plane",
-            &control_plane,
-            "--data-dir",
-            tmp.path().join(format!("edge{n}")).to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(shared.clone());
+        let dir = tmp.path().join(format!("edge{n}"));
+        let args = common::process::edge_args(&control_plane, TOKEN, &dir, &shared);
         Proc::spawn(&args, &env, &["edge listening"])
     };
     let e1 = edge(1, format!("{api_a},{api_b}"));

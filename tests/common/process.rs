@@ -192,7 +192,17 @@ impl Halo {
 /// A stand-alone `halo edge` following the control plane at `api`, its store the fs store
 /// in `data` (shared with the control plane).
 pub fn edge_node(api: &str, token: &str, data: &Path) -> Proc {
-    let args: Vec<String> = [
+    Proc::spawn(
+        &edge_args(api, token, data, &[]),
+        &[],
+        &["edge listening", "admin listening"],
+    )
+}
+
+/// The arguments of a `halo edge` following `api` (one URL or several, comma-separated),
+/// its own `data` directory, then `storage` flags (empty: the fs store in `data`).
+pub fn edge_args(api: &str, token: &str, data: &Path, storage: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = [
         "edge",
         "--edge-listen",
         "127.0.0.1:0",
@@ -208,5 +218,6 @@ pub fn edge_node(api: &str, token: &str, data: &Path) -> Proc {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    Proc::spawn(&args, &[], &["edge listening", "admin listening"])
+    args.extend(storage.iter().cloned());
+    args
 }
