@@ -979,3 +979,50 @@ async fn the_first_start_link_signs_the_admin_in_once() {
     let mut again = Halo::start(&data, None);
     assert!(!again.logged("dashboard sign-in link"));
 }
+
+/// Deployments left queued (a CLI killed before uploading) do not stall the project page:
+/// a browser keeps six connections to the API, and an event stream per unfinished row
+/// would take them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_builds_do_not_stall_the_project_page() {
+    let Some((chromium, chromedriver)) = required() else {
+        return;
+    };
+    let Stage {
+        halo,
+        dir,
+        cache,
+        project,
+        ..
+    } = stage();
+    let http = reqwest::Client::new();
+    for n in 0..8u8 {
+        let missing = halo::digest::Sha256::of(&[n; 3]).to_string();
+        let (status, v, _) = send(
+            http.post(format!("{}/v1/deployments", halo.api))
+                .bearer_auth(TOKEN)
+                .json(&json!({ "project_id": project, "files": { "index.html": missing } })),
+        )
+        .await;
+        assert_eq!(status, 201, "{v}");
+    }
+    let d = driver(&chromedriver).await;
+    let c = browser(&d, &chromium).await;
+    sign_in(&c, &halo.api, TOKEN).await;
+    c.goto(&format!("{}/ui/#/projects/{project}", halo.api))
+        .await
+        .unwrap();
+    find(&c, "#deployments tr .status [data-status='queued']").await;
+    // A deploy made now still shows up, ready: the page's refreshes get through.
+    site(&dir, "v2");
+    let v2 = deploy(&halo.api, TOKEN, &cache, &dir, false)["deployment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    find(
+        &c,
+        &format!("#deployments tr[data-id='{v2}'] .status [data-status='ready']"),
+    )
+    .await;
+    c.close().await.unwrap();
+}

@@ -85,8 +85,13 @@ export async function projectPage(main, id) {
     mount(cell, badge(status));
   }
 
+  // A browser keeps at most six HTTP/1.1 connections to one origin, and every event
+  // stream holds one: follow the newest few unfinished deployments live, and let the list
+  // refresh show the rest (a page of abandoned queued deployments must not stall the page).
+  const LIVE = 2;
+
   function watch(d, tr) {
-    if (TERMINAL.has(d.status) || streams.has(d.id)) return;
+    if (TERMINAL.has(d.status) || streams.has(d.id) || streams.size >= LIVE) return;
     const es = deploymentEvents(d.id, {
       status: (e) => {
         const row = tbody.querySelector(`tr[data-id="${d.id}"]`) || tr;
@@ -119,6 +124,10 @@ export async function projectPage(main, id) {
     if (cursor) q.set('cursor', cursor);
     await loadProject();
     const page = await api('GET', `/deployments?${q}`);
+    // Streams of deployments no longer on this page end.
+    for (const [id, es] of streams) {
+      if (!page.data.some((d) => d.id === id)) { es.close(); streams.delete(id); }
+    }
     const rows = page.data.map((d) => {
       const old = tbody.querySelector(`tr[data-id="${d.id}"]`);
       const fresh = row(d);
