@@ -255,11 +255,17 @@ async fn gc_racing_deploys_never_loses_a_referenced_blob() {
     let srv = TestServer::start().await;
     let pid = srv.create_project("race").await;
     let mut collected = 0;
-    // Thirty rounds, and more (up to a hundred) until GC has won at least one: on a loaded
-    // machine the timings can fall one way for thirty rounds in a row.
+    // Thirty rounds, and more (up to a hundred) until GC has won at least one. On a loaded
+    // machine GC's steps before it picks candidates can take longer than every staggered
+    // start below, and the deploys win every race: past round 30, each round GC has still
+    // not won gives it 3 ms more of a head start, so both orders really are exercised.
+    let mut head_start = Duration::ZERO;
     for round in 0..100u32 {
-        if round >= 30 && collected > 0 {
-            break;
+        if round >= 30 {
+            if collected > 0 {
+                break;
+            }
+            head_start += Duration::from_millis(3);
         }
         let shared = format!("shared bytes of round {round}\n")
             .repeat(50)
@@ -284,7 +290,8 @@ async fn gc_racing_deploys_never_loses_a_referenced_blob() {
             gc(&srv, json!({"grace_secs": 0})).await
         };
         let deploy_task = async {
-            tokio::time::sleep(Duration::from_micros(u64::from(round % 5) * 900)).await;
+            tokio::time::sleep(Duration::from_micros(u64::from(round % 5) * 900) + head_start)
+                .await;
             common::deploy_until_done(&srv.client, &srv.api, TOKEN, &pid, &new, "preview").await
         };
         let (report, d) = tokio::join!(gc_task, deploy_task);
