@@ -52,24 +52,14 @@ async fn a_replica_killed_mid_deploy_the_cli_finishes_through_the_other() {
     )
     .unwrap();
     std::fs::write(site.join("app.js"), "console.log('failover')").unwrap();
-    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_halo"))
-        .args([
-            "deploy",
-            site.to_str().unwrap(),
-            "--project",
-            "shop",
-            "--prod",
-            "--json",
-        ])
-        .env("HALO_API", format!("{},{api_b}", gate.url))
-        .env("HALO_TOKEN", TOKEN)
-        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
-        .env("XDG_CONFIG_HOME", tmp.path().join("cache"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let cli = common::cli_deploy_command(
+        &format!("{},{api_b}", gate.url),
+        TOKEN,
+        &tmp.path().join("cache"),
+        &[site.to_str().unwrap(), "--project", "shop", "--prod"],
+    )
+    .spawn()
+    .unwrap();
     // The deployment exists (made through A) and its upload is held at A's gate: kill A.
     for _ in 0..600 {
         if gate.holding() {

@@ -42,6 +42,14 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
     Some((browser, driver))
 }
 
+/// chromedriver and a headless Chromium session on it, or `None` (said why) without them.
+async fn chromium() -> Option<(Driver, Client)> {
+    let (chromium, chromedriver) = required()?;
+    let d = driver(&chromedriver).await;
+    let c = browser(&d, &chromium).await;
+    Some((d, c))
+}
+
 fn required() -> Option<(PathBuf, PathBuf)> {
     let t = tools();
     if t.is_none() {
@@ -249,31 +257,17 @@ fn site(dir: &Path, body: &str) {
     git(&["commit", "-q", "-m", body]);
 }
 
-fn deploy_cmd(api: &str, token: &str, cache: &Path, dir: &Path, prod: bool) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_halo"));
-    cmd.arg("deploy")
-        .arg(dir)
-        .args(["--project", "demo", "--json"])
-        .env("HALO_API", api)
-        .env("HALO_TOKEN", token)
-        .env("XDG_CACHE_HOME", cache)
-        .env("XDG_CONFIG_HOME", cache)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if prod {
-        cmd.arg("--prod");
-    }
-    cmd
-}
-
-fn deploy(api: &str, token: &str, cache: &Path, dir: &Path, prod: bool) -> Value {
-    let dir = dir.to_str().unwrap();
-    let mut args = vec![dir, "--project", "demo"];
+/// `halo deploy DIR --project demo [--prod]`'s arguments.
+fn deploy_args(dir: &Path, prod: bool) -> Vec<&str> {
+    let mut args = vec![dir.to_str().unwrap(), "--project", "demo"];
     if prod {
         args.push("--prod");
     }
-    common::cli_deploy(api, token, cache, &args)
+    args
+}
+
+fn deploy(api: &str, token: &str, cache: &Path, dir: &Path, prod: bool) -> Value {
+    common::cli_deploy(api, token, cache, &deploy_args(dir, prod))
 }
 
 /// `halo serve` with project `demo` deployed to production from a git checkout.
@@ -439,7 +433,7 @@ async fn click_and_confirm(c: &Client, css: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_shows_live_and_promote_and_rollback_move_production() {
-    let Some((chromium, chromedriver)) = required() else {
+    let Some((_driver, c)) = chromium().await else {
         return;
     };
     let Stage {
@@ -453,8 +447,6 @@ async fn a_deploy_shows_live_and_promote_and_rollback_move_production() {
     let prod_host = "demo.halo.test";
     assert!(edge_body(&halo.edge, prod_host).await.contains("v1"));
 
-    let d = driver(&chromedriver).await;
-    let c = browser(&d, &chromium).await;
     c.goto(&format!("{}/ui/", halo.api)).await.unwrap();
     find(&c, "input#token").await;
     screenshots(&c, "sign-in").await;
@@ -473,7 +465,7 @@ async fn a_deploy_shows_live_and_promote_and_rollback_move_production() {
     record_statuses(&c).await;
     let gate = common::gate::gate(&halo.api).await;
     site(&dir, "v2");
-    let cli = deploy_cmd(&gate.url, TOKEN, &cache, &dir, false)
+    let cli = common::cli_deploy_command(&gate.url, TOKEN, &cache, &deploy_args(&dir, false))
         .spawn()
         .unwrap();
     let queued = find(
@@ -609,7 +601,7 @@ async fn a_deploy_shows_live_and_promote_and_rollback_move_production() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_sessions_csrf_and_revocation() {
-    let Some((chromium, chromedriver)) = required() else {
+    let Some((_driver, c)) = chromium().await else {
         return;
     };
     let Stage {
@@ -634,9 +626,6 @@ async fn read_only_sessions_csrf_and_revocation() {
         json!({ "name": "operator", "scopes": ["admin"] }),
     )
     .await;
-
-    let d = driver(&chromedriver).await;
-    let c = browser(&d, &chromium).await;
 
     // A read-only session sees no promote button, and a forged promote is refused.
     sign_in(&c, &halo.api, &reader).await;
@@ -925,7 +914,7 @@ async fn traffic_counts_every_answer_per_host() {
 /// the admin in: it works once, leaves the address bar, and is not printed again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_start_link_signs_the_admin_in_once() {
-    let Some((chromium, chromedriver)) = required() else {
+    let Some((_driver, c)) = chromium().await else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -948,8 +937,6 @@ async fn the_first_start_link_signs_the_admin_in_once() {
         "{line}"
     );
 
-    let d = driver(&chromedriver).await;
-    let c = browser(&d, &chromium).await;
     c.goto(&link).await.unwrap();
     let who = find(&c, "#who").await;
     find(&c, "#sign-out").await;
@@ -985,7 +972,7 @@ async fn the_first_start_link_signs_the_admin_in_once() {
 /// would take them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_builds_do_not_stall_the_project_page() {
-    let Some((chromium, chromedriver)) = required() else {
+    let Some((_driver, c)) = chromium().await else {
         return;
     };
     let Stage {
@@ -1006,8 +993,6 @@ async fn abandoned_builds_do_not_stall_the_project_page() {
         .await;
         assert_eq!(status, 201, "{v}");
     }
-    let d = driver(&chromedriver).await;
-    let c = browser(&d, &chromium).await;
     sign_in(&c, &halo.api, TOKEN).await;
     c.goto(&format!("{}/ui/#/projects/{project}", halo.api))
         .await

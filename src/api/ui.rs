@@ -78,8 +78,8 @@ fn guarded(mut resp: Response) -> Response {
 
 /// An embedded file's answer: `304` when the browser's copy is current (its `ETag` is a
 /// hash of the bytes, so a new binary's changed files are fetched again and nothing else).
-fn embedded(headers: &HeaderMap, ty: &'static str, body: &'static str) -> Response {
-    let tag = format!("\"{}\"", &blake3::hash(body.as_bytes()).to_hex()[..32]);
+fn embedded(headers: &HeaderMap, name: &str, ty: &'static str, body: &'static str) -> Response {
+    let tag = etag(name);
     let fresh = headers
         .get(http::header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -91,18 +91,36 @@ fn embedded(headers: &HeaderMap, ty: &'static str, body: &'static str) -> Respon
     };
     resp.headers_mut().insert(
         http::header::ETAG,
-        HeaderValue::from_str(&tag).expect("hex in quotes"),
+        HeaderValue::from_str(tag).expect("hex in quotes"),
     );
     guarded(resp)
 }
 
+/// The `ETag` of the embedded file `name`, hashed once per process (the files never change
+/// while it runs).
+fn etag(name: &str) -> &'static str {
+    static TAGS: std::sync::LazyLock<Vec<(&str, String)>> = std::sync::LazyLock::new(|| {
+        std::iter::once(("index.html", INDEX))
+            .chain(ASSETS.iter().map(|a| (a.0, a.2)))
+            .map(|(name, body)| {
+                let hex = blake3::hash(body.as_bytes()).to_hex();
+                (name, format!("\"{}\"", &hex[..32]))
+            })
+            .collect()
+    });
+    TAGS.iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| t.as_str())
+        .expect("an embedded file")
+}
+
 async fn index(headers: HeaderMap) -> Response {
-    embedded(&headers, "text/html; charset=utf-8", INDEX)
+    embedded(&headers, "index.html", "text/html; charset=utf-8", INDEX)
 }
 
 async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
     match ASSETS.iter().find(|a| a.0 == name) {
-        Some((_, ty, body)) => embedded(&headers, ty, body),
+        Some((name, ty, body)) => embedded(&headers, name, ty, body),
         None => guarded(ApiError::no_route().into_response()),
     }
 }

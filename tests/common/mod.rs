@@ -755,8 +755,21 @@ fn cli_deploy_output(
     cache: &std::path::Path,
     args: &[&str],
 ) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_halo"))
-        .arg("deploy")
+    cli_deploy_command(api, token, cache, args)
+        .output()
+        .unwrap()
+}
+
+/// The command `halo deploy ARGS --json` against `api` (one URL or several), its hash
+/// cache and config under `cache`, output piped: to spawn and watch while it runs.
+pub fn cli_deploy_command(
+    api: &str,
+    token: &str,
+    cache: &std::path::Path,
+    args: &[&str],
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_halo"));
+    cmd.arg("deploy")
         .args(args)
         .arg("--json")
         .env("HALO_API", api)
@@ -764,8 +777,9 @@ fn cli_deploy_output(
         .env("XDG_CACHE_HOME", cache)
         .env("XDG_CONFIG_HOME", cache)
         .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd
 }
 
 /// The blobs among `digests` the API reports missing.
