@@ -15,9 +15,12 @@ halo=$PWD/target/release/halo
 work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
-echo "generating $files files (16-200 bytes each) as $work/site.tar.gz"
+# TAR=path keeps the generated archive there and reuses it on the next run.
+tar=${TAR:-$work/site.tar.gz}
+if [ -s "$tar" ]; then echo "reusing $tar"; else
+echo "generating $files files (16-200 bytes each) as $tar"
 t0=$(date +%s%N)
-python3 - "$work/site.tar.gz" "$files" <<'PY'
+python3 - "$tar" "$files" <<'PY'
 import io, random, sys, tarfile
 out, n = sys.argv[1], int(sys.argv[2])
 random.seed(7)
@@ -29,7 +32,8 @@ with tarfile.open(out, "w:gz", compresslevel=1) as t:
         t.addfile(info, io.BytesIO(data))
 PY
 t1=$(date +%s%N)
-python3 -c "print(f'  generated in {($t1 - $t0) / 1e9:.1f} s, {$(stat -c %s "$work/site.tar.gz") / 1e6:.1f} MB')"
+python3 -c "print(f'  generated in {($t1 - $t0) / 1e9:.1f} s, {$(stat -c %s "$tar") / 1e6:.1f} MB')"
+fi
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 api=127.0.0.1:$(port)
@@ -61,13 +65,14 @@ row() { # label t0 t1 cpu0
 }
 
 c0=$(cpu_of "$server"); t0=$(date +%s%N)
-id=$(curl -sf "${auth[@]}" --data-binary @"$work/site.tar.gz" \
+id=$(curl -sf "${auth[@]}" --data-binary @"$tar" \
     "http://$api/v1/deployments/archive?project=million&target=production" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 wait_ready "$id"
 t1=$(date +%s%N)
 row "first deploy (tar.gz via curl)" "$t0" "$t1" "$c0"
 echo "  served: $(curl -sf -H 'host: million.halo.localhost' "http://$edge/d007/f0000007.txt" | head -c 40)"
+echo "  server peak RSS so far: $(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$server/status"), now $(awk '/VmRSS/ {print $2 / 1024 " MiB"}' "/proc/$server/status")"
 
 c0=$(cpu_of "$server"); t0=$(date +%s%N)
 hash=$(printf 'changed' | sha256sum | cut -d' ' -f1)
@@ -78,5 +83,6 @@ id2=$(curl -sf "${auth[@]}" -H 'content-type: application/json' \
 wait_ready "$id2"
 t1=$(date +%s%N)
 row "one change (base + delta)" "$t0" "$t1" "$c0"
+curl -sf "${auth[@]}" "http://$api/v1/deployments/$id2/logs" | grep -i ' ms\|phase' | sed 's/^/  /' | head -20 || true
 echo "  served: $(curl -sf -H 'host: million.halo.localhost' "http://$edge/d000/f0000000.txt")"
 echo "server peak RSS: $(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$server/status")"

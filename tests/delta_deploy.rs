@@ -22,8 +22,15 @@ fn deploy(halo: &Halo, cache: &Path, site: &Path, project: &str) -> Value {
 }
 
 async fn get(halo: &Halo, host: &str, path: &str) -> (u16, String) {
-    let r = reqwest::Client::new()
-        .get(format!("{}{path}", halo.edge))
+    get_at(&halo.edge, host, path).await
+}
+
+async fn get_at(edge: &str, host: &str, path: &str) -> (u16, String) {
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{edge}{path}"))
         .header("host", host)
         .send()
         .await
@@ -181,4 +188,127 @@ async fn bases_that_cannot_be_used_are_refused() {
     .await;
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["missing"], json!([]));
+}
+
+/// A delta is stored as its change over the full deployment under it: a delta of a delta
+/// is layered over the same one, and the layers are served by the control plane's edge,
+/// by a stand-alone edge node, after the base is deleted and GC has run, and after a
+/// restart (the layered manifest then loads its base from the store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_outlive_their_base_gc_and_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut halo = Halo::start(&data, Some(TOKEN));
+    let (site, cache) = (tmp.path().join("site"), tmp.path().join("cache"));
+    std::fs::create_dir_all(site.join("a")).unwrap();
+    for i in 0..40 {
+        std::fs::write(site.join(format!("a/{i}.txt")), format!("file {i}")).unwrap();
+    }
+    std::fs::write(site.join("index.html"), "v1").unwrap();
+    std::fs::write(site.join("_redirects"), "/old /a/1.txt 301\n").unwrap();
+    let first = deploy(&halo, &cache, &site, "layers");
+    std::fs::write(site.join("index.html"), "v2").unwrap();
+    let second = deploy(&halo, &cache, &site, "layers");
+    std::fs::remove_file(site.join("a/3.txt")).unwrap();
+    std::fs::write(site.join("a/5.txt"), "five").unwrap();
+    let third = deploy(&halo, &cache, &site, "layers");
+    assert_eq!(third["base"], second["deployment_id"], "{third}");
+    let view = |d: &Value| {
+        let id = d["deployment_id"].as_str().unwrap().to_owned();
+        let halo = &halo;
+        async move {
+            api(
+                halo,
+                reqwest::Method::GET,
+                &format!("/v1/deployments/{id}"),
+                None,
+            )
+            .await
+            .1
+        }
+    };
+    // Both deltas are stored over the first, full deployment, with the whole site's counts.
+    assert_eq!(view(&first).await["base_id"], Value::Null);
+    for d in [&second, &third] {
+        let v = view(d).await;
+        assert_eq!(v["base_id"], first["deployment_id"], "{v}");
+    }
+    let v3 = view(&third).await;
+    assert_eq!(v3["file_count"], 41, "{v3}");
+    let v1 = view(&first).await;
+    assert_eq!(
+        v3["total_bytes"].as_u64().unwrap(),
+        v1["total_bytes"].as_u64().unwrap() + 4 - 6 - 6,
+        "v1→v2 same size, +\"five\" −\"file 5\" −\"file 3\""
+    );
+    let (_, files) = api(
+        &halo,
+        reqwest::Method::GET,
+        &format!(
+            "/v1/deployments/{}/files",
+            third["deployment_id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    let files = files["files"].as_object().unwrap();
+    assert_eq!(files.len(), 41, "39 under a/, index.html, _redirects");
+    assert_eq!(files["a/5.txt"], json!(Sha256::of(b"five")));
+    assert!(!files.contains_key("a/3.txt"));
+
+    let host = host_of(&third["url"]);
+    let serves = |edge: String, host: String| async move {
+        let get = |path: &'static str| get_at(&edge, &host, path);
+        assert_eq!(get("/").await, (200, "v2".into()));
+        assert_eq!(get("/a/5.txt").await, (200, "five".into()));
+        assert_eq!(get("/a/7.txt").await, (200, "file 7".into()));
+        assert_eq!(get("/a/3.txt").await.0, 404);
+        assert_eq!(get("/old").await.0, 301, "the base's _redirects apply");
+        assert_eq!(get("/_redirects").await.0, 404);
+    };
+    serves(halo.edge.clone(), host.clone()).await;
+
+    // The base and the middle layer deleted, then GC with no grace: the layer's files and
+    // manifest stay, read through the third deployment.
+    for d in [&first, &second] {
+        let (status, v) = api(
+            &halo,
+            reqwest::Method::DELETE,
+            &format!("/v1/deployments/{}", d["deployment_id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let (status, gc) = api(
+        &halo,
+        reqwest::Method::POST,
+        "/v1/gc",
+        Some(json!({"grace_secs": 0})),
+    )
+    .await;
+    assert_eq!(status, 200, "{gc}");
+    assert_eq!(
+        (gc["blobs"].as_u64(), gc["manifests"].as_u64()),
+        (Some(0), Some(1)),
+        "only the middle layer's manifest (the base's files stay whole, v1's index.html too): {gc}"
+    );
+    serves(halo.edge.clone(), host.clone()).await;
+    let node = common::process::edge_node(&halo.api, TOKEN, &data);
+    let node_edge = node.url("edge listening");
+    let mut served = false;
+    for _ in 0..100 {
+        if get_at(&node_edge, &host, "/").await.0 == 200 {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(served);
+    serves(node_edge, host.clone()).await;
+
+    halo.terminate();
+    halo.wait_exit();
+    let halo = Halo::start(&data, Some(TOKEN));
+    serves(halo.edge.clone(), host).await;
 }

@@ -43,6 +43,9 @@ fn new_deployment(id: &str, project: &str, missing: Vec<Sha256>) -> NewDeploymen
         target: Target::Preview,
         env: Default::default(),
         files: vec![("index.html".into(), blob(1)), ("a/b.css".into(), blob(2))],
+        base: None,
+        removed: vec![],
+        file_count: 2,
         missing,
         preview_host: format!("{id}.halo.test"),
         created_at: now_millis(),
@@ -155,7 +158,7 @@ mod suite {
         assert_eq!(known.get(&blob(1)), Some(&Some(1)));
         // Files come back sorted by path.
         let files = m.deployment_files("dpl_1").await.unwrap();
-        assert_eq!(files[0].0, "a/b.css");
+        assert_eq!(files[0], ("a/b.css".to_owned(), Some(blob(2))));
         assert_eq!(files[1].0, "index.html");
         // Interrupted builds are the building ones.
         let mut building = m.interrupted_builds().await.unwrap();
@@ -855,6 +858,67 @@ mod suite {
         let page = m.indexed_blobs(None, 10).await.unwrap();
         assert_eq!(page.len(), 2);
     }
+
+    /// A layered deployment records only its change over a full base, removals as rows
+    /// without a blob; its base's files and manifest stay live while it does, even with the
+    /// base deleted, and become collectable with it.
+    pub async fn layered_deployments_keep_their_base_live(m: &dyn MetaStore) {
+        let pid = ready(m, "shop", &["dpl_1"]).await;
+        m.blobs_stored(&[(blob(1), Some(1)), (blob(2), Some(1)), (blob(3), Some(1))])
+            .await
+            .unwrap();
+        m.blobs_stored(&[(blob(200), Some(1))]).await.unwrap();
+        let layered = NewDeployment {
+            files: vec![("index.html".into(), blob(3))],
+            base: Some("dpl_1".into()),
+            removed: vec!["a/b.css".into()],
+            file_count: 1,
+            ..new_deployment("dpl_2", &pid, vec![])
+        };
+        let d = m.create_deployment(layered, None).await.unwrap();
+        assert_eq!(d.base_id.as_deref(), Some("dpl_1"));
+        assert_eq!(d.file_count, 1);
+        assert_eq!(m.deployment("dpl_1").await.unwrap().unwrap().base_id, None);
+        assert_eq!(
+            m.deployment_files("dpl_2").await.unwrap(),
+            vec![
+                ("a/b.css".to_owned(), None),
+                ("index.html".to_owned(), Some(blob(3)))
+            ]
+        );
+        m.mark_ready("dpl_2", &blob(201), 1).await.unwrap();
+        m.blobs_stored(&[(blob(201), Some(1))]).await.unwrap();
+        let later = now_millis() + 60_000;
+        let collectable = || async {
+            let mut c: Vec<Sha256> = m
+                .gc_candidates(later)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.digest)
+                .collect();
+            c.sort();
+            c
+        };
+        assert!(collectable().await.is_empty());
+        m.delete_deployment("dpl_1", &actor()).await.unwrap();
+        assert!(
+            collectable().await.is_empty(),
+            "the base's files and manifest are read through dpl_2"
+        );
+        assert!(m.gc_manifests().await.unwrap().is_empty());
+        m.delete_deployment("dpl_2", &actor()).await.unwrap();
+        assert_eq!(
+            m.gc_manifests().await.unwrap(),
+            vec![
+                ("dpl_1".to_owned(), blob(200)),
+                ("dpl_2".to_owned(), blob(201))
+            ]
+        );
+        let mut all = vec![blob(1), blob(2), blob(3), blob(200), blob(201)];
+        all.sort();
+        assert_eq!(collectable().await, all);
+    }
 }
 
 /// Runs every suite function against a fresh store from `$make` (a future of
@@ -885,6 +949,7 @@ macro_rules! conformance {
             case!(idempotency_keys_commit_with_their_effect);
             case!(events_append_in_order);
             case!(gc_spares_referenced_and_recent_blobs);
+            case!(layered_deployments_keep_their_base_live);
             case!(leases_have_one_holder_until_they_expire);
             case!(protection_is_a_change_of_the_table);
             case!(previews_expire_once_and_stay_gone);

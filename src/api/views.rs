@@ -78,6 +78,9 @@ pub struct DeploymentView {
     created_at: String,
     file_count: u64,
     total_bytes: Option<u64>,
+    /// A delta deployment stored as its change over this full deployment (its files are
+    /// still the whole site).
+    base_id: Option<String>,
     /// Distinct blobs still to upload.
     missing_count: u64,
     /// Address of the stored version manifest, once ready.
@@ -133,6 +136,7 @@ impl DeploymentView {
             created_at: rfc3339(d.created_at),
             file_count: d.file_count,
             total_bytes: d.total_bytes,
+            base_id: d.base_id,
             missing_count: d.missing_count,
             manifest_sha256: d.manifest,
             error: d.error,

@@ -43,10 +43,19 @@ impl Control {
     async fn build(self: &Arc<Self>, id: &str) -> Result<(), ControlError> {
         let started = std::time::Instant::now();
         let deployment = self.deployment(id).await?;
-        let entries = self
+        let (entries, removed, base) = self
             .phase(id, Phase::Verify, async {
-                let files = self.meta.deployment_files(id).await?;
-                self.sizes(files).await
+                let rows = self.meta.deployment_files(id).await?;
+                let (present, removed): (Vec<_>, Vec<_>) =
+                    rows.into_iter().partition(|(_, h)| h.is_some());
+                let present = present.into_iter().filter_map(|(p, h)| Some((p, h?)));
+                let removed: Vec<String> = removed.into_iter().map(|(p, _)| p).collect();
+                // A layered deployment's base is read as its site (cached when it serves).
+                let base = match &deployment.base_id {
+                    Some(b) => Some(self.router.site(b).await?),
+                    None => None,
+                };
+                Ok((self.sizes(present.collect()).await?, removed, base))
             })
             .await?;
         let mut manifest = Manifest::new(
@@ -56,13 +65,16 @@ impl Control {
             entries.into_iter().collect(),
         );
         manifest.preview_host = Some(deployment.preview_host.clone());
+        manifest.base = base.as_ref().map(|b| b.manifest);
+        manifest.removed = removed;
         // Settings and rules are checked before the version exists: a bad file fails the
         // build with its line, and never reaches the edge.
         let (settings, rules) = self
             .phase(id, Phase::Rules, async {
-                let settings = self.settings_for(&deployment.project_id, &manifest).await?;
+                let files = site::Files::new(&manifest, base.as_deref());
+                let settings = self.settings_for(&deployment.project_id, &files).await?;
                 let rules =
-                    site::read_rules(&*self.store, &manifest)
+                    site::read_rules(&*self.store, &files)
                         .await
                         .map_err(|e| match e {
                             site::RulesLoadError::Store(e) => ControlError::from(e),
@@ -103,7 +115,8 @@ impl Control {
                 Ok(put_bytes(&*self.store, manifest.to_bytes().into()).await?.0)
             })
             .await?;
-        let site = Arc::new(Site::with_rules(&manifest, manifest_digest, rules));
+        let site = Arc::new(Site::layered(&manifest, manifest_digest, rules, base));
+        let (files, total_bytes) = (site.len(), site.total_bytes());
         self.router.loaded(id, site);
         // A production target is promoted in the same transaction that makes it ready.
         let production = deployment.target == Target::Production;
@@ -117,7 +130,7 @@ impl Control {
             let release = self.router.begin().await;
             let change = match self
                 .meta
-                .mark_ready(id, &manifest_digest, manifest.total_bytes())
+                .mark_ready(id, &manifest_digest, total_bytes)
                 .await
             {
                 Err(MetaError::InvalidState(_)) => return Err(events::stopped(id)),
@@ -130,7 +143,7 @@ impl Control {
             self.phase_event(id, Phase::Promote, "completed", Some(promoting), None)
                 .await;
         }
-        tracing::info!(deployment = %id, files = manifest.files.len(), bytes = manifest.total_bytes(), production, ms = started.elapsed().as_millis() as u64, "deployment ready");
+        tracing::info!(deployment = %id, files, bytes = total_bytes, layered = manifest.base.is_some(), production, ms = started.elapsed().as_millis() as u64, "deployment ready");
         self.status_event(id, Status::Ready, "the deployment is ready")
             .await;
         Ok(())
@@ -140,14 +153,14 @@ impl Control {
     async fn settings_for(
         &self,
         project_id: &str,
-        manifest: &Manifest,
+        files: &site::Files<'_>,
     ) -> Result<SiteSettings, ControlError> {
         let base = self.project(project_id).await?.settings;
         let invalid = |message: String| ControlError::Invalid {
             code: "invalid_settings",
             message,
         };
-        match site::read_small(&*self.store, manifest, settings::FILE, settings::FILE_MAX).await? {
+        match site::read_small(&*self.store, files, settings::FILE, settings::FILE_MAX).await? {
             None => Ok(base),
             Some(Err(message)) => Err(invalid(message)),
             Some(Ok(bytes)) => Ok(base.patched(&settings::parse_file(&bytes).map_err(invalid)?)),

@@ -27,6 +27,7 @@ mod build;
 pub mod events;
 pub mod gc;
 mod group;
+mod layers;
 pub mod leases;
 mod lifecycle;
 mod protect;
@@ -353,17 +354,23 @@ impl Control {
         // PERF: with a base, only the changed files can be missing: the base's are
         // referenced by a live deployment (checked again under the GC lock below).
         let mut digests: Vec<Sha256> = req.files.values().copied().collect();
-        if let Some(base) = &req.base {
-            req.files = self
-                .delta_over(base, &project.id, req.files, &req.removed)
-                .await?;
+        let layers = if let Some(base) = &req.base {
+            self.delta_over(
+                base,
+                &project.id,
+                std::mem::take(&mut req.files),
+                &req.removed,
+            )
+            .await?
         } else if !req.removed.is_empty() {
             return Err(ControlError::Invalid {
                 code: "invalid_manifest",
                 message: "a path is removed (null) only from a base deployment".into(),
             });
-        }
-        if req.files.is_empty() {
+        } else {
+            layers::Files::full(std::mem::take(&mut req.files))
+        };
+        if layers.count == 0 {
             return Err(ControlError::Invalid {
                 code: "empty_manifest",
                 message: "files must name at least one file".into(),
@@ -372,7 +379,7 @@ impl Control {
         let mut env = project.env.clone();
         env.extend(req.env);
         if req.base.is_none() {
-            digests = req.files.values().copied().collect();
+            digests = layers.files.values().copied().collect();
         }
         // From the look-up until the files are recorded, GC may not take what we found.
         let _gc = self.gc.shared().await;
@@ -391,7 +398,7 @@ impl Control {
         }
         // No touch: the files are recorded under the same lock, so GC cannot come between.
         let missing = self.missing_locked(&digests, false).await?;
-        let files: Vec<(String, Sha256)> = req.files.into_iter().collect();
+        let files: Vec<(String, Sha256)> = layers.files.into_iter().collect();
         let mut created = None;
         for _ in 0..ID_ATTEMPTS {
             let id = names::random_id("dpl");
@@ -402,6 +409,9 @@ impl Control {
                 target: req.target,
                 env: env.clone(),
                 files: files.clone(),
+                base: layers.base.clone(),
+                removed: layers.removed.clone(),
+                file_count: layers.count,
                 missing: missing.clone(),
                 created_at: model::now_millis(),
                 attribution: req.attribution.clone(),
@@ -442,40 +452,6 @@ impl Control {
             return Ok((deployment, still));
         }
         Ok((deployment, missing))
-    }
-
-    /// The files of deployment `base` (of project `project_id`, not deleted) with `removed`
-    /// left out and `changed` over them.
-    async fn delta_over(
-        &self,
-        base: &str,
-        project_id: &str,
-        changed: BTreeMap<String, Sha256>,
-        removed: &[String],
-    ) -> Result<BTreeMap<String, Sha256>, ControlError> {
-        let refused = |why: &str| ControlError::Invalid {
-            code: "base_not_found",
-            message: format!("base deployment {base} {why}"),
-        };
-        let d = match self.meta.deployment(base).await? {
-            Some(d) if d.project_id == project_id => d,
-            _ => return Err(refused("does not exist in this project")),
-        };
-        if d.status == Status::Deleted {
-            // Its blobs may already be collected.
-            return Err(refused("is deleted"));
-        }
-        let mut files: BTreeMap<String, Sha256> = self
-            .meta
-            .deployment_files(base)
-            .await?
-            .into_iter()
-            .collect();
-        for path in removed {
-            files.remove(path);
-        }
-        files.extend(changed);
-        Ok(files)
     }
 
     /// The blobs among `digests` the store lacks, each once, in first-seen order. The

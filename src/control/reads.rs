@@ -28,11 +28,6 @@ impl Control {
         Ok(self.meta.deployment_missing(id).await?)
     }
 
-    /// A deployment's files (path, blob).
-    pub async fn deployment_files(&self, id: &str) -> Result<Vec<(String, Sha256)>, ControlError> {
-        Ok(self.meta.deployment_files(id).await?)
-    }
-
     /// The sizes the blob index knows of `blobs` (a blob without one is left out).
     pub async fn blob_sizes(
         &self,

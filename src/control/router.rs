@@ -7,6 +7,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use super::ControlError;
+use crate::digest::Sha256;
 use crate::edge::metrics::PromoteMetrics;
 use crate::edge::site::Site;
 use crate::edge::table::{AliasTable, Fallback, SkewChange, TableChange, TableHandle};
@@ -109,7 +110,11 @@ impl Router {
             code: "deployment_not_ready",
             message: format!("deployment {deployment_id} has no manifest yet"),
         })?;
-        let site = Arc::new(crate::edge::site::load(&*self.store, &digest).await?);
+        let bases = |b: &Sha256| {
+            let sites: Vec<Arc<Site>> = self.sites.iter().map(|e| e.value().clone()).collect();
+            crate::edge::site::find(&sites, b)
+        };
+        let site = Arc::new(crate::edge::site::load(&*self.store, &digest, &bases).await?);
         self.sites.insert(deployment_id.to_owned(), site.clone());
         Ok(site)
     }

@@ -141,11 +141,15 @@ impl Follower {
     ) -> Result<Arc<Site>, String> {
         let site = match keep.get(manifest).or_else(|| self.sites.get(manifest)) {
             Some(s) => Arc::clone(s),
-            None => Arc::new(
-                super::site::load(&*self.store, manifest)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            ),
+            None => {
+                let bases =
+                    |b: &Sha256| super::site::find(keep.values().chain(self.sites.values()), b);
+                Arc::new(
+                    super::site::load(&*self.store, manifest, &bases)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
+            }
         };
         keep.insert(*manifest, site.clone());
         Ok(site)

@@ -1,6 +1,7 @@
 //! A deployment as the edge serves it: path → file entries with their headers prebuilt.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
@@ -65,7 +66,47 @@ pub struct Site {
     pub last_modified: HeaderValue,
     /// The same, for `If-Modified-Since` comparisons.
     pub modified: SystemTime,
+    /// Servable files of this version's own manifest (of a layered one: the changed ones).
     files: HashMap<Box<str>, FileEntry>,
+    /// Control files (`_redirects`, `_headers`) of its own manifest: never served, but a
+    /// version layered over this one reads its rules through them.
+    control: Box<[(Box<str>, Sha256, u64)]>,
+    /// A layered version: the full site under it, and the paths of it this one removed.
+    base: Option<(Arc<Site>, HashSet<Box<str>>)>,
+    /// Files in the version, layers resolved (control files included).
+    count: usize,
+    /// Bytes of those files.
+    total_bytes: u64,
+}
+
+/// A manifest's files as its version sees them, before its site exists (the build reads
+/// rules and settings through it): its own entries, then its base's.
+pub struct Files<'a> {
+    manifest: &'a Manifest,
+    base: Option<&'a Site>,
+}
+
+impl<'a> Files<'a> {
+    /// The files of `manifest`, over `base` when it is layered.
+    pub fn new(manifest: &'a Manifest, base: Option<&'a Site>) -> Self {
+        Files { manifest, base }
+    }
+
+    /// The blob and size at `path`.
+    pub fn get(&self, path: &str) -> Option<(Sha256, u64)> {
+        if let Some(e) = self.manifest.files.get(path) {
+            return Some((e.sha256, e.size));
+        }
+        if self
+            .manifest
+            .removed
+            .binary_search_by(|r| r.as_str().cmp(path))
+            .is_ok()
+        {
+            return None;
+        }
+        self.base?.entry(path)
+    }
 }
 
 /// Types compressed on the wire: text and the text-like application types (and wasm, which
@@ -156,7 +197,30 @@ impl Site {
 
     /// As [`Site::from_manifest`], with the deployment's compiled rules files.
     pub fn with_rules(manifest: &Manifest, digest: Sha256, rules: Rules) -> Self {
-        let files = manifest
+        Self::layered(manifest, digest, rules, None)
+    }
+
+    /// As [`Site::with_rules`], for a manifest layered over `base` (the site of the manifest
+    /// its `base` names; `None` for a full manifest). The base is shared, not copied: a
+    /// one-file delta of a million-file site costs one entry.
+    pub fn layered(
+        manifest: &Manifest,
+        digest: Sha256,
+        rules: Rules,
+        base: Option<Arc<Site>>,
+    ) -> Self {
+        debug_assert_eq!(
+            manifest.base,
+            base.as_ref().map(|b| b.manifest),
+            "a layered manifest is built over the site of its base"
+        );
+        let control = manifest
+            .files
+            .iter()
+            .filter(|(path, _)| rules::is_control_file(path))
+            .map(|(path, e)| (path.as_str().into(), e.sha256, e.size))
+            .collect();
+        let files: HashMap<Box<str>, FileEntry> = manifest
             .files
             .iter()
             .filter(|(path, _)| !rules::is_control_file(path))
@@ -174,6 +238,21 @@ impl Site {
                 (path.as_str().into(), entry)
             })
             .collect();
+        // Counted over the layers: what the base had, less what this version removes or
+        // replaces, plus its own files.
+        let (mut count, mut total_bytes) = (manifest.files.len(), manifest.total_bytes());
+        let base = base.map(|b| {
+            let hidden: HashSet<Box<str>> =
+                manifest.removed.iter().map(|p| p.as_str().into()).collect();
+            count += b.count;
+            total_bytes += b.total_bytes;
+            let shadowed = manifest.files.keys().chain(&manifest.removed);
+            for (_, size) in shadowed.filter_map(|p| b.entry(p)) {
+                count -= 1;
+                total_bytes -= size;
+            }
+            (b, hidden)
+        });
         // Whole seconds: HTTP dates have no finer resolution, and comparisons must agree.
         let modified = humantime::parse_rfc3339_weak(&manifest.created_at)
             .ok()
@@ -217,6 +296,10 @@ impl Site {
                 .expect("an HTTP date is a valid header value"),
             modified,
             files,
+            control,
+            base,
+            count,
+            total_bytes,
         }
     }
 
@@ -227,9 +310,42 @@ impl Site {
         Self::from_manifest(&manifest, digest)
     }
 
-    /// The file at a manifest path.
+    /// The servable file at a manifest path.
     pub fn file(&self, path: &str) -> Option<&FileEntry> {
-        self.files.get(path)
+        // PERF: a full site is one hash look-up; a layered one adds one for a base file.
+        match self.files.get(path) {
+            Some(f) => Some(f),
+            None => match &self.base {
+                Some((base, hidden)) if hidden.is_empty() || !hidden.contains(path) => {
+                    base.file(path)
+                }
+                _ => None,
+            },
+        }
+    }
+
+    /// The blob and size of any file of the version at `path`, control files included.
+    pub fn entry(&self, path: &str) -> Option<(Sha256, u64)> {
+        if let Some(f) = self.files.get(path) {
+            return Some((f.digest, f.size));
+        }
+        if let Some((_, d, n)) = self.control.iter().find(|(p, ..)| &**p == path) {
+            return Some((*d, *n));
+        }
+        match &self.base {
+            Some((base, hidden)) if !hidden.contains(path) => base.entry(path),
+            _ => None,
+        }
+    }
+
+    /// The full site this one is layered over, if any.
+    pub fn base(&self) -> Option<&Arc<Site>> {
+        self.base.as_ref().map(|(b, _)| b)
+    }
+
+    /// Sum of the sizes of the version's files.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
     }
 
     /// Whether skew protection may answer `path` (decoded, with its leading slash) with
@@ -252,14 +368,14 @@ impl Site {
         self.file(NOT_FOUND_PAGE)
     }
 
-    /// Number of files.
+    /// Number of files, layers resolved (control files included).
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.count
     }
 
-    /// Whether the site has no file at all.
+    /// Whether the version has no file at all.
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.count == 0
     }
 }
 
@@ -274,34 +390,30 @@ pub enum RulesLoadError {
     Invalid(#[from] RulesError),
 }
 
-/// Reads a small file of a manifest (rules, settings) whole, refusing more than `max` bytes.
+/// Reads a small file of a version (rules, settings) whole, refusing more than `max` bytes.
 pub async fn read_small(
     store: &dyn BlobStore,
-    manifest: &Manifest,
+    files: &Files<'_>,
     path: &str,
     max: u64,
 ) -> Result<Option<Result<bytes::Bytes, String>>, StoreError> {
-    let Some(entry) = manifest.files.get(path) else {
+    let Some((digest, size)) = files.get(path) else {
         return Ok(None);
     };
-    if entry.size > max {
+    if size > max {
         return Ok(Some(Err(format!(
-            "{path} is {} bytes; at most {max} are read",
-            entry.size
+            "{path} is {size} bytes; at most {max} are read"
         ))));
     }
     let blob = store
-        .get(&entry.sha256)
+        .get(&digest)
         .await?
         .ok_or_else(|| StoreError::Unavailable(format!("{path} is missing from the store")))?;
     Ok(Some(Ok(blob.into_bytes().await.map_err(StoreError::Io)?)))
 }
 
 /// Reads and compiles a deployment's `_redirects` and `_headers`.
-pub async fn read_rules(
-    store: &dyn BlobStore,
-    manifest: &Manifest,
-) -> Result<Rules, RulesLoadError> {
+pub async fn read_rules(store: &dyn BlobStore, files: &Files<'_>) -> Result<Rules, RulesLoadError> {
     let text = |file: &'static str, r: Result<bytes::Bytes, String>| {
         let bytes = r.map_err(|message| RulesError {
             file,
@@ -318,18 +430,60 @@ pub async fn read_rules(
         })
     };
     let mut out = Rules::default();
-    if let Some(r) = read_small(store, manifest, rules::redirects::FILE, RULES_FILE_MAX).await? {
+    if let Some(r) = read_small(store, files, rules::redirects::FILE, RULES_FILE_MAX).await? {
         out.redirects = Redirects::parse(&text(rules::redirects::FILE, r)?)?;
     }
-    if let Some(r) = read_small(store, manifest, rules::headers::FILE, RULES_FILE_MAX).await? {
+    if let Some(r) = read_small(store, files, rules::headers::FILE, RULES_FILE_MAX).await? {
         out.headers = HeaderRules::parse(&text(rules::headers::FILE, r)?)?;
     }
     Ok(out)
 }
 
 /// Reads the manifest stored under `digest`, checks its bytes against the address, and
-/// builds its site. Missing, corrupt or unreadable manifests are `Unavailable`.
-pub async fn load(store: &dyn BlobStore, digest: &Sha256) -> Result<Site, StoreError> {
+/// builds its site. A layered manifest's base comes from `bases` (sites already loaded, by
+/// manifest address) or else from the store. Missing, corrupt or unreadable manifests
+/// are `Unavailable`.
+pub async fn load(
+    store: &dyn BlobStore,
+    digest: &Sha256,
+    bases: &(dyn Fn(&Sha256) -> Option<Arc<Site>> + Sync),
+) -> Result<Site, StoreError> {
+    let manifest = read_manifest(store, digest).await?;
+    let base = match manifest.base {
+        None => None,
+        Some(b) => Some(match bases(&b) {
+            Some(site) => site,
+            None => {
+                let full = read_manifest(store, &b).await?;
+                if full.base.is_some() {
+                    return Err(StoreError::Unavailable(format!(
+                        "manifest {digest}: its base {b} is layered too"
+                    )));
+                }
+                Arc::new(site_of(store, &full, b, None).await?)
+            }
+        }),
+    };
+    site_of(store, &manifest, *digest, base).await
+}
+
+/// The site among `sites` (or under one of them) built from the manifest at `digest`: how
+/// callers that cache sites answer [`load`]'s question for a layered manifest's base.
+pub fn find<'a>(
+    sites: impl IntoIterator<Item = &'a Arc<Site>>,
+    digest: &Sha256,
+) -> Option<Arc<Site>> {
+    sites.into_iter().find_map(|s| {
+        if s.manifest == *digest {
+            Some(s.clone())
+        } else {
+            s.base().filter(|b| b.manifest == *digest).cloned()
+        }
+    })
+}
+
+/// The verified, parsed manifest at `digest`.
+async fn read_manifest(store: &dyn BlobStore, digest: &Sha256) -> Result<Manifest, StoreError> {
     let blob = store.get(digest).await?.ok_or_else(|| {
         StoreError::Unavailable(format!("manifest {digest} is missing from the store"))
     })?;
@@ -339,15 +493,25 @@ pub async fn load(store: &dyn BlobStore, digest: &Sha256) -> Result<Site, StoreE
             "manifest {digest} is corrupt"
         )));
     }
-    let manifest = Manifest::from_bytes(&bytes)
-        .map_err(|e| StoreError::Unavailable(format!("manifest {digest}: {e}")))?;
-    let rules = read_rules(store, &manifest).await.map_err(|e| match e {
+    Manifest::from_bytes(&bytes)
+        .map_err(|e| StoreError::Unavailable(format!("manifest {digest}: {e}")))
+}
+
+/// The site of a verified manifest, its rules read through its layers.
+async fn site_of(
+    store: &dyn BlobStore,
+    manifest: &Manifest,
+    digest: Sha256,
+    base: Option<Arc<Site>>,
+) -> Result<Site, StoreError> {
+    let files = Files::new(manifest, base.as_deref());
+    let rules = read_rules(store, &files).await.map_err(|e| match e {
         RulesLoadError::Store(e) => e,
         RulesLoadError::Invalid(e) => {
             StoreError::Unavailable(format!("deployment {}: {e}", manifest.deployment_id))
         }
     })?;
-    Ok(Site::with_rules(&manifest, *digest, rules))
+    Ok(Site::layered(manifest, digest, rules, base))
 }
 
 #[cfg(test)]

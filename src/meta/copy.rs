@@ -93,6 +93,7 @@ const TABLES: &[Table] = &[
             ("number", Int8),
             ("pinned", Bool),
             ("expired_at", Int8),
+            ("base_id", Text),
         ],
         order: "seq",
         identity: Some("seq"),

@@ -106,6 +106,9 @@ pub struct Deployment {
     pub pinned: bool,
     /// When its preview host expired (then answering 410 Gone).
     pub expired_at: Option<Millis>,
+    /// A layered deployment: the full deployment its files are recorded over (its own
+    /// file rows are then only what changed, a removal an empty hash).
+    pub base_id: Option<String>,
 }
 
 /// A deployment to record, with what the store was found to be missing.
@@ -119,8 +122,14 @@ pub struct NewDeployment {
     pub target: Target,
     /// Merged env.
     pub env: Env,
-    /// path → blob, already validated.
+    /// path → blob, already validated (with `base`: only the changed paths).
     pub files: Vec<(String, Sha256)>,
+    /// A layered deployment: the full deployment `files` and `removed` apply to.
+    pub base: Option<String>,
+    /// With `base`: its paths this deployment leaves out.
+    pub removed: Vec<String>,
+    /// Files of the version, layers resolved.
+    pub file_count: u64,
     /// Distinct blobs the store lacks.
     pub missing: Vec<Sha256>,
     /// The deployment's own host.
@@ -294,8 +303,9 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn deployments(&self, filter: &DeploymentFilter) -> Result<DeploymentPage, MetaError>;
     /// The blobs a deployment still waits for.
     async fn deployment_missing(&self, id: &str) -> Result<Vec<Sha256>, MetaError>;
-    /// A deployment's files (path → blob), sorted by path.
-    async fn deployment_files(&self, id: &str) -> Result<Vec<(String, Sha256)>, MetaError>;
+    /// A deployment's own file rows (path → blob), sorted by path: of a layered deployment
+    /// only what changed over its base, `None` for a path it removes.
+    async fn deployment_files(&self, id: &str) -> Result<Vec<(String, Option<Sha256>)>, MetaError>;
     /// Deployments a crash may have interrupted: `building` ones, to build again.
     async fn interrupted_builds(&self) -> Result<Vec<String>, MetaError>;
     /// Marks a build done and its preview host routable; for a production target, also

@@ -417,13 +417,13 @@ impl MetaStore for SqliteMeta {
             tx.execute(
                 "INSERT INTO deployments (id, project_id, target, status, env, file_count, preview_host, created_at,
                    building_at, workspace_id, external_workspace_id, external_user_id, external_project_id,
-                   metadata, created_by, number)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                   metadata, created_by, number, base_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                 params![
                     new.id, new.project_id, new.target.as_str(), status.as_str(), env_to_json(&new.env),
-                    new.files.len() as i64, new.preview_host, new.created_at, building_at,
+                    new.file_count as i64, new.preview_host, new.created_at, building_at,
                     a.workspace_id, a.external_workspace_id, a.external_user_id, a.external_project_id,
-                    to_json(&new.metadata), new.created_by, number
+                    to_json(&new.metadata), new.created_by, number, new.base
                 ],
             )?;
             {
@@ -432,6 +432,10 @@ impl MetaStore for SqliteMeta {
                 )?;
                 for (path, digest) in &new.files {
                     ins.execute(params![new.id, path, digest.to_hex()])?;
+                }
+                // A layered deployment's removals are rows with an empty hash.
+                for path in &new.removed {
+                    ins.execute(params![new.id, path, ""])?;
                 }
                 let mut miss = tx.prepare_cached(
                     "INSERT OR IGNORE INTO deployment_missing (deployment_id, sha256) VALUES (?1, ?2)",
@@ -532,7 +536,7 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn deployment_files(&self, id: &str) -> Result<Vec<(String, Sha256)>, MetaError> {
+    async fn deployment_files(&self, id: &str) -> Result<Vec<(String, Option<Sha256>)>, MetaError> {
         let id = id.to_owned();
         self.read(move |c| {
             let mut stmt = c.prepare(
@@ -543,7 +547,10 @@ impl MetaStore for SqliteMeta {
             })?;
             rows.map(|r| {
                 let (p, h) = r?;
-                Ok((p, parse_col(h, "file hash")?))
+                let digest = (!h.is_empty())
+                    .then(|| parse_col(h, "file hash"))
+                    .transpose()?;
+                Ok((p, digest))
             })
             .collect()
         })
@@ -1072,7 +1079,10 @@ impl MetaStore for SqliteMeta {
     async fn gc_manifests(&self) -> Result<Vec<(String, Sha256)>, MetaError> {
         self.read(|c| {
             let mut stmt = c.prepare(
-                "SELECT id, manifest FROM deployments WHERE status = 'deleted' AND manifest IS NOT NULL ORDER BY seq",
+                // A deleted base a live layered deployment reads through is kept.
+                "SELECT id, manifest FROM deployments d WHERE status = 'deleted' AND manifest IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM deployments l WHERE l.base_id = d.id AND l.status != 'deleted')
+                 ORDER BY seq",
             )?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             rows.map(|r| {

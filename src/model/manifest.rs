@@ -14,9 +14,10 @@ pub const PATH_MAX: usize = 1024;
 pub const SEGMENT_MAX: usize = 255;
 /// The format tag every stored manifest carries, so readers can refuse what they don't know.
 pub const FORMAT: &str = "halo.manifest";
-/// The current manifest format version (2 added `settings` and `preview_host`; version 1
-/// manifests are still read, with default settings).
-pub const FORMAT_VERSION: u32 = 2;
+/// The current manifest format version (2 added `settings` and `preview_host`; 3 added
+/// `base` and `removed`, layered manifests; older versions are still read, version 1 with
+/// default settings).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Checks one manifest path: relative, `/`-separated, no `.`/`..`/empty segments, no
 /// backslash, NUL or other control characters, bounded length. Returns why not.
@@ -57,6 +58,11 @@ pub struct ManifestEntry {
 }
 
 /// The immutable description of a built deployment, stored as a blob of its own.
+///
+/// A layered manifest (`base` set) holds only what changed: its files are those of the
+/// manifest at `base` (itself never layered) without `removed`, with `files` over them. A
+/// delta deploy of one file in a million-file site then writes, loads and keeps in memory
+/// one entry, not a million.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Always [`FORMAT`].
@@ -77,6 +83,12 @@ pub struct Manifest {
     /// The deployment's own preview host (the edge marks it `noindex`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_host: Option<String>,
+    /// The full manifest this one is layered over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Sha256>,
+    /// Paths of `base` this version leaves out (sorted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
 }
 
 /// Why stored manifest bytes cannot be used.
@@ -112,6 +124,8 @@ impl Manifest {
             files,
             settings: SiteSettings::default(),
             preview_host: None,
+            base: None,
+            removed: Vec::new(),
         }
     }
 
@@ -122,8 +136,13 @@ impl Manifest {
 
     /// Parses stored bytes, refusing unknown formats and versions.
     pub fn from_bytes(data: &[u8]) -> Result<Self, ManifestError> {
-        let m: Manifest = serde_json::from_slice(data)?;
-        if m.format != FORMAT || !(1..=FORMAT_VERSION).contains(&m.version) {
+        let mut m: Manifest = serde_json::from_slice(data)?;
+        // Look-ups binary-search it; written sorted, kept sorted whatever wrote it.
+        m.removed.sort_unstable();
+        if m.format != FORMAT
+            || !(1..=FORMAT_VERSION).contains(&m.version)
+            || (m.version < 3 && (m.base.is_some() || !m.removed.is_empty()))
+        {
             return Err(ManifestError::Unsupported {
                 format: m.format,
                 version: m.version,
@@ -132,7 +151,8 @@ impl Manifest {
         Ok(m)
     }
 
-    /// Sum of all file sizes.
+    /// Sum of the sizes of the files this manifest itself lists (of a layered one: the
+    /// changed files only).
     pub fn total_bytes(&self) -> u64 {
         self.files.values().map(|e| e.size).sum()
     }
@@ -194,13 +214,23 @@ mod tests {
         assert_eq!(Manifest::from_bytes(&bytes).unwrap(), m);
         assert_eq!(m.total_bytes(), 2);
         let text = String::from_utf8(bytes).unwrap();
-        let newer = text.replace("\"version\":2", "\"version\":3");
+        let newer = text.replace("\"version\":3", "\"version\":4");
         assert!(matches!(
             Manifest::from_bytes(newer.as_bytes()),
-            Err(ManifestError::Unsupported { version: 3, .. })
+            Err(ManifestError::Unsupported { version: 4, .. })
         ));
+        // A layered manifest round-trips; a version before layers claiming a base is refused.
+        let mut layered = m.clone();
+        layered.base = Some(Sha256::of(b"base"));
+        layered.removed = vec!["gone.html".into()];
+        let lb = layered.to_bytes();
+        assert_eq!(Manifest::from_bytes(&lb).unwrap(), layered);
+        let old_layered = String::from_utf8(lb)
+            .unwrap()
+            .replace("\"version\":3", "\"version\":2");
+        assert!(Manifest::from_bytes(old_layered.as_bytes()).is_err());
         // Version 1 (before settings existed) still reads, with default settings.
-        let v2 = text.replace("\"version\":2", "\"version\":1");
+        let v2 = text.replace("\"version\":3", "\"version\":1");
         // The settings object is last: cut from its key to the manifest's closing brace.
         let at = v2.find(",\"settings\":").expect("settings are written");
         let v1 = format!("{}}}", &v2[..at]);

@@ -44,8 +44,10 @@ const POOL_SIZE: usize = 16;
 /// What GC's rule reads of a blob (see [`rules::BlobRow`]).
 const BLOB_ROW: &str = "SELECT b.sha256, b.size,
         EXISTS (SELECT 1 FROM deployment_files f JOIN deployments d ON d.id = f.deployment_id
-                WHERE f.sha256 = b.sha256 AND d.status <> 'deleted')
-        OR EXISTS (SELECT 1 FROM deployments d WHERE d.manifest = b.sha256 AND d.status <> 'deleted'),
+                WHERE f.sha256 = b.sha256 AND (d.status <> 'deleted' OR EXISTS
+                  (SELECT 1 FROM deployments l WHERE l.base_id = d.id AND l.status <> 'deleted')))
+        OR EXISTS (SELECT 1 FROM deployments d WHERE d.manifest = b.sha256 AND (d.status <> 'deleted'
+                OR EXISTS (SELECT 1 FROM deployments l WHERE l.base_id = d.id AND l.status <> 'deleted'))),
         COALESCE(b.touched_at, b.stored_at)
      FROM blobs b";
 
@@ -326,21 +328,24 @@ impl MetaStore for PgMeta {
         execute(&tx,
             "INSERT INTO deployments (id, project_id, target, status, env, file_count, preview_host, created_at,
                building_at, workspace_id, external_workspace_id, external_user_id, external_project_id,
-               metadata, created_by, number)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+               metadata, created_by, number, base_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
             &[
                 &new.id, &new.project_id, &new.target.as_str(), &status.as_str(), &to_json(&new.env),
-                &(new.files.len() as i64), &new.preview_host, &new.created_at, &building_at,
+                &(new.file_count as i64), &new.preview_host, &new.created_at, &building_at,
                 &a.workspace_id, &a.external_workspace_id, &a.external_user_id,
                 &a.external_project_id, &to_json(&new.metadata), &new.created_by, &number,
+                &new.base,
             ],
         )
         .await?;
         // PERF: files and missing blobs go in as arrays, one statement each.
+        // A layered deployment's removals are rows with an empty hash.
         let (paths, digests): (Vec<&str>, Vec<String>) = new
             .files
             .iter()
             .map(|(p, d)| (p.as_str(), d.to_hex()))
+            .chain(new.removed.iter().map(|p| (p.as_str(), String::new())))
             .unzip();
         execute(
             &tx,
@@ -439,7 +444,7 @@ impl MetaStore for PgMeta {
         .collect()
     }
 
-    async fn deployment_files(&self, id: &str) -> Result<Vec<(String, Sha256)>, MetaError> {
+    async fn deployment_files(&self, id: &str) -> Result<Vec<(String, Option<Sha256>)>, MetaError> {
         let c = self.client().await?;
         query(&c,
             "SELECT path, sha256 FROM deployment_files WHERE deployment_id = $1 ORDER BY path COLLATE \"C\"",
@@ -447,7 +452,11 @@ impl MetaStore for PgMeta {
         )
         .await?
         .iter()
-        .map(|r| Ok((r.get(0), parse_col(r.get(1), "file hash")?)))
+        .map(|r| {
+            let hash: &str = r.get(1);
+            let digest = (!hash.is_empty()).then(|| parse_col(hash, "file hash")).transpose()?;
+            Ok((r.get(0), digest))
+        })
         .collect()
     }
 
@@ -806,7 +815,7 @@ impl MetaStore for PgMeta {
         let row = query_one(&c,
                 "SELECT COUNT(*), COUNT(m.sha256) FROM deployment_files f
                  LEFT JOIN deployment_missing m ON m.deployment_id = f.deployment_id AND m.sha256 = f.sha256
-                 WHERE f.deployment_id = $1",
+                 WHERE f.deployment_id = $1 AND f.sha256 <> ''",
                 &[&deployment_id],
             )
             .await?;
@@ -1057,7 +1066,10 @@ impl MetaStore for PgMeta {
     async fn gc_manifests(&self) -> Result<Vec<(String, Sha256)>, MetaError> {
         let c = self.client().await?;
         query(&c,
-            "SELECT id, manifest FROM deployments WHERE status = 'deleted' AND manifest IS NOT NULL ORDER BY seq",
+            // A deleted base a live layered deployment reads through is kept.
+                "SELECT id, manifest FROM deployments d WHERE status = 'deleted' AND manifest IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM deployments l WHERE l.base_id = d.id AND l.status <> 'deleted')
+                 ORDER BY seq",
             &[],
         )
         .await?

@@ -172,7 +172,7 @@ pub(super) const DEPLOYMENT_COLS: &str = "d.seq, d.id, d.project_id, d.target, d
      d.pinned, d.expired_at, \
      (SELECT COUNT(*) FROM deployment_missing m WHERE m.deployment_id = d.id), \
      ARRAY(SELECT a.host FROM aliases a WHERE a.deployment_id = d.id AND a.kind <> 'preview' \
-           ORDER BY a.host)";
+           ORDER BY a.host), d.base_id";
 
 pub(super) fn read_deployment(r: &Row) -> Result<(i64, Deployment), MetaError> {
     let manifest: Option<String> = r.get(9);
@@ -203,6 +203,7 @@ pub(super) fn read_deployment(r: &Row) -> Result<(i64, Deployment), MetaError> {
         expired_at: r.get(25),
         missing_count: r.get::<_, i64>(26) as u64,
         serving_hosts: r.get(27),
+        base_id: r.get(28),
     };
     Ok((r.get(0), d))
 }

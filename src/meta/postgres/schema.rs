@@ -232,6 +232,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE ui_sessions ADD COLUMN link BOOLEAN NOT NULL DEFAULT FALSE;
     "#,
+    // 8: layered deployments: file rows over a base (a removal is an empty hash); GC
+    // keeps a deleted base's files and manifest while a live deployment is layered on it.
+    r#"
+    ALTER TABLE deployments ADD COLUMN base_id TEXT;
+    CREATE INDEX deployments_by_base ON deployments (base_id) WHERE base_id IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -74,7 +74,7 @@ pub(super) fn progress(c: &Connection, id: &str) -> Result<Progress, MetaError> 
     let (total, pending): (i64, i64) = c.query_row(
         "SELECT COUNT(*), COUNT(m.sha256) FROM deployment_files f
          LEFT JOIN deployment_missing m ON m.deployment_id = f.deployment_id AND m.sha256 = f.sha256
-         WHERE f.deployment_id = ?1",
+         WHERE f.deployment_id = ?1 AND f.sha256 != ''",
         [id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
@@ -134,13 +134,16 @@ pub(super) fn claim(
     Ok(())
 }
 
-/// Blobs referenced by a deployment that is not deleted, or by nothing but touched since
-/// `cutoff`, are live: this is the condition under which a blob is *not* collectable.
-/// What GC's rule reads of a blob (see [`rules::BlobRow`]).
+/// Blobs referenced by a deployment that is not deleted (or is the base of one that is
+/// not: a layered deployment reads its base's files and manifest), or by nothing but
+/// touched since `cutoff`, are live: this is the condition under which a blob is *not*
+/// collectable. What GC's rule reads of a blob (see [`rules::BlobRow`]).
 const BLOB_ROW: &str = "SELECT b.sha256, b.size,
         EXISTS (SELECT 1 FROM deployment_files f JOIN deployments d ON d.id = f.deployment_id
-                WHERE f.sha256 = b.sha256 AND d.status != 'deleted')
-        OR EXISTS (SELECT 1 FROM deployments d WHERE d.manifest = b.sha256 AND d.status != 'deleted'),
+                WHERE f.sha256 = b.sha256 AND (d.status != 'deleted' OR EXISTS
+                  (SELECT 1 FROM deployments l WHERE l.base_id = d.id AND l.status != 'deleted')))
+        OR EXISTS (SELECT 1 FROM deployments d WHERE d.manifest = b.sha256 AND (d.status != 'deleted'
+                OR EXISTS (SELECT 1 FROM deployments l WHERE l.base_id = d.id AND l.status != 'deleted'))),
         COALESCE(b.touched_at, b.stored_at)
      FROM blobs b";
 

@@ -130,7 +130,7 @@ pub(super) const PROJECT_COLS: &str = "id, name, env, created_at, production_dep
 pub(super) const DEPLOYMENT_COLS: &str = "seq, id, project_id, target, status, env, error, file_count, \
      total_bytes, manifest, preview_host, created_at, building_at, ready_at, errored_at, \
      workspace_id, external_workspace_id, external_user_id, external_project_id, metadata, \
-     created_by, canceled_at, deleted_at, number, pinned, expired_at";
+     created_by, canceled_at, deleted_at, number, pinned, expired_at, base_id";
 
 /// Reads one deployment row (selected with [`DEPLOYMENT_COLS`]) plus its derived fields.
 pub(super) fn read_deployment(
@@ -174,6 +174,7 @@ pub(super) fn read_deployment(
         number: r.get::<_, Option<i64>>(23)?.unwrap_or(0) as u64,
         pinned: r.get(24)?,
         expired_at: r.get(25)?,
+        base_id: r.get(26)?,
         serving_hosts,
         id,
     };
