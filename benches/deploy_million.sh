@@ -83,6 +83,7 @@ id2=$(curl -sf "${auth[@]}" -H 'content-type: application/json' \
 wait_ready "$id2"
 t1=$(date +%s%N)
 row "one change (base + delta)" "$t0" "$t1" "$c0"
-curl -sf "${auth[@]}" "http://$api/v1/deployments/$id2/logs" | grep -i ' ms\|phase' | sed 's/^/  /' | head -20 || true
+curl -sf "${auth[@]}" "http://$api/v1/deployments/$id2/logs" | python3 -c 'import json,sys
+print("  phases:", ", ".join(f"{e[\"phase\"]} {e[\"duration_ms\"]} ms" for e in json.load(sys.stdin)["data"] if e.get("duration_ms") is not None))'
 echo "  served: $(curl -sf -H 'host: million.halo.localhost' "http://$edge/d000/f0000000.txt")"
 echo "server peak RSS: $(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$server/status")"

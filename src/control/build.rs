@@ -115,7 +115,8 @@ impl Control {
                 Ok(put_bytes(&*self.store, manifest.to_bytes().into()).await?.0)
             })
             .await?;
-        let site = Arc::new(Site::layered(&manifest, manifest_digest, rules, base));
+        let layered = manifest.base.is_some();
+        let site = Arc::new(Site::layered(manifest, manifest_digest, rules, base));
         let (files, total_bytes) = (site.len(), site.total_bytes());
         self.router.loaded(id, site);
         // A production target is promoted in the same transaction that makes it ready.
@@ -143,7 +144,7 @@ impl Control {
             self.phase_event(id, Phase::Promote, "completed", Some(promoting), None)
                 .await;
         }
-        tracing::info!(deployment = %id, files, bytes = total_bytes, layered = manifest.base.is_some(), production, ms = started.elapsed().as_millis() as u64, "deployment ready");
+        tracing::info!(deployment = %id, files, bytes = total_bytes, layered, production, ms = started.elapsed().as_millis() as u64, "deployment ready");
         self.status_event(id, Status::Ready, "the deployment is ready")
             .await;
         Ok(())

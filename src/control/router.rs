@@ -110,11 +110,16 @@ impl Router {
             code: "deployment_not_ready",
             message: format!("deployment {deployment_id} has no manifest yet"),
         })?;
-        let bases = |b: &Sha256| {
+        // A site no longer cached by its id may still be loaded as the base of a layered
+        // one: shared, not read again (a base can be a million files).
+        let find = |b: &Sha256| {
             let sites: Vec<Arc<Site>> = self.sites.iter().map(|e| e.value().clone()).collect();
             crate::edge::site::find(&sites, b)
         };
-        let site = Arc::new(crate::edge::site::load(&*self.store, &digest, &bases).await?);
+        let site = match find(&digest) {
+            Some(site) => site,
+            None => Arc::new(crate::edge::site::load(&*self.store, &digest, &find).await?),
+        };
         self.sites.insert(deployment_id.to_owned(), site.clone());
         Ok(site)
     }
