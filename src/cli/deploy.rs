@@ -26,6 +26,8 @@ const BATCH_BYTES: u64 = 4 << 20;
 /// Batches in flight: the server's groups are written by several threads each, so a few
 /// keep both cores busy.
 const BATCHES_IN_FLIGHT: usize = 4;
+/// Hashing more than this many bytes saves the hash cache before the deploy goes on.
+const EARLY_SAVE_BYTES: u64 = 64 << 20;
 
 /// Arguments of `halo deploy`.
 #[derive(Debug, clap::Args)]
@@ -136,6 +138,12 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<(), ClientError> {
     }
 
     let t = Instant::now();
+    // PERF: the hash cache (tens of MB of JSON for a big tree) is read while the tree is
+    // walked.
+    let cached = {
+        let root = root.clone();
+        tokio::task::spawn_blocking(move || HashCache::load(&root))
+    };
     let files = tokio::task::block_in_place(|| walk(&root))?;
     if files.is_empty() {
         return Err(ClientError::Local(format!(
@@ -147,7 +155,9 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<(), ClientError> {
     let total_bytes: u64 = files.iter().map(|f| f.size).sum();
 
     let t = Instant::now();
-    let mut cache = HashCache::load(&root);
+    let mut cache = cached
+        .await
+        .map_err(|e| ClientError::Local(format!("reading the hash cache: {e}")))?;
     if args.no_hash_cache {
         // Rehash everything, but leave a fresh cache for the next run.
         cache.clear();
@@ -156,7 +166,11 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<(), ClientError> {
     let (digests, hashed_bytes) =
         tokio::task::block_in_place(|| hash_all(&files, &mut cache, &|n| bar.inc(n)))?;
     bar.finish_and_clear();
-    cache.save();
+    // A long hash is kept even if the deploy then fails; a short one is cheap to redo, and
+    // the cache is saved once more at the end (PERF: each save writes every entry).
+    if hashed_bytes > EARLY_SAVE_BYTES {
+        cache.save();
+    }
     let hash_ms = t.elapsed().as_millis() as u64;
     progress.line(&format!(
         "hashed {} files ({:.1} MB, {:.1} MB read) in {hash_ms} ms",
@@ -167,11 +181,6 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<(), ClientError> {
 
     let project = resolve_project(client, &args.project, true).await?;
     let project_id = project["id"].as_str().unwrap_or_default().to_owned();
-    let manifest: serde_json::Map<String, Value> = files
-        .iter()
-        .zip(&digests)
-        .map(|(f, d)| (f.rel.clone(), json!(d)))
-        .collect();
     let env: serde_json::Map<String, Value> = args
         .env
         .iter()
@@ -180,11 +189,20 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<(), ClientError> {
     let t = Instant::now();
     let body = json!({
         "project_id": project_id,
-        "files": manifest,
         "target": if args.prod { "production" } else { "preview" },
         "env": env,
         "metadata": super::git::metadata(&root, &args.meta),
     });
+    // PERF: the whole manifest is built only when it is sent (not for a delta).
+    let whole = |mut body: Value| {
+        let manifest: serde_json::Map<String, Value> = files
+            .iter()
+            .zip(&digests)
+            .map(|(f, d)| (f.rel.clone(), json!(d)))
+            .collect();
+        body["files"] = Value::Object(manifest);
+        body
+    };
     // A redeploy of the same tree sends only what changed since this tree's last deploy.
     let delta = (!args.no_delta)
         .then_some(cache.last_deploy.as_ref())
@@ -202,12 +220,12 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<(), ClientError> {
                 // The base is gone (deleted, collected): the whole manifest then.
                 Err(ClientError::Api { code, .. }) if code == "base_not_found" => {
                     based_on = None;
-                    client.post("/v1/deployments", &body).await?
+                    client.post("/v1/deployments", &whole(body)).await?
                 }
                 r => r?,
             }
         }
-        None => client.post("/v1/deployments", &body).await?,
+        None => client.post("/v1/deployments", &whole(body)).await?,
     };
     let create_ms = t.elapsed().as_millis() as u64;
     let id = created["id"].as_str().unwrap_or_default().to_owned();
