@@ -6,12 +6,15 @@
 #
 #   bash benches/deploy_million.sh [FILES]          default 1000000
 #   STORAGE=s3 bash benches/deploy_million.sh ...   against the Garage of .ci/garage.sh (env)
+#   TAR=/tmp/million.tar.gz ...                      keep the generated archive for the next run
+#   HALO_BIN=/tmp/halo-old ...                       another build instead of building this one
 set -euo pipefail
 cd "$(dirname "$0")/.."
 files=${1:-1000000}
 
-cargo build --release --quiet
-halo=$PWD/target/release/halo
+# HALO_BIN=path runs another build (e.g. an older one, for a before/after pair).
+if [ -z "${HALO_BIN:-}" ]; then cargo build --release --quiet; fi
+halo=${HALO_BIN:-$PWD/target/release/halo}
 work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -83,7 +86,11 @@ id2=$(curl -sf "${auth[@]}" -H 'content-type: application/json' \
 wait_ready "$id2"
 t1=$(date +%s%N)
 row "one change (base + delta)" "$t0" "$t1" "$c0"
-curl -sf "${auth[@]}" "http://$api/v1/deployments/$id2/logs" | python3 -c 'import json,sys
-print("  phases:", ", ".join(f"{e[\"phase\"]} {e[\"duration_ms\"]} ms" for e in json.load(sys.stdin)["data"] if e.get("duration_ms") is not None))'
+curl -sf "${auth[@]}" "http://$api/v1/deployments/$id2/logs" | python3 -c "$(cat <<'PY'
+import json, sys
+events = json.load(sys.stdin)["data"]
+print("  phases:", ", ".join(f"{e['phase']} {e['duration_ms']} ms" for e in events if e.get("duration_ms") is not None))
+PY
+)"
 echo "  served: $(curl -sf -H 'host: million.halo.localhost' "http://$edge/d000/f0000000.txt")"
 echo "server peak RSS: $(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$server/status")"
