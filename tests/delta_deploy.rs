@@ -54,6 +54,20 @@ async fn api(
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// The whole file list (path → blob) the API gives for a deployment `halo deploy` made.
+async fn files_of(halo: &Halo, deployed: &Value) -> serde_json::Map<String, Value> {
+    let id = deployed["deployment_id"].as_str().unwrap();
+    let (status, v) = api(
+        halo,
+        reqwest::Method::GET,
+        &format!("/v1/deployments/{id}/files"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    v["files"].as_object().unwrap().clone()
+}
+
 fn host_of(url: &Value) -> String {
     url.as_str()
         .unwrap()
@@ -92,17 +106,8 @@ async fn a_redeploy_sends_only_the_change_over_its_base() {
     assert_eq!(get(&halo, &host, "/new.txt").await, (200, "new".into()));
     assert_eq!(get(&halo, &host, "/a/7.txt").await, (200, "file 7".into()));
     assert_eq!(get(&halo, &host, "/a/3.txt").await.0, 404);
-    let (_, files) = api(
-        &halo,
-        reqwest::Method::GET,
-        &format!(
-            "/v1/deployments/{}/files",
-            second["deployment_id"].as_str().unwrap()
-        ),
-        None,
-    )
-    .await;
-    assert!(files.to_string().contains("new.txt") && !files.to_string().contains("a/3.txt"));
+    let files = files_of(&halo, &second).await;
+    assert!(files.contains_key("new.txt") && !files.contains_key("a/3.txt"));
 
     // Nothing changed: a delta of nothing.
     let third = deploy(&halo, &cache, &site, "delta");
@@ -241,17 +246,7 @@ async fn layers_outlive_their_base_gc_and_a_restart() {
         v1["total_bytes"].as_u64().unwrap() + 4 - 6 - 6,
         "v1→v2 same size, +\"five\" −\"file 5\" −\"file 3\""
     );
-    let (_, files) = api(
-        &halo,
-        reqwest::Method::GET,
-        &format!(
-            "/v1/deployments/{}/files",
-            third["deployment_id"].as_str().unwrap()
-        ),
-        None,
-    )
-    .await;
-    let files = files["files"].as_object().unwrap();
+    let files = files_of(&halo, &third).await;
     assert_eq!(files.len(), 41, "39 under a/, index.html, _redirects");
     assert_eq!(files["a/5.txt"], json!(Sha256::of(b"five")));
     assert!(!files.contains_key("a/3.txt"));

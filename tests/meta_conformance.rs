@@ -80,6 +80,19 @@ async fn ready(m: &dyn MetaStore, name: &str, ids: &[&str]) -> String {
     p.id
 }
 
+/// The blobs GC may collect at `cutoff`, sorted.
+async fn collectable(m: &dyn MetaStore, cutoff: i64) -> Vec<Sha256> {
+    let mut c: Vec<Sha256> = m
+        .gc_candidates(cutoff)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.digest)
+        .collect();
+    c.sort();
+    c
+}
+
 mod suite {
     use super::*;
 
@@ -836,14 +849,7 @@ mod suite {
             "all recent"
         );
         let later = now_millis() + 60_000;
-        let c: Vec<Sha256> = m
-            .gc_candidates(later)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|c| c.digest)
-            .collect();
-        assert_eq!(c, vec![blob(3)]);
+        assert_eq!(collectable(m, later).await, vec![blob(3)]);
         // Touched since the cutoff: spared when forgetting, checked again.
         let cutoff = now_millis() - 1;
         assert_eq!(
@@ -889,21 +895,10 @@ mod suite {
         m.mark_ready("dpl_2", &blob(201), 1).await.unwrap();
         m.blobs_stored(&[(blob(201), Some(1))]).await.unwrap();
         let later = now_millis() + 60_000;
-        let collectable = || async {
-            let mut c: Vec<Sha256> = m
-                .gc_candidates(later)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|c| c.digest)
-                .collect();
-            c.sort();
-            c
-        };
-        assert!(collectable().await.is_empty());
+        assert!(collectable(m, later).await.is_empty());
         m.delete_deployment("dpl_1", &actor()).await.unwrap();
         assert!(
-            collectable().await.is_empty(),
+            collectable(m, later).await.is_empty(),
             "the base's files and manifest are read through dpl_2"
         );
         assert!(m.gc_manifests().await.unwrap().is_empty());
@@ -917,7 +912,7 @@ mod suite {
         );
         let mut all = vec![blob(1), blob(2), blob(3), blob(200), blob(201)];
         all.sort();
-        assert_eq!(collectable().await, all);
+        assert_eq!(collectable(m, later).await, all);
     }
 }
 
