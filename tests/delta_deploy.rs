@@ -307,3 +307,78 @@ async fn layers_outlive_their_base_gc_and_a_restart() {
     let halo = Halo::start(&data, Some(TOKEN));
     serves(halo.edge.clone(), host).await;
 }
+
+/// A delta over a deployment still waiting for a blob waits for it too: the files it takes
+/// from its base are checked like its own (they are not all stored yet), and one upload
+/// then completes both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_over_a_queued_base_waits_for_the_base_blobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let halo = Halo::start(&tmp.path().join("data"), Some(TOKEN));
+    let put = |data: &'static [u8]| {
+        let url = format!("{}/v1/files/{}", halo.api, Sha256::of(data));
+        async move {
+            let r = reqwest::Client::new()
+                .put(url)
+                .bearer_auth(TOKEN)
+                .body(data)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+        }
+    };
+    let (status, project) = api(
+        &halo,
+        reqwest::Method::POST,
+        "/v1/projects",
+        Some(json!({"name": "queued"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{project}");
+    put(b"index v1").await;
+    let create = |body: Value| api(&halo, reqwest::Method::POST, "/v1/deployments", Some(body));
+    let (status, a) = create(json!({
+        "project_id": project["id"],
+        "files": { "index.html": Sha256::of(b"index v1"), "late.txt": Sha256::of(b"late") }
+    }))
+    .await;
+    assert_eq!(status, 201, "{a}");
+    assert_eq!(a["missing"], json!([Sha256::of(b"late")]), "{a}");
+    put(b"index v2").await;
+    let (status, b) = create(json!({
+        "project_id": project["id"], "base": a["id"],
+        "files": { "index.html": Sha256::of(b"index v2") }
+    }))
+    .await;
+    assert_eq!(status, 201, "{b}");
+    assert_eq!(
+        (b["status"].as_str(), &b["missing"]),
+        (Some("queued"), &json!([Sha256::of(b"late")])),
+        "the base's missing blob is missing here too: {b}"
+    );
+    put(b"late").await;
+    for d in [&a, &b] {
+        let id = d["id"].as_str().unwrap();
+        let mut status = Value::Null;
+        for _ in 0..200 {
+            status = api(
+                &halo,
+                reqwest::Method::GET,
+                &format!("/v1/deployments/{id}"),
+                None,
+            )
+            .await
+            .1["status"]
+                .clone();
+            if status == "ready" || status == "error" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert_eq!(status, "ready", "{id}");
+    }
+    let host = host_of(&b["url"]);
+    assert_eq!(get(&halo, &host, "/late.txt").await, (200, "late".into()));
+    assert_eq!(get(&halo, &host, "/").await, (200, "index v2".into()));
+}

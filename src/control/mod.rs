@@ -351,9 +351,6 @@ impl Control {
         }
         lifecycle::validate_owner(&req.attribution, &req.metadata)?;
         let project = self.project(&req.project_id).await?;
-        // PERF: with a base, only the changed files can be missing: the base's are
-        // referenced by a live deployment (checked again under the GC lock below).
-        let mut digests: Vec<Sha256> = req.files.values().copied().collect();
         let layers = if let Some(base) = &req.base {
             self.delta_over(
                 base,
@@ -378,9 +375,11 @@ impl Control {
         }
         let mut env = project.env.clone();
         env.extend(req.env);
-        if req.base.is_none() {
-            digests = layers.files.values().copied().collect();
-        }
+        // PERF: over a built base, only the layer's rows can be missing: the base's files
+        // are stored and referenced by a live deployment (checked again under the GC lock
+        // below). A base copied whole (not built yet, or folded) is checked whole: an
+        // unbuilt one may itself still wait for blobs.
+        let digests: Vec<Sha256> = layers.files.values().copied().collect();
         // From the look-up until the files are recorded, GC may not take what we found.
         let _gc = self.gc.shared().await;
         if let Some(base) = &req.base
