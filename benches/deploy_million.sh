@@ -68,12 +68,15 @@ row() { # label t0 t1 cpu0
 }
 
 c0=$(cpu_of "$server"); t0=$(date +%s%N)
-id=$(curl -sf "${auth[@]}" --data-binary @"$tar" \
+# The client is curl: its CPU seconds and peak RSS from GNU time.
+id=$(/usr/bin/time -f '%U %S %M' -o "$work/client" curl -sf "${auth[@]}" --data-binary @"$tar" \
     "http://$api/v1/deployments/archive?project=million&target=production" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 wait_ready "$id"
 t1=$(date +%s%N)
 row "first deploy (tar.gz via curl)" "$t0" "$t1" "$c0"
+read -r cu cs crss < "$work/client"
+python3 -c "w = ($t1 - $t0) / 1e9; print(f'  {$(stat -c %s "$tar") / 2**20 / w:.2f} MiB/s of archive; client (curl) CPU {$cu + $cs:.2f} s, peak RSS {$crss / 1024:.0f} MiB')"
 echo "  served: $(curl -sf -H 'host: million.halo.localhost' "http://$edge/d007/f0000007.txt" | head -c 40)"
 echo "  server peak RSS so far: $(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$server/status"), now $(awk '/VmRSS/ {print $2 / 1024 " MiB"}' "/proc/$server/status")"
 
