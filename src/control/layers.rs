@@ -9,9 +9,10 @@ use super::{Control, ControlError};
 use crate::digest::Sha256;
 use crate::model::Status;
 
-/// What a new deployment records: its file rows, over a base or not.
+/// What a new deployment records: its file rows, over a base or not (not to be confused
+/// with `site::Files`, a built version's files as the edge reads them).
 #[derive(Debug, Default)]
-pub(super) struct Files {
+pub(super) struct Rows {
     /// path → blob: every file, or with `base` the changed ones.
     pub files: BTreeMap<String, Sha256>,
     /// The full deployment the rows are layered over.
@@ -22,13 +23,13 @@ pub(super) struct Files {
     pub count: u64,
 }
 
-impl Files {
+impl Rows {
     /// A full deployment of `files`.
     pub fn full(files: BTreeMap<String, Sha256>) -> Self {
-        Files {
+        Rows {
             count: files.len() as u64,
             files,
-            ..Files::default()
+            ..Rows::default()
         }
     }
 }
@@ -47,7 +48,7 @@ impl Control {
         project_id: &str,
         changed: BTreeMap<String, Sha256>,
         removed: &[String],
-    ) -> Result<Files, ControlError> {
+    ) -> Result<Rows, ControlError> {
         let refused = |why: &str| ControlError::Invalid {
             code: "base_not_found",
             message: format!("base deployment {base} {why}"),
@@ -76,10 +77,10 @@ impl Control {
                 .folded(&root, layer.into_iter().collect(), BTreeMap::new(), &[])
                 .await;
         }
-        let mut out = Files {
+        let mut out = Rows {
             base: Some(root),
             count: site.len() as u64,
-            ..Files::default()
+            ..Rows::default()
         };
         for (path, digest) in layer {
             let under = site.entry(&path).map(|(d, _)| d);
@@ -107,7 +108,7 @@ impl Control {
         layer: Vec<(String, Option<Sha256>)>,
         changed: BTreeMap<String, Sha256>,
         removed: &[String],
-    ) -> Result<Files, ControlError> {
+    ) -> Result<Rows, ControlError> {
         let mut files: BTreeMap<String, Sha256> =
             self.deployment_files(root).await?.into_iter().collect();
         apply(&mut files, layer);
@@ -115,7 +116,7 @@ impl Control {
             files.remove(path);
         }
         files.extend(changed);
-        Ok(Files::full(files))
+        Ok(Rows::full(files))
     }
 
     /// A deployment's files (path → blob, sorted by path), its layers resolved.

@@ -365,7 +365,7 @@ impl Control {
                 message: "a path is removed (null) only from a base deployment".into(),
             });
         } else {
-            layers::Files::full(std::mem::take(&mut req.files))
+            layers::Rows::full(std::mem::take(&mut req.files))
         };
         if layers.count == 0 {
             return Err(ControlError::Invalid {
