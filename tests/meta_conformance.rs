@@ -221,11 +221,12 @@ mod suite {
     pub async fn promotes_move_production_one_revision_each(m: &dyn MetaStore) {
         let pid = ready(m, "shop", &["dpl_1", "dpl_2"]).await;
         let base = m.routes().await.unwrap().revision;
-        let first = m.promote("dpl_1", &actor(), None).await.unwrap();
+        let (first, promoted) = m.promote("dpl_1", &actor(), None).await.unwrap();
         assert_eq!(first.revision, base + 1);
+        assert_eq!(Some(promoted), m.deployment("dpl_1").await.unwrap());
         assert_eq!(first.routes.len(), 1);
         assert_eq!(first.routes[0].host, "shop.halo.test");
-        let second = m.promote("dpl_2", &actor(), None).await.unwrap();
+        let (second, _) = m.promote("dpl_2", &actor(), None).await.unwrap();
         assert_eq!(second.revision, base + 2);
         let p = m.project(&pid).await.unwrap().unwrap();
         assert_eq!(p.production_deployment_id.as_deref(), Some("dpl_2"));
@@ -278,6 +279,7 @@ mod suite {
                     m.promote(&format!("dpl_{i}"), &actor(), None)
                         .await
                         .unwrap()
+                        .0
                         .revision
                 })
             })
@@ -360,9 +362,16 @@ mod suite {
             "{err:?}"
         );
         assert!(m.alias("pinned.example.com").await.unwrap().is_some());
-        // A custom alias following production moves with the next promote.
-        let change = m.promote("dpl_2", &actor(), None).await.unwrap();
+        // A custom alias following production moves with the next promote, and the
+        // deployment comes back as it is after it: serving the hosts that moved to it and
+        // the one that pointed at it already.
+        let (change, promoted) = m.promote("dpl_2", &actor(), None).await.unwrap();
         assert!(change.routes.iter().any(|r| r.host == "www.example.com"));
+        assert_eq!(
+            promoted.serving_hosts,
+            ["pinned.example.com", "shop.halo.test", "www.example.com"]
+        );
+        assert_eq!(Some(promoted), m.deployment("dpl_2").await.unwrap());
         let www = m.alias("www.example.com").await.unwrap().unwrap();
         assert_eq!(
             (

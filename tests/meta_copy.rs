@@ -126,7 +126,7 @@ async fn an_sqlite_installation_moves_to_postgres_row_for_row() {
 
     // New records continue after the copied ones.
     let before = new.routes().await.unwrap().revision;
-    let change = new
+    let (change, _) = new
         .promote(
             green["id"].as_str().unwrap(),
             &halo::meta::Actor::system("test"),

@@ -595,11 +595,12 @@ impl Control {
     ) -> Result<Deployment, ControlError> {
         let started = std::time::Instant::now();
         // PERF: one event when it is over (with its duration), not two: a promote takes
-        // a millisecond, and every event is an fsynced write on the promote's path.
-        {
+        // a millisecond, and every event is an fsynced write on the promote's path. The
+        // deployment comes back from the promote's transaction: no read after it.
+        let promoted = {
             let release = self.router.begin().await;
             release.preload([id.to_owned()]).await?;
-            let change = match self.meta.promote(id, actor, claim).await {
+            let (change, promoted) = match self.meta.promote(id, actor, claim).await {
                 Err(MetaError::InvalidState(message)) => {
                     self.phase_event(id, Phase::Promote, "failed", Some(started), Some(&message))
                         .await;
@@ -614,12 +615,13 @@ impl Control {
                 r => r?,
             };
             release.apply(change).await;
-        }
+            promoted
+        };
         self.router.promotes().record(started.elapsed());
         self.phase_event(id, Phase::Promote, "completed", Some(started), None)
             .await;
         tracing::info!(deployment = %id, revision = self.router.revision(), "promoted");
-        self.deployment(id).await
+        Ok(promoted)
     }
 }
 

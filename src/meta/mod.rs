@@ -320,13 +320,14 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn mark_error(&self, id: &str, message: &str) -> Result<bool, MetaError>;
     /// Points the project's production hosts (and custom aliases following production) at
     /// a ready deployment, recording who did it (and `claim`, with the promote as its
-    /// effect). `InvalidState` when it is not ready.
+    /// effect); returns the change and the deployment as it is after the promote.
+    /// `InvalidState` when it is not ready.
     async fn promote(
         &self,
         deployment_id: &str,
         actor: &Actor,
         claim: Option<&IdemClaim>,
-    ) -> Result<AliasChange, MetaError>;
+    ) -> Result<(AliasChange, Deployment), MetaError>;
     /// Replaces a deployment's attribution, metadata and pin.
     async fn update_deployment(
         &self,

@@ -161,6 +161,15 @@ pub fn alias_events(moves: &Moves, revision: u64) -> Vec<AliasEvent> {
     out
 }
 
+/// A deployment's serving hosts once it is promoted: those it served, and the hosts the
+/// promote moved to it (sorted, as both backends read them).
+pub fn serving_after_promote(mut serving: Vec<String>, moved: &[String]) -> Vec<String> {
+    serving.extend(moved.iter().cloned());
+    serving.sort();
+    serving.dedup();
+    serving
+}
+
 /// An alias as the rules see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AliasRow {

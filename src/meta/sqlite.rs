@@ -651,7 +651,7 @@ impl MetaStore for SqliteMeta {
         deployment_id: &str,
         actor: &Actor,
         claim: Option<&IdemClaim>,
-    ) -> Result<AliasChange, MetaError> {
+    ) -> Result<(AliasChange, Deployment), MetaError> {
         let (id, actor, claim) = (deployment_id.to_owned(), actor.clone(), claim.cloned());
         self.run(move |c| {
             let tx = c.transaction()?;
@@ -659,8 +659,10 @@ impl MetaStore for SqliteMeta {
             aliases::promote(&tx, &id, "promote", &mut changes)?;
             let change = aliases::commit(changes, &tx, &actor)?;
             records::claim(&tx, claim.as_ref(), &format!("promote:{id}"))?;
+            let d = get_deployment(&tx, &id)?
+                .ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
             tx.commit()?;
-            Ok(change)
+            Ok((change, d))
         })
         .await
     }

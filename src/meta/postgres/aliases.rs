@@ -6,12 +6,14 @@
 use deadpool_postgres::{GenericClient, Transaction};
 
 use super::rows::{
-    Query, bump_revision, execute, get_deployment, query, query_one, query_opt, routing_change,
+    self, DEPLOYMENT_COL_COUNT, DEPLOYMENT_COLS, Query, execute, get_deployment, query, query_one,
+    query_opt, read_deployment,
 };
+use super::webhooks;
 use crate::meta::rules::{self, AliasRow};
 use crate::meta::{
-    Actor, Alias, AliasChange, AliasKind, AliasOp, AliasTarget, HistoryEntry, HistoryFilter,
-    MetaError,
+    Actor, Alias, AliasChange, AliasKind, AliasOp, AliasTarget, Deployment, HistoryEntry,
+    HistoryFilter, MetaError,
 };
 use crate::model::{Status, now_millis};
 
@@ -45,19 +47,46 @@ async fn alias_row(tx: &Transaction<'_>, host: &str) -> Result<Option<AliasRow>,
     .transpose()
 }
 
-/// What one transaction moved (see [`rules::Moves`]).
-pub(super) type Changes = rules::Moves;
+/// What one transaction moved (see [`rules::Moves`]), with what its reads found out
+/// already: deployments found ready (under the revision lock, which every change of a
+/// ready deployment takes, so still ready at its commit) and how often a deployment has
+/// been promoted, this transaction's promotions included.
+#[derive(Debug, Default)]
+pub(super) struct Changes {
+    moves: rules::Moves,
+    ready: std::collections::HashSet<String>,
+    promotions: std::collections::HashMap<String, i64>,
+}
 
-/// Bumps the revision (unless nothing moved), writes the audit log, and returns the
-/// routing change: hosts now served by a ready deployment are routes; the others are
-/// removed. `revision` is the one the caller's lock read.
+impl Changes {
+    /// Notes that `host` (of `project`) moved from `from` to `to` by `action`.
+    pub(super) fn push(
+        &mut self,
+        host: &str,
+        project: &str,
+        action: &str,
+        from: Option<String>,
+        to: Option<String>,
+    ) {
+        self.moves.push(host, project, action, from, to);
+    }
+}
+
+/// Bumps the revision (unless nothing moved), writes the audit log and the webhook outbox,
+/// and returns the routing change: hosts now served by a ready deployment are routes; the
+/// others are removed. `revision` is the one the caller's lock read.
+///
+/// PERF: two round trips whatever moved: one read of what the writes depend on (which
+/// targets are ready, how often each promoted deployment has been promoted), one statement
+/// for every write. Under the revision lock the next revision is this transaction's, so it
+/// is known before the writes (the statement checks that it is).
 pub(super) async fn commit(
     changes: Changes,
     tx: &Transaction<'_>,
     revision: u64,
     actor: &Actor,
 ) -> Result<AliasChange, MetaError> {
-    if changes.moved.is_empty() {
+    if changes.moves.moved.is_empty() {
         return Ok(AliasChange {
             revision,
             routes: Vec::new(),
@@ -66,120 +95,177 @@ pub(super) async fn commit(
             gone: Vec::new(),
         });
     }
-    let revision = bump_revision(tx).await?;
-    super::webhooks::alias_outbox(tx, &changes, revision).await?;
-    let now = now_millis();
+    let revision = revision + 1;
+    let Changes {
+        moves,
+        mut ready,
+        promotions,
+    } = changes;
+    let events = rules::alias_events(&moves, revision);
+    let targets: Vec<&str> = moves.moved.iter().filter_map(|m| m.4.as_deref()).collect();
+    let promoted: Vec<&str> = events
+        .iter()
+        .map(|e| e.promoted.as_deref().unwrap_or(""))
+        .collect();
+    let counts: Vec<i64> = if targets.iter().all(|t| ready.contains(*t))
+        && promoted
+            .iter()
+            .all(|d| d.is_empty() || promotions.contains_key(*d))
+    {
+        // PERF: a promote's own read found all of it (one round trip fewer).
+        let count = |d: &&str| promotions.get(*d).copied().unwrap_or(0);
+        promoted.iter().map(count).collect()
+    } else {
+        let facts = query_one(
+            tx,
+            "SELECT ARRAY(SELECT id FROM deployments WHERE id = ANY($1) AND status = 'ready'),
+                ARRAY(SELECT (SELECT COUNT(*) FROM promotions p WHERE p.deployment_id = x.d)
+                      FROM UNNEST($2::text[]) WITH ORDINALITY AS x(d, i) ORDER BY x.i)",
+            &[&targets, &promoted],
+        )
+        .await?;
+        ready = facts.get::<_, Vec<String>>(0).into_iter().collect();
+        facts.get(1)
+    };
+    let outbox = webhooks::Outbox::of(
+        events
+            .iter()
+            .zip(counts)
+            .map(|(e, n)| (e.project_id.as_str(), e.kind(n), &e.data)),
+    );
     // Expired hosts answer 410 on every replica: they read the change back (which says so)
     // rather than take the notification's plain removal.
-    let expiring = changes.moved.iter().any(|m| m.2 == "expire");
-    // PERF: the audit rows in one statement, and which targets are ready in one query
-    // (not one round trip per host).
-    let n = changes.moved.len();
+    let expiring = moves.moved.iter().any(|m| m.2 == "expire");
+    let n = moves.moved.len();
     let (mut hosts, mut projects, mut actions) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
     let (mut froms, mut tos) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for (host, project, action, from, to) in changes.moved {
+    for (host, project, action, from, to) in moves.moved {
         hosts.push(host);
         projects.push(project);
         actions.push(action);
         froms.push(from);
         tos.push(to);
     }
-    execute(
-            tx,
-            "INSERT INTO alias_history (at, revision, host, project_id, action, from_deployment, to_deployment, actor_id, actor_name)
-             SELECT $1, $2, h, p, a, f, t, $8, $9
-             FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY AS m(h, p, a, f, t, i)
-             ORDER BY i",
-            &[
-                &now,
-                &(revision as i64),
-                &hosts,
-                &projects,
-                &actions,
-                &froms,
-                &tos,
-                &actor.id,
-                &actor.name,
-            ],
-        )
-        .await?;
-    let change = routing_change(tx, revision, hosts.into_iter().zip(tos).collect()).await?;
+    let change = rows::route(
+        revision,
+        hosts.iter().cloned().zip(tos.iter().cloned()),
+        &ready,
+    );
     // Delivered to every replica when this transaction commits, with the change itself
     // when it fits, so they apply it without reading it back.
-    execute(
+    let payload = if expiring {
+        format!("revision:{revision}")
+    } else {
+        super::feed::change_payload(&change)
+    };
+    let written = query(
         tx,
-        "SELECT pg_notify($1, $2)",
+        &format!(
+            "WITH v AS (UPDATE counters SET value = value + 1
+                        WHERE name = 'alias_revision' AND value + 1 = $2 RETURNING value),
+                  h AS (INSERT INTO alias_history (at, revision, host, project_id, action,
+                            from_deployment, to_deployment, actor_id, actor_name)
+                        SELECT $1, v.value, m.h, m.p, m.a, m.f, m.t, $8, $9
+                        FROM v, UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+                             WITH ORDINALITY AS m(h, p, a, f, t, i)
+                        ORDER BY m.i),
+                  {}
+             SELECT pg_notify($10, $11) FROM v",
+            webhooks::outbox_cte(1, 12)
+        ),
         &[
+            &now_millis(),
+            &(revision as i64),
+            &hosts,
+            &projects,
+            &actions,
+            &froms,
+            &tos,
+            &actor.id,
+            &actor.name,
             &super::feed::CHANNEL,
-            &if expiring {
-                format!("revision:{revision}")
-            } else {
-                super::feed::change_payload(&change)
-            },
+            &payload,
+            &webhooks::OUTBOX_LOCK,
+            &outbox.ids,
+            &outbox.projects,
+            &outbox.kinds,
+            &outbox.data,
         ],
     )
     .await?;
+    if written.is_empty() {
+        return Err(MetaError::Corrupt(format!(
+            "the alias revision moved from {} under its lock",
+            revision - 1
+        )));
+    }
     Ok(change)
 }
 
 /// Points every production host of the deployment's project, and the custom aliases that
-/// follow production, at `id`, and records the promotion.
+/// follow production, at `id`, and records the promotion. Returns the deployment as it is
+/// after the promote.
+///
+/// PERF: two round trips (one read, one write), not five; the read also tells the commit
+/// what it needs to know of this deployment.
 pub(super) async fn promote(
     tx: &Transaction<'_>,
     id: &str,
     action: &str,
     changes: &mut Changes,
-) -> Result<(), MetaError> {
-    let d = get_deployment(tx, id)
-        .await?
-        .ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
+) -> Result<Deployment, MetaError> {
+    let row = query_opt(
+        tx,
+        &format!(
+            "SELECT {DEPLOYMENT_COLS}, m.hosts, m.froms,
+                    (SELECT COUNT(*) FROM promotions p WHERE p.deployment_id = d.id)
+             FROM deployments d
+             LEFT JOIN LATERAL (
+                 SELECT array_agg(a.host ORDER BY a.host) AS hosts,
+                        array_agg(a.deployment_id ORDER BY a.host) AS froms
+                 FROM aliases a
+                 WHERE a.project_id = d.project_id AND (a.kind = $2 OR a.follows_production)
+             ) m ON true
+             WHERE d.id = $1"
+        ),
+        &[&id, &KIND_PRODUCTION],
+    )
+    .await?
+    .ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
+    let (_, mut d) = read_deployment(&row)?;
     if d.status != Status::Ready {
         return Err(MetaError::InvalidState(format!(
             "deployment {id} is {}; only a ready deployment can be promoted",
             d.status
         )));
     }
-    let now = now_millis();
-    let hosts = query(
-        tx,
-        "SELECT host, deployment_id FROM aliases
-             WHERE project_id = $1 AND (kind = $2 OR follows_production) ORDER BY host",
-        &[&d.project_id, &KIND_PRODUCTION],
-    )
-    .await?;
+    let hosts: Vec<String> = row
+        .get::<_, Option<Vec<String>>>(DEPLOYMENT_COL_COUNT)
+        .unwrap_or_default();
+    let froms: Vec<Option<String>> = row
+        .get::<_, Option<Vec<Option<String>>>>(DEPLOYMENT_COL_COUNT + 1)
+        .unwrap_or_default();
     execute(
         tx,
-        "UPDATE aliases SET deployment_id = $1, updated_at = $3
-         WHERE project_id = $2 AND (kind = $4 OR follows_production)",
-        &[&id, &d.project_id, &now, &KIND_PRODUCTION],
+        "WITH a AS (UPDATE aliases SET deployment_id = $1, updated_at = $3
+                    WHERE project_id = $2 AND (kind = $4 OR follows_production)),
+              p AS (UPDATE projects SET production_deployment_id = $1 WHERE id = $2)
+         INSERT INTO promotions (project_id, deployment_id, at) VALUES ($2, $1, $3)",
+        &[&id, &d.project_id, &now_millis(), &KIND_PRODUCTION],
     )
     .await?;
-    execute(
-        tx,
-        "UPDATE projects SET production_deployment_id = $1 WHERE id = $2",
-        &[&id, &d.project_id],
-    )
-    .await?;
-    execute(
-        tx,
-        "INSERT INTO promotions (project_id, deployment_id, at) VALUES ($1, $2, $3)",
-        &[&d.project_id, &id, &now],
-    )
-    .await?;
-    for r in hosts {
-        changes.push(
-            r.get(0),
-            &d.project_id,
-            action,
-            r.get(1),
-            Some(id.to_owned()),
-        );
+    let promotions: i64 = row.get(DEPLOYMENT_COL_COUNT + 2);
+    changes.ready.insert(id.to_owned());
+    changes.promotions.insert(id.to_owned(), promotions + 1);
+    d.serving_hosts = rules::serving_after_promote(d.serving_hosts, &hosts);
+    for (host, from) in hosts.iter().zip(froms) {
+        changes.push(host, &d.project_id, action, from, Some(id.to_owned()));
     }
-    Ok(())
+    Ok(d)
 }
 
 /// Applies `ops`, all or nothing, after checking the revision (`current`, locked).
@@ -253,7 +339,10 @@ async fn point(
     let project_id = resolved.project_id.clone();
     match rules::point(host, row.as_ref(), target, resolved)? {
         rules::Point::Nothing => Ok(()),
-        rules::Point::Promote(id) => Box::pin(promote(tx, &id, action, changes)).await,
+        rules::Point::Promote(id) => {
+            Box::pin(promote(tx, &id, action, changes)).await?;
+            Ok(())
+        }
         rules::Point::Move {
             from,
             to,

@@ -563,16 +563,18 @@ impl MetaStore for PgMeta {
         deployment_id: &str,
         actor: &Actor,
         idem: Option<&IdemClaim>,
-    ) -> Result<AliasChange, MetaError> {
+    ) -> Result<(AliasChange, Deployment), MetaError> {
+        // PERF: five round trips: begin, lock, the promote's read and write, the commit's
+        // write (and the claim, when there is one), commit.
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let revision = lock_revision(&tx).await?;
         let mut changes = Changes::default();
-        aliases::promote(&tx, deployment_id, "promote", &mut changes).await?;
+        let d = aliases::promote(&tx, deployment_id, "promote", &mut changes).await?;
         let change = aliases::commit(changes, &tx, revision, actor).await?;
         claim(&tx, idem, &format!("promote:{deployment_id}")).await?;
         tx.commit().await?;
-        Ok(change)
+        Ok((change, d))
     }
 
     async fn update_deployment(

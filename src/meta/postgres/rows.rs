@@ -174,6 +174,9 @@ pub(super) const DEPLOYMENT_COLS: &str = "d.seq, d.id, d.project_id, d.target, d
      ARRAY(SELECT a.host FROM aliases a WHERE a.deployment_id = d.id AND a.kind <> 'preview' \
            ORDER BY a.host), d.base_id";
 
+/// How many columns [`DEPLOYMENT_COLS`] reads: a query's own columns start there.
+pub(super) const DEPLOYMENT_COL_COUNT: usize = 29;
+
 pub(super) fn read_deployment(r: &Row) -> Result<(i64, Deployment), MetaError> {
     let manifest: Option<String> = r.get(9);
     let d = Deployment {
@@ -315,6 +318,15 @@ pub(super) async fn routing_change(
     .iter()
     .map(|r| r.get(0))
     .collect();
+    Ok(route(revision, moved, &ready))
+}
+
+/// [`routing_change`] with the targets known to be ready.
+pub(super) fn route(
+    revision: u64,
+    moved: impl IntoIterator<Item = (String, Option<String>)>,
+    ready: &std::collections::HashSet<String>,
+) -> AliasChange {
     let mut change = AliasChange {
         revision,
         routes: Vec::new(),
@@ -331,5 +343,5 @@ pub(super) async fn routing_change(
             _ => change.removed.push(host),
         }
     }
-    Ok(change)
+    change
 }

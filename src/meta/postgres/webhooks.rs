@@ -5,14 +5,13 @@
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::rows::{execute, json_col, query, query_one, query_opt};
+use super::rows::{execute, json_col, query, query_opt};
 use crate::meta::MetaError;
-use crate::meta::rules;
 use crate::model::webhook::{Attempt, OutboxEvent, Webhook, WebhookState};
 use crate::model::{names, now_millis};
 
 /// The advisory lock key of outbox writers.
-const OUTBOX_LOCK: i64 = 0x6861_6c6f_5f77_6868;
+pub(super) const OUTBOX_LOCK: i64 = 0x6861_6c6f_5f77_6868;
 
 /// Events every endpoint of their project has delivered, committed before `$1`.
 pub(super) const PRUNE_EVENTS: &str =
@@ -41,61 +40,71 @@ fn read(r: &Row) -> Result<Webhook, MetaError> {
     })
 }
 
+/// The outbox rows a statement appends, as its arrays (see [`outbox_cte`]).
+#[derive(Debug, Default)]
+pub(super) struct Outbox {
+    pub(super) ids: Vec<String>,
+    pub(super) projects: Vec<String>,
+    pub(super) kinds: Vec<String>,
+    pub(super) data: Vec<String>,
+}
+
+impl Outbox {
+    /// Events as (project, kind, data), each with a new id.
+    pub(super) fn of<'a>(
+        events: impl Iterator<Item = (&'a str, &'a str, &'a serde_json::Value)>,
+    ) -> Self {
+        let mut out = Self::default();
+        for (project, kind, data) in events {
+            out.ids.push(names::random_id("msg"));
+            out.projects.push(project.to_owned());
+            out.kinds.push(kind.to_owned());
+            out.data.push(data.to_string());
+        }
+        out
+    }
+}
+
+/// The common table expressions (`e`, `l`, `o`) that append an [`Outbox`] to the outbox:
+/// the events of projects with an endpoint, after the outbox lock, which is taken only
+/// when there is one. `$at` is the time; `$first` the lock key, then the four arrays.
+/// In a statement that runs last in its transaction (after any row locks), so that the
+/// advisory lock is always taken after them.
+pub(super) fn outbox_cte(at: usize, first: usize) -> String {
+    let [lock, ids, projects, kinds, data] = [0, 1, 2, 3, 4].map(|i| first + i);
+    format!(
+        "e AS (SELECT x.* FROM UNNEST(${ids}::text[], ${projects}::text[], ${kinds}::text[],
+                                     ${data}::text[]) WITH ORDINALITY AS x(id, project_id, kind, data, i)
+               WHERE EXISTS (SELECT 1 FROM webhooks w WHERE w.project_id = x.project_id)),
+         l AS (SELECT pg_advisory_xact_lock(${lock}) FROM (SELECT 1 FROM e LIMIT 1) one),
+         o AS (INSERT INTO webhook_events (id, project_id, kind, at, data)
+               SELECT e.id, e.project_id, e.kind, ${at}, e.data FROM l, e ORDER BY e.i)"
+    )
+}
+
 /// Appends an event to the outbox, in the caller's transaction, when the project has an
-/// endpoint. Call it last in the transaction (after any row locks), so the advisory lock
-/// is always taken after them.
+/// endpoint (one round trip). Call it last in the transaction (after any row locks), so
+/// the advisory lock is always taken after them.
 pub(super) async fn outbox(
     c: &impl GenericClient,
     project_id: &str,
     kind: &str,
     data: &serde_json::Value,
 ) -> Result<(), MetaError> {
-    if query_opt(
-        c,
-        "SELECT 1 FROM webhooks WHERE project_id = $1 LIMIT 1",
-        &[&project_id],
-    )
-    .await?
-    .is_none()
-    {
-        return Ok(());
-    }
-    execute(c, "SELECT pg_advisory_xact_lock($1)", &[&OUTBOX_LOCK]).await?;
+    let rows = Outbox::of(std::iter::once((project_id, kind, data)));
     execute(
         c,
-        "INSERT INTO webhook_events (id, project_id, kind, at, data) VALUES ($1, $2, $3, $4, $5)",
+        &format!("WITH {} SELECT 1", outbox_cte(1, 2)),
         &[
-            &names::random_id("msg"),
-            &project_id,
-            &kind,
             &now_millis(),
-            &data.to_string(),
+            &OUTBOX_LOCK,
+            &rows.ids,
+            &rows.projects,
+            &rows.kinds,
+            &rows.data,
         ],
     )
     .await?;
-    Ok(())
-}
-
-/// The events of an alias change at `revision` (see [`rules::alias_events`]).
-pub(super) async fn alias_outbox(
-    c: &impl GenericClient,
-    moves: &rules::Moves,
-    revision: u64,
-) -> Result<(), MetaError> {
-    for e in rules::alias_events(moves, revision) {
-        let promotions: i64 = match &e.promoted {
-            Some(d) => query_one(
-                c,
-                "SELECT COUNT(*) FROM promotions WHERE deployment_id = $1",
-                &[d],
-            )
-            .await?
-            .get(0),
-            None => 0,
-        };
-        let kind = e.kind(promotions);
-        outbox(c, &e.project_id, kind, &e.data).await?;
-    }
     Ok(())
 }
 
