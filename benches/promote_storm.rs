@@ -4,7 +4,8 @@
 //! Every response is checked: no failed request, and the body always matches the
 //! deployment named in `x-halo-deployment` (no mixed responses).
 //!
-//! `cargo bench --bench promote_storm` (STORM_SECS=10 CLIENTS=16 to change the defaults).
+//! `cargo bench --bench promote_storm` (STORM_SECS=10 CLIENTS=16 to change the defaults;
+//! ROUNDS=n alternates n quiet and n storm phases of STORM_SECS each).
 //!
 //! Metadata backends side by side in one run: `BACKENDS="sqlite pg pg2"` (PostgreSQL with
 //! one replica, and with two `halo api` replicas on one database, each with its edge; the
@@ -237,6 +238,7 @@ fn main() {
     let secs = env("STORM_SECS", 10);
     let clients = env("CLIENTS", 16) as usize;
     let rate = env("RATE", 50) as u32;
+    let rounds = env("ROUNDS", 1).max(1);
     let backends = std::env::var("BACKENDS").unwrap_or_else(|_| "sqlite".into());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -254,12 +256,21 @@ fn main() {
             let (median, p99) = promote_latency(&apis, &edges, &[b.clone(), a.clone()], 100).await;
             c.post(format!("{api}/v1/deployments/{a}/promote")).bearer_auth(TOKEN).send().await.unwrap();
             let versions = Arc::new(vec![(a.clone(), blue), (b.clone(), green)]);
-            let quiet = load(edges.clone(), versions.clone(), clients, secs, None).await;
-            let storm = load(edges.clone(), versions, clients, secs, Some((apis.clone(), [b, a], rate))).await;
-            println!("{backend}: {} replica(s), {} edge(s); {clients} verifying clients, {secs} s each, in-process, 2 cores:", apis.len(), edges.len());
+            // Quiet and storm phases alternate, so that a drift in the shared machine's
+            // load falls on both alike; the ratio is of their sums.
+            let (mut quiet, mut storm) = ((0.0, 0, 0, 0.0), (0.0, 0, 0, 0.0));
+            let mut ratios = Vec::new();
+            for _ in 0..rounds {
+                let q = load(edges.clone(), versions.clone(), clients, secs, None).await;
+                let s = load(edges.clone(), versions.clone(), clients, secs, Some((apis.clone(), [b.clone(), a.clone()], rate))).await;
+                ratios.push(format!("{:.3}", s.0 / q.0));
+                quiet = (quiet.0 + q.0 / rounds as f64, quiet.1 + q.1, quiet.2 + q.2, 0.0);
+                storm = (storm.0 + s.0 / rounds as f64, storm.1 + s.1, storm.2 + s.2, storm.3 + s.3 / rounds as f64);
+            }
+            println!("{backend}: {} replica(s), {} edge(s); {clients} verifying clients, {rounds} rounds of {secs} s quiet then {secs} s storm, in-process, 2 cores:", apis.len(), edges.len());
             println!("  promote → served by every edge: median {median:?}, p99 {p99:?} (100 promotes)");
             println!("  quiet: {:.0} req/s, failed {}, mixed {}", quiet.0, quiet.1, quiet.2);
-            println!("  storm: {:.0} req/s ({:.3}× quiet) while promoting {:.1}/s; failed {}, mixed {}", storm.0, storm.0 / quiet.0, storm.3, storm.1, storm.2);
+            println!("  storm: {:.0} req/s ({:.3}× quiet; rounds {}) while promoting {:.1}/s; failed {}, mixed {}", storm.0, storm.0 / quiet.0, ratios.join(" "), storm.3, storm.1, storm.2);
             shutdown.cancel();
             for s in servers {
                 s.wait().await;
