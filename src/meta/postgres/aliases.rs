@@ -210,18 +210,29 @@ pub(super) async fn commit(
 /// follow production, at `id`, and records the promotion. Returns the deployment as it is
 /// after the promote.
 ///
-/// PERF: two round trips (one read, one write), not five; the read also tells the commit
-/// what it needs to know of this deployment.
+/// PERF: one round trip (the writes and the read in one statement), not five; the read
+/// also tells the commit what it needs to know of this deployment.
 pub(super) async fn promote(
     tx: &Transaction<'_>,
     id: &str,
     action: &str,
     changes: &mut Changes,
 ) -> Result<Deployment, MetaError> {
+    // The writes are conditional on the deployment being ready; the read sees the rows as
+    // they were before them (one snapshot per statement): the hosts' previous targets.
     let row = query_opt(
         tx,
         &format!(
-            "SELECT {DEPLOYMENT_COLS}, m.hosts, m.froms,
+            "WITH target AS (SELECT id, project_id FROM deployments
+                             WHERE id = $1 AND status = 'ready'),
+                  moved AS (UPDATE aliases SET deployment_id = $1, updated_at = $3
+                            WHERE project_id = (SELECT project_id FROM target)
+                              AND (kind = $2 OR follows_production)),
+                  production AS (UPDATE projects SET production_deployment_id = $1
+                                 WHERE id = (SELECT project_id FROM target)),
+                  promoted AS (INSERT INTO promotions (project_id, deployment_id, at)
+                               SELECT project_id, id, $3 FROM target)
+             SELECT {DEPLOYMENT_COLS}, m.hosts, m.froms,
                     (SELECT COUNT(*) FROM promotions p WHERE p.deployment_id = d.id)
              FROM deployments d
              LEFT JOIN LATERAL (
@@ -232,12 +243,13 @@ pub(super) async fn promote(
              ) m ON true
              WHERE d.id = $1"
         ),
-        &[&id, &KIND_PRODUCTION],
+        &[&id, &KIND_PRODUCTION, &now_millis()],
     )
     .await?
     .ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
     let (_, mut d) = read_deployment(&row)?;
     if d.status != Status::Ready {
+        // Nothing was written; the caller's transaction rolls back.
         return Err(MetaError::InvalidState(format!(
             "deployment {id} is {}; only a ready deployment can be promoted",
             d.status
@@ -249,15 +261,6 @@ pub(super) async fn promote(
     let froms: Vec<Option<String>> = row
         .get::<_, Option<Vec<Option<String>>>>(DEPLOYMENT_COL_COUNT + 1)
         .unwrap_or_default();
-    execute(
-        tx,
-        "WITH a AS (UPDATE aliases SET deployment_id = $1, updated_at = $3
-                    WHERE project_id = $2 AND (kind = $4 OR follows_production)),
-              p AS (UPDATE projects SET production_deployment_id = $1 WHERE id = $2)
-         INSERT INTO promotions (project_id, deployment_id, at) VALUES ($2, $1, $3)",
-        &[&id, &d.project_id, &now_millis(), &KIND_PRODUCTION],
-    )
-    .await?;
     let promotions: i64 = row.get(DEPLOYMENT_COL_COUNT + 2);
     changes.ready.insert(id.to_owned());
     changes.promotions.insert(id.to_owned(), promotions + 1);

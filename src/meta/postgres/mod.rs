@@ -564,8 +564,8 @@ impl MetaStore for PgMeta {
         actor: &Actor,
         idem: Option<&IdemClaim>,
     ) -> Result<(AliasChange, Deployment), MetaError> {
-        // PERF: five round trips: begin, lock, the promote's read and write, the commit's
-        // write (and the claim, when there is one), commit.
+        // PERF: five round trips: begin, lock, the promote, the commit's writes (and the
+        // claim, when there is one), commit.
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let revision = lock_revision(&tx).await?;
