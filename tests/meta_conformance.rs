@@ -233,6 +233,19 @@ mod suite {
         let promotions = m.promotions(&pid, 10).await.unwrap();
         let ids: Vec<&str> = promotions.iter().map(|(d, _)| d.as_str()).collect();
         assert_eq!(ids, ["dpl_2", "dpl_1"]);
+        // The change carries the project's latest promotions, as a read after it finds them.
+        assert_eq!(second.promotions, Some((pid.clone(), promotions)));
+        // At most PROMOTIONS_CARRIED of them, the newest.
+        let mut last = second;
+        for i in 0..halo::meta::PROMOTIONS_CARRIED {
+            let id = if i % 2 == 0 { "dpl_1" } else { "dpl_2" };
+            last = m.promote(id, &actor(), None).await.unwrap().0;
+        }
+        let cap = halo::meta::PROMOTIONS_CARRIED;
+        let newest = m.promotions(&pid, cap).await.unwrap();
+        assert_eq!(newest.len(), cap as usize);
+        assert_eq!(last.promotions, Some((pid.clone(), newest)));
+        let base = base + u64::from(cap);
         let routes = m.routes().await.unwrap();
         assert_eq!(routes.revision, base + 2);
         assert!(

@@ -139,7 +139,7 @@ impl Router {
             }
         }
         let skew = self
-            .skew_of(hosts.iter().map(|(h, s)| (h.as_str(), s)))
+            .skew_of(hosts.iter().map(|(h, s)| (h.as_str(), s)), None)
             .await;
         let table = AliasTable::new(routes.revision, hosts)
             .with_skew(&skew)
@@ -164,6 +164,7 @@ impl Router {
     async fn skew_of<'a>(
         &self,
         routes: impl Iterator<Item = (&'a str, &'a Arc<Site>)>,
+        carried: Option<&(String, Vec<(String, i64)>)>,
     ) -> Vec<SkewChange> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
@@ -173,7 +174,7 @@ impl Router {
             {
                 continue;
             }
-            if let Some(fallbacks) = self.fallbacks(site).await {
+            if let Some(fallbacks) = self.fallbacks(site, carried).await {
                 for f in fallbacks.iter() {
                     out.push((f.site.deployment_id.clone(), None));
                 }
@@ -187,10 +188,26 @@ impl Router {
     /// [`rules::skew_fallbacks`]); `None` when it is not. Deployments that are no longer
     /// ready are left out. A failed read leaves none: skew protection is a convenience,
     /// never a reason to hold a change back.
-    async fn fallbacks(&self, site: &Site) -> Option<Arc<[Fallback]>> {
+    ///
+    /// PERF: a promote's change carries its project's latest promotions
+    /// ([`AliasChange::promotions`]); when they are enough, nothing is read.
+    async fn fallbacks(
+        &self,
+        site: &Site,
+        carried: Option<&(String, Vec<(String, i64)>)>,
+    ) -> Option<Arc<[Fallback]>> {
         let skew = &site.settings.skew;
         let limit = skew.max_deployments.saturating_mul(2).saturating_add(2);
-        let promotions = match self.meta.promotions(&site.project_id, limit).await {
+        let known = carried.filter(|(project, latest)| {
+            *project == site.project_id
+                && (latest.len() >= limit as usize
+                    || latest.len() < crate::meta::PROMOTIONS_CARRIED as usize)
+        });
+        let read = match known {
+            Some((_, latest)) => Ok(latest[..latest.len().min(limit as usize)].to_vec()),
+            None => self.meta.promotions(&site.project_id, limit).await,
+        };
+        let promotions = match read {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(deployment = %site.deployment_id, error = %e, "cannot read promotions; no skew fallbacks");
@@ -317,6 +334,7 @@ impl Release<'_> {
                 changes
                     .iter()
                     .filter_map(|(h, s)| Some((h.as_str(), s.as_ref()?))),
+                change.promotions.as_ref(),
             )
             .await;
         changes.extend(change.removed.into_iter().map(|h| (h, None)));

@@ -225,7 +225,15 @@ pub struct AliasChange {
     /// Hosts that answer 410 Gone (expired previews): in a change, those it expired; when
     /// the whole table is read, all of them.
     pub gone: Vec<String>,
+    /// A promote's project and its latest promotions after it, newest first: at most
+    /// [`PROMOTIONS_CARRIED`], fewer when that is all of them. Skew protection reads them
+    /// when it swaps the change in; carried here (and in the notification to other
+    /// replicas), no replica reads them back. `None` for other changes.
+    pub promotions: Option<(String, Vec<(String, i64)>)>,
 }
+
+/// How many of a project's latest promotions a promote's change carries.
+pub const PROMOTIONS_CARRIED: u32 = 32;
 
 /// Errors of the metadata layer.
 #[derive(Debug, thiserror::Error)]

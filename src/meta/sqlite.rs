@@ -371,7 +371,7 @@ impl MetaStore for SqliteMeta {
             )?;
             let access = aliases::access(&tx)?;
             tx.commit()?;
-            Ok(AliasChange { revision, routes: Vec::new(), removed: Vec::new(), access: Some(access), gone: Vec::new() })
+            Ok(AliasChange { revision, routes: Vec::new(), removed: Vec::new(), access: Some(access), gone: Vec::new(), promotions: None })
         })
         .await
     }
@@ -657,10 +657,12 @@ impl MetaStore for SqliteMeta {
             let tx = c.transaction()?;
             let mut changes = aliases::Changes::default();
             aliases::promote(&tx, &id, "promote", &mut changes)?;
-            let change = aliases::commit(changes, &tx, &actor)?;
+            let mut change = aliases::commit(changes, &tx, &actor)?;
             records::claim(&tx, claim.as_ref(), &format!("promote:{id}"))?;
             let d = get_deployment(&tx, &id)?
                 .ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
+            let latest = latest_promotions(&tx, &d.project_id, super::PROMOTIONS_CARRIED)?;
+            change.promotions = Some((d.project_id.clone(), latest));
             tx.commit()?;
             Ok((change, d))
         })
@@ -745,14 +747,8 @@ impl MetaStore for SqliteMeta {
         limit: u32,
     ) -> Result<Vec<(String, i64)>, MetaError> {
         let project_id = project_id.to_owned();
-        self.read(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT deployment_id, at FROM promotions WHERE project_id = ?1 ORDER BY seq DESC LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![project_id, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        self.read(move |c| latest_promotions(c, &project_id, limit))
+            .await
     }
 
     async fn routes(&self) -> Result<AliasChange, MetaError> {
@@ -776,6 +772,7 @@ impl MetaStore for SqliteMeta {
                 removed: Vec::new(),
                 access: Some(aliases::access(&tx)?),
                 gone,
+                promotions: None,
             })
         })
         .await
@@ -1159,4 +1156,17 @@ impl MetaStore for SqliteMeta {
         })
         .await
     }
+}
+
+/// A project's latest `limit` promotions, newest first.
+fn latest_promotions(
+    c: &Connection,
+    project_id: &str,
+    limit: u32,
+) -> Result<Vec<(String, i64)>, MetaError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT deployment_id, at FROM promotions WHERE project_id = ?1 ORDER BY seq DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![project_id, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }

@@ -13,7 +13,7 @@ use super::webhooks;
 use crate::meta::rules::{self, AliasRow};
 use crate::meta::{
     Actor, Alias, AliasChange, AliasKind, AliasOp, AliasTarget, Deployment, HistoryEntry,
-    HistoryFilter, MetaError,
+    HistoryFilter, MetaError, PROMOTIONS_CARRIED,
 };
 use crate::model::{Status, now_millis};
 
@@ -93,6 +93,7 @@ pub(super) async fn commit(
             removed: Vec::new(),
             access: None,
             gone: Vec::new(),
+            promotions: None,
         });
     }
     let revision = revision + 1;
@@ -208,7 +209,8 @@ pub(super) async fn commit(
 
 /// Points every production host of the deployment's project, and the custom aliases that
 /// follow production, at `id`, and records the promotion. Returns the deployment as it is
-/// after the promote.
+/// after the promote, and the project's latest promotions (at most
+/// [`PROMOTIONS_CARRIED`], newest first, this one included).
 ///
 /// PERF: one round trip (the writes and the read in one statement), not five; the read
 /// also tells the commit what it needs to know of this deployment.
@@ -217,9 +219,10 @@ pub(super) async fn promote(
     id: &str,
     action: &str,
     changes: &mut Changes,
-) -> Result<Deployment, MetaError> {
+) -> Result<(Deployment, Vec<(String, i64)>), MetaError> {
     // The writes are conditional on the deployment being ready; the read sees the rows as
     // they were before them (one snapshot per statement): the hosts' previous targets.
+    let now = now_millis();
     let row = query_opt(
         tx,
         &format!(
@@ -233,7 +236,8 @@ pub(super) async fn promote(
                   promoted AS (INSERT INTO promotions (project_id, deployment_id, at)
                                SELECT project_id, id, $3 FROM target)
              SELECT {DEPLOYMENT_COLS}, m.hosts, m.froms,
-                    (SELECT COUNT(*) FROM promotions p WHERE p.deployment_id = d.id)
+                    (SELECT COUNT(*) FROM promotions p WHERE p.deployment_id = d.id),
+                    l.ids, l.ats
              FROM deployments d
              LEFT JOIN LATERAL (
                  SELECT array_agg(a.host ORDER BY a.host) AS hosts,
@@ -241,9 +245,20 @@ pub(super) async fn promote(
                  FROM aliases a
                  WHERE a.project_id = d.project_id AND (a.kind = $2 OR a.follows_production)
              ) m ON true
+             LEFT JOIN LATERAL (
+                 SELECT array_agg(x.deployment_id ORDER BY x.seq DESC) AS ids,
+                        array_agg(x.at ORDER BY x.seq DESC) AS ats
+                 FROM (SELECT deployment_id, at, seq FROM promotions p
+                       WHERE p.project_id = d.project_id ORDER BY seq DESC LIMIT $4) x
+             ) l ON true
              WHERE d.id = $1"
         ),
-        &[&id, &KIND_PRODUCTION, &now_millis()],
+        &[
+            &id,
+            &KIND_PRODUCTION,
+            &now,
+            &i64::from(PROMOTIONS_CARRIED - 1),
+        ],
     )
     .await?
     .ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
@@ -262,13 +277,22 @@ pub(super) async fn promote(
         .get::<_, Option<Vec<Option<String>>>>(DEPLOYMENT_COL_COUNT + 1)
         .unwrap_or_default();
     let promotions: i64 = row.get(DEPLOYMENT_COL_COUNT + 2);
+    let ids = row.get::<_, Option<Vec<String>>>(DEPLOYMENT_COL_COUNT + 3);
+    let ats = row.get::<_, Option<Vec<i64>>>(DEPLOYMENT_COL_COUNT + 4);
+    let latest = std::iter::once((id.to_owned(), now))
+        .chain(
+            ids.unwrap_or_default()
+                .into_iter()
+                .zip(ats.unwrap_or_default()),
+        )
+        .collect();
     changes.ready.insert(id.to_owned());
     changes.promotions.insert(id.to_owned(), promotions + 1);
     d.serving_hosts = rules::serving_after_promote(d.serving_hosts, &hosts);
     for (host, from) in hosts.iter().zip(froms) {
         changes.push(host, &d.project_id, action, from, Some(id.to_owned()));
     }
-    Ok(d)
+    Ok((d, latest))
 }
 
 /// Applies `ops`, all or nothing, after checking the revision (`current`, locked).

@@ -24,6 +24,10 @@ struct Carried {
     revision: u64,
     routes: Vec<(String, String)>,
     removed: Vec<String>,
+    /// A promote's project and latest promotions (absent from replicas before it; they
+    /// read them instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    promotions: Option<(String, Vec<(String, i64)>)>,
 }
 
 /// Payload of a notification: `change:<json>` (the change of one revision), or
@@ -40,6 +44,7 @@ pub(super) fn change_payload(change: &AliasChange) -> String {
             .map(|r| (r.host.clone(), r.deployment_id.clone()))
             .collect(),
         removed: change.removed.clone(),
+        promotions: change.promotions.clone(),
     };
     match serde_json::to_string(&carried) {
         Ok(json) if json.len() + 7 <= PAYLOAD_MAX => format!("change:{json}"),
@@ -62,6 +67,7 @@ fn parse_change(json: &str) -> Option<AliasChange> {
         removed: c.removed,
         access: None,
         gone: Vec::new(),
+        promotions: c.promotions,
     })
 }
 
@@ -181,6 +187,7 @@ mod tests {
             removed: vec!["b.halo.test".into()],
             access: None,
             gone: Vec::new(),
+            promotions: Some(("prj_1".into(), vec![("dpl_1".into(), 1_700_000_000_000)])),
         };
         let p = change_payload(&change);
         assert_eq!(

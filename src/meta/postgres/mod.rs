@@ -570,8 +570,9 @@ impl MetaStore for PgMeta {
         let tx = c.transaction().await?;
         let revision = lock_revision(&tx).await?;
         let mut changes = Changes::default();
-        let d = aliases::promote(&tx, deployment_id, "promote", &mut changes).await?;
-        let change = aliases::commit(changes, &tx, revision, actor).await?;
+        let (d, latest) = aliases::promote(&tx, deployment_id, "promote", &mut changes).await?;
+        let mut change = aliases::commit(changes, &tx, revision, actor).await?;
+        change.promotions = Some((d.project_id.clone(), latest));
         claim(&tx, idem, &format!("promote:{deployment_id}")).await?;
         tx.commit().await?;
         Ok((change, d))
@@ -1136,6 +1137,7 @@ impl MetaStore for PgMeta {
             removed: Vec::new(),
             access: Some(access),
             gone,
+            promotions: None,
         })
     }
 
@@ -1292,6 +1294,7 @@ impl MetaStore for PgMeta {
             removed: Vec::new(),
             access: Some(access),
             gone: Vec::new(),
+            promotions: None,
         })
     }
 

@@ -333,6 +333,7 @@ pub(super) fn route(
         removed: Vec::new(),
         access: None,
         gone: Vec::new(),
+        promotions: None,
     };
     for (host, to) in moved {
         match to {

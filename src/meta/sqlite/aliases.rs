@@ -85,6 +85,7 @@ pub(super) fn commit(
             removed: Vec::new(),
             access: None,
             gone: Vec::new(),
+            promotions: None,
         });
     }
     let revision = bump_revision(tx)?;
@@ -96,6 +97,7 @@ pub(super) fn commit(
         removed: Vec::new(),
         access: None,
         gone: Vec::new(),
+        promotions: None,
     };
     let mut log = tx.prepare_cached(
             "INSERT INTO alias_history (at, revision, host, project_id, action, from_deployment, to_deployment, actor_id, actor_name)
