@@ -53,23 +53,9 @@ async fn alias_row(tx: &Transaction<'_>, host: &str) -> Result<Option<AliasRow>,
 /// been promoted, this transaction's promotions included.
 #[derive(Debug, Default)]
 pub(super) struct Changes {
-    moves: rules::Moves,
+    pub(super) moves: rules::Moves,
     ready: std::collections::HashSet<String>,
     promotions: std::collections::HashMap<String, i64>,
-}
-
-impl Changes {
-    /// Notes that `host` (of `project`) moved from `from` to `to` by `action`.
-    pub(super) fn push(
-        &mut self,
-        host: &str,
-        project: &str,
-        action: &str,
-        from: Option<String>,
-        to: Option<String>,
-    ) {
-        self.moves.push(host, project, action, from, to);
-    }
 }
 
 /// Bumps the revision (unless nothing moved), writes the audit log and the webhook outbox,
@@ -290,7 +276,9 @@ pub(super) async fn promote(
     changes.promotions.insert(id.to_owned(), promotions + 1);
     d.serving_hosts = rules::serving_after_promote(d.serving_hosts, &hosts);
     for (host, from) in hosts.iter().zip(froms) {
-        changes.push(host, &d.project_id, action, from, Some(id.to_owned()));
+        changes
+            .moves
+            .push(host, &d.project_id, action, from, Some(id.to_owned()));
     }
     Ok((d, latest))
 }
@@ -321,7 +309,9 @@ pub(super) async fn apply_ops(
                     .ok_or_else(|| MetaError::NotFound(format!("alias {host}")))?;
                 rules::remove(host, &row)?;
                 execute(tx, "DELETE FROM aliases WHERE host = $1", &[host]).await?;
-                changes.push(host, &row.project_id, "delete", row.deployment_id, None);
+                changes
+                    .moves
+                    .push(host, &row.project_id, "delete", row.deployment_id, None);
             }
         }
     }
@@ -380,7 +370,7 @@ async fn point(
                 &[&host, &to, &follows_production, &now],
             )
             .await?;
-            changes.push(host, &project_id, action, from, to);
+            changes.moves.push(host, &project_id, action, from, to);
             Ok(())
         }
         rules::Point::Create {
@@ -394,7 +384,9 @@ async fn point(
                 &[&host, &project_id, &deployment_id, &KIND_CUSTOM, &now, &follows_production],
             )
             .await?;
-            changes.push(host, &project_id, "create", None, deployment_id);
+            changes
+                .moves
+                .push(host, &project_id, "create", None, deployment_id);
             Ok(())
         }
     }
@@ -445,7 +437,9 @@ pub(super) async fn delete_deployment(
             execute(tx, "DELETE FROM aliases WHERE host = $1", &[&host]).await?;
         }
         if rules::unrouted_by_delete(kind, d.status) {
-            changes.push(&host, &d.project_id, "delete", Some(id.to_owned()), None);
+            changes
+                .moves
+                .push(&host, &d.project_id, "delete", Some(id.to_owned()), None);
         }
     }
     Ok(())

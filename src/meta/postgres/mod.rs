@@ -509,7 +509,7 @@ impl MetaStore for PgMeta {
             None => Actor::system("deployment target production"),
         };
         let mut changes = Changes::default();
-        changes.push(
+        changes.moves.push(
             &d.preview_host,
             &d.project_id,
             "preview",
@@ -1017,7 +1017,7 @@ impl MetaStore for PgMeta {
             .await?
             {
                 let (host, project): (String, String) = (r.get(0), r.get(1));
-                changes.push(&host, &project, "expire", Some(id.clone()), None);
+                changes.moves.push(&host, &project, "expire", Some(id.clone()), None);
                 gone.push(host);
             }
         }
