@@ -183,6 +183,17 @@ async fn a_project_limited_token_cannot_see_or_touch_other_projects() {
                 .ends_with("not found")
         );
     }
+    // A deployment that does not exist answers alike to a token that sees every project
+    // (whose promote does not read the deployment's project first) and to a limited one.
+    let mut answers = Vec::new();
+    for token in [limited.as_str(), TOKEN] {
+        let path = "/v1/deployments/dpl_absent/promote";
+        let (status, v, _) = send(srv.req(token, Method::POST, path)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+        answers.push(v);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0]["error"]["code"], "not_found");
     // Lists show project A's records only.
     let (_, projects, _) = send(srv.req(&limited, Method::GET, "/v1/projects")).await;
     let ids: Vec<&str> = projects["data"]

@@ -44,6 +44,11 @@ impl Caller {
         }
     }
 
+    /// Whether the caller may see every project (its token has no project limit).
+    pub fn sees_all(&self) -> bool {
+        self.0.project_ids.is_none()
+    }
+
     /// The caller's project limit, for list filters.
     pub fn project_ids(&self) -> Option<Vec<String>> {
         self.0.project_ids.clone()

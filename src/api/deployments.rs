@@ -202,7 +202,13 @@ pub async fn promote(
     idem: Idem,
     Path(id): Path<String>,
 ) -> Result<Json<DeploymentView>, ApiError> {
-    let id = visible(&s, &caller, &id).await?.id;
+    // PERF: a caller who sees every project needs no read to learn the deployment's
+    // project: the promote reads it, and answers the same 404 when there is none.
+    let id = if caller.sees_all() && !id.contains('@') {
+        id
+    } else {
+        visible(&s, &caller, &id).await?.id
+    };
     if idem.replayed("promote") == Some(id.as_str()) {
         let d = s.control.deployment(&id).await?;
         return Ok(Json(DeploymentView::new(&s.control, d, None)));
