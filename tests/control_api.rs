@@ -480,6 +480,13 @@ async fn aliases_releases_and_history() {
     // Promote green: the following alias moves with production; the pinned one stays.
     srv.promote(green).await;
     assert_eq!(body_of("www.shop.example").await, green_html);
+    // The promote's phase is written with it: there as soon as the promote answers.
+    let g = get(&srv, &format!("/v1/deployments/{green}")).await;
+    let phases = g["phases"].as_array().unwrap();
+    let promote = phases.iter().find(|p| p["name"] == "promote");
+    let promote = promote.unwrap_or_else(|| panic!("no promote phase in {g}"));
+    assert_eq!(promote["status"], "completed", "{promote}");
+    assert!(promote["duration_ms"].as_i64().unwrap() >= 0, "{promote}");
     srv.promote(blue).await;
     assert_eq!(body_of("www.shop.example").await, blue_html);
     assert_eq!(body_of("xn--bcher-kva.example").await, green_html);

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use halo::digest::Sha256;
 use halo::meta::sqlite::SqliteMeta;
 use halo::meta::{
-    Actor, AliasKind, AliasOp, AliasTarget, DeploymentFilter, HistoryFilter, IdemClaim, MetaError,
-    MetaStore, NewDeployment, Project, ProjectFilter, Refusal, StoredResponse, Token,
+    Actor, AliasKind, AliasOp, AliasTarget, DeploymentFilter, HistoryFilter, IdemClaim, Logged,
+    MetaError, MetaStore, NewDeployment, Project, ProjectFilter, Refusal, StoredResponse, Token,
 };
 use halo::model::token::Scope;
 use halo::model::{Status, Target, now_millis};
@@ -221,12 +221,12 @@ mod suite {
     pub async fn promotes_move_production_one_revision_each(m: &dyn MetaStore) {
         let pid = ready(m, "shop", &["dpl_1", "dpl_2"]).await;
         let base = m.routes().await.unwrap().revision;
-        let (first, promoted) = m.promote("dpl_1", &actor(), None).await.unwrap();
+        let (first, promoted) = m.promote("dpl_1", &actor(), None, None).await.unwrap();
         assert_eq!(first.revision, base + 1);
         assert_eq!(Some(promoted), m.deployment("dpl_1").await.unwrap());
         assert_eq!(first.routes.len(), 1);
         assert_eq!(first.routes[0].host, "shop.halo.test");
-        let (second, _) = m.promote("dpl_2", &actor(), None).await.unwrap();
+        let (second, _) = m.promote("dpl_2", &actor(), None, None).await.unwrap();
         assert_eq!(second.revision, base + 2);
         let p = m.project(&pid).await.unwrap().unwrap();
         assert_eq!(p.production_deployment_id.as_deref(), Some("dpl_2"));
@@ -239,7 +239,7 @@ mod suite {
         let mut last = second;
         for i in 0..halo::meta::PROMOTIONS_CARRIED {
             let id = if i % 2 == 0 { "dpl_1" } else { "dpl_2" };
-            last = m.promote(id, &actor(), None).await.unwrap().0;
+            last = m.promote(id, &actor(), None, None).await.unwrap().0;
         }
         let cap = halo::meta::PROMOTIONS_CARRIED;
         let newest = m.promotions(&pid, cap).await.unwrap();
@@ -258,9 +258,9 @@ mod suite {
         m.create_deployment(new_deployment("dpl_3", &pid, vec![blob(7)]), None)
             .await
             .unwrap();
-        let err = m.promote("dpl_3", &actor(), None).await;
+        let err = m.promote("dpl_3", &actor(), None, None).await;
         assert!(matches!(err, Err(MetaError::InvalidState(_))), "{err:?}");
-        let err = m.promote("dpl_nope", &actor(), None).await;
+        let err = m.promote("dpl_nope", &actor(), None, None).await;
         assert!(matches!(err, Err(MetaError::NotFound(_))), "{err:?}");
         assert_eq!(
             m.routes().await.unwrap().revision,
@@ -289,7 +289,7 @@ mod suite {
             .map(|i| {
                 let m = m.clone();
                 tokio::spawn(async move {
-                    m.promote(&format!("dpl_{i}"), &actor(), None)
+                    m.promote(&format!("dpl_{i}"), &actor(), None, None)
                         .await
                         .unwrap()
                         .0
@@ -340,7 +340,7 @@ mod suite {
 
     pub async fn alias_changes_compare_and_swap(m: &dyn MetaStore) {
         let pid = ready(m, "shop", &["dpl_1", "dpl_2"]).await;
-        m.promote("dpl_1", &actor(), None).await.unwrap();
+        m.promote("dpl_1", &actor(), None, None).await.unwrap();
         let rev = m.routes().await.unwrap().revision;
         let point = |host: &str, target: AliasTarget| AliasOp::Point {
             host: host.into(),
@@ -378,7 +378,7 @@ mod suite {
         // A custom alias following production moves with the next promote, and the
         // deployment comes back as it is after it: serving the hosts that moved to it and
         // the one that pointed at it already.
-        let (change, promoted) = m.promote("dpl_2", &actor(), None).await.unwrap();
+        let (change, promoted) = m.promote("dpl_2", &actor(), None, None).await.unwrap();
         assert!(change.routes.iter().any(|r| r.host == "www.example.com"));
         assert_eq!(
             promoted.serving_hosts,
@@ -439,7 +439,7 @@ mod suite {
 
     pub async fn production_is_never_deleted_and_only_unfinished_builds_cancel(m: &dyn MetaStore) {
         let pid = ready(m, "shop", &["dpl_1", "dpl_2"]).await;
-        m.promote("dpl_1", &actor(), None).await.unwrap();
+        m.promote("dpl_1", &actor(), None, None).await.unwrap();
         let err = m.delete_deployment("dpl_1", &actor()).await;
         assert!(
             matches!(
@@ -655,6 +655,91 @@ mod suite {
         assert_eq!(progress.files_total, 2);
     }
 
+    pub async fn promotes_log_their_event_and_claim_in_their_commit(m: &dyn MetaStore) {
+        let pid = ready(m, "shop", &["dpl_1", "dpl_2"]).await;
+        m.create_deployment(new_deployment("dpl_3", &pid, vec![blob(7)]), None)
+            .await
+            .unwrap();
+        let claim = |key: &str| IdemClaim {
+            token_id: "tok_1".into(),
+            key: key.into(),
+            fingerprint: "fp".into(),
+        };
+        let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let logged = |n: i64| {
+            let made = made.clone();
+            Logged {
+                kind: "phase",
+                data: Box::new(move || {
+                    made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    serde_json::json!({ "phase": "promote", "status": "completed", "n": n })
+                }),
+            }
+        };
+        let since = now_millis() - 60_000;
+        m.promote("dpl_1", &actor(), Some(&claim("k1")), Some(logged(1)))
+            .await
+            .unwrap();
+        let events = m.events("dpl_1", 0, 100).await.unwrap();
+        let last = events.last().expect("the promote's event");
+        assert_eq!(last.kind, "phase");
+        assert_eq!(last.data["n"], 1);
+        let key = m.idempotent_response("tok_1", "k1", since).await.unwrap();
+        assert_eq!(key.unwrap().effect.as_deref(), Some("promote:dpl_1"));
+        // A refused promote writes neither, and leaves the store as it was.
+        let revision = m.routes().await.unwrap().revision;
+        for _ in 0..3 {
+            let err = m
+                .promote("dpl_3", &actor(), Some(&claim("k2")), Some(logged(3)))
+                .await;
+            assert!(matches!(err, Err(MetaError::InvalidState(_))), "{err:?}");
+            let err = m.promote("dpl_nope", &actor(), None, Some(logged(4))).await;
+            assert!(matches!(err, Err(MetaError::NotFound(_))), "{err:?}");
+        }
+        let phases = m.events("dpl_3", 0, 100).await.unwrap();
+        assert!(phases.iter().all(|e| e.kind != "phase"), "{phases:?}");
+        assert!(
+            m.idempotent_response("tok_1", "k2", since)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(m.routes().await.unwrap().revision, revision);
+        m.promote("dpl_2", &actor(), None, Some(logged(2)))
+            .await
+            .unwrap();
+        assert_eq!(m.routes().await.unwrap().revision, revision + 1);
+        let events = m.events("dpl_2", 0, 100).await.unwrap();
+        assert_eq!(events.last().unwrap().data["n"], 2);
+        assert!(made.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    }
+
+    /// Promotes dropped at any point of their way (a client gone mid-request) leave no
+    /// transaction open behind them: later promotes run, and every promote that committed
+    /// committed whole (one revision and one promotion each).
+    pub async fn promotes_dropped_midway_leave_nothing_open(m: &dyn MetaStore) {
+        let pid = ready(m, "shop", &["dpl_1", "dpl_2"]).await;
+        let base = m.routes().await.unwrap().revision;
+        let before = m.promotions(&pid, 1000).await.unwrap().len();
+        for i in 0..40u64 {
+            let id = if i % 2 == 0 { "dpl_1" } else { "dpl_2" };
+            let wait = std::time::Duration::from_micros(i * 50);
+            let _ = tokio::time::timeout(wait, m.promote(id, &actor(), None, None)).await;
+        }
+        let done = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            m.promote("dpl_1", &actor(), None, None),
+        )
+        .await
+        .expect("a promote after dropped ones is not blocked by them");
+        done.unwrap();
+        // SQLite finishes a dropped promote on its writer thread: let it land.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let revision = m.routes().await.unwrap().revision;
+        let promotions = m.promotions(&pid, 1000).await.unwrap().len() - before;
+        assert_eq!(revision - base, promotions as u64);
+    }
+
     pub async fn leases_have_one_holder_until_they_expire(m: &dyn MetaStore) {
         assert!(m.lease("gc", "a", 60_000).await.unwrap());
         assert!(!m.lease("gc", "b", 60_000).await.unwrap());
@@ -725,7 +810,7 @@ mod suite {
 
     pub async fn previews_expire_once_and_stay_gone(m: &dyn MetaStore) {
         let pid = ready(m, "shop", &["dpl_prod", "dpl_old", "dpl_pinned"]).await;
-        m.promote("dpl_prod", &actor(), None).await.unwrap();
+        m.promote("dpl_prod", &actor(), None, None).await.unwrap();
         let d = m.deployment("dpl_pinned").await.unwrap().unwrap();
         m.update_deployment(&d.id, &d.attribution, &d.metadata, true)
             .await
@@ -797,9 +882,9 @@ mod suite {
             .await
             .unwrap();
         m.mark_ready("dpl_2", &blob(200), 10).await.unwrap();
-        m.promote("dpl_2", &actor(), None).await.unwrap();
-        m.promote("dpl_1", &actor(), None).await.unwrap();
-        m.promote("dpl_2", &actor(), None).await.unwrap();
+        m.promote("dpl_2", &actor(), None, None).await.unwrap();
+        m.promote("dpl_1", &actor(), None, None).await.unwrap();
+        m.promote("dpl_2", &actor(), None, None).await.unwrap();
         m.cancel_deployment("dpl_2").await.ok();
         let events = m.outbox_after(&pid, made.state.cursor, 100).await.unwrap();
         let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
@@ -965,6 +1050,8 @@ macro_rules! conformance {
             case!(sessions_end_with_their_token_and_expire);
             case!(idempotency_keys_commit_with_their_effect);
             case!(events_append_in_order);
+            case!(promotes_log_their_event_and_claim_in_their_commit);
+            case!(promotes_dropped_midway_leave_nothing_open);
             case!(gc_spares_referenced_and_recent_blobs);
             case!(layered_deployments_keep_their_base_live);
             case!(leases_have_one_holder_until_they_expire);

@@ -131,6 +131,7 @@ async fn an_sqlite_installation_moves_to_postgres_row_for_row() {
             green["id"].as_str().unwrap(),
             &halo::meta::Actor::system("test"),
             None,
+            None,
         )
         .await
         .unwrap();

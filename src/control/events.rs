@@ -105,6 +105,23 @@ pub(super) fn stopped(id: &str) -> ControlError {
     }
 }
 
+/// A phase event's fields: the phase's new status, with its duration when it ended.
+pub(super) fn phase_data(
+    phase: Phase,
+    status: &str,
+    started: Option<Instant>,
+    error: Option<&str>,
+) -> Value {
+    let mut data = json!({"phase": phase, "status": status});
+    if let Some(s) = started {
+        data["duration_ms"] = json!(s.elapsed().as_millis() as i64);
+    }
+    if let Some(e) = error {
+        data["error"] = json!(e);
+    }
+    data
+}
+
 impl Control {
     /// A signal bumped whenever any deployment event is logged or a blob lands.
     pub fn event_signal(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -140,14 +157,8 @@ impl Control {
         started: Option<Instant>,
         error: Option<&str>,
     ) {
-        let mut data = json!({"phase": phase, "status": status});
-        if let Some(s) = started {
-            data["duration_ms"] = json!(s.elapsed().as_millis() as i64);
-        }
-        if let Some(e) = error {
-            data["error"] = json!(e);
-        }
-        self.log_event(id, "phase", data).await;
+        self.log_event(id, "phase", phase_data(phase, status, started, error))
+            .await;
     }
 
     /// Runs one build phase, logging its start and its end. Stops first if the deployment

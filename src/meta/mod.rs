@@ -15,7 +15,7 @@ pub use rules::Refusal;
 
 pub use records::{
     Actor, Alias, AliasKind, AliasOp, AliasTarget, Event, GcCandidate, HistoryEntry, HistoryFilter,
-    IdemClaim, Progress, Retention, StoredResponse, Token,
+    IdemClaim, Logged, Progress, Retention, StoredResponse, Token,
 };
 
 use std::collections::BTreeMap;
@@ -328,13 +328,15 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn mark_error(&self, id: &str, message: &str) -> Result<bool, MetaError>;
     /// Points the project's production hosts (and custom aliases following production) at
     /// a ready deployment, recording who did it (and `claim`, with the promote as its
-    /// effect); returns the change and the deployment as it is after the promote.
-    /// `InvalidState` when it is not ready.
+    /// effect, and `logged`, an event of the deployment's); returns the change and the
+    /// deployment as it is after the promote. `InvalidState` when it is not ready (and
+    /// nothing is written).
     async fn promote(
         &self,
         deployment_id: &str,
         actor: &Actor,
         claim: Option<&IdemClaim>,
+        logged: Option<Logged>,
     ) -> Result<(AliasChange, Deployment), MetaError>;
     /// Replaces a deployment's attribution, metadata and pin.
     async fn update_deployment(

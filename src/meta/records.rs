@@ -168,6 +168,23 @@ pub struct Event {
     pub data: serde_json::Value,
 }
 
+/// A deployment event written in the transaction of the change it reports, so that the
+/// change is never committed without it and costs no commit of its own. Its data is made
+/// just before the writes are sent, so that a duration in it runs until then (the commit
+/// itself is left out).
+pub struct Logged {
+    /// `status`, `phase` or `log`.
+    pub kind: &'static str,
+    /// Makes the event's fields.
+    pub data: Box<dyn FnOnce() -> serde_json::Value + Send>,
+}
+
+impl std::fmt::Debug for Logged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logged").field("kind", &self.kind).finish()
+    }
+}
+
 /// Upload progress of a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {

@@ -10,8 +10,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::group_commit::{StoredReply, StoredRows, group_committer};
 use super::{
     Actor, Alias, AliasChange, AliasOp, Deployment, DeploymentFilter, DeploymentPage, Event,
-    GcCandidate, HistoryEntry, HistoryFilter, IdemClaim, MetaError, MetaStore, NewDeployment,
-    Progress, Project, ProjectFilter, ProjectUpdate, Route, StoredResponse, Token, rules,
+    GcCandidate, HistoryEntry, HistoryFilter, IdemClaim, Logged, MetaError, MetaStore,
+    NewDeployment, Progress, Project, ProjectFilter, ProjectUpdate, Route, StoredResponse, Token,
+    rules,
 };
 use crate::digest::Sha256;
 use crate::model::owner::{Attribution, Metadata};
@@ -145,6 +146,15 @@ impl SqliteMeta {
         .await
         .map_err(|e| MetaError::Worker(e.to_string()))?
     }
+}
+
+/// Appends a deployment event (JSON `data`); returns its position.
+fn insert_event(c: &Connection, id: &str, kind: &str, data: &str) -> Result<i64, MetaError> {
+    Ok(c
+        .prepare_cached(
+            "INSERT INTO deployment_events (deployment_id, at, kind, data) VALUES (?1, ?2, ?3, ?4) RETURNING seq",
+        )?
+        .query_row(params![id, now_millis(), kind, data], |r| r.get(0))?)
 }
 
 #[async_trait]
@@ -651,6 +661,7 @@ impl MetaStore for SqliteMeta {
         deployment_id: &str,
         actor: &Actor,
         claim: Option<&IdemClaim>,
+        logged: Option<Logged>,
     ) -> Result<(AliasChange, Deployment), MetaError> {
         let (id, actor, claim) = (deployment_id.to_owned(), actor.clone(), claim.cloned());
         self.run(move |c| {
@@ -663,6 +674,9 @@ impl MetaStore for SqliteMeta {
                 .ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
             let latest = latest_promotions(&tx, &d.project_id, super::PROMOTIONS_CARRIED)?;
             change.promotions = Some((d.project_id.clone(), latest));
+            if let Some(e) = logged {
+                insert_event(&tx, &id, e.kind, &(e.data)().to_string())?;
+            }
             tx.commit()?;
             Ok((change, d))
         })
@@ -953,14 +967,7 @@ impl MetaStore for SqliteMeta {
         data: &serde_json::Value,
     ) -> Result<i64, MetaError> {
         let (id, kind, data) = (deployment_id.to_owned(), kind.to_owned(), data.to_string());
-        self.run(move |c| {
-            Ok(c
-                .prepare_cached(
-                    "INSERT INTO deployment_events (deployment_id, at, kind, data) VALUES (?1, ?2, ?3, ?4) RETURNING seq",
-                )?
-                .query_row(params![id, now_millis(), kind, data], |r| r.get(0))?)
-        })
-        .await
+        self.run(move |c| insert_event(c, &id, &kind, &data)).await
     }
 
     async fn events(

@@ -4,6 +4,7 @@
 //! ([`crate::meta::rules`]), these functions read and write.
 
 use deadpool_postgres::{GenericClient, Transaction};
+use tokio_postgres::types::ToSql;
 
 use super::rows::{
     self, DEPLOYMENT_COL_COUNT, DEPLOYMENT_COLS, Query, execute, get_deployment, query, query_one,
@@ -72,15 +73,73 @@ pub(super) async fn commit(
     revision: u64,
     actor: &Actor,
 ) -> Result<AliasChange, MetaError> {
+    let Some(w) = written(changes, tx, revision, actor).await? else {
+        return Ok(unchanged(revision));
+    };
+    let statement = tx.prepare_cached(&w.sql).await?;
+    let rows = tx.query(&statement, &w.params()).await;
+    w.checked(rows)
+}
+
+/// The change of a transaction that moved nothing: no new revision.
+pub(super) fn unchanged(revision: u64) -> AliasChange {
+    AliasChange {
+        revision,
+        routes: Vec::new(),
+        removed: Vec::new(),
+        access: None,
+        gone: Vec::new(),
+        promotions: None,
+    }
+}
+
+/// The one statement that commits an alias change's writes (see [`commit`]), and the
+/// change it makes once it has run.
+pub(super) struct Written {
+    pub(super) sql: String,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+    change: AliasChange,
+}
+
+impl Written {
+    pub(super) fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|p| &**p as &(dyn ToSql + Sync))
+            .collect()
+    }
+
+    /// The change, once the statement ran. It fails (dividing by zero) when the revision
+    /// bump matched no row, rather than return nothing: whatever the transaction sends
+    /// after it, a pipelined `COMMIT` included, then rolls back.
+    pub(super) fn checked(
+        self,
+        rows: Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
+    ) -> Result<AliasChange, MetaError> {
+        match rows {
+            Ok(_) => Ok(self.change),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO) => {
+                Err(MetaError::Corrupt(format!(
+                    "the alias revision moved from {} under its lock",
+                    self.change.revision - 1
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The statement of [`commit`], `None` when nothing moved. Reads first what the writes
+/// depend on, unless the transaction's reads found it already (a promote's do: then this
+/// sends nothing, and the statement can be pipelined).
+pub(super) async fn written(
+    changes: Changes,
+    tx: &impl GenericClient,
+    revision: u64,
+    actor: &Actor,
+) -> Result<Option<Written>, MetaError> {
     if changes.moves.moved.is_empty() {
-        return Ok(AliasChange {
-            revision,
-            routes: Vec::new(),
-            removed: Vec::new(),
-            access: None,
-            gone: Vec::new(),
-            promotions: None,
-        });
+        return Ok(None);
     }
     let revision = revision + 1;
     let Changes {
@@ -149,48 +208,42 @@ pub(super) async fn commit(
     } else {
         super::feed::change_payload(&change)
     };
-    let written = query(
-        tx,
-        &format!(
-            "WITH v AS (UPDATE counters SET value = value + 1
-                        WHERE name = 'alias_revision' AND value + 1 = $2 RETURNING value),
-                  h AS (INSERT INTO alias_history (at, revision, host, project_id, action,
-                            from_deployment, to_deployment, actor_id, actor_name)
-                        SELECT $1, v.value, m.h, m.p, m.a, m.f, m.t, $8, $9
-                        FROM v, UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-                             WITH ORDINALITY AS m(h, p, a, f, t, i)
-                        ORDER BY m.i),
-                  {}
-             SELECT pg_notify($10, $11) FROM v",
-            webhooks::outbox_cte(1, 12)
-        ),
-        &[
-            &now_millis(),
-            &(revision as i64),
-            &hosts,
-            &projects,
-            &actions,
-            &froms,
-            &tos,
-            &actor.id,
-            &actor.name,
-            &super::feed::CHANNEL,
-            &payload,
-            &webhooks::OUTBOX_LOCK,
-            &outbox.ids,
-            &outbox.projects,
-            &outbox.kinds,
-            &outbox.data,
-        ],
-    )
-    .await?;
-    if written.is_empty() {
-        return Err(MetaError::Corrupt(format!(
-            "the alias revision moved from {} under its lock",
-            revision - 1
-        )));
-    }
-    Ok(change)
+    let sql = format!(
+        "WITH v AS (UPDATE counters SET value = value + 1
+                    WHERE name = 'alias_revision' AND value + 1 = $2 RETURNING value),
+              h AS (INSERT INTO alias_history (at, revision, host, project_id, action,
+                        from_deployment, to_deployment, actor_id, actor_name)
+                    SELECT $1, v.value, m.h, m.p, m.a, m.f, m.t, $8, $9
+                    FROM v, UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+                         WITH ORDINALITY AS m(h, p, a, f, t, i)
+                    ORDER BY m.i),
+              {}
+         SELECT pg_notify($10, $11), 1 / (SELECT COUNT(*) FROM v)::int",
+        webhooks::outbox_cte(1, 12)
+    );
+    let params: Vec<Box<dyn ToSql + Sync + Send>> = vec![
+        Box::new(now_millis()),
+        Box::new(revision as i64),
+        Box::new(hosts),
+        Box::new(projects),
+        Box::new(actions),
+        Box::new(froms),
+        Box::new(tos),
+        Box::new(actor.id.clone()),
+        Box::new(actor.name.clone()),
+        Box::new(super::feed::CHANNEL),
+        Box::new(payload),
+        Box::new(webhooks::OUTBOX_LOCK),
+        Box::new(outbox.ids),
+        Box::new(outbox.projects),
+        Box::new(outbox.kinds),
+        Box::new(outbox.data),
+    ];
+    Ok(Some(Written {
+        sql,
+        params,
+        change,
+    }))
 }
 
 /// Points every production host of the deployment's project, and the custom aliases that
@@ -206,48 +259,61 @@ pub(super) async fn promote(
     action: &str,
     changes: &mut Changes,
 ) -> Result<(Deployment, Vec<(String, i64)>), MetaError> {
-    // The writes are conditional on the deployment being ready; the read sees the rows as
-    // they were before them (one snapshot per statement): the hosts' previous targets.
     let now = now_millis();
-    let row = query_opt(
-        tx,
-        &format!(
-            "WITH target AS (SELECT id, project_id FROM deployments
-                             WHERE id = $1 AND status = 'ready'),
-                  moved AS (UPDATE aliases SET deployment_id = $1, updated_at = $3
-                            WHERE project_id = (SELECT project_id FROM target)
-                              AND (kind = $2 OR follows_production)),
-                  production AS (UPDATE projects SET production_deployment_id = $1
-                                 WHERE id = (SELECT project_id FROM target)),
-                  promoted AS (INSERT INTO promotions (project_id, deployment_id, at)
-                               SELECT project_id, id, $3 FROM target)
-             SELECT {DEPLOYMENT_COLS}, m.hosts, m.froms,
-                    (SELECT COUNT(*) FROM promotions p WHERE p.deployment_id = d.id),
-                    l.ids, l.ats
-             FROM deployments d
-             LEFT JOIN LATERAL (
-                 SELECT array_agg(a.host ORDER BY a.host) AS hosts,
-                        array_agg(a.deployment_id ORDER BY a.host) AS froms
-                 FROM aliases a
-                 WHERE a.project_id = d.project_id AND (a.kind = $2 OR a.follows_production)
-             ) m ON true
-             LEFT JOIN LATERAL (
-                 SELECT array_agg(x.deployment_id ORDER BY x.seq DESC) AS ids,
-                        array_agg(x.at ORDER BY x.seq DESC) AS ats
-                 FROM (SELECT deployment_id, at, seq FROM promotions p
-                       WHERE p.project_id = d.project_id ORDER BY seq DESC LIMIT $4) x
-             ) l ON true
-             WHERE d.id = $1"
-        ),
-        &[
-            &id,
-            &KIND_PRODUCTION,
-            &now,
-            &i64::from(PROMOTIONS_CARRIED - 1),
-        ],
+    let row = query_opt(tx, &PROMOTE, &promote_params(&id, &now)).await?;
+    promoted(row, id, now, action, changes)
+}
+
+/// The statement of [`promote`]: its writes are conditional on the deployment being
+/// ready; its read sees the rows as they were before them (one snapshot per statement):
+/// the hosts' previous targets.
+pub(super) static PROMOTE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH target AS (SELECT id, project_id FROM deployments
+                         WHERE id = $1 AND status = 'ready'),
+              moved AS (UPDATE aliases SET deployment_id = $1, updated_at = $3
+                        WHERE project_id = (SELECT project_id FROM target)
+                          AND (kind = $2 OR follows_production)),
+              production AS (UPDATE projects SET production_deployment_id = $1
+                             WHERE id = (SELECT project_id FROM target)),
+              promoted AS (INSERT INTO promotions (project_id, deployment_id, at)
+                           SELECT project_id, id, $3 FROM target)
+         SELECT {DEPLOYMENT_COLS}, m.hosts, m.froms,
+                (SELECT COUNT(*) FROM promotions p WHERE p.deployment_id = d.id),
+                l.ids, l.ats
+         FROM deployments d
+         LEFT JOIN LATERAL (
+             SELECT array_agg(a.host ORDER BY a.host) AS hosts,
+                    array_agg(a.deployment_id ORDER BY a.host) AS froms
+             FROM aliases a
+             WHERE a.project_id = d.project_id AND (a.kind = $2 OR a.follows_production)
+         ) m ON true
+         LEFT JOIN LATERAL (
+             SELECT array_agg(x.deployment_id ORDER BY x.seq DESC) AS ids,
+                    array_agg(x.at ORDER BY x.seq DESC) AS ats
+             FROM (SELECT deployment_id, at, seq FROM promotions p
+                   WHERE p.project_id = d.project_id ORDER BY seq DESC LIMIT $4) x
+         ) l ON true
+         WHERE d.id = $1"
     )
-    .await?
-    .ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
+});
+
+/// [`PROMOTE`]'s parameters: promote deployment `id` at `now`.
+pub(super) fn promote_params<'a>(id: &'a &'a str, now: &'a i64) -> [&'a (dyn ToSql + Sync); 4] {
+    const LATEST: i64 = PROMOTIONS_CARRIED as i64 - 1;
+    [id, &KIND_PRODUCTION, now, &LATEST]
+}
+
+/// What [`PROMOTE`] answered for deployment `id`, promoted at `now`: the deployment after
+/// the promote and the project's latest promotions; its moves go to `changes`.
+pub(super) fn promoted(
+    row: Option<tokio_postgres::Row>,
+    id: &str,
+    now: i64,
+    action: &str,
+    changes: &mut Changes,
+) -> Result<(Deployment, Vec<(String, i64)>), MetaError> {
+    let row = row.ok_or_else(|| MetaError::NotFound(format!("deployment {id}")))?;
     let (_, mut d) = read_deployment(&row)?;
     if d.status != Status::Ready {
         // Nothing was written; the caller's transaction rolls back.

@@ -10,6 +10,7 @@
 mod aliases;
 mod feed;
 mod group_commit;
+mod pipeline;
 mod rows;
 mod schema;
 mod sessions;
@@ -19,13 +20,16 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::future::{OptionFuture, join3, join4};
+use tokio_postgres::types::ToSql;
 
 use self::aliases::{Changes, KIND_PREVIEW, KIND_PRODUCTION};
 use self::rows::*;
 use super::{
     Actor, Alias, AliasChange, AliasOp, Deployment, DeploymentFilter, DeploymentPage, Event,
-    GcCandidate, HistoryEntry, HistoryFilter, IdemClaim, MetaError, MetaStore, NewDeployment,
-    Progress, Project, ProjectFilter, ProjectUpdate, Route, StoredResponse, Token, rules,
+    GcCandidate, HistoryEntry, HistoryFilter, IdemClaim, Logged, MetaError, MetaStore,
+    NewDeployment, Progress, Project, ProjectFilter, ProjectUpdate, Route, StoredResponse, Token,
+    rules,
 };
 use crate::digest::Sha256;
 use crate::model::owner::{Attribution, Metadata};
@@ -162,16 +166,26 @@ async fn claim(
     let Some(c) = claim else {
         return Ok(());
     };
-    execute(tx,
-        "INSERT INTO idempotency_keys (token_id, key, fingerprint, status, content_type, body, created_at, effect)
-         VALUES ($1, $2, $3, 0, NULL, ''::bytea, $4, $5)
-         ON CONFLICT (token_id, key) DO UPDATE SET fingerprint = excluded.fingerprint, status = 0,
-           content_type = NULL, body = excluded.body, created_at = excluded.created_at, effect = excluded.effect",
+    execute(
+        tx,
+        CLAIM,
         &[&c.token_id, &c.key, &c.fingerprint, &now_millis(), &effect],
     )
     .await?;
     Ok(())
 }
+
+/// [`claim`]'s statement: token, key, fingerprint, time, effect.
+const CLAIM: &str = "INSERT INTO idempotency_keys (token_id, key, fingerprint, status, content_type, body, created_at, effect)
+     VALUES ($1, $2, $3, 0, NULL, ''::bytea, $4, $5)
+     ON CONFLICT (token_id, key) DO UPDATE SET fingerprint = excluded.fingerprint, status = 0,
+       content_type = NULL, body = excluded.body, created_at = excluded.created_at, effect = excluded.effect";
+
+/// Appends a deployment event (deployment, time, kind, data, the notification channel);
+/// the notification goes with the insert, so replicas' event streams wake at its commit.
+const EVENT: &str = "WITH e AS (INSERT INTO deployment_events (deployment_id, at, kind, data)
+                     VALUES ($1, $2, $3, $4) RETURNING seq)
+     SELECT seq, pg_notify($5, 'events') FROM e";
 
 fn conflict(e: MetaError, message: String) -> MetaError {
     match e {
@@ -563,18 +577,107 @@ impl MetaStore for PgMeta {
         deployment_id: &str,
         actor: &Actor,
         idem: Option<&IdemClaim>,
+        logged: Option<Logged>,
     ) -> Result<(AliasChange, Deployment), MetaError> {
-        // PERF: five round trips: begin, lock, the promote, the commit's writes (and the
-        // claim, when there is one), commit.
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        let revision = lock_revision(&tx).await?;
+        // PERF: two round trips, in flights (see `pipeline`): `BEGIN`, the revision lock
+        // and the promote; then the commit's writes, the event, the claim and `COMMIT`. It
+        // was six (five for the transaction, one for the event in its own).
+        let c = self.client().await?;
+        let lock = c.prepare_cached(LOCK_REVISION).await?;
+        let promote = c.prepare_cached(&aliases::PROMOTE).await?;
+        let event = c.prepare_cached(EVENT).await?;
+        let claim_statement = match idem {
+            Some(_) => Some(c.prepare_cached(CLAIM).await?),
+            None => None,
+        };
+        let tx = pipeline::Pipelined::new(c);
+        let now = now_millis();
+        let (begun, locked, row) = join3(
+            tx.client().batch_execute("BEGIN"),
+            tx.client().query_one(&lock, &[]),
+            tx.client()
+                .query_opt(&promote, &aliases::promote_params(&deployment_id, &now)),
+        )
+        .await;
+        // The first error is what failed; the statements after it only found the
+        // transaction aborted.
         let mut changes = Changes::default();
-        let (d, latest) = aliases::promote(&tx, deployment_id, "promote", &mut changes).await?;
-        let mut change = aliases::commit(changes, &tx, revision, actor).await?;
+        let read = begun.and(locked).map_err(MetaError::from).and_then(|lock| {
+            let (d, latest) = aliases::promoted(row?, deployment_id, now, "promote", &mut changes)?;
+            Ok((lock.get::<_, i64>(0) as u64, d, latest))
+        });
+        let (revision, d, latest) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                tx.rollback().await;
+                return Err(e);
+            }
+        };
+        // A promote's read found what the writes depend on: this sends nothing.
+        let written = match aliases::written(changes, tx.client(), revision, actor).await {
+            Ok(w) => w,
+            Err(e) => {
+                tx.rollback().await;
+                return Err(e);
+            }
+        };
+        let writes = match &written {
+            Some(w) => match tx.client().prepare_cached(&w.sql).await {
+                Ok(s) => Some((s, w.params())),
+                Err(e) => {
+                    tx.rollback().await;
+                    return Err(e.into());
+                }
+            },
+            None => None,
+        };
+        let effect = format!("promote:{deployment_id}");
+        let claim_params = idem.map(|c| (c, now_millis()));
+        let claim_params = claim_params
+            .as_ref()
+            .map(|(c, at)| -> [&(dyn ToSql + Sync); 5] {
+                [&c.token_id, &c.key, &c.fingerprint, at, &effect]
+            });
+        // Made last, so that a duration in it runs until the commit is sent.
+        let logged = logged.map(|l| (l.kind, (l.data)().to_string(), now_millis()));
+        let event_params = logged
+            .as_ref()
+            .map(|(kind, data, at)| -> [&(dyn ToSql + Sync); 5] {
+                [&deployment_id, at, kind, data, &feed::CHANNEL]
+            });
+        let (wrote, appended, claimed, committed) = join4(
+            OptionFuture::from(writes.as_ref().map(|(s, p)| tx.client().query(s, p))),
+            OptionFuture::from(
+                event_params
+                    .as_ref()
+                    .map(|p| tx.client().query_one(&event, p)),
+            ),
+            OptionFuture::from(
+                claim_statement
+                    .as_ref()
+                    .zip(claim_params.as_ref())
+                    .map(|(s, p)| tx.client().execute(s, p)),
+            ),
+            tx.client().batch_execute("COMMIT"),
+        )
+        .await;
+        // `COMMIT` answered (a `ROLLBACK` after an error): the transaction is over.
+        let ended = committed.is_ok();
+        let result = (|| {
+            let change = match (written, wrote) {
+                (Some(w), Some(rows)) => w.checked(rows)?,
+                _ => aliases::unchanged(revision),
+            };
+            appended.transpose()?;
+            claimed.transpose()?;
+            committed?;
+            Ok::<_, MetaError>(change)
+        })();
+        if ended {
+            tx.ended();
+        }
+        let mut change = result?;
         change.promotions = Some((d.project_id.clone(), latest));
-        claim(&tx, idem, &format!("promote:{deployment_id}")).await?;
-        tx.commit().await?;
         Ok((change, d))
     }
 
@@ -768,13 +871,9 @@ impl MetaStore for PgMeta {
         data: &serde_json::Value,
     ) -> Result<i64, MetaError> {
         let c = self.client().await?;
-        // The notification goes with the insert (one statement): replicas' event streams
-        // wake at its commit.
         let row = query_one(
             &c,
-            "WITH e AS (INSERT INTO deployment_events (deployment_id, at, kind, data)
-                            VALUES ($1, $2, $3, $4) RETURNING seq)
-                 SELECT seq, pg_notify($5, 'events') FROM e",
+            EVENT,
             &[
                 &deployment_id,
                 &now_millis(),

@@ -76,16 +76,15 @@ fn env_col(s: &str) -> Result<Env, MetaError> {
     json_col(s, "env")
 }
 
+/// Locks the alias revision row and reads it (see [`lock_revision`]).
+pub(super) const LOCK_REVISION: &str =
+    "SELECT value FROM counters WHERE name = 'alias_revision' FOR UPDATE";
+
 /// Locks the alias revision for this transaction and returns it: every transaction that
 /// changes what the alias table routes takes this lock first, so such changes serialise
 /// (as on SQLite's single writer) and get distinct, increasing revisions.
 pub(super) async fn lock_revision(c: &impl GenericClient) -> Result<u64, MetaError> {
-    let row = query_one(
-        c,
-        "SELECT value FROM counters WHERE name = 'alias_revision' FOR UPDATE",
-        &[],
-    )
-    .await?;
+    let row = query_one(c, LOCK_REVISION, &[]).await?;
     Ok(row.get::<_, i64>(0) as u64)
 }
 
