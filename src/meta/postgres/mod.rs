@@ -11,6 +11,7 @@ mod aliases;
 mod feed;
 mod group_commit;
 mod pipeline;
+mod promote;
 mod rows;
 mod schema;
 mod sessions;
@@ -20,8 +21,6 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
-use futures_util::future::{OptionFuture, join3, join4};
-use tokio_postgres::types::ToSql;
 
 use self::aliases::{Changes, KIND_PREVIEW, KIND_PRODUCTION};
 use self::rows::*;
@@ -579,106 +578,8 @@ impl MetaStore for PgMeta {
         idem: Option<&IdemClaim>,
         logged: Option<Logged>,
     ) -> Result<(AliasChange, Deployment), MetaError> {
-        // PERF: two round trips, in flights (see `pipeline`): `BEGIN`, the revision lock
-        // and the promote; then the commit's writes, the event, the claim and `COMMIT`. It
-        // was six (five for the transaction, one for the event in its own).
-        let c = self.client().await?;
-        let lock = c.prepare_cached(LOCK_REVISION).await?;
-        let promote = c.prepare_cached(&aliases::PROMOTE).await?;
-        let event = c.prepare_cached(EVENT).await?;
-        let claim_statement = match idem {
-            Some(_) => Some(c.prepare_cached(CLAIM).await?),
-            None => None,
-        };
-        let tx = pipeline::Pipelined::new(c);
-        let now = now_millis();
-        let (begun, locked, row) = join3(
-            tx.client().batch_execute("BEGIN"),
-            tx.client().query_one(&lock, &[]),
-            tx.client()
-                .query_opt(&promote, &aliases::promote_params(&deployment_id, &now)),
-        )
-        .await;
-        // The first error is what failed; the statements after it only found the
-        // transaction aborted.
-        let mut changes = Changes::default();
-        let read = begun.and(locked).map_err(MetaError::from).and_then(|lock| {
-            let (d, latest) = aliases::promoted(row?, deployment_id, now, "promote", &mut changes)?;
-            Ok((lock.get::<_, i64>(0) as u64, d, latest))
-        });
-        let (revision, d, latest) = match read {
-            Ok(read) => read,
-            Err(e) => {
-                tx.rollback().await;
-                return Err(e);
-            }
-        };
-        // A promote's read found what the writes depend on: this sends nothing.
-        let written = match aliases::written(changes, tx.client(), revision, actor).await {
-            Ok(w) => w,
-            Err(e) => {
-                tx.rollback().await;
-                return Err(e);
-            }
-        };
-        let writes = match &written {
-            Some(w) => match tx.client().prepare_cached(&w.sql).await {
-                Ok(s) => Some((s, w.params())),
-                Err(e) => {
-                    tx.rollback().await;
-                    return Err(e.into());
-                }
-            },
-            None => None,
-        };
-        let effect = format!("promote:{deployment_id}");
-        let claim_params = idem.map(|c| (c, now_millis()));
-        let claim_params = claim_params
-            .as_ref()
-            .map(|(c, at)| -> [&(dyn ToSql + Sync); 5] {
-                [&c.token_id, &c.key, &c.fingerprint, at, &effect]
-            });
-        // Made last, so that a duration in it runs until the commit is sent.
-        let logged = logged.map(|l| (l.kind, (l.data)().to_string(), now_millis()));
-        let event_params = logged
-            .as_ref()
-            .map(|(kind, data, at)| -> [&(dyn ToSql + Sync); 5] {
-                [&deployment_id, at, kind, data, &feed::CHANNEL]
-            });
-        let (wrote, appended, claimed, committed) = join4(
-            OptionFuture::from(writes.as_ref().map(|(s, p)| tx.client().query(s, p))),
-            OptionFuture::from(
-                event_params
-                    .as_ref()
-                    .map(|p| tx.client().query_one(&event, p)),
-            ),
-            OptionFuture::from(
-                claim_statement
-                    .as_ref()
-                    .zip(claim_params.as_ref())
-                    .map(|(s, p)| tx.client().execute(s, p)),
-            ),
-            tx.client().batch_execute("COMMIT"),
-        )
-        .await;
-        // `COMMIT` answered (a `ROLLBACK` after an error): the transaction is over.
-        let ended = committed.is_ok();
-        let result = (|| {
-            let change = match (written, wrote) {
-                (Some(w), Some(rows)) => w.checked(rows)?,
-                _ => aliases::unchanged(revision),
-            };
-            appended.transpose()?;
-            claimed.transpose()?;
-            committed?;
-            Ok::<_, MetaError>(change)
-        })();
-        if ended {
-            tx.ended();
-        }
-        let mut change = result?;
-        change.promotions = Some((d.project_id.clone(), latest));
-        Ok((change, d))
+        // PERF: two round trips (see `promote`).
+        promote::promote(self.client().await?, deployment_id, actor, idem, logged).await
     }
 
     async fn update_deployment(
