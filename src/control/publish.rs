@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use crate::edge::table::TableHandle;
 
-/// Least time between two snapshot publications.
-const PUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+/// Least time between two snapshot publications: how far the store's snapshot may lag
+/// behind the table during a burst of changes (a change after a quiet spell is written at
+/// once). Edges that follow the control plane get every change from its stream; the
+/// snapshot is for cold starts and for edges that lost the control plane.
+const PUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The publisher's lease (one replica publishes; another takes over when it dies).
 const LEASE: &str = "routing-snapshots";
@@ -32,9 +35,24 @@ pub(super) async fn publish_snapshots(
     let mut kept = std::collections::VecDeque::new();
     let mut last_write = std::time::Instant::now();
     let mut backoff = std::time::Duration::from_millis(100);
+    // When the lease was last taken or renewed (from just before asking).
+    let mut held_at: Option<std::time::Instant> = None;
     loop {
+        if revisions.has_changed().is_err() {
+            return;
+        }
         let current = table.snapshot();
-        let holder = leases.hold(LEASE, LEASE_TTL).await;
+        // PERF: the lease is renewed once a third of its time has passed, not before every
+        // write: in a promote storm each write would otherwise be a database commit too.
+        let holder = match held_at {
+            Some(at) if at.elapsed() < LEASE_TTL / 3 => true,
+            _ => {
+                let asked = std::time::Instant::now();
+                let holder = leases.hold(LEASE, LEASE_TTL).await;
+                held_at = holder.then_some(asked);
+                holder
+            }
+        };
         if holder && published.is_none() && leases.shared() {
             tracing::info!(
                 revision = current.revision,
@@ -81,7 +99,9 @@ pub(super) async fn publish_snapshots(
             }
         }
         tokio::select! {
-            changed = revisions.changed() => if changed.is_err() {
+            // Only the holder writes; another replica only asks for the lease again (it
+            // writes its table at once when it gets it).
+            changed = revisions.changed(), if holder => if changed.is_err() {
                 return;
             },
             // Renew the lease, or ask for it again.
