@@ -5,7 +5,8 @@
 //! deployment named in `x-halo-deployment` (no mixed responses).
 //!
 //! `cargo bench --bench promote_storm` (STORM_SECS=10 CLIENTS=16 to change the defaults;
-//! ROUNDS=n alternates n quiet and n storm phases of STORM_SECS each).
+//! ROUNDS=n alternates n quiet and n storm phases of STORM_SECS each, the storm first in odd
+//! rounds).
 //!
 //! Metadata backends side by side in one run: `BACKENDS="sqlite pg pg2"` (PostgreSQL with
 //! one replica, and with two `halo api` replicas on one database, each with its edge; the
@@ -276,20 +277,32 @@ fn main() {
             let (median, p99) = (took[promotes / 2], took[(promotes * 99 / 100).min(promotes - 1)]);
             let of_first = median.as_secs_f64() / first_median.get_or_insert(median).as_secs_f64();
             // Quiet and storm phases alternate, so that a drift in the shared machine's
-            // load falls on both alike; the ratio is of their sums.
+            // load falls on both alike; the ratio is of their means.
             let (mut quiet, mut storm) = ((0.0, 0, 0, 0.0), (0.0, 0, 0, 0.0));
             let mut ratios = Vec::new();
-            for _ in 0..rounds {
-                let q = load(edges.clone(), versions.clone(), clients, secs, None).await;
-                let s = load(edges.clone(), versions.clone(), clients, secs, Some((apis.clone(), [b.clone(), a.clone()], rate))).await;
-                ratios.push(format!("{:.3}", s.0 / q.0));
+            for round in 0..rounds {
+                let quiet_load = || load(edges.clone(), versions.clone(), clients, secs, None);
+                let storm_load = || load(edges.clone(), versions.clone(), clients, secs, Some((apis.clone(), [b.clone(), a.clone()], rate)));
+                // Odd rounds run the storm first (quiet, storm, storm, quiet, …): a drift
+                // of the machine's load over the run then falls on both phases alike.
+                let (q, s) = if round % 2 == 0 {
+                    let q = quiet_load().await;
+                    (q, storm_load().await)
+                } else {
+                    let s = storm_load().await;
+                    (quiet_load().await, s)
+                };
+                ratios.push(s.0 / q.0);
                 quiet = (quiet.0 + q.0 / rounds as f64, quiet.1 + q.1, quiet.2 + q.2, 0.0);
                 storm = (storm.0 + s.0 / rounds as f64, storm.1 + s.1, storm.2 + s.2, storm.3 + s.3 / rounds as f64);
             }
             println!("{backend}: {} replica(s), {} edge(s); {clients} verifying clients, {rounds} rounds of {secs} s quiet then {secs} s storm, in-process, 2 cores:", apis.len(), edges.len());
             println!("  promote → served by every edge: median {median:?} (×{of_first:.2} of the first backend's), p99 {p99:?} ({promotes} promotes, interleaved with the other backends')");
             println!("  quiet: {:.0} req/s, failed {}, mixed {}", quiet.0, quiet.1, quiet.2);
-            println!("  storm: {:.0} req/s ({:.3}× quiet; rounds {}) while promoting {:.1}/s; failed {}, mixed {}", storm.0, storm.0 / quiet.0, ratios.join(" "), storm.3, storm.1, storm.2);
+            let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+            ratios.sort_by(f64::total_cmp);
+            let middle = ratios[ratios.len() / 2];
+            println!("  storm: {:.0} req/s ({:.3}× quiet; median round {middle:.3}; rounds {}) while promoting {:.1}/s; failed {}, mixed {}", storm.0, storm.0 / quiet.0, listed.join(" "), storm.3, storm.1, storm.2);
             shutdown.cancel();
             for s in servers {
                 s.wait().await;
