@@ -232,6 +232,20 @@ pub struct AliasChange {
     pub promotions: Option<(String, Vec<(String, i64)>)>,
 }
 
+impl AliasChange {
+    /// A change at `revision` that moves nothing (yet).
+    pub fn at(revision: u64) -> Self {
+        AliasChange {
+            revision,
+            routes: Vec::new(),
+            removed: Vec::new(),
+            access: None,
+            gone: Vec::new(),
+            promotions: None,
+        }
+    }
+}
+
 /// How many of a project's latest promotions a promote's change carries.
 pub const PROMOTIONS_CARRIED: u32 = 32;
 

@@ -381,7 +381,7 @@ impl MetaStore for SqliteMeta {
             )?;
             let access = aliases::access(&tx)?;
             tx.commit()?;
-            Ok(AliasChange { revision, routes: Vec::new(), removed: Vec::new(), access: Some(access), gone: Vec::new(), promotions: None })
+            Ok(AliasChange { access: Some(access), ..AliasChange::at(revision) })
         })
         .await
     }

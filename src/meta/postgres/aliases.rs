@@ -74,23 +74,11 @@ pub(super) async fn commit(
     actor: &Actor,
 ) -> Result<AliasChange, MetaError> {
     let Some(w) = written(changes, tx, revision, actor).await? else {
-        return Ok(unchanged(revision));
+        return Ok(AliasChange::at(revision));
     };
     let statement = tx.prepare_cached(&w.sql).await?;
     let rows = tx.query(&statement, &w.params()).await;
     w.checked(rows)
-}
-
-/// The change of a transaction that moved nothing: no new revision.
-pub(super) fn unchanged(revision: u64) -> AliasChange {
-    AliasChange {
-        revision,
-        routes: Vec::new(),
-        removed: Vec::new(),
-        access: None,
-        gone: Vec::new(),
-        promotions: None,
-    }
 }
 
 /// The one statement that commits an alias change's writes (see [`commit`]), and the

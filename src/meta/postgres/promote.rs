@@ -105,7 +105,7 @@ pub(super) async fn promote(
     }
     let mut change = match (written, wrote) {
         (Some(w), Some(rows)) => w.checked(rows)?,
-        _ => aliases::unchanged(revision),
+        _ => AliasChange::at(revision),
     };
     appended.transpose()?;
     claimed.transpose()?;

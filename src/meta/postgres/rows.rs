@@ -326,14 +326,7 @@ pub(super) fn route(
     moved: impl IntoIterator<Item = (String, Option<String>)>,
     ready: &std::collections::HashSet<String>,
 ) -> AliasChange {
-    let mut change = AliasChange {
-        revision,
-        routes: Vec::new(),
-        removed: Vec::new(),
-        access: None,
-        gone: Vec::new(),
-        promotions: None,
-    };
+    let mut change = AliasChange::at(revision);
     for (host, to) in moved {
         match to {
             Some(deployment_id) if ready.contains(&deployment_id) => change.routes.push(Route {

@@ -79,26 +79,12 @@ pub(super) fn commit(
     actor: &Actor,
 ) -> Result<AliasChange, MetaError> {
     if changes.moved.is_empty() {
-        return Ok(AliasChange {
-            revision: revision(tx)?,
-            routes: Vec::new(),
-            removed: Vec::new(),
-            access: None,
-            gone: Vec::new(),
-            promotions: None,
-        });
+        return Ok(AliasChange::at(revision(tx)?));
     }
     let revision = bump_revision(tx)?;
     super::webhooks::alias_outbox(tx, &changes, revision)?;
     let now = now_millis();
-    let mut change = AliasChange {
-        revision,
-        routes: Vec::new(),
-        removed: Vec::new(),
-        access: None,
-        gone: Vec::new(),
-        promotions: None,
-    };
+    let mut change = AliasChange::at(revision);
     let mut log = tx.prepare_cached(
             "INSERT INTO alias_history (at, revision, host, project_id, action, from_deployment, to_deployment, actor_id, actor_name)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
