@@ -262,6 +262,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE deployments ADD COLUMN base_id TEXT;
     CREATE INDEX deployments_by_base ON deployments (base_id) WHERE base_id IS NOT NULL;
     "#,
+    // 14: promotions by deployment and by project, as on PostgreSQL: a promote counts the
+    // deployment's promotions and reads the project's latest, and retention reads both for
+    // every deployment; each was a scan of every promotion ever made.
+    r#"
+    CREATE INDEX promotions_by_deployment ON promotions (deployment_id, seq);
+    CREATE INDEX promotions_by_project ON promotions (project_id, seq);
+    "#,
 ];
 
 /// The schema version this build writes.

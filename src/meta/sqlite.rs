@@ -19,6 +19,8 @@ use crate::model::owner::{Attribution, Metadata};
 use crate::model::{Millis, Status, now_millis};
 
 mod aliases;
+#[cfg(test)]
+mod plans;
 mod records;
 mod rows;
 mod sessions;
@@ -1165,15 +1167,17 @@ impl MetaStore for SqliteMeta {
     }
 }
 
+/// Project `?1`'s latest `?2` promotions, newest first.
+const LATEST_PROMOTIONS: &str =
+    "SELECT deployment_id, at FROM promotions WHERE project_id = ?1 ORDER BY seq DESC LIMIT ?2";
+
 /// A project's latest `limit` promotions, newest first.
 fn latest_promotions(
     c: &Connection,
     project_id: &str,
     limit: u32,
 ) -> Result<Vec<(String, i64)>, MetaError> {
-    let mut stmt = c.prepare_cached(
-        "SELECT deployment_id, at FROM promotions WHERE project_id = ?1 ORDER BY seq DESC LIMIT ?2",
-    )?;
+    let mut stmt = c.prepare_cached(LATEST_PROMOTIONS)?;
     let rows = stmt.query_map(params![project_id, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }

@@ -199,13 +199,10 @@ pub(super) fn gc_forget(
     Ok(gone)
 }
 
-/// What retention does now (see the trait's documentation).
-pub(super) fn retention_expired(
-    c: &Connection,
-    now: Millis,
-) -> Result<rules::RetentionDue, MetaError> {
-    // The rows the rules need, project by project, oldest first; the rules decide.
-    let mut stmt = c.prepare(&format!(
+/// The rows retention judges: every project with a policy (or an expired preview), its
+/// deployments oldest first, with [`rules::RETENTION_ROW`].
+pub(super) fn retention_rows() -> String {
+    format!(
         "SELECT p.id, p.retention_keep_last, p.retention_keep_days, p.retention_preview_ttl_secs,
                 p.settings, {}
          FROM projects p JOIN deployments d ON d.project_id = p.id
@@ -214,7 +211,16 @@ pub(super) fn retention_expired(
            AND d.status != 'deleted'
          ORDER BY p.id, d.seq",
         rules::RETENTION_ROW
-    ))?;
+    )
+}
+
+/// What retention does now (see the trait's documentation).
+pub(super) fn retention_expired(
+    c: &Connection,
+    now: Millis,
+) -> Result<rules::RetentionDue, MetaError> {
+    // The rows the rules need, project by project, oldest first; the rules decide.
+    let mut stmt = c.prepare(&retention_rows())?;
     let mut rows = stmt.query([])?;
     let mut due = rules::RetentionDue::default();
     let mut project: Option<(String, rules::RetentionPolicy)> = None;

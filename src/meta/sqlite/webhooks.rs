@@ -58,6 +58,9 @@ pub(super) fn outbox(
     Ok(())
 }
 
+/// How many times deployment `?1` has been promoted.
+pub(super) const PROMOTION_COUNT: &str = "SELECT COUNT(*) FROM promotions WHERE deployment_id = ?1";
+
 /// The events of an alias change at `revision` (see [`rules::alias_events`]).
 pub(super) fn alias_outbox(
     c: &Connection,
@@ -66,11 +69,7 @@ pub(super) fn alias_outbox(
 ) -> Result<(), MetaError> {
     for e in rules::alias_events(moves, revision) {
         let promotions: i64 = match &e.promoted {
-            Some(d) => c.query_row(
-                "SELECT COUNT(*) FROM promotions WHERE deployment_id = ?1",
-                [d],
-                |r| r.get(0),
-            )?,
+            Some(d) => c.query_row(PROMOTION_COUNT, [d], |r| r.get(0))?,
             None => 0,
         };
         let kind = e.kind(promotions);
