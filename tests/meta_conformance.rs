@@ -733,11 +733,20 @@ mod suite {
         .await
         .expect("a promote after dropped ones is not blocked by them");
         done.unwrap();
-        // SQLite finishes a dropped promote on its writer thread: let it land.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        let revision = m.routes().await.unwrap().revision;
-        let promotions = m.promotions(&pid, 1000).await.unwrap().len() - before;
-        assert_eq!(revision - base, promotions as u64);
+        // SQLite finishes a dropped promote on its writer thread, maybe after this one:
+        // compare when the revision holds still around the read of the promotions.
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            let revision = m.routes().await.unwrap().revision;
+            let promotions = m.promotions(&pid, 1000).await.unwrap().len() - before;
+            let still = m.routes().await.unwrap().revision == revision;
+            if still && revision - base == promotions as u64 {
+                return;
+            }
+            seen.push((revision - base, promotions));
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("revisions and promotions disagree: {seen:?}");
     }
 
     pub async fn leases_have_one_holder_until_they_expire(m: &dyn MetaStore) {
