@@ -76,15 +76,14 @@ pub(super) async fn commit(
     let Some(w) = written(changes, tx, revision, actor).await? else {
         return Ok(AliasChange::at(revision));
     };
-    let statement = tx.prepare_cached(&w.sql).await?;
+    let statement = tx.prepare_cached(&COMMIT).await?;
     let rows = tx.query(&statement, &w.params()).await;
     w.checked(rows)
 }
 
-/// The one statement that commits an alias change's writes (see [`commit`]), and the
-/// change it makes once it has run.
+/// The parameters of [`COMMIT`] for one alias change, and the change it makes once it has
+/// run.
 pub(super) struct Written {
-    pub(super) sql: String,
     params: Vec<Box<dyn ToSql + Sync + Send>>,
     change: AliasChange,
 }
@@ -117,7 +116,25 @@ impl Written {
     }
 }
 
-/// The statement of [`commit`], `None` when nothing moved. Reads first what the writes
+/// The one statement that commits an alias change's writes (see [`commit`]): the revision
+/// bump, the audit rows, the webhook outbox and the notification.
+pub(super) static COMMIT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH v AS (UPDATE counters SET value = value + 1
+                    WHERE name = 'alias_revision' AND value + 1 = $2 RETURNING value),
+              h AS (INSERT INTO alias_history (at, revision, host, project_id, action,
+                        from_deployment, to_deployment, actor_id, actor_name)
+                    SELECT $1, v.value, m.h, m.p, m.a, m.f, m.t, $8, $9
+                    FROM v, UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+                         WITH ORDINALITY AS m(h, p, a, f, t, i)
+                    ORDER BY m.i),
+              {}
+         SELECT pg_notify($10, $11), 1 / (SELECT COUNT(*) FROM v)::int",
+        webhooks::outbox_cte(1, 12)
+    )
+});
+
+/// The parameters of [`COMMIT`], `None` when nothing moved. Reads first what the writes
 /// depend on, unless the transaction's reads found it already (a promote's do: then this
 /// sends nothing, and the statement can be pipelined).
 pub(super) async fn written(
@@ -196,19 +213,6 @@ pub(super) async fn written(
     } else {
         super::feed::change_payload(&change)
     };
-    let sql = format!(
-        "WITH v AS (UPDATE counters SET value = value + 1
-                    WHERE name = 'alias_revision' AND value + 1 = $2 RETURNING value),
-              h AS (INSERT INTO alias_history (at, revision, host, project_id, action,
-                        from_deployment, to_deployment, actor_id, actor_name)
-                    SELECT $1, v.value, m.h, m.p, m.a, m.f, m.t, $8, $9
-                    FROM v, UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-                         WITH ORDINALITY AS m(h, p, a, f, t, i)
-                    ORDER BY m.i),
-              {}
-         SELECT pg_notify($10, $11), 1 / (SELECT COUNT(*) FROM v)::int",
-        webhooks::outbox_cte(1, 12)
-    );
     let params: Vec<Box<dyn ToSql + Sync + Send>> = vec![
         Box::new(now_millis()),
         Box::new(revision as i64),
@@ -227,11 +231,7 @@ pub(super) async fn written(
         Box::new(outbox.kinds),
         Box::new(outbox.data),
     ];
-    Ok(Some(Written {
-        sql,
-        params,
-        change,
-    }))
+    Ok(Some(Written { params, change }))
 }
 
 /// Points every production host of the deployment's project, and the custom aliases that

@@ -51,7 +51,7 @@ pub(super) async fn promote(
         // The promote's read found what the writes depend on: this sends nothing.
         let written = aliases::written(changes, tx.client(), revision, actor).await?;
         let statement = match &written {
-            Some(w) => Some(tx.client().prepare_cached(&w.sql).await?),
+            Some(_) => Some(tx.client().prepare_cached(&aliases::COMMIT).await?),
             None => None,
         };
         Ok::<_, MetaError>((revision, d, latest, written, statement))

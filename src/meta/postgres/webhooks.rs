@@ -92,9 +92,11 @@ pub(super) async fn outbox(
     data: &serde_json::Value,
 ) -> Result<(), MetaError> {
     let rows = Outbox::of(std::iter::once((project_id, kind, data)));
+    static APPEND: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("WITH {} SELECT 1", outbox_cte(1, 2)));
     execute(
         c,
-        &format!("WITH {} SELECT 1", outbox_cte(1, 2)),
+        &APPEND,
         &[
             &now_millis(),
             &OUTBOX_LOCK,
