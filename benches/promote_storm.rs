@@ -159,14 +159,14 @@ async fn load(
 }
 
 /// Promote `ids[i % 2]` through replica `i % replicas` until every edge serves it: how
-/// long that took.
+/// long until the promote was answered, and until every edge served it.
 async fn promote_once(
     c: &reqwest::Client,
     apis: &[String],
     edges: &[String],
     ids: &[String; 2],
     i: usize,
-) -> Duration {
+) -> (Duration, Duration) {
     let id = &ids[i % 2];
     let start = Instant::now();
     let r = c
@@ -179,15 +179,48 @@ async fn promote_once(
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let answered = start.elapsed();
     // No sleep between polls: tokio's timer has a 1 ms grain, which would round every
     // replica that is not there yet at the first poll up to a millisecond. A poll is a
-    // request to the edge (tens of microseconds); that is the pace.
+    // request to the edge (tens of microseconds); that is the pace. (Waiting on each
+    // edge's table revision before polling was tried: no faster on any backend.)
     for e in edges {
         while common::served_by(c, e, "storm.halo.test").await.as_deref() != Some(id.as_str()) {
             tokio::task::yield_now().await;
         }
     }
-    start.elapsed()
+    (answered, start.elapsed())
+}
+
+/// The mean promote time the servers measured themselves (request to table swap, from
+/// `halo_promote_duration_seconds` summed over `apis`).
+async fn server_promote_mean(c: &reqwest::Client, apis: &[String]) -> Duration {
+    let (mut sum, mut count) = (0.0, 0.0);
+    for api in apis {
+        let body = c
+            .get(format!("{api}/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for line in body.lines() {
+            let value = |l: &str| {
+                l.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            if line.starts_with("halo_promote_duration_seconds_sum") {
+                sum += value(line);
+            } else if line.starts_with("halo_promote_duration_seconds_count") {
+                count += value(line);
+            }
+        }
+    }
+    Duration::from_secs_f64(sum / count.max(1.0))
 }
 
 /// One backend's servers: (API URLs, edge URLs, their shutdown).
@@ -258,22 +291,25 @@ fn main() {
             let b = common::deploy_over_http(&c, &api, TOKEN, &pid, &green, "preview").await["id"].as_str().unwrap().to_owned();
             c.post(format!("{api}/v1/deployments/{a}/promote")).bearer_auth(TOKEN).send().await.unwrap();
             let versions = Arc::new(vec![(a.clone(), blue), (b.clone(), green)]);
-            setups.push((backend, dir, apis, edges, servers, shutdown, [b, a], versions, Vec::new()));
+            setups.push((backend, dir, apis, edges, servers, shutdown, [b, a], versions, Vec::new(), Vec::new()));
         }
         let c = reqwest::Client::new();
         for i in 0..promotes {
             for s in &mut setups {
-                let took = promote_once(&c, &s.2, &s.3, &s.6, i).await;
+                let (answered, took) = promote_once(&c, &s.2, &s.3, &s.6, i).await;
                 s.8.push(took);
+                s.9.push(answered);
             }
         }
         let mut first_median = None;
-        for (backend, _dir, apis, edges, servers, shutdown, [b, a], versions, mut took) in setups {
+        for (backend, _dir, apis, edges, servers, shutdown, [b, a], versions, mut took, mut answered) in setups {
             // Back on `a` for the load.
             if promotes % 2 == 1 {
                 c.post(format!("{}/v1/deployments/{a}/promote", apis[0])).bearer_auth(TOKEN).send().await.unwrap();
             }
             took.sort();
+            answered.sort();
+            let in_server = server_promote_mean(&c, &apis).await;
             let (median, p99) = (took[promotes / 2], took[(promotes * 99 / 100).min(promotes - 1)]);
             let of_first = median.as_secs_f64() / first_median.get_or_insert(median).as_secs_f64();
             // Quiet and storm phases alternate, so that a drift in the shared machine's
@@ -298,6 +334,7 @@ fn main() {
             }
             println!("{backend}: {} replica(s), {} edge(s); {clients} verifying clients, {rounds} rounds of {secs} s quiet then {secs} s storm, in-process, 2 cores:", apis.len(), edges.len());
             println!("  promote → served by every edge: median {median:?} (×{of_first:.2} of the first backend's), p99 {p99:?} ({promotes} promotes, interleaved with the other backends')");
+            println!("    answered: median {:?}; in the server (request to table swap): mean {in_server:?}", answered[promotes / 2]);
             println!("  quiet: {:.0} req/s, failed {}, mixed {}", quiet.0, quiet.1, quiet.2);
             let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
             ratios.sort_by(f64::total_cmp);
