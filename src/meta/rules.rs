@@ -107,9 +107,15 @@ pub struct AliasEvent {
     pub data: serde_json::Value,
 }
 
+/// How far a promote counts its deployment's promotions: whether it was promoted before is
+/// all [`AliasEvent::kind`] asks, so the count stops there rather than growing with the
+/// history (a deployment flipped back and forth has thousands).
+pub const PROMOTIONS_COUNTED: i64 = 2;
+
 impl AliasEvent {
     /// The event's type; for a promote, `promotions` is how many times the deployment has
-    /// been promoted, this one included: more than once is a rollback to it.
+    /// been promoted, this one included, counted up to [`PROMOTIONS_COUNTED`]: more than
+    /// once is a rollback to it.
     pub fn kind(&self, promotions: i64) -> &'static str {
         match &self.promoted {
             Some(_) if promotions > 1 => "deployment.rolled_back",

@@ -134,6 +134,33 @@ pub(super) static COMMIT: std::sync::LazyLock<String> = std::sync::LazyLock::new
     )
 });
 
+/// How many times deployment `id` (an SQL expression) has been promoted, up to
+/// [`rules::PROMOTIONS_COUNTED`]: the newest, from the index on `(deployment_id, seq)`.
+///
+/// The id is a range of one rather than an equality, and the order names the deployment:
+/// with `= id`, the planner drops the deployment from the order (it is constant) and may
+/// read the whole table backwards by `seq` instead, betting that a deployment it believes
+/// frequent turns up soon, which one whose promotions are old does not. Only the index
+/// gives this order, so the count reads the newest two and stops.
+pub(super) fn promotion_count(id: &str) -> String {
+    format!(
+        "(SELECT COUNT(*) FROM (SELECT 1 FROM promotions p
+                               WHERE p.deployment_id >= {id} AND p.deployment_id <= {id}
+                               ORDER BY p.deployment_id DESC, p.seq DESC LIMIT {}) c)",
+        rules::PROMOTIONS_COUNTED
+    )
+}
+
+/// What [`written`] reads when the transaction did not: which of deployments `$1` are
+/// ready, and how many times each of `$2` has been promoted.
+static FACTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT ARRAY(SELECT id FROM deployments WHERE id = ANY($1) AND status = 'ready'),
+                ARRAY(SELECT {} FROM UNNEST($2::text[]) WITH ORDINALITY AS x(d, i) ORDER BY x.i)",
+        promotion_count("x.d")
+    )
+});
+
 /// The parameters of [`COMMIT`], `None` when nothing moved. Reads first what the writes
 /// depend on, unless the transaction's reads found it already (a promote's do: then this
 /// sends nothing, and the statement can be pipelined).
@@ -167,14 +194,7 @@ pub(super) async fn written(
         let count = |d: &&str| promotions.get(*d).copied().unwrap_or(0);
         promoted.iter().map(count).collect()
     } else {
-        let facts = query_one(
-            tx,
-            "SELECT ARRAY(SELECT id FROM deployments WHERE id = ANY($1) AND status = 'ready'),
-                ARRAY(SELECT (SELECT COUNT(*) FROM promotions p WHERE p.deployment_id = x.d)
-                      FROM UNNEST($2::text[]) WITH ORDINALITY AS x(d, i) ORDER BY x.i)",
-            &[&targets, &promoted],
-        )
-        .await?;
+        let facts = query_one(tx, &FACTS, &[&targets, &promoted]).await?;
         ready = facts.get::<_, Vec<String>>(0).into_iter().collect();
         facts.get(1)
     };
@@ -266,9 +286,7 @@ pub(super) static PROMOTE: std::sync::LazyLock<String> = std::sync::LazyLock::ne
                              WHERE id = (SELECT project_id FROM target)),
               promoted AS (INSERT INTO promotions (project_id, deployment_id, at)
                            SELECT project_id, id, $3 FROM target)
-         SELECT {DEPLOYMENT_COLS}, m.hosts, m.froms,
-                (SELECT COUNT(*) FROM promotions p WHERE p.deployment_id = d.id),
-                l.ids, l.ats
+         SELECT {DEPLOYMENT_COLS}, m.hosts, m.froms, {}, l.ids, l.ats
          FROM deployments d
          LEFT JOIN LATERAL (
              SELECT array_agg(a.host ORDER BY a.host) AS hosts,
@@ -282,7 +300,8 @@ pub(super) static PROMOTE: std::sync::LazyLock<String> = std::sync::LazyLock::ne
              FROM (SELECT deployment_id, at, seq FROM promotions p
                    WHERE p.project_id = d.project_id ORDER BY seq DESC LIMIT $4) x
          ) l ON true
-         WHERE d.id = $1"
+         WHERE d.id = $1",
+        promotion_count("d.id")
     )
 });
 

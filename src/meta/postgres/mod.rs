@@ -11,6 +11,8 @@ mod aliases;
 mod feed;
 mod group_commit;
 mod pipeline;
+#[cfg(test)]
+mod plans;
 mod promote;
 mod rows;
 mod schema;

@@ -238,6 +238,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE deployments ADD COLUMN base_id TEXT;
     CREATE INDEX deployments_by_base ON deployments (base_id) WHERE base_id IS NOT NULL;
     "#,
+    // 9: promotions by deployment in order (as on SQLite): a promote counts only the
+    // newest of its deployment's promotions, however many there are.
+    r#"
+    CREATE INDEX promotions_by_deployment_seq ON promotions (deployment_id, seq);
+    DROP INDEX promotions_by_deployment;
+    "#,
 ];
 
 /// The schema version this build writes.

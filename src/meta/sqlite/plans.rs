@@ -1,5 +1,6 @@
 //! Query plans of the statements that read promotions: a promote runs two of them and
-//! retention one per deployment, so none may scan every promotion ever made.
+//! retention one per deployment, so none may scan every promotion ever made, and a
+//! promote's count of its deployment's may not read more of them than it counts.
 
 use rusqlite::Connection;
 
@@ -32,11 +33,33 @@ fn promotions_are_read_through_an_index() {
     schema::migrate(&mut c).unwrap();
     let promotions = ["promotions", "p", "pr", "pr2", "n"];
     for sql in [
-        PROMOTION_COUNT.to_owned(),
+        PROMOTION_COUNT.clone(),
         super::LATEST_PROMOTIONS.to_owned(),
         retention_rows(),
     ] {
         let scans = scans(&c, &sql, &promotions);
         assert!(scans.is_empty(), "{scans:?} in the plan of {sql}");
+    }
+}
+
+#[test]
+fn a_promotion_count_reads_the_newest_only() {
+    let mut c = Connection::open_in_memory().unwrap();
+    schema::migrate(&mut c).unwrap();
+    // One deployment's promotions before another's: a count that does not read them from
+    // the index by deployment and age reads thousands for one of them.
+    c.execute_batch(
+        "WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM i WHERE n < 2000)
+         INSERT INTO promotions (project_id, deployment_id, at)
+         SELECT 'prj', 'dpl_old', n FROM i UNION ALL SELECT 'prj', 'dpl_flipped', n FROM i;",
+    )
+    .unwrap();
+    for (id, count) in [("dpl_flipped", 2), ("dpl_old", 2), ("dpl_never", 0)] {
+        let mut stmt = c.prepare(&PROMOTION_COUNT).unwrap();
+        let counted: i64 = stmt.query_row([id], |r| r.get(0)).unwrap();
+        assert_eq!(counted, count, "{id}");
+        // Virtual machine steps: a few per row read.
+        let steps = stmt.get_status(rusqlite::StatementStatus::VmStep);
+        assert!(steps < 100, "{id}: {steps} steps");
     }
 }

@@ -58,8 +58,15 @@ pub(super) fn outbox(
     Ok(())
 }
 
-/// How many times deployment `?1` has been promoted.
-pub(super) const PROMOTION_COUNT: &str = "SELECT COUNT(*) FROM promotions WHERE deployment_id = ?1";
+/// How many times deployment `?1` has been promoted, up to [`rules::PROMOTIONS_COUNTED`]
+/// (the newest, from the index on `(deployment_id, seq)`).
+pub(super) static PROMOTION_COUNT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM promotions WHERE deployment_id = ?1
+                               ORDER BY seq DESC LIMIT {})",
+        rules::PROMOTIONS_COUNTED
+    )
+});
 
 /// The events of an alias change at `revision` (see [`rules::alias_events`]).
 pub(super) fn alias_outbox(
@@ -69,7 +76,9 @@ pub(super) fn alias_outbox(
 ) -> Result<(), MetaError> {
     for e in rules::alias_events(moves, revision) {
         let promotions: i64 = match &e.promoted {
-            Some(d) => c.query_row(PROMOTION_COUNT, [d], |r| r.get(0))?,
+            Some(d) => c
+                .prepare_cached(&PROMOTION_COUNT)?
+                .query_row([d], |r| r.get(0))?,
             None => 0,
         };
         let kind = e.kind(promotions);
