@@ -197,28 +197,8 @@ async fn promote_once(
 async fn server_promote_mean(c: &reqwest::Client, apis: &[String]) -> Duration {
     let (mut sum, mut count) = (0.0, 0.0);
     for api in apis {
-        let body = c
-            .get(format!("{api}/metrics"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        for line in body.lines() {
-            let value = |l: &str| {
-                l.rsplit(' ')
-                    .next()
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .unwrap_or(0.0)
-            };
-            if line.starts_with("halo_promote_duration_seconds_sum") {
-                sum += value(line);
-            } else if line.starts_with("halo_promote_duration_seconds_count") {
-                count += value(line);
-            }
-        }
+        sum += common::metric(c, api, "halo_promote_duration_seconds_sum").await;
+        count += common::metric(c, api, "halo_promote_duration_seconds_count").await;
     }
     Duration::from_secs_f64(sum / count.max(1.0))
 }
